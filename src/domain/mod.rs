@@ -1,0 +1,11 @@
+//! The rules of the product, free of I/O.
+//!
+//! Everything here works on plain values that the [`crate::fhir`] layer has
+//! already read and checked, so each rule is tested in microseconds and a
+//! rule that comes from a standard lives in one place, citing its source.
+
+pub mod coverage;
+pub mod sdoh;
+pub mod visit;
+
+pub use time::Date;

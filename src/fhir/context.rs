@@ -1,0 +1,239 @@
+//! Loading a visit's context: every read and search is sent at once, so the
+//! wall time is about one FHIR round trip, not the sum of eight.
+//!
+//! The Patient is required (without it there is no page); every other
+//! section that fails shows its own clear message while the others show.
+
+use std::collections::HashMap;
+
+use fhir_sdk::r4b::resources::{
+    Claim, ClaimResponse, Condition, Coverage, Encounter, Observation, Organization, Patient,
+    ServiceRequest, Task,
+};
+use fhir_sdk::r4b::types::Reference;
+use time::Date;
+
+use super::client::{Decoded, FhirClient, SearchPage};
+use super::error::FhirError;
+use super::views;
+use crate::domain::coverage::{RegimeTable, assess};
+use crate::domain::visit::{
+    Section, SectionError, TaskKind, TaskSummary, VisitContext, latest_screenings, pair_referrals,
+};
+
+/// Task statuses worth showing as open work (everything not closed).
+const OPEN_TASK_STATUSES: &str = "draft,requested,received,accepted,ready,in-progress,on-hold";
+/// How many resources of each kind one visit page asks for.
+const PAGE: &str = "100";
+
+/// Load the visit context of `patient_id` (and `encounter_id`, if given).
+pub async fn load_visit(
+    client: &FhirClient,
+    patient_id: &str,
+    encounter_id: Option<&str>,
+    regimes: &RegimeTable,
+    today: Date,
+) -> Result<VisitContext, FhirError> {
+    let subject = format!("Patient/{patient_id}");
+    let by_subject = |extra: &[(&'static str, &str)]| {
+        let mut p: Vec<(&str, String)> = vec![("_count", PAGE.to_string())];
+        p.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+        p
+    };
+    let coverage_q = by_subject(&[("beneficiary", &subject), ("_include", "Coverage:payor")]);
+    let observation_q = by_subject(&[
+        ("subject", &subject),
+        ("category", "sdoh"),
+        ("_sort", "-date"),
+    ]);
+    let condition_q = by_subject(&[("subject", &subject), ("category", "sdoh")]);
+    let request_q = by_subject(&[("subject", &subject), ("status", "draft,active,on-hold")]);
+    let task_q = by_subject(&[("patient", &subject), ("status", OPEN_TASK_STATUSES)]);
+    let claim_q = by_subject(&[
+        ("patient", &subject),
+        ("_include", "ClaimResponse:request"),
+        ("_include", "ClaimResponse:insurer"),
+    ]);
+    let latest_encounter_q = [
+        ("subject", subject.clone()),
+        ("_sort", "-date".into()),
+        ("_count", "1".into()),
+    ];
+    let (patient, encounter, coverages, observations, conditions, requests, tasks, claims) = tokio::join!(
+        client.read::<Patient>("Patient", patient_id),
+        async {
+            match encounter_id {
+                Some(id) => client
+                    .read::<Encounter>("Encounter", id)
+                    .await
+                    .map(|v| Some(v.resource)),
+                // Opened without an encounter: show the patient's latest one.
+                None => client
+                    .search("Encounter", &latest_encounter_q)
+                    .await
+                    .map(|page| {
+                        page.resources::<Encounter>("Encounter")
+                            .items
+                            .into_iter()
+                            .next()
+                    }),
+            }
+        },
+        client.search("Coverage", &coverage_q),
+        client.search("Observation", &observation_q),
+        client.search("Condition", &condition_q),
+        client.search("ServiceRequest", &request_q),
+        client.search("Task", &task_q),
+        client.search("ClaimResponse", &claim_q),
+    );
+    let patient = views::patient(&patient?.resource);
+    let mut skipped: Vec<(String, usize)> = Vec::new();
+    let mut note_skipped = |t: &str, n: usize| {
+        if n > 0 {
+            skipped.push((t.to_string(), n));
+        }
+    };
+
+    let encounter = match encounter {
+        Ok(found) => found.map(|e| Ok(views::encounter(&e))),
+        Err(e) => Some(Err(section_error("The encounter", &e))),
+    };
+
+    let coverage = coverages
+        .map_err(|e| section_error("Coverage", &e))
+        .map(|page| {
+            let names = organization_names(&page, &mut note_skipped);
+            let decoded: Decoded<Coverage> = page.resources("Coverage");
+            note_skipped("Coverage", decoded.skipped);
+            let facts = decoded
+                .items
+                .iter()
+                .map(|c| views::coverage(c, |r| lookup(&names, r)))
+                .collect();
+            assess(facts, regimes, today)
+        });
+
+    let screenings = observations
+        .map_err(|e| section_error("Screening results", &e))
+        .map(|page| {
+            let decoded: Decoded<Observation> = page.resources("Observation");
+            note_skipped("Observation", decoded.skipped);
+            let obs: Vec<_> = decoded
+                .items
+                .iter()
+                .map(views::screening_observation)
+                .collect();
+            latest_screenings(&obs)
+        });
+
+    let concerns = conditions
+        .map_err(|e| section_error("Health concerns", &e))
+        .map(|page| {
+            let decoded: Decoded<Condition> = page.resources("Condition");
+            note_skipped("Condition", decoded.skipped);
+            decoded.items.iter().map(views::concern).collect()
+        });
+
+    let task_list: Section<Vec<TaskSummary>> =
+        tasks.map_err(|e| section_error("Tasks", &e)).map(|page| {
+            let decoded: Decoded<Task> = page.resources("Task");
+            note_skipped("Task", decoded.skipped);
+            decoded
+                .items
+                .iter()
+                .map(|t| views::task(t, &subject))
+                .collect()
+        });
+
+    let referrals = match (requests, &task_list) {
+        (Ok(page), Ok(tasks)) => {
+            let decoded: Decoded<ServiceRequest> = page.resources("ServiceRequest");
+            note_skipped("ServiceRequest", decoded.skipped);
+            Ok(pair_referrals(
+                decoded.items.iter().map(views::referral).collect(),
+                tasks,
+            ))
+        }
+        (Err(e), _) => Err(section_error("Referrals", &e)),
+        (_, Err(e)) => Err(e.clone()),
+    };
+    let of_kind = |pred: fn(&TaskKind) -> bool| {
+        task_list
+            .clone()
+            .map(|ts| ts.into_iter().filter(|t| pred(&t.kind)).collect::<Vec<_>>())
+    };
+    let appeals = of_kind(|k| matches!(k, TaskKind::Appeal(_)));
+    let patient_tasks = of_kind(|k| matches!(k, TaskKind::Patient));
+
+    let denials = claims
+        .map_err(|e| section_error("Denials", &e))
+        .map(|page| {
+            let names = organization_names(&page, &mut note_skipped);
+            let claims: Decoded<Claim> = page.resources("Claim");
+            let services: HashMap<String, String> = claims
+                .items
+                .iter()
+                .filter_map(|c| {
+                    let id = c.id.clone()?;
+                    let item = c.item.iter().flatten().next()?;
+                    Some((
+                        format!("Claim/{id}"),
+                        views::concept_text(&item.product_or_service)?,
+                    ))
+                })
+                .collect();
+            let decoded: Decoded<ClaimResponse> = page.resources("ClaimResponse");
+            note_skipped("ClaimResponse", decoded.skipped);
+            let mut list: Vec<_> = decoded
+                .items
+                .iter()
+                .filter_map(|c| {
+                    let service = c
+                        .request
+                        .as_ref()
+                        .and_then(|r| r.reference.as_ref())
+                        .and_then(|r| services.get(r))
+                        .cloned();
+                    views::denial(c, |r| lookup(&names, r), service)
+                })
+                .collect();
+            list.sort_by_key(|d| std::cmp::Reverse(d.created));
+            list
+        });
+
+    Ok(VisitContext {
+        patient,
+        encounter,
+        coverage,
+        screenings,
+        concerns,
+        referrals,
+        appeals,
+        patient_tasks,
+        denials,
+        skipped,
+    })
+}
+
+fn section_error(what: &str, err: &FhirError) -> SectionError {
+    SectionError {
+        message: format!("{what} could not be loaded. {err}"),
+    }
+}
+
+/// `Organization/id` → name, from the Organizations a search `_include`d.
+fn organization_names(
+    page: &SearchPage,
+    note_skipped: &mut impl FnMut(&str, usize),
+) -> HashMap<String, String> {
+    let orgs: Decoded<Organization> = page.resources("Organization");
+    note_skipped("Organization", orgs.skipped);
+    orgs.items
+        .iter()
+        .filter_map(|o| Some((format!("Organization/{}", o.id.clone()?), o.name.clone()?)))
+        .collect()
+}
+
+fn lookup(names: &HashMap<String, String>, r: &Reference) -> Option<String> {
+    r.reference.as_ref().and_then(|k| names.get(k)).cloned()
+}

@@ -1,0 +1,75 @@
+//! The FHIR layer's one error type: each variant says, in words a clinician or
+//! an integrator can act on, what went wrong with the FHIR server. None of
+//! them carries patient data: decoding errors name a JSON path, never a value.
+
+use std::time::Duration;
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum FhirError {
+    #[error("The FHIR server at {base} could not be reached.")]
+    Unreachable { base: String },
+
+    #[error("The FHIR server did not answer within {} s.", .after.as_secs())]
+    Timeout { after: Duration },
+
+    #[error("{what} was not found on the FHIR server.")]
+    NotFound { what: String },
+
+    #[error("The FHIR server refused the request ({status}): {message}")]
+    Refused { status: u16, message: String },
+
+    #[error("Someone else changed this record first ({status}). {message}")]
+    Conflict { status: u16, message: String },
+
+    #[error("The FHIR server is busy and asked us to slow down (429){}.", .retry_after.map(|s| format!("; try again in {s} s")).unwrap_or_default())]
+    RateLimited { retry_after: Option<u64> },
+
+    #[error("The FHIR server failed ({status}): {message}")]
+    Server { status: u16, message: String },
+
+    #[error("The FHIR server sent more than {limit} bytes; the answer was refused.")]
+    TooLarge { limit: usize },
+
+    #[error("The FHIR server sent {what} that is not valid FHIR R4 ({detail}).")]
+    Invalid { what: String, detail: String },
+
+    #[error("{resource_type} does not conform to the FHIR R4 schema: {}", .problems.join("; "))]
+    Schema {
+        resource_type: String,
+        problems: Vec<String>,
+    },
+
+    #[error("The FHIR request could not be made: {0}")]
+    Request(String),
+}
+
+impl FhirError {
+    /// Worth trying again later (the user can press reload, the outbox can resend).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            FhirError::Unreachable { .. }
+                | FhirError::Timeout { .. }
+                | FhirError::RateLimited { .. }
+                | FhirError::Server { .. }
+        )
+    }
+
+    /// A short kind for log lines and metrics (never the message, which may
+    /// quote the server).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            FhirError::Unreachable { .. } => "unreachable",
+            FhirError::Timeout { .. } => "timeout",
+            FhirError::NotFound { .. } => "not-found",
+            FhirError::Refused { .. } => "refused",
+            FhirError::Conflict { .. } => "conflict",
+            FhirError::RateLimited { .. } => "rate-limited",
+            FhirError::Server { .. } => "server-error",
+            FhirError::TooLarge { .. } => "too-large",
+            FhirError::Invalid { .. } => "invalid",
+            FhirError::Schema { .. } => "schema",
+            FhirError::Request(_) => "request",
+        }
+    }
+}

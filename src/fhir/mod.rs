@@ -1,0 +1,23 @@
+//! The FHIR layer: the only module that speaks HTTP to FHIR servers and knows
+//! FHIR JSON.
+//!
+//! * [`client`]: a thin R4 REST client (read, search with paging and
+//!   `_include`, transaction, conditional create, update with `If-Match`);
+//! * [`decode`]: FHIR JSON into fhir-sdk's R4B models, one resource at a time;
+//! * [`views`]: R4B models into the plain values of [`crate::domain`];
+//! * [`context`]: the visit context, loaded concurrently;
+//! * [`schema`]: validation of what we write against the R4 JSON schema.
+//!
+//! Keeping FHIR here also keeps compile times sane: fhir-sdk's `Resource`
+//! enum is large, and only this module instantiates its decoders.
+
+pub mod client;
+pub mod context;
+pub mod decode;
+pub mod error;
+pub mod schema;
+pub mod views;
+
+pub use client::{Created, Decoded, FhirClient, Limits, SearchPage, Versioned};
+pub use error::FhirError;
+pub use schema::SchemaValidator;

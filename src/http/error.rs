@@ -1,0 +1,109 @@
+//! The web layer's error: what the user reads, with the right status code.
+//! The internal cause is logged (without patient data); the page says what
+//! happened and what to do.
+
+use askama::Template;
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+
+use crate::fhir::FhirError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The FHIR base is not one this Passerelle may open.
+    #[error(
+        "This FHIR server is not on Passerelle's list of servers it may open, so nothing was requested from it."
+    )]
+    ServerNotAllowed,
+    #[error("{0}")]
+    BadRequest(String),
+    #[error(transparent)]
+    Fhir(#[from] FhirError),
+    #[error("Something went wrong inside Passerelle; the details are in its log.")]
+    Internal(String),
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage<'a> {
+    title: &'a str,
+    message: String,
+    hint: &'a str,
+}
+
+impl AppError {
+    fn status(&self) -> StatusCode {
+        match self {
+            AppError::ServerNotAllowed => StatusCode::FORBIDDEN,
+            AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            AppError::Fhir(e) => match e {
+                FhirError::NotFound { .. } => StatusCode::NOT_FOUND,
+                FhirError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+                FhirError::RateLimited { .. } => StatusCode::SERVICE_UNAVAILABLE,
+                FhirError::Conflict { .. } => StatusCode::CONFLICT,
+                FhirError::Request(_) => StatusCode::BAD_REQUEST,
+                _ => StatusCode::BAD_GATEWAY,
+            },
+        }
+    }
+
+    fn title_and_hint(&self) -> (&'static str, &'static str) {
+        match self {
+            AppError::ServerNotAllowed => (
+                "Server not allowed",
+                "An administrator can add it to PASSERELLE_OPEN_SERVERS if it is meant to be opened without authorization.",
+            ),
+            AppError::BadRequest(_) => (
+                "Incomplete request",
+                "Open Passerelle again from the EHR or from its home page.",
+            ),
+            AppError::Internal(_) => (
+                "Passerelle failed",
+                "Try again; if it happens again, tell your administrator.",
+            ),
+            AppError::Fhir(e) => match e {
+                FhirError::NotFound { .. } => {
+                    ("Not found", "Check the patient or encounter you opened.")
+                }
+                FhirError::Conflict { .. } => (
+                    "Changed by someone else",
+                    "Reload to see the current version.",
+                ),
+                e if e.is_transient() => (
+                    "The EHR's FHIR server did not answer",
+                    "Try again in a moment.",
+                ),
+                _ => (
+                    "The EHR's FHIR server sent something Passerelle cannot use",
+                    "Tell your administrator; the log names the resource type at fault.",
+                ),
+            },
+        }
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        match &self {
+            AppError::Internal(cause) => tracing::error!(%cause, "internal error"),
+            AppError::Fhir(e) => tracing::warn!(
+                kind = e.kind(),
+                status = status.as_u16(),
+                "FHIR error shown to the user"
+            ),
+            _ => tracing::info!(status = status.as_u16(), "request refused"),
+        }
+        let (title, hint) = self.title_and_hint();
+        let page = ErrorPage {
+            title,
+            message: self.to_string(),
+            hint,
+        };
+        match page.render() {
+            Ok(html) => (status, Html(html)).into_response(),
+            Err(_) => (status, self.to_string()).into_response(),
+        }
+    }
+}

@@ -1,0 +1,420 @@
+//! The open-server launch and the visit page.
+//!
+//! `GET /launch/open?iss=<base>&patient=<id>[&encounter=<id>]` opens a visit
+//! on a FHIR server the configuration lists as open (no authorization), such
+//! as the public HAPI R4 sandbox. Without `patient`, it lists the server's
+//! patients to pick from. A base that is not listed is refused before any
+//! request is sent.
+
+use askama::Template;
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+use time::Date;
+
+use super::{AppError, AppState};
+use crate::domain::coverage::CoverageGap;
+use crate::domain::visit::{Section, VisitContext};
+use crate::fhir::client::is_valid_id;
+use crate::fhir::{context, views};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/", get(home))
+        .route("/launch/open", get(open_launch))
+}
+
+/// Today, as the date rules see it (UTC).
+fn today() -> Date {
+    time::OffsetDateTime::now_utc().date()
+}
+
+fn render(t: impl Template) -> Result<Response, AppError> {
+    t.render()
+        .map(|html| Html(html).into_response())
+        .map_err(|e| AppError::Internal(e.to_string()))
+}
+
+#[derive(Template)]
+#[template(path = "home.html")]
+struct HomePage {
+    servers: Vec<String>,
+}
+
+async fn home(State(state): State<AppState>) -> Result<Response, AppError> {
+    render(HomePage {
+        servers: state.open_servers().iter().map(|u| u.to_string()).collect(),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct OpenLaunch {
+    iss: Option<String>,
+    patient: Option<String>,
+    encounter: Option<String>,
+    name: Option<String>,
+}
+
+fn non_empty(s: &Option<String>) -> Option<&str> {
+    s.as_deref().map(str::trim).filter(|s| !s.is_empty())
+}
+
+async fn open_launch(
+    State(state): State<AppState>,
+    Query(q): Query<OpenLaunch>,
+) -> Result<Response, AppError> {
+    let iss = non_empty(&q.iss).ok_or_else(|| {
+        AppError::BadRequest("The launch did not say which FHIR server (iss) to open.".into())
+    })?;
+    let client = state.open_client(iss)?;
+    let Some(patient) = non_empty(&q.patient) else {
+        return pick_patient(&client, non_empty(&q.name)).await;
+    };
+    if !is_valid_id(patient) {
+        return Err(AppError::BadRequest(
+            "The patient id is not a valid FHIR id.".into(),
+        ));
+    }
+    let encounter = non_empty(&q.encounter);
+    if encounter.is_some_and(|e| !is_valid_id(e)) {
+        return Err(AppError::BadRequest(
+            "The encounter id is not a valid FHIR id.".into(),
+        ));
+    }
+    let today = today();
+    let ctx = context::load_visit(&client, patient, encounter, state.regimes(), today).await?;
+    render(VisitPage::new(ctx, client.base().as_str(), today))
+}
+
+#[derive(Template)]
+#[template(path = "patients.html")]
+struct PatientsPage {
+    iss: String,
+    name: String,
+    patients: Vec<PatientRow>,
+    skipped: usize,
+}
+
+struct PatientRow {
+    id: String,
+    name: String,
+    birth_date: String,
+}
+
+async fn pick_patient(
+    client: &crate::fhir::FhirClient,
+    name: Option<&str>,
+) -> Result<Response, AppError> {
+    let mut params = vec![("_count", "50".to_string())];
+    if let Some(n) = name {
+        params.push(("name", n.to_string()));
+    }
+    let page = client.search("Patient", &params).await?;
+    let decoded = page.resources::<fhir_sdk::r4b::resources::Patient>("Patient");
+    let patients = decoded
+        .items
+        .iter()
+        .map(views::patient)
+        .map(|p| PatientRow {
+            birth_date: fmt_date(p.birth_date),
+            id: p.id,
+            name: p.name,
+        })
+        .collect();
+    render(PatientsPage {
+        iss: client.base().to_string(),
+        name: name.unwrap_or_default().to_string(),
+        patients,
+        skipped: decoded.skipped,
+    })
+}
+
+fn fmt_date(d: Option<Date>) -> String {
+    d.map(|d| d.to_string()).unwrap_or_else(|| "unknown".into())
+}
+
+/// The visit page: everything pre-formatted, so the template only lays out.
+#[derive(Template)]
+#[template(path = "visit.html")]
+struct VisitPage {
+    iss: String,
+    patient_id: String,
+    name: String,
+    birth: String,
+    age: String,
+    gender: String,
+    identifiers: Vec<(String, String)>,
+    language: String,
+    interpreter: String,
+    encounter: Option<Result<EncounterView, String>>,
+    coverage_alerts: Vec<String>,
+    coverages: Result<Vec<CoverageView>, String>,
+    screenings: Result<Vec<ScreeningView>, String>,
+    concerns: Result<Vec<Row>, String>,
+    referrals: Result<Vec<Row>, String>,
+    appeals: Result<Vec<Row>, String>,
+    patient_tasks: Result<Vec<Row>, String>,
+    denials: Result<Vec<DenialView>, String>,
+    skipped: Vec<String>,
+}
+
+struct EncounterView {
+    summary: String,
+    period: String,
+    status: String,
+}
+
+struct CoverageView {
+    payer: String,
+    plan: String,
+    member_id: String,
+    kind: String,
+    period: String,
+    status: String,
+    active: bool,
+    regime: String,
+    costs: Vec<String>,
+    alerts: Vec<String>,
+}
+
+struct ScreeningView {
+    domain: String,
+    date: String,
+    positive: bool,
+}
+
+/// A generic list row: a title, details, and a status.
+struct Row {
+    title: String,
+    detail: String,
+    status: String,
+}
+
+struct DenialView {
+    date: String,
+    payer: String,
+    service: String,
+    kind: String,
+    reasons: Vec<String>,
+    text: String,
+}
+
+fn section<T, U>(s: Section<T>, f: impl FnOnce(T) -> U) -> Result<U, String> {
+    s.map(f).map_err(|e| e.message)
+}
+
+fn gap_text(g: &CoverageGap) -> String {
+    match g {
+        CoverageGap::NoActiveCoverage => "No active coverage today.".into(),
+        CoverageGap::EndsSoon { end, days_left, .. } => {
+            format!(
+                "Coverage ends on {end} ({days_left} day{} left).",
+                if *days_left == 1 { "" } else { "s" }
+            )
+        }
+        CoverageGap::LapsedMedicaid { ended: Some(d), .. } => {
+            format!("Medicaid lapsed on {d}; no Medicaid coverage is active.")
+        }
+        CoverageGap::LapsedMedicaid { ended: None, .. } => {
+            "Medicaid was cancelled; no Medicaid coverage is active.".into()
+        }
+    }
+}
+
+fn period(start: Option<Date>, end: Option<Date>) -> String {
+    match (start, end) {
+        (None, None) => "no period recorded".into(),
+        (Some(s), None) => format!("from {s}"),
+        (None, Some(e)) => format!("until {e}"),
+        (Some(s), Some(e)) => format!("{s} to {e}"),
+    }
+}
+
+impl VisitPage {
+    fn new(ctx: VisitContext, iss: &str, today: Date) -> Self {
+        let p = &ctx.patient;
+        let coverage_alerts = match &ctx.coverage {
+            Ok(summary) => summary
+                .gaps
+                .iter()
+                .filter(|g| matches!(g, CoverageGap::NoActiveCoverage))
+                .map(gap_text)
+                .collect(),
+            Err(_) => vec![],
+        };
+        VisitPage {
+            iss: iss.to_string(),
+            patient_id: p.id.clone(),
+            name: p.name.clone(),
+            birth: fmt_date(p.birth_date),
+            age: p
+                .age_on(today)
+                .map(|a| format!("{a} y"))
+                .unwrap_or_default(),
+            gender: p.gender.clone().unwrap_or_default(),
+            identifiers: p
+                .identifiers
+                .iter()
+                .map(|i| (i.label.clone(), i.value.clone()))
+                .collect(),
+            language: p
+                .language
+                .as_ref()
+                .map(|l| l.display.clone())
+                .unwrap_or_else(|| "not recorded".into()),
+            interpreter: match p.interpreter_needed {
+                Some(true) => "Interpreter needed".into(),
+                Some(false) => "No interpreter needed".into(),
+                None => String::new(),
+            },
+            encounter: ctx.encounter.map(|e| {
+                e.map(|e| EncounterView {
+                    summary: [e.class.unwrap_or_default(), e.types.join(", ")]
+                        .into_iter()
+                        .filter(|s| !s.is_empty())
+                        .collect::<Vec<_>>()
+                        .join(" · "),
+                    period: period(e.start, e.end),
+                    status: e.status,
+                })
+                .map_err(|e| e.message)
+            }),
+            coverage_alerts,
+            coverages: section(ctx.coverage, |s| {
+                s.cards
+                    .into_iter()
+                    .map(|c| CoverageView {
+                        payer: c.facts.payer,
+                        plan: [c.facts.plan, c.facts.group.map(|g| format!("group {g}"))]
+                            .into_iter()
+                            .flatten()
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        member_id: c.facts.member_id.unwrap_or_else(|| "not recorded".into()),
+                        kind: c.facts.type_label.unwrap_or_default(),
+                        period: period(c.facts.start, c.facts.end),
+                        status: if c.active {
+                            "active".into()
+                        } else {
+                            "not active".into()
+                        },
+                        active: c.active,
+                        regime: c
+                            .regime
+                            .map(|r| {
+                                format!(
+                                    "{}: appeal within {} days ({})",
+                                    r.label, r.file_within_days, r.citation
+                                )
+                            })
+                            .unwrap_or_else(|| "Appeal rules: see the plan's denial notice".into()),
+                        costs: c.facts.costs,
+                        alerts: c.gaps.iter().map(gap_text).collect(),
+                    })
+                    .collect()
+            }),
+            screenings: section(ctx.screenings, |list| {
+                list.into_iter()
+                    .map(|s| ScreeningView {
+                        domain: s.domain.label().into(),
+                        date: s.date.to_string(),
+                        positive: s.positive,
+                    })
+                    .collect()
+            }),
+            concerns: section(ctx.concerns, |list| {
+                list.into_iter()
+                    .map(|c| Row {
+                        title: c.text,
+                        detail: [
+                            c.domains
+                                .iter()
+                                .map(|d| d.label())
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                            c.recorded
+                                .map(|d| format!("recorded {d}"))
+                                .unwrap_or_default(),
+                        ]
+                        .into_iter()
+                        .filter(|s| !s.is_empty())
+                        .collect::<Vec<_>>()
+                        .join(" · "),
+                        status: c.verification.unwrap_or_default(),
+                    })
+                    .collect()
+            }),
+            referrals: section(ctx.referrals, |list| {
+                list.into_iter()
+                    .map(|r| Row {
+                        title: r.text,
+                        detail: [
+                            r.performer.unwrap_or_default(),
+                            r.authored.map(|d| format!("sent {d}")).unwrap_or_default(),
+                        ]
+                        .into_iter()
+                        .filter(|s| !s.is_empty())
+                        .collect::<Vec<_>>()
+                        .join(" · "),
+                        status: r.task.map(|t| t.status).unwrap_or(r.status),
+                    })
+                    .collect()
+            }),
+            appeals: section(ctx.appeals, |list| list.into_iter().map(task_row).collect()),
+            patient_tasks: section(ctx.patient_tasks, |list| {
+                list.into_iter().map(task_row).collect()
+            }),
+            denials: section(ctx.denials, |list| {
+                list.into_iter()
+                    .map(|d| DenialView {
+                        date: fmt_date(d.created),
+                        payer: d.payer,
+                        service: d.service.unwrap_or_else(|| "service not named".into()),
+                        kind: if d.use_ == "preauthorization" {
+                            "Prior authorization".into()
+                        } else {
+                            "Claim".into()
+                        },
+                        reasons: d
+                            .reasons
+                            .iter()
+                            .map(|r| match &r.display {
+                                Some(display) => format!("{} {}", r.code, display),
+                                None => r.code.clone(),
+                            })
+                            .collect(),
+                        text: d.disposition.unwrap_or_default(),
+                    })
+                    .collect()
+            }),
+            skipped: ctx
+                .skipped
+                .iter()
+                .map(|(t, n)| {
+                    format!(
+                        "{n} {t} could not be read and {} left out.",
+                        if *n == 1 { "was" } else { "were" }
+                    )
+                })
+                .collect(),
+        }
+    }
+}
+
+fn task_row(t: crate::domain::visit::TaskSummary) -> Row {
+    Row {
+        title: t.description,
+        detail: [
+            t.due.map(|d| format!("due {d}")).unwrap_or_default(),
+            t.owner.unwrap_or_default(),
+            t.priority.filter(|p| p != "routine").unwrap_or_default(),
+        ]
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join(" · "),
+        status: t.status,
+    }
+}

@@ -1,0 +1,28 @@
+//! # Passerelle
+//!
+//! A SMART-on-FHIR sidecar for a medical practice's EHR. It opens during a
+//! visit, reads the patient's context from the EHR's FHIR R4 server, screens
+//! for social and financial barriers, and writes what it learns back as
+//! standard FHIR resources so that the EHR stays the system of record.
+//!
+//! The modules follow the data:
+//!
+//! * [`config`]: every setting, as flags and `PASSERELLE_…` environment variables;
+//! * [`http`]: the web app (routes, pages, errors turned into clear answers);
+//! * [`fhir`]: the only module that speaks HTTP to FHIR servers and knows FHIR
+//!   JSON: a thin R4 client, decoding into R4B models, the visit context
+//!   loader, schema validation of what we write;
+//! * [`domain`]: the rules (coverage gaps, appeal regimes, SDOH domains), free
+//!   of I/O so they are tested in microseconds;
+//! * [`seed`] and [`check`]: the integrator's tools (fixtures in, conformance
+//!   probe out);
+//! * [`dev`]: the local Helios FHIR Server runner used by `demo` and the tests.
+
+pub mod check;
+pub mod config;
+pub mod dev;
+pub mod domain;
+pub mod fhir;
+pub mod http;
+pub mod seed;
+pub mod telemetry;
