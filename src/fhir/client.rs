@@ -591,7 +591,7 @@ impl FhirClient {
                 .unwrap_or("no reason given")
                 .to_string()
         });
-        tracing::warn!(method = %method, path_type = url.path_segments().and_then(|mut s| s.next_back()).unwrap_or(""), status = status.as_u16(), "FHIR request failed");
+        tracing::warn!(method = %method, resource_type = resource_type_of(&url), status = status.as_u16(), "FHIR request failed");
         Err(match status.as_u16() {
             404 | 410 => FhirError::NotFound {
                 what: capitalise(what),
@@ -649,6 +649,14 @@ impl FhirClient {
         }
         Ok(body)
     }
+}
+
+/// The resource type a FHIR URL is about (its first capitalised path
+/// segment): what log lines name instead of the id or the query.
+fn resource_type_of(url: &Url) -> &str {
+    url.path_segments()
+        .and_then(|mut s| s.find(|seg| seg.starts_with(|c: char| c.is_ascii_uppercase())))
+        .unwrap_or("(base)")
 }
 
 fn capitalise(s: &str) -> String {

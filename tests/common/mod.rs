@@ -1,0 +1,196 @@
+//! The test harness: a real Helios FHIR Server seeded with the fixtures, and
+//! Passerelle on port 0 (`spawn_app()`), plus a fault-injecting proxy
+//! ([`proxy`]) to put failures between them.
+#![allow(dead_code)] // each test binary uses its own part of the harness
+
+pub mod proxy;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use passerelle::dev::hfs::{Hfs, HfsOptions, default_hfs_bin};
+use passerelle::domain::coverage::RegimeTable;
+use passerelle::fhir::{FhirClient, Limits, SchemaValidator};
+use passerelle::http::Settings;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use url::Url;
+
+/// Where the set-up scripts put the definitions (or the environment says).
+pub fn definitions_dir() -> PathBuf {
+    std::env::var_os("PASSERELLE_DEFINITIONS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| passerelle::config::cache_dir().join("definitions"))
+}
+
+pub fn hfs_options() -> HfsOptions {
+    let bin = std::env::var_os("PASSERELLE_HFS_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(default_hfs_bin);
+    assert!(
+        bin.is_file(),
+        "hfs is not installed at {}: run ./scripts/test, which installs it",
+        bin.display()
+    );
+    HfsOptions {
+        bin,
+        definitions_dir: definitions_dir(),
+        auth: None,
+    }
+}
+
+pub fn schema() -> SchemaValidator {
+    SchemaValidator::load(&definitions_dir())
+        .expect("the FHIR schema is installed by ./scripts/test")
+}
+
+/// A running hfs, seeded with the fixtures (dates shifted to today).
+pub async fn seeded_hfs() -> Hfs {
+    let hfs = Hfs::start(&hfs_options()).await.expect("hfs starts");
+    let client = fhir_client(hfs.base());
+    let today = time::OffsetDateTime::now_utc().date();
+    passerelle::seed::load(&client, &schema(), None, 0, today)
+        .await
+        .expect("fixtures load");
+    hfs
+}
+
+pub fn fhir_client(base: &Url) -> FhirClient {
+    FhirClient::new(
+        FhirClient::http_client(),
+        base.clone(),
+        Limits {
+            timeout: Duration::from_secs(60),
+            ..Limits::default()
+        },
+    )
+}
+
+/// The app under test.
+pub struct TestApp {
+    /// `http://127.0.0.1:PORT`
+    pub address: String,
+    pub hfs: Hfs,
+    pub http: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+impl TestApp {
+    /// An app started with [`start_app`] on `hfs`.
+    pub fn from_parts(address: String, hfs: Hfs, shutdown: oneshot::Sender<()>) -> Self {
+        TestApp {
+            address,
+            hfs,
+            http: reqwest::Client::new(),
+            shutdown: Some(shutdown),
+        }
+    }
+
+    pub fn fhir_base(&self) -> &Url {
+        self.hfs.base()
+    }
+
+    /// GET a path of the app; returns status and body, with the HTML
+    /// entities of text decoded so tests compare what a person reads.
+    pub async fn get(&self, path_and_query: &str) -> (u16, String) {
+        let r = self
+            .http
+            .get(format!("{}{}", self.address, path_and_query))
+            .send()
+            .await
+            .expect("app answers");
+        let status = r.status().as_u16();
+        (status, unescape(&r.text().await.expect("body")))
+    }
+
+    /// The visit page of `patient` on `iss`.
+    pub async fn open(&self, iss: &str, patient: &str) -> (u16, String) {
+        self.get(&format!(
+            "/launch/open?iss={}&patient={}",
+            enc(iss),
+            enc(patient)
+        ))
+        .await
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Decode the entities askama writes for text.
+pub fn unescape(html: &str) -> String {
+    html.replace("&#39;", "'")
+        .replace("&#x27;", "'")
+        .replace("&quot;", "\"")
+        .replace("&#34;", "\"")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+pub fn enc(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// Options for [`spawn_app_with`].
+pub struct AppOptions {
+    /// Open servers besides the seeded hfs.
+    pub extra_open_servers: Vec<Url>,
+    pub limits: Limits,
+}
+
+impl Default for AppOptions {
+    fn default() -> Self {
+        AppOptions {
+            extra_open_servers: vec![],
+            limits: Limits {
+                timeout: Duration::from_secs(10),
+                ..Limits::default()
+            },
+        }
+    }
+}
+
+/// hfs seeded with the fixtures, and the app serving it on port 0.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(AppOptions::default()).await
+}
+
+pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
+    passerelle::telemetry::init("warn");
+    let hfs = seeded_hfs().await;
+    let address = start_app(hfs.base(), opts).await;
+    TestApp {
+        address: address.0,
+        hfs,
+        http: reqwest::Client::new(),
+        shutdown: Some(address.1),
+    }
+}
+
+/// Start the app with `base` (and the extra servers) as open servers.
+pub async fn start_app(base: &Url, opts: AppOptions) -> (String, oneshot::Sender<()>) {
+    let mut open_servers = vec![base.clone()];
+    open_servers.extend(opts.extra_open_servers);
+    let settings = Settings {
+        open_servers: open_servers
+            .iter()
+            .map(passerelle::http::normalise_base)
+            .collect(),
+        frame_ancestors: vec![],
+        regimes: RegimeTable::shipped(),
+        limits: opts.limits,
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+    let address = format!("http://{}", listener.local_addr().expect("local address"));
+    let (tx, rx) = oneshot::channel::<()>();
+    tokio::spawn(passerelle::http::run(listener, settings, async {
+        let _ = rx.await;
+    }));
+    (address, tx)
+}

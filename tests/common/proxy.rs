@@ -1,0 +1,183 @@
+//! A fault-injecting HTTP proxy in front of a real FHIR server: it adds
+//! latency, answers with an error, a malformed or an oversize body, or
+//! hangs, for requests whose path matches a rule; it counts what it sees.
+//! The tests use it to put real failures between Passerelle and hfs; the
+//! benchmark uses it to add 50 ms to every FHIR request.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, to_bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use tokio::net::TcpListener;
+use url::Url;
+
+/// What to do instead of forwarding.
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// Answer with this status and body.
+    Status(u16, String),
+    /// Answer 200 with this (malformed or wrong) body.
+    Body(String),
+    /// Answer 200 with a body of this many bytes.
+    Huge(usize),
+    /// Never answer (until the client gives up).
+    Hang,
+    /// Forward, then replace the response body with `f(body)`.
+    Rewrite(fn(serde_json::Value) -> serde_json::Value),
+}
+
+#[derive(Default)]
+struct Rules {
+    delay: Duration,
+    faults: Vec<(String, Fault)>,
+}
+
+#[derive(Clone)]
+struct Shared {
+    target: Url,
+    http: reqwest::Client,
+    rules: Arc<Mutex<Rules>>,
+    count: Arc<AtomicUsize>,
+}
+
+/// A running proxy.
+pub struct Proxy {
+    pub base: Url,
+    shared: Shared,
+}
+
+impl Proxy {
+    /// Start a proxy in front of `target` (a FHIR base URL).
+    pub async fn start(target: &Url) -> Proxy {
+        let shared = Shared {
+            target: target.clone(),
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(64)
+                .build()
+                .unwrap(),
+            rules: Arc::default(),
+            count: Arc::default(),
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = Url::parse(&format!("http://{}/", listener.local_addr().unwrap())).unwrap();
+        let app = Router::new().fallback(forward).with_state(shared.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Proxy { base, shared }
+    }
+
+    /// Add `delay` to every request.
+    pub fn set_delay(&self, delay: Duration) {
+        self.shared.rules.lock().unwrap().delay = delay;
+    }
+
+    /// Apply `fault` to requests whose path and query contain `needle`.
+    pub fn fault(&self, needle: &str, fault: Fault) {
+        self.shared
+            .rules
+            .lock()
+            .unwrap()
+            .faults
+            .push((needle.to_string(), fault));
+    }
+
+    pub fn clear(&self) {
+        self.shared.rules.lock().unwrap().faults.clear();
+    }
+
+    /// Requests seen so far.
+    pub fn count(&self) -> usize {
+        self.shared.count.load(Ordering::SeqCst)
+    }
+
+    pub fn reset_count(&self) {
+        self.shared.count.store(0, Ordering::SeqCst);
+    }
+}
+
+async fn forward(State(s): State<Shared>, req: Request) -> Response {
+    s.count.fetch_add(1, Ordering::SeqCst);
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
+    let (delay, fault) = {
+        let rules = s.rules.lock().unwrap();
+        let fault = rules
+            .faults
+            .iter()
+            .find(|(n, _)| path_and_query.contains(n.as_str()))
+            .map(|(_, f)| f.clone());
+        (rules.delay, fault)
+    };
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    match fault {
+        Some(Fault::Status(status, body)) => {
+            return (
+                StatusCode::from_u16(status).unwrap(),
+                [("content-type", "application/fhir+json")],
+                body,
+            )
+                .into_response();
+        }
+        Some(Fault::Body(body)) => {
+            return ([("content-type", "application/fhir+json")], body).into_response();
+        }
+        Some(Fault::Huge(n)) => {
+            let body = format!(
+                "{{\"resourceType\":\"Patient\",\"text\":\"{}\"}}",
+                "x".repeat(n)
+            );
+            return ([("content-type", "application/fhir+json")], body).into_response();
+        }
+        Some(Fault::Hang) => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            return StatusCode::GATEWAY_TIMEOUT.into_response();
+        }
+        _ => {}
+    }
+    let target = s
+        .target
+        .join(path_and_query.trim_start_matches('/'))
+        .unwrap();
+    let method = req.method().clone();
+    let mut headers = HeaderMap::new();
+    for (k, v) in req.headers() {
+        if k != "host" && k != "content-length" {
+            headers.insert(k.clone(), v.clone());
+        }
+    }
+    let body = to_bytes(req.into_body(), usize::MAX).await.unwrap();
+    let upstream = match s
+        .http
+        .request(method, target)
+        .headers(headers)
+        .body(body)
+        .send()
+        .await
+    {
+        Ok(r) => r,
+        Err(_) => return StatusCode::BAD_GATEWAY.into_response(),
+    };
+    let status = upstream.status();
+    let mut out_headers = upstream.headers().clone();
+    out_headers.remove("content-length");
+    out_headers.remove("transfer-encoding");
+    let mut bytes = upstream.bytes().await.unwrap_or_default().to_vec();
+    if let Some(Fault::Rewrite(f)) = fault
+        && let Ok(v) = serde_json::from_slice(&bytes)
+    {
+        bytes = serde_json::to_vec(&f(v)).unwrap();
+    }
+    let mut response = Response::new(Body::from(bytes));
+    *response.status_mut() = status;
+    *response.headers_mut() = out_headers;
+    response
+}
