@@ -184,7 +184,7 @@ pub fn assess_capabilities(cap: &Value) -> Vec<Row> {
         .is_some_and(|v| v == "versioned-update");
     let update = task.is_some_and(|r| strings(r.get("interaction"), "code").any(|c| c == "update"));
     rows.push(Row {
-        capability: "update Task with If-Match".into(),
+        capability: IF_MATCH.into(),
         ok: update && versioned,
         detail: format!(
             "update {}, versioning {}",
@@ -193,10 +193,13 @@ pub fn assess_capabilities(cap: &Value) -> Vec<Row> {
                 .and_then(Value::as_str)
                 .unwrap_or("not stated")
         ),
-        needed_by: "Task status changes without overwriting someone else's",
+        needed_by: IF_MATCH_NEEDED_BY,
     });
     rows
 }
+
+const IF_MATCH: &str = "update with If-Match";
+const IF_MATCH_NEEDED_BY: &str = "Task status changes without overwriting someone else's";
 
 /// Try a conditional create in a transaction twice (must create one
 /// resource), then delete it.
@@ -234,6 +237,10 @@ pub async fn probe_writes(client: &FhirClient) -> Vec<Row> {
                 .collect()
         })
         .unwrap_or_default();
+    let if_match = match ids.first() {
+        Some(id) => stale_update_refused(client, id).await,
+        None => Err("there was no probe resource to update".to_string()),
+    };
     for id in &ids {
         let _ = client.delete("Basic", id).await;
     }
@@ -261,7 +268,38 @@ pub async fn probe_writes(client: &FhirClient) -> Vec<Row> {
         },
         needed_by: "sending a screening again after a timeout without duplicates",
     };
-    vec![write, idempotent]
+    let if_match = Row {
+        capability: IF_MATCH.into(),
+        ok: if_match.is_ok(),
+        detail: if_match.unwrap_or_else(|e| e),
+        needed_by: IF_MATCH_NEEDED_BY,
+    };
+    vec![write, idempotent, if_match]
+}
+
+/// Update the probe resource with its current version (accepted), then with
+/// the same, now stale, version: the server must refuse the second.
+async fn stale_update_refused(client: &FhirClient, id: &str) -> Result<String, String> {
+    let current = client
+        .read_json("Basic", id)
+        .await
+        .map_err(|e| e.to_string())?;
+    let version = current
+        .version
+        .ok_or("the server gave no version (ETag or meta.versionId)")?;
+    let mut resource = current.resource;
+    resource["code"]["text"] = json!("Passerelle write probe (updated); safe to delete");
+    client
+        .update(&resource, Some(&version))
+        .await
+        .map_err(|e| format!("an update with the current version failed: {e}"))?;
+    match client.update(&resource, Some(&version)).await {
+        Err(FhirError::Conflict { status, .. }) => {
+            Ok(format!("a stale update was refused ({status})"))
+        }
+        Ok(_) => Err("a stale update was accepted: concurrent changes would be overwritten".into()),
+        Err(e) => Err(format!("a stale update failed otherwise: {e}")),
+    }
 }
 
 fn uuid_like() -> String {
@@ -296,6 +334,8 @@ pub async fn probe(client: &FhirClient, read_only: bool) -> Result<Vec<Row>, Fhi
     let cap = client.capabilities().await?;
     let mut rows = assess_capabilities(&cap);
     if !read_only {
+        // What the server does beats what it declares.
+        rows.retain(|r| r.capability != IF_MATCH);
         rows.extend(probe_writes(client).await);
     }
     Ok(rows)
@@ -340,7 +380,7 @@ mod tests {
             row("transaction").needed_by,
             "recording a screening in one transaction; seeding"
         );
-        let t = row("update Task with If-Match");
+        let t = row(IF_MATCH);
         assert!(!t.ok);
         assert_eq!(t.detail, "update declared, versioning versioned");
         assert!(render(&rows).contains("MISSING  search Task?status"));

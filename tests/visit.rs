@@ -31,7 +31,7 @@ async fn visit_page_shows_banner_encounter_coverage_screening_and_open_task() {
         "in-progress",
         "MRI lumbar spine without contrast",
         "Prior authorization denied: conservative therapy of at least 6 weeks is not documented.",
-        "197 Precertification/authorization/notification/pre-treatment absent",
+        "<code>197</code> Precertification/authorization/notification/pre-treatment absent",
     ] {
         assert!(html.contains(expected), "missing {expected:?}");
     }

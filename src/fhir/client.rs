@@ -577,7 +577,7 @@ impl FhirClient {
         let status = response.status();
         let headers = response.headers().clone();
         let body = self.read_body(response).await?;
-        tracing::debug!(method = %method, path = url.path(), status = status.as_u16(), ms = started.elapsed().as_millis() as u64, "FHIR request");
+        tracing::debug!(method = %method, resource_type = resource_type_of(&url), status = status.as_u16(), ms = started.elapsed().as_millis() as u64, "FHIR request");
         if status.is_success() {
             return Ok(Answer {
                 status,

@@ -197,7 +197,8 @@ struct DenialView {
     payer: String,
     service: String,
     kind: String,
-    reasons: Vec<String>,
+    /// (code, words)
+    reasons: Vec<(String, String)>,
     text: String,
 }
 
@@ -380,10 +381,7 @@ impl VisitPage {
                         reasons: d
                             .reasons
                             .iter()
-                            .map(|r| match &r.display {
-                                Some(display) => format!("{} {}", r.code, display),
-                                None => r.code.clone(),
-                            })
+                            .map(|r| (r.code.clone(), r.display.clone().unwrap_or_default()))
                             .collect(),
                         text: d.disposition.unwrap_or_default(),
                     })

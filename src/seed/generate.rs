@@ -106,7 +106,7 @@ pub fn patient_resources(i: usize) -> Vec<Value> {
             "resourceType": "Patient", "id": pid,
             "identifier": [{ "system": "http://passerelle.example.org/fhir/sid/mrn", "value": format!("GEN-{i:06}") }],
             "name": [{ "use": "official", "family": FAMILY[i % FAMILY.len()], "given": [GIVEN[(i / FAMILY.len()) % GIVEN.len()]] }],
-            "gender": if i % 2 == 0 { "female" } else { "male" },
+            "gender": if i.is_multiple_of(2) { "female" } else { "male" },
             "birthDate": day(-(365 * (20 + (i % 70) as i64))),
             "address": [{ "postalCode": format!("627{:02}", i % 20), "country": "US" }],
             "communication": [{ "language": { "coding": [{ "system": "urn:ietf:bcp:47", "code": lang, "display": lang_name }] }, "preferred": true }]
@@ -131,7 +131,7 @@ pub fn patient_resources(i: usize) -> Vec<Value> {
         }),
         json!({
             "resourceType": "Task", "id": format!("pas-gen-task-{i:06}"), "status": status, "intent": "order",
-            "priority": if i % 10 == 0 { "urgent" } else { "routine" },
+            "priority": if i.is_multiple_of(10) { "urgent" } else { "routine" },
             "code": { "coding": [{ "system": "http://hl7.org/fhir/CodeSystem/task-code", "code": "fulfill" }] },
             "description": text, "focus": { "reference": format!("ServiceRequest/pas-gen-sr-{i:06}") },
             "for": subject, "authoredOn": day(authored),
@@ -139,7 +139,7 @@ pub fn patient_resources(i: usize) -> Vec<Value> {
             "restriction": { "period": { "end": day(authored + 30) } }
         }),
     ];
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         out.push(json!({
             "resourceType": "ClaimResponse", "id": format!("pas-gen-cr-{i:06}"), "status": "active",
             "type": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/claim-type", "code": "pharmacy" }] },

@@ -3,6 +3,7 @@
 //! ([`proxy`]) to put failures between them.
 #![allow(dead_code)] // each test binary uses its own part of the harness
 
+pub mod browser;
 pub mod proxy;
 
 use std::path::PathBuf;

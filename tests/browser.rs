@@ -1,0 +1,165 @@
+//! What a person sees and clicks, in headless Chromium: the demo as the
+//! README starts it, a patient picked from the list, the patient banner and a
+//! coverage card; the search used by keyboard; Ctrl-C stops everything.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::browser::Browser;
+use fantoccini::Locator;
+use fantoccini::actions::{InputSource, KeyAction, KeyActions};
+use fantoccini::key::Key;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+#[tokio::test]
+async fn the_demo_opens_a_visit_page_with_banner_and_coverage_card_and_stops_on_ctrl_c() {
+    let hfs = common::hfs_options();
+    let port = passerelle::dev::hfs::free_port().unwrap();
+    let mut demo = tokio::process::Command::new(env!("CARGO_BIN_EXE_passerelle"))
+        .args(["demo", "--port", &port.to_string()])
+        .env("PASSERELLE_HFS_BIN", &hfs.bin)
+        .env("PASSERELLE_DEFINITIONS_DIR", &hfs.definitions_dir)
+        .env("PASSERELLE_LOG", "warn")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the demo starts");
+    let mut lines = BufReader::new(demo.stdout.take().unwrap()).lines();
+    let url = tokio::time::timeout(Duration::from_secs(90), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(url) = line.strip_prefix("Passerelle demo is ready: open ") {
+                return url.to_string();
+            }
+        }
+        panic!("the demo ended without printing its URL");
+    })
+    .await
+    .expect("the demo prints its URL");
+    let fhir_base = url::Url::parse(&url)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "iss")
+        .map(|(_, v)| v.to_string())
+        .unwrap();
+
+    let browser = Browser::start().await;
+    let c = &browser.client;
+    c.goto(&url).await.unwrap();
+    assert_eq!(
+        c.find(Locator::Css("h1"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "Choose a patient"
+    );
+
+    // Keyboard: type a name in the search field and press Enter.
+    let field = c.find(Locator::Id("name")).await.unwrap();
+    field.send_keys("Dupont").await.unwrap();
+    field.send_keys(&Key::Enter.to_string()).await.unwrap();
+    // The unfiltered list also shows Jean Dupont: wait for the search page.
+    let started = std::time::Instant::now();
+    while !c
+        .current_url()
+        .await
+        .unwrap()
+        .as_str()
+        .contains("name=Dupont")
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the search did not load"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let found = c
+        .wait()
+        .for_element(Locator::LinkText("Jean Dupont"))
+        .await
+        .unwrap();
+    assert!(
+        c.find(Locator::LinkText("María José García"))
+            .await
+            .is_err(),
+        "the search filters"
+    );
+    found.click().await.unwrap();
+    let name = c
+        .wait()
+        .for_element(Locator::Id("patient-name"))
+        .await
+        .unwrap();
+    assert_eq!(name.text().await.unwrap(), "Jean Dupont");
+
+    // Back to the list, and a click on another patient.
+    c.goto(&url).await.unwrap();
+    c.find(Locator::LinkText("María José García"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let name = c
+        .wait()
+        .for_element(Locator::Id("patient-name"))
+        .await
+        .unwrap();
+    assert_eq!(name.text().await.unwrap(), "María José García");
+    let banner = c
+        .find(Locator::Css(".banner"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        banner.contains("Spanish") && banner.contains("Interpreter needed"),
+        "{banner}"
+    );
+    let card = c.find(Locator::Css("article.coverage")).await.unwrap();
+    assert!(card.is_displayed().await.unwrap());
+    let card_text = card.text().await.unwrap();
+    assert!(
+        card_text.contains("Sunrise Health Plan (Medicaid managed care)"),
+        "{card_text}"
+    );
+    assert!(card_text.contains("SHP-448812"), "{card_text}");
+
+    // The skip link is the first thing Tab reaches.
+    let tab = KeyActions::new("keyboard".into())
+        .then(KeyAction::Down {
+            value: Key::Tab.into(),
+        })
+        .then(KeyAction::Up {
+            value: Key::Tab.into(),
+        });
+    c.perform_actions(tab).await.unwrap();
+    let focused = c.active_element().await.unwrap();
+    assert_eq!(focused.text().await.unwrap(), "Skip to content");
+    browser.close().await;
+
+    // Ctrl-C stops the app and the FHIR server.
+    let pid = demo.id().expect("the demo runs") as i32;
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    let status = tokio::time::timeout(Duration::from_secs(20), demo.wait())
+        .await
+        .expect("stops")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
+            .await
+            .is_err(),
+        "the app is stopped"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        reqwest::get(format!("{fhir_base}metadata")).await.is_err(),
+        "hfs is stopped"
+    );
+}

@@ -1,0 +1,153 @@
+//! `seed` and `check` against a real FHIR server: seeding twice gives the same
+//! counts, `--remove` leaves nothing tagged, generated patients add exactly
+//! what the generator says, and the conformance probe reports what the
+//! server can do. The binary itself is run too, as an integrator would.
+
+mod common;
+
+use passerelle::dev::hfs::Hfs;
+use passerelle::seed::{self, generate};
+
+fn today() -> time::Date {
+    time::OffsetDateTime::now_utc().date()
+}
+
+fn count(counts: &[(&str, u64)], t: &str) -> u64 {
+    counts
+        .iter()
+        .find(|(k, _)| *k == t)
+        .map(|(_, n)| *n)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn seeding_is_idempotent_generates_known_counts_and_removes_cleanly() {
+    let hfs = Hfs::start(&common::hfs_options()).await.unwrap();
+    let client = common::fhir_client(hfs.base());
+    let schema = common::schema();
+
+    seed::load(&client, &schema, None, 0, today())
+        .await
+        .unwrap();
+    let first = seed::count_seeded(&client).await.unwrap();
+    assert_eq!(count(&first, "Patient"), 13);
+    assert_eq!(count(&first, "Organization"), 12);
+    assert_eq!(count(&first, "Coverage"), 14);
+    assert_eq!(count(&first, "ClaimResponse"), 6);
+
+    seed::load(&client, &schema, None, 0, today())
+        .await
+        .unwrap();
+    assert_eq!(
+        seed::count_seeded(&client).await.unwrap(),
+        first,
+        "a second run changes no count"
+    );
+
+    // 30 generated patients: 5 resources each, and a denial + appeal for every third.
+    seed::load(&client, &schema, None, 30, today())
+        .await
+        .unwrap();
+    let with_generated = seed::count_seeded(&client).await.unwrap();
+    assert_eq!(count(&with_generated, "Patient"), 13 + 30);
+    assert_eq!(
+        count(&with_generated, "Task"),
+        count(&first, "Task") + 30 + generate::appeal_count(30) as u64
+    );
+
+    let removed = seed::remove(&client).await.unwrap();
+    let total: u64 = with_generated.iter().map(|(_, n)| n).sum();
+    assert_eq!(removed as u64, total);
+    assert!(
+        seed::count_seeded(&client)
+            .await
+            .unwrap()
+            .iter()
+            .all(|(_, n)| *n == 0)
+    );
+}
+
+#[tokio::test]
+async fn check_reports_each_capability_of_hfs_and_its_write_probe_leaves_nothing() {
+    let hfs = Hfs::start(&common::hfs_options()).await.unwrap();
+    let client = common::fhir_client(hfs.base());
+    let rows = passerelle::check::probe(&client, false).await.unwrap();
+    let row = |c: &str| {
+        rows.iter()
+            .find(|r| r.capability == c)
+            .unwrap_or_else(|| panic!("no row {c}"))
+    };
+    assert!(row("FHIR version 4.0.x (R4)").ok);
+    assert!(row("search Task?patient").ok);
+    assert!(row("search Coverage?beneficiary").ok);
+    assert!(row("transaction").ok);
+    assert!(
+        row("write (transaction)").ok,
+        "{:?}",
+        row("write (transaction)")
+    );
+    let idem = row("ifNoneExist in a transaction");
+    assert!(idem.ok, "{idem:?}");
+    assert_eq!(idem.detail, "sent twice, created once");
+    let if_match = row("update with If-Match");
+    assert!(if_match.ok, "{if_match:?}");
+    assert_eq!(if_match.detail, "a stale update was refused (412)");
+    assert!(
+        rows.iter().all(|r| r.ok),
+        "hfs offers everything Passerelle uses: {rows:#?}"
+    );
+    // The probe cleaned up after itself.
+    let left = client
+        .search("Basic", &[("_tag", format!("{}|check", seed::TAG_SYSTEM))])
+        .await
+        .unwrap();
+    assert_eq!(left.raw("Basic").count(), 0);
+    // Every row is either ok or names the feature it disables.
+    for r in &rows {
+        assert!(r.ok || !r.needed_by.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn the_binary_seeds_and_checks_a_server_like_an_integrator_would() {
+    let hfs = Hfs::start(&common::hfs_options()).await.unwrap();
+    let base = hfs.base().to_string();
+    let (code, stdout, stderr) = run(&["seed", "--fhir-base", &base]).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("Patient                13"), "{stdout}");
+
+    let (_, stdout, _) = run(&["check", "--fhir-base", &base]).await;
+    assert!(stdout.contains("ok       transaction"), "{stdout}");
+    assert!(stdout.contains("27 of 27 capabilities ok"), "{stdout}");
+
+    let (code, stdout, _) = run(&["seed", "--remove", "--fhir-base", &base]).await;
+    assert_eq!(code, Some(0));
+    assert!(stdout.contains("Patient                0"), "{stdout}");
+
+    // An unreachable server: a clear message and a failing exit code.
+    let closed = passerelle::dev::hfs::free_port().unwrap();
+    let (code, _, stderr) = run(&[
+        "check",
+        "--fhir-base",
+        &format!("http://127.0.0.1:{closed}/fhir"),
+    ])
+    .await;
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("could not be reached"), "{stderr}");
+}
+
+/// Run the `passerelle` binary; returns its exit code, stdout and stderr.
+async fn run(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_passerelle"))
+        .args(args)
+        .env("PASSERELLE_DEFINITIONS_DIR", common::definitions_dir())
+        .env("PASSERELLE_LOG", "warn")
+        .output()
+        .await
+        .expect("passerelle runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
