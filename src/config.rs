@@ -143,6 +143,11 @@ pub struct SeedArgs {
     #[arg(long, default_value_t = 0)]
     pub generate: usize,
 
+    /// Wait up to this many seconds for the server to answer `/metadata` first
+    /// (for a server starting beside us, as in docker-compose).
+    #[arg(long, env = "PASSERELLE_SEED_WAIT_SECS", default_value_t = 0)]
+    pub wait_secs: u64,
+
     /// Folder of fixture bundles to load instead of the ones built into the binary.
     #[arg(long, env = "PASSERELLE_FIXTURES_DIR")]
     pub fixtures_dir: Option<PathBuf>,

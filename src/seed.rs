@@ -293,6 +293,21 @@ pub async fn remove(client: &FhirClient) -> Result<usize, FhirError> {
     Ok(deleted)
 }
 
+/// Wait until the server answers `/metadata`, up to `limit`.
+async fn wait_for(client: &FhirClient, limit: std::time::Duration) -> Result<(), FhirError> {
+    let started = std::time::Instant::now();
+    loop {
+        match client.capabilities().await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.is_transient() && started.elapsed() < limit => {
+                tracing::info!(kind = e.kind(), "waiting for the FHIR server");
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// `passerelle seed`.
 pub async fn run(args: SeedArgs) -> anyhow::Result<ExitCode> {
     let limits = Limits {
@@ -300,6 +315,7 @@ pub async fn run(args: SeedArgs) -> anyhow::Result<ExitCode> {
         max_response_bytes: args.fhir.fhir_max_response_bytes,
     };
     let client = FhirClient::new(FhirClient::http_client(), args.fhir_base.clone(), limits);
+    wait_for(&client, std::time::Duration::from_secs(args.wait_secs)).await?;
     if args.remove {
         let n = remove(&client).await?;
         println!(

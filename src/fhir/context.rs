@@ -26,6 +26,14 @@ const OPEN_TASK_STATUSES: &str = "draft,requested,received,accepted,ready,in-pro
 /// How many resources of each kind one visit page asks for.
 const PAGE: &str = "100";
 
+/// How the requests of a visit are sent. [`Fetch::Sequential`] sends exactly
+/// the same requests one after another: it exists as the benchmark's baseline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fetch {
+    Concurrent,
+    Sequential,
+}
+
 /// Load the visit context of `patient_id` (and `encounter_id`, if given).
 pub async fn load_visit(
     client: &FhirClient,
@@ -34,58 +42,110 @@ pub async fn load_visit(
     regimes: &RegimeTable,
     today: Date,
 ) -> Result<VisitContext, FhirError> {
+    load_visit_with(
+        client,
+        patient_id,
+        encounter_id,
+        regimes,
+        today,
+        Fetch::Concurrent,
+    )
+    .await
+}
+
+/// [`load_visit`], choosing how the requests are sent.
+pub async fn load_visit_with(
+    client: &FhirClient,
+    patient_id: &str,
+    encounter_id: Option<&str>,
+    regimes: &RegimeTable,
+    today: Date,
+    fetch: Fetch,
+) -> Result<VisitContext, FhirError> {
     let subject = format!("Patient/{patient_id}");
     let by_subject = |extra: &[(&'static str, &str)]| {
         let mut p: Vec<(&str, String)> = vec![("_count", PAGE.to_string())];
         p.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
         p
     };
-    let coverage_q = by_subject(&[("beneficiary", &subject), ("_include", "Coverage:payor")]);
-    let observation_q = by_subject(&[
-        ("subject", &subject),
-        ("category", "sdoh"),
-        ("_sort", "-date"),
-    ]);
-    let condition_q = by_subject(&[("subject", &subject), ("category", "sdoh")]);
-    let request_q = by_subject(&[("subject", &subject), ("status", "draft,active,on-hold")]);
-    let task_q = by_subject(&[("patient", &subject), ("status", OPEN_TASK_STATUSES)]);
-    let claim_q = by_subject(&[
-        ("patient", &subject),
-        ("_include", "ClaimResponse:request"),
-        ("_include", "ClaimResponse:insurer"),
-    ]);
+    let searches = [
+        (
+            "Coverage",
+            by_subject(&[("beneficiary", &subject), ("_include", "Coverage:payor")]),
+        ),
+        (
+            "Observation",
+            by_subject(&[
+                ("subject", &subject),
+                ("category", "sdoh"),
+                ("_sort", "-date"),
+            ]),
+        ),
+        (
+            "Condition",
+            by_subject(&[("subject", &subject), ("category", "sdoh")]),
+        ),
+        (
+            "ServiceRequest",
+            by_subject(&[("subject", &subject), ("status", "draft,active,on-hold")]),
+        ),
+        (
+            "Task",
+            by_subject(&[("patient", &subject), ("status", OPEN_TASK_STATUSES)]),
+        ),
+        (
+            "ClaimResponse",
+            by_subject(&[
+                ("patient", &subject),
+                ("_include", "ClaimResponse:request"),
+                ("_include", "ClaimResponse:insurer"),
+            ]),
+        ),
+    ];
     let latest_encounter_q = [
         ("subject", subject.clone()),
         ("_sort", "-date".into()),
         ("_count", "1".into()),
     ];
-    let (patient, encounter, coverages, observations, conditions, requests, tasks, claims) = tokio::join!(
-        client.read::<Patient>("Patient", patient_id),
-        async {
-            match encounter_id {
-                Some(id) => client
-                    .read::<Encounter>("Encounter", id)
-                    .await
-                    .map(|v| Some(v.resource)),
-                // Opened without an encounter: show the patient's latest one.
-                None => client
-                    .search("Encounter", &latest_encounter_q)
-                    .await
-                    .map(|page| {
-                        page.resources::<Encounter>("Encounter")
-                            .items
-                            .into_iter()
-                            .next()
-                    }),
+    let read_patient = client.read::<Patient>("Patient", patient_id);
+    let read_encounter = async {
+        match encounter_id {
+            Some(id) => client
+                .read::<Encounter>("Encounter", id)
+                .await
+                .map(|v| Some(v.resource)),
+            // Opened without an encounter: show the patient's latest one.
+            None => client
+                .search("Encounter", &latest_encounter_q)
+                .await
+                .map(|page| {
+                    page.resources::<Encounter>("Encounter")
+                        .items
+                        .into_iter()
+                        .next()
+                }),
+        }
+    };
+    let (patient, encounter, pages) = match fetch {
+        Fetch::Concurrent => {
+            tokio::join!(
+                read_patient,
+                read_encounter,
+                futures::future::join_all(searches.iter().map(|(t, q)| client.search(t, q)))
+            )
+        }
+        Fetch::Sequential => {
+            let patient = read_patient.await;
+            let encounter = read_encounter.await;
+            let mut pages = Vec::new();
+            for (t, q) in &searches {
+                pages.push(client.search(t, q).await);
             }
-        },
-        client.search("Coverage", &coverage_q),
-        client.search("Observation", &observation_q),
-        client.search("Condition", &condition_q),
-        client.search("ServiceRequest", &request_q),
-        client.search("Task", &task_q),
-        client.search("ClaimResponse", &claim_q),
-    );
+            (patient, encounter, pages)
+        }
+    };
+    let [coverages, observations, conditions, requests, tasks, claims]: [_; 6] =
+        pages.try_into().expect("one page per search");
     let patient = views::patient(&patient?.resource);
     let mut skipped: Vec<(String, usize)> = Vec::new();
     let mut note_skipped = |t: &str, n: usize| {
