@@ -27,6 +27,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once at start-up: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the app.
@@ -37,6 +39,8 @@ pub enum Command {
     Seed(SeedArgs),
     /// Probe a FHIR server for what Passerelle needs and say which features each gap disables.
     Check(CheckArgs),
+    /// Development EHR launcher: a SMART authorization server and EHR page in front of a FHIR server.
+    Launcher(LauncherArgs),
 }
 
 /// Settings for talking to any FHIR server.
@@ -168,4 +172,51 @@ pub struct CheckArgs {
 
     #[command(flatten)]
     pub fhir: FhirArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LauncherArgs {
+    /// Address to listen on.
+    #[arg(
+        long,
+        env = "PASSERELLE_LAUNCHER_LISTEN",
+        default_value = "127.0.0.1:9090"
+    )]
+    pub listen: SocketAddr,
+
+    /// The FHIR server the launcher stands in front of (its `/fhir/` proxies to it).
+    #[arg(long, env = "PASSERELLE_LAUNCHER_FHIR_UPSTREAM")]
+    pub fhir_upstream: Url,
+
+    /// The app's launch URL, where the EHR page sends an EHR launch (`iss` and `launch` appended).
+    #[arg(
+        long,
+        env = "PASSERELLE_LAUNCHER_APP_LAUNCH_URL",
+        default_value = "http://127.0.0.1:8080/launch"
+    )]
+    pub app_launch_url: Url,
+
+    /// The registered client id.
+    #[arg(
+        long,
+        env = "PASSERELLE_LAUNCHER_CLIENT_ID",
+        default_value = "passerelle"
+    )]
+    pub client_id: String,
+
+    /// The registered redirect URI.
+    #[arg(
+        long,
+        env = "PASSERELLE_LAUNCHER_REDIRECT_URI",
+        default_value = "http://127.0.0.1:8080/callback"
+    )]
+    pub redirect_uri: Url,
+
+    /// The client's JWKS URL, for `private_key_jwt` (else the client is public or uses a secret).
+    #[arg(long, env = "PASSERELLE_LAUNCHER_CLIENT_JWKS_URL")]
+    pub client_jwks_url: Option<Url>,
+
+    /// The client's secret, for `client_secret_basic`.
+    #[arg(long, env = "PASSERELLE_LAUNCHER_CLIENT_SECRET")]
+    pub client_secret: Option<String>,
 }

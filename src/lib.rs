@@ -18,6 +18,7 @@
 //!   probe out);
 //! * [`dev`]: the local Helios FHIR Server runner used by `demo` and the tests.
 
+pub mod auth;
 pub mod check;
 pub mod config;
 pub mod dev;

@@ -14,6 +14,7 @@ async fn main() -> ExitCode {
         Command::Demo(args) => passerelle::dev::demo(args).await,
         Command::Seed(args) => passerelle::seed::run(args).await,
         Command::Check(args) => passerelle::check::run(args).await,
+        Command::Launcher(args) => passerelle::dev::launcher::run(args).await,
     };
     match result {
         Ok(code) => code,

@@ -34,6 +34,10 @@ pub struct HfsOptions {
     pub bin: PathBuf,
     pub definitions_dir: PathBuf,
     pub auth: Option<HfsAuth>,
+    /// The base URL clients see, when hfs stands behind a proxy (such as the
+    /// development launcher's `/fhir/`): hfs writes it into `Location`
+    /// headers and paging links. Defaults to hfs's own address.
+    pub public_base: Option<Url>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -91,7 +95,14 @@ impl Hfs {
             .arg(":memory:")
             .arg("--data-dir")
             .arg(&dir)
-            .env("HFS_BASE_URL", base.as_str().trim_end_matches('/'))
+            .env(
+                "HFS_BASE_URL",
+                opts.public_base
+                    .as_ref()
+                    .unwrap_or(&base)
+                    .as_str()
+                    .trim_end_matches('/'),
+            )
             .env("HFS_LOG_LEVEL", "warn")
             .env_remove("RUST_LOG")
             .current_dir(&dir)
@@ -199,5 +210,6 @@ pub fn options(bin: Option<&Path>, definitions_dir: PathBuf) -> HfsOptions {
         bin: bin.map(Path::to_path_buf).unwrap_or_else(default_hfs_bin),
         definitions_dir,
         auth: None,
+        public_base: None,
     }
 }

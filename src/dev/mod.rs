@@ -2,6 +2,7 @@
 //! `passerelle demo` command that wires it to the app.
 
 pub mod hfs;
+pub mod launcher;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;

@@ -37,6 +37,7 @@ pub fn hfs_options() -> HfsOptions {
         bin,
         definitions_dir: definitions_dir(),
         auth: None,
+        public_base: None,
     }
 }
 

@@ -1,0 +1,187 @@
+//! Signing keys and JWKS: Passerelle's own keys for `private_key_jwt`
+//! (RS384 and ES384, SMART App Launch 2.2 §Asymmetric authentication) and the
+//! development launcher's keys for access and id tokens (RS256).
+//!
+//! Keys are generated with the same `rsa` and `p384` crates that
+//! jsonwebtoken's pure-Rust backend uses, and handed to it as PKCS#8 PEM.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("key generation failed: {0}")]
+    Generate(String),
+    #[error("the private key is not a valid {0} PEM key: {1}")]
+    Pem(&'static str, String),
+    #[error("signing failed: {0}")]
+    Sign(String),
+    #[error("{0:?} is not supported here (RS256, RS384 and ES384 are)")]
+    Algorithm(Algorithm),
+}
+
+/// A private signing key with its `kid` and public JWK.
+#[derive(Clone)]
+pub struct SigningKey {
+    kid: String,
+    alg: Algorithm,
+    encoding: EncodingKey,
+    public_jwk: Value,
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .finish()
+    }
+}
+
+fn b64(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+impl SigningKey {
+    /// A new 2048-bit RSA key for RS256 or RS384.
+    pub fn generate_rsa(kid: &str, alg: Algorithm) -> Result<Self, KeyError> {
+        use rsa::pkcs8::{EncodePrivateKey, LineEnding};
+        if !matches!(alg, Algorithm::RS256 | Algorithm::RS384) {
+            return Err(KeyError::Algorithm(alg));
+        }
+        let private = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048)
+            .map_err(|e| KeyError::Generate(e.to_string()))?;
+        let pem = private
+            .to_pkcs8_pem(LineEnding::LF)
+            .map_err(|e| KeyError::Generate(e.to_string()))?;
+        Self::from_pem(kid, alg, pem.as_bytes())
+    }
+
+    /// A new P-384 key for ES384.
+    pub fn generate_es384(kid: &str) -> Result<Self, KeyError> {
+        use p384::pkcs8::{EncodePrivateKey, LineEnding};
+        let secret = p384::SecretKey::random(&mut rand::rngs::OsRng);
+        let pem = secret
+            .to_pkcs8_pem(LineEnding::LF)
+            .map_err(|e| KeyError::Generate(e.to_string()))?;
+        Self::from_pem(kid, Algorithm::ES384, pem.as_bytes())
+    }
+
+    /// A key from a PKCS#8 (or, for RSA, PKCS#1) PEM private key.
+    pub fn from_pem(kid: &str, alg: Algorithm, pem: &[u8]) -> Result<Self, KeyError> {
+        let text = std::str::from_utf8(pem).map_err(|e| KeyError::Pem("UTF-8", e.to_string()))?;
+        let (encoding, public_jwk) = match alg {
+            Algorithm::RS256 | Algorithm::RS384 => {
+                use rsa::pkcs1::DecodeRsaPrivateKey;
+                use rsa::pkcs8::DecodePrivateKey;
+                use rsa::traits::PublicKeyParts;
+                let private = rsa::RsaPrivateKey::from_pkcs8_pem(text)
+                    .or_else(|_| rsa::RsaPrivateKey::from_pkcs1_pem(text))
+                    .map_err(|e| KeyError::Pem("RSA", e.to_string()))?;
+                let encoding = EncodingKey::from_rsa_pem(pem)
+                    .map_err(|e| KeyError::Pem("RSA", e.to_string()))?;
+                let jwk = json!({
+                    "kty": "RSA", "use": "sig", "alg": format!("{alg:?}"), "kid": kid,
+                    "n": b64(&private.n().to_bytes_be()), "e": b64(&private.e().to_bytes_be()),
+                });
+                (encoding, jwk)
+            }
+            Algorithm::ES384 => {
+                use p384::elliptic_curve::sec1::ToEncodedPoint;
+                use p384::pkcs8::DecodePrivateKey;
+                let secret = p384::SecretKey::from_pkcs8_pem(text)
+                    .map_err(|e| KeyError::Pem("P-384", e.to_string()))?;
+                let encoding = EncodingKey::from_ec_pem(pem)
+                    .map_err(|e| KeyError::Pem("P-384", e.to_string()))?;
+                let point = secret.public_key().to_encoded_point(false);
+                let jwk = json!({
+                    "kty": "EC", "crv": "P-384", "use": "sig", "alg": "ES384", "kid": kid,
+                    "x": b64(point.x().expect("uncompressed point")), "y": b64(point.y().expect("uncompressed point")),
+                });
+                (encoding, jwk)
+            }
+            other => return Err(KeyError::Algorithm(other)),
+        };
+        Ok(SigningKey {
+            kid: kid.to_string(),
+            alg,
+            encoding,
+            public_jwk,
+        })
+    }
+
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    pub fn alg(&self) -> Algorithm {
+        self.alg
+    }
+
+    /// The public half, as a JWK.
+    pub fn public_jwk(&self) -> &Value {
+        &self.public_jwk
+    }
+
+    /// Sign `claims` as a compact JWT with this key's `kid` and `alg`.
+    pub fn sign<T: Serialize>(&self, claims: &T) -> Result<String, KeyError> {
+        let mut header = Header::new(self.alg);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, claims, &self.encoding)
+            .map_err(|e| KeyError::Sign(e.to_string()))
+    }
+}
+
+/// `{"keys": [...]}` for a set of keys.
+pub fn jwks(keys: &[SigningKey]) -> Value {
+    json!({ "keys": keys.iter().map(|k| k.public_jwk().clone()).collect::<Vec<_>>() })
+}
+
+/// A random URL-safe token of `bytes` random bytes (state, codes, ids).
+pub fn random_token(bytes: usize) -> String {
+    use rand::RngCore;
+    let mut buf = vec![0u8; bytes];
+    rand::rngs::OsRng.fill_bytes(&mut buf);
+    b64(&buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{DecodingKey, Validation, jwk::Jwk};
+
+    fn roundtrip(key: &SigningKey) {
+        let claims = json!({"sub": "x", "exp": 4_000_000_000u64});
+        let token = key.sign(&claims).unwrap();
+        let header = jsonwebtoken::decode_header(&token).unwrap();
+        assert_eq!(header.kid.as_deref(), Some(key.kid()));
+        let jwk: Jwk = serde_json::from_value(key.public_jwk().clone()).unwrap();
+        let decoding = DecodingKey::from_jwk(&jwk).unwrap();
+        let mut validation = Validation::new(key.alg());
+        validation.validate_aud = false;
+        let data = jsonwebtoken::decode::<Value>(&token, &decoding, &validation).unwrap();
+        assert_eq!(data.claims["sub"], "x");
+    }
+
+    #[test]
+    fn generated_keys_sign_tokens_their_jwk_verifies() {
+        roundtrip(&SigningKey::generate_rsa("r384", Algorithm::RS384).unwrap());
+        roundtrip(&SigningKey::generate_es384("e384").unwrap());
+        let set = jwks(&[SigningKey::generate_es384("a").unwrap()]);
+        assert_eq!(set["keys"][0]["kid"], "a");
+        assert!(
+            set["keys"][0].get("d").is_none(),
+            "no private part in a JWKS"
+        );
+    }
+
+    #[test]
+    fn random_tokens_are_long_and_distinct() {
+        let a = random_token(16);
+        assert_eq!(a.len(), 22, "128 bits");
+        assert_ne!(a, random_token(16));
+    }
+}

@@ -1,0 +1,4 @@
+//! Authorization: the SMART App Launch 2.2 client (EHR launch, standalone
+//! launch, backend services), sessions, and the keys Passerelle signs with.
+
+pub mod keys;
