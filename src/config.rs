@@ -113,6 +113,48 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub fhir: FhirArgs,
+
+    #[command(flatten)]
+    pub smart: SmartArgs,
+}
+
+/// SMART App Launch settings.
+#[derive(Debug, Clone, Args)]
+pub struct SmartArgs {
+    /// The EHRs Passerelle may be launched from: a JSON file, the allow-list
+    /// (see the README). Without it, only open servers can be used.
+    #[arg(long, env = "PASSERELLE_EHRS")]
+    pub ehrs: Option<PathBuf>,
+
+    /// Passerelle's public URL; the redirect URI is `{public-url}/callback`.
+    /// Defaults to `http://{listen}`.
+    #[arg(long, env = "PASSERELLE_PUBLIC_URL")]
+    pub public_url: Option<Url>,
+
+    /// Key that seals tokens at rest: 32 bytes, base64url. When unset a random
+    /// key is used and every launch ends when Passerelle restarts.
+    #[arg(long, env = "PASSERELLE_SESSION_KEY", hide_env_values = true)]
+    pub session_key: Option<String>,
+
+    /// Passerelle's ES384 private key (PKCS#8 PEM) for `private_key_jwt`; generated at start when unset.
+    #[arg(long, env = "PASSERELLE_SIGNING_KEY_ES384")]
+    pub signing_key_es384: Option<PathBuf>,
+
+    /// Passerelle's RS384 private key (PKCS#8 PEM) for `private_key_jwt`; generated at start when unset.
+    #[arg(long, env = "PASSERELLE_SIGNING_KEY_RS384")]
+    pub signing_key_rs384: Option<PathBuf>,
+
+    /// Passerelle's own database (sessions now; outbox and audit later).
+    #[arg(
+        long,
+        env = "PASSERELLE_DATABASE_URL",
+        default_value = "sqlite://passerelle.db"
+    )]
+    pub database_url: String,
+
+    /// Minutes without use after which a launch ends.
+    #[arg(long, env = "PASSERELLE_IDLE_MINUTES", default_value_t = 30)]
+    pub idle_minutes: u64,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -26,4 +26,5 @@ pub mod domain;
 pub mod fhir;
 pub mod http;
 pub mod seed;
+pub mod store;
 pub mod telemetry;

@@ -163,3 +163,71 @@ async fn the_demo_opens_a_visit_page_with_banner_and_coverage_card_and_stops_on_
         "hfs is stopped"
     );
 }
+
+#[tokio::test]
+async fn an_ehr_launch_inside_the_ehrs_iframe_reaches_the_visit_page_with_its_cookie() {
+    let env = common::smart::smart_env(
+        passerelle::auth::smart::ClientAuthMethod::PrivateKeyJwt,
+        Duration::from_secs(3600),
+    )
+    .await;
+    let browser = Browser::start().await;
+    let c = &browser.client;
+    // The EHR page is served by the launcher: another origin than the app.
+    c.goto(
+        env.launcher
+            .ehr_url("pas-p02", None, "pas-prac-moreau")
+            .as_str(),
+    )
+    .await
+    .unwrap();
+    let frame = c.wait().for_element(Locator::Css("iframe")).await.unwrap();
+    frame.enter_frame().await.unwrap();
+    let name = match c
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Id("patient-name"))
+        .await
+    {
+        Ok(n) => n,
+        Err(e) => {
+            let state = c
+                .execute(
+                    "return location.href + ' ' + document.body.innerText",
+                    vec![],
+                )
+                .await;
+            panic!("no visit page in the frame ({e}): {state:?}");
+        }
+    };
+    assert_eq!(name.text().await.unwrap(), "Jean Dupont");
+    let user = c
+        .find(Locator::Css(".user"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(user, "Signed in: Claire Moreau");
+    // The session cookie works inside the frame: reloading the visit page
+    // (same launch, no new sign-in) still shows it.
+    let href = |v: serde_json::Value| v.as_str().unwrap().to_string();
+    let visit_url = href(c.execute("return location.href", vec![]).await.unwrap());
+    assert!(
+        visit_url.contains("/l/") && visit_url.ends_with("/visit"),
+        "{visit_url}"
+    );
+    c.execute("location.reload()", vec![]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let name = c
+        .wait()
+        .for_element(Locator::Id("patient-name"))
+        .await
+        .unwrap();
+    assert_eq!(name.text().await.unwrap(), "Jean Dupont");
+    assert_eq!(
+        href(c.execute("return location.href", vec![]).await.unwrap()),
+        visit_url
+    );
+    browser.close().await;
+}

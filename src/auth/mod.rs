@@ -2,3 +2,6 @@
 //! launch, backend services), sessions, and the keys Passerelle signs with.
 
 pub mod keys;
+pub mod scopes;
+pub mod session;
+pub mod smart;

@@ -13,10 +13,19 @@ use url::Url;
 /// The pinned hfs version; the set-up scripts install exactly this one.
 pub const HFS_VERSION: &str = "0.2.7";
 
-/// Where the set-up scripts install `hfs`.
+/// Where the set-up scripts install `hfs`: the release build when there is
+/// one, else the debug build (the default install, much quicker to build).
 pub fn default_hfs_bin() -> PathBuf {
-    crate::config::cache_dir()
+    let cache = crate::config::cache_dir();
+    let release = cache
         .join(format!("hfs-{HFS_VERSION}"))
+        .join("bin")
+        .join("hfs");
+    if release.is_file() {
+        return release;
+    }
+    cache
+        .join(format!("hfs-{HFS_VERSION}-debug"))
         .join("bin")
         .join("hfs")
 }

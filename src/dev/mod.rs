@@ -43,6 +43,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         frame_ancestors: vec![],
         regimes: crate::domain::coverage::RegimeTable::shipped(),
         limits,
+        smart: None,
     };
     let url = format!(
         "http://{addr}/launch/open?iss={}",

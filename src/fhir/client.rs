@@ -17,7 +17,10 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use reqwest::{Method, StatusCode, header};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -48,12 +51,26 @@ impl Default for Limits {
     }
 }
 
+/// Supplies bearer tokens to a [`FhirClient`] (a SMART launch or a backend
+/// services client), so the FHIR layer knows nothing of OAuth.
+pub trait Authorizer: Send + Sync {
+    /// The access token to send now (refreshed first if about to expire).
+    fn token(&self) -> BoxFuture<'_, Result<String, FhirError>>;
+    /// The server answered 401 to `rejected`: the token to retry with, or
+    /// `None` when no fresh token can be had (the user must launch again).
+    fn after_unauthorized<'a>(
+        &'a self,
+        rejected: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, FhirError>>;
+}
+
 /// A client for one FHIR base URL. Cheap to clone (shares the connection pool).
 #[derive(Clone)]
 pub struct FhirClient {
     http: reqwest::Client,
     base: Url,
     limits: Limits,
+    auth: Option<Arc<dyn Authorizer>>,
 }
 
 impl std::fmt::Debug for FhirClient {
@@ -164,7 +181,19 @@ impl FhirClient {
             let path = format!("{}/", base.path());
             base.set_path(&path);
         }
-        FhirClient { http, base, limits }
+        FhirClient {
+            http,
+            base,
+            limits,
+            auth: None,
+        }
+    }
+
+    /// The same client, sending bearer tokens from `auth`. Tokens go only to
+    /// this base URL (paging links to other servers are refused).
+    pub fn with_authorizer(mut self, auth: Arc<dyn Authorizer>) -> Self {
+        self.auth = Some(auth);
+        self
     }
 
     /// The HTTP client every FHIR call should share.
@@ -514,7 +543,8 @@ impl FhirClient {
         parse_json(&answer.body, "the CapabilityStatement")
     }
 
-    /// Send one request, with retries when `idempotent`.
+    /// Send one request, with retries when `idempotent`, and with the bearer
+    /// token of the authorizer (once more with a fresh token after a 401).
     async fn send(
         &self,
         method: Method,
@@ -524,11 +554,35 @@ impl FhirClient {
         idempotent: bool,
         what: &str,
     ) -> Result<Answer, FhirError> {
+        let mut token = match &self.auth {
+            Some(a) => Some(a.token().await?),
+            None => None,
+        };
         let mut attempt = 0;
+        let mut refreshed = false;
         loop {
             let result = self
-                .send_once(method.clone(), url.clone(), body.clone(), headers, what)
+                .send_once(
+                    method.clone(),
+                    url.clone(),
+                    body.clone(),
+                    headers,
+                    token.as_deref(),
+                    what,
+                )
                 .await;
+            if let (Err(FhirError::Unauthorized { .. }), Some(auth), Some(rejected), false) =
+                (&result, &self.auth, &token, refreshed)
+            {
+                refreshed = true;
+                match auth.after_unauthorized(rejected).await? {
+                    Some(fresh) => {
+                        token = Some(fresh);
+                        continue;
+                    }
+                    None => return result,
+                }
+            }
             let retry_after = match &result {
                 Err(FhirError::RateLimited { retry_after }) => {
                     Some(retry_after.map(Duration::from_secs))
@@ -559,6 +613,7 @@ impl FhirClient {
         url: Url,
         body: Option<Vec<u8>>,
         headers: &[(&str, String)],
+        bearer: Option<&str>,
         what: &str,
     ) -> Result<Answer, FhirError> {
         let started = std::time::Instant::now();
@@ -572,6 +627,9 @@ impl FhirClient {
         }
         for (name, value) in headers {
             request = request.header(*name, value);
+        }
+        if let Some(token) = bearer {
+            request = request.bearer_auth(token);
         }
         let response = request.send().await.map_err(|e| self.transport_error(&e))?;
         let status = response.status();

@@ -12,6 +12,9 @@ pub enum FhirError {
     #[error("The FHIR server did not answer within {} s.", .after.as_secs())]
     Timeout { after: Duration },
 
+    #[error("The FHIR server no longer accepts this authorization (401). {message}")]
+    Unauthorized { message: String },
+
     #[error("{what} was not found on the FHIR server.")]
     NotFound { what: String },
 
@@ -61,6 +64,7 @@ impl FhirError {
         match self {
             FhirError::Unreachable { .. } => "unreachable",
             FhirError::Timeout { .. } => "timeout",
+            FhirError::Unauthorized { .. } => "unauthorized",
             FhirError::NotFound { .. } => "not-found",
             FhirError::Refused { .. } => "refused",
             FhirError::Conflict { .. } => "conflict",

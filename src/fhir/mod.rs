@@ -18,6 +18,6 @@ pub mod error;
 pub mod schema;
 pub mod views;
 
-pub use client::{Created, Decoded, FhirClient, Limits, SearchPage, Versioned};
+pub use client::{Authorizer, Created, Decoded, FhirClient, Limits, SearchPage, Versioned};
 pub use error::FhirError;
 pub use schema::SchemaValidator;

@@ -6,6 +6,7 @@ use askama::Template;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 
+use crate::auth::smart::AuthError;
 use crate::fhir::FhirError;
 
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +20,8 @@ pub enum AppError {
     BadRequest(String),
     #[error(transparent)]
     Fhir(#[from] FhirError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
     #[error("Something went wrong inside Passerelle; the details are in its log.")]
     Internal(String),
 }
@@ -37,8 +40,18 @@ impl AppError {
             AppError::ServerNotAllowed => StatusCode::FORBIDDEN,
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            AppError::Auth(e) => match e {
+                AuthError::UnknownIss(_) | AuthError::WrongLaunch | AuthError::Refused(_) => {
+                    StatusCode::FORBIDDEN
+                }
+                AuthError::Discovery(_) | AuthError::Unsupported(_) => StatusCode::BAD_GATEWAY,
+                AuthError::BadState => StatusCode::BAD_REQUEST,
+                AuthError::IdToken(_) | AuthError::LaunchAgain => StatusCode::UNAUTHORIZED,
+                AuthError::Config(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            },
             AppError::Fhir(e) => match e {
                 FhirError::NotFound { .. } => StatusCode::NOT_FOUND,
+                FhirError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
                 FhirError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
                 FhirError::RateLimited { .. } => StatusCode::SERVICE_UNAVAILABLE,
                 FhirError::Conflict { .. } => StatusCode::CONFLICT,
@@ -62,10 +75,32 @@ impl AppError {
                 "Passerelle failed",
                 "Try again; if it happens again, tell your administrator.",
             ),
+            AppError::Auth(e) => match e {
+                AuthError::UnknownIss(_) => (
+                    "EHR not allowed",
+                    "An administrator can add this EHR to Passerelle's list (PASSERELLE_EHRS).",
+                ),
+                AuthError::LaunchAgain | AuthError::BadState | AuthError::WrongLaunch => (
+                    "Launch again from the EHR",
+                    "Open Passerelle again from the patient's chart.",
+                ),
+                AuthError::Config(_) => (
+                    "Passerelle is not configured correctly",
+                    "Tell your administrator.",
+                ),
+                _ => (
+                    "The sign-in did not succeed",
+                    "Try again from the EHR; if it happens again, tell your administrator.",
+                ),
+            },
             AppError::Fhir(e) => match e {
                 FhirError::NotFound { .. } => {
                     ("Not found", "Check the patient or encounter you opened.")
                 }
+                FhirError::Unauthorized { .. } => (
+                    "Launch again from the EHR",
+                    "Your authorization has ended; open Passerelle again from the patient's chart.",
+                ),
                 FhirError::Conflict { .. } => (
                     "Changed by someone else",
                     "Reload to see the current version.",
@@ -93,6 +128,13 @@ impl IntoResponse for AppError {
                 status = status.as_u16(),
                 "FHIR error shown to the user"
             ),
+            AppError::Auth(e) => {
+                tracing::warn!(
+                    status = status.as_u16(),
+                    reason = auth_kind(e),
+                    "launch refused"
+                )
+            }
             _ => tracing::info!(status = status.as_u16(), "request refused"),
         }
         let (title, hint) = self.title_and_hint();
@@ -105,5 +147,19 @@ impl IntoResponse for AppError {
             Ok(html) => (status, Html(html)).into_response(),
             Err(_) => (status, self.to_string()).into_response(),
         }
+    }
+}
+
+fn auth_kind(e: &AuthError) -> &'static str {
+    match e {
+        AuthError::UnknownIss(_) => "unknown-iss",
+        AuthError::Discovery(_) => "discovery",
+        AuthError::Unsupported(_) => "unsupported",
+        AuthError::Refused(_) => "refused",
+        AuthError::BadState => "bad-state",
+        AuthError::IdToken(_) => "id-token",
+        AuthError::LaunchAgain => "launch-again",
+        AuthError::WrongLaunch => "wrong-launch",
+        AuthError::Config(_) => "config",
     }
 }

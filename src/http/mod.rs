@@ -5,6 +5,7 @@
 //! address and calls the same function.
 
 mod error;
+mod launch;
 mod visit;
 
 use std::process::ExitCode;
@@ -20,9 +21,13 @@ use url::Url;
 
 pub use error::AppError;
 
-use crate::config::ServeArgs;
+use crate::auth::keys::SigningKey;
+use crate::auth::session::Sessions;
+use crate::auth::smart::{EhrConfig, SmartClient};
+use crate::config::{ServeArgs, SmartArgs};
 use crate::domain::coverage::RegimeTable;
 use crate::fhir::{FhirClient, Limits};
+use crate::store::Store;
 
 /// What every handler shares. Cheap to clone.
 #[derive(Clone)]
@@ -35,6 +40,7 @@ struct Inner {
     limits: Limits,
     open_servers: Vec<Url>,
     regimes: RegimeTable,
+    sessions: Option<Arc<Sessions>>,
 }
 
 /// Everything the app needs to start, already checked.
@@ -44,6 +50,105 @@ pub struct Settings {
     pub frame_ancestors: Vec<String>,
     pub regimes: RegimeTable,
     pub limits: Limits,
+    /// SMART App Launch, when EHRs are configured.
+    pub smart: Option<SmartSettings>,
+}
+
+/// SMART settings, checked.
+#[derive(Clone)]
+pub struct SmartSettings {
+    pub ehrs: Vec<EhrConfig>,
+    pub public_url: Url,
+    pub session_key: [u8; 32],
+    pub keys: Vec<SigningKey>,
+    pub database_url: String,
+    pub idle: std::time::Duration,
+}
+
+impl std::fmt::Debug for SmartSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmartSettings")
+            .field("ehrs", &self.ehrs.len())
+            .field("public_url", &self.public_url.as_str())
+            .finish()
+    }
+}
+
+impl SmartSettings {
+    /// Read the SMART arguments: the allow-list file, keys (generated when
+    /// not given), the session key (random when not given).
+    pub fn from_args(
+        args: &SmartArgs,
+        listen: std::net::SocketAddr,
+    ) -> anyhow::Result<Option<Self>> {
+        let Some(path) = &args.ehrs else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read the EHR list {}: {e}", path.display()))?;
+        let ehrs: Vec<EhrConfig> = serde_json::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("the EHR list {} is not valid: {e}", path.display()))?;
+        let public_url = match &args.public_url {
+            Some(u) => u.clone(),
+            None => Url::parse(&format!("http://{listen}/"))?,
+        };
+        let session_key = match &args.session_key {
+            Some(k) => {
+                use base64::Engine;
+                let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(k.trim_end_matches('='))
+                    .map_err(|_| anyhow::anyhow!("PASSERELLE_SESSION_KEY is not base64url"))?;
+                <[u8; 32]>::try_from(bytes.as_slice())
+                    .map_err(|_| anyhow::anyhow!("PASSERELLE_SESSION_KEY must be 32 bytes"))?
+            }
+            None => {
+                tracing::warn!(
+                    "no PASSERELLE_SESSION_KEY: a random one is used; launches end at restart"
+                );
+                random_key()
+            }
+        };
+        let load = |path: &Option<std::path::PathBuf>,
+                    kid: &str,
+                    alg: jsonwebtoken::Algorithm|
+         -> anyhow::Result<SigningKey> {
+            Ok(match path {
+                Some(p) => SigningKey::from_pem(kid, alg, &std::fs::read(p)?)?,
+                None => match alg {
+                    jsonwebtoken::Algorithm::ES384 => SigningKey::generate_es384(kid)?,
+                    _ => SigningKey::generate_rsa(kid, alg)?,
+                },
+            })
+        };
+        let keys = vec![
+            load(
+                &args.signing_key_es384,
+                "passerelle-es384",
+                jsonwebtoken::Algorithm::ES384,
+            )?,
+            load(
+                &args.signing_key_rs384,
+                "passerelle-rs384",
+                jsonwebtoken::Algorithm::RS384,
+            )?,
+        ];
+        Ok(Some(SmartSettings {
+            ehrs,
+            public_url,
+            session_key,
+            keys,
+            database_url: args.database_url.clone(),
+            idle: std::time::Duration::from_secs(args.idle_minutes.max(1) * 60),
+        }))
+    }
+}
+
+/// 32 random bytes.
+pub fn random_key() -> [u8; 32] {
+    use rand::RngCore;
+    let mut k = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut k);
+    k
 }
 
 impl Settings {
@@ -77,6 +182,7 @@ impl Settings {
                 timeout: args.fhir.timeout(),
                 max_response_bytes: args.fhir.fhir_max_response_bytes,
             },
+            smart: SmartSettings::from_args(&args.smart, args.listen)?,
         })
     }
 }
@@ -92,15 +198,44 @@ pub fn normalise_base(url: &Url) -> Url {
 }
 
 impl AppState {
-    pub fn new(settings: &Settings) -> Self {
-        AppState {
+    /// Build the state; with SMART settings, open the store and check the allow-list.
+    pub async fn new(settings: &Settings) -> anyhow::Result<Self> {
+        let sessions = match &settings.smart {
+            Some(smart) => {
+                let store = Store::open(&smart.database_url, &smart.session_key).await?;
+                let redirect = smart.public_url.join("callback")?;
+                let client = SmartClient::new(smart.ehrs.clone(), smart.keys.clone(), redirect)?;
+                Some(Sessions::new(store, Arc::new(client), smart.idle))
+            }
+            None => None,
+        };
+        Ok(AppState {
             inner: Arc::new(Inner {
                 http: FhirClient::http_client(),
                 limits: settings.limits,
                 open_servers: settings.open_servers.clone(),
                 regimes: settings.regimes.clone(),
+                sessions,
             }),
-        }
+        })
+    }
+
+    /// SMART sessions, when EHRs are configured.
+    pub fn sessions(&self) -> Result<&Arc<Sessions>, AppError> {
+        self.inner.sessions.as_ref().ok_or_else(|| {
+            AppError::BadRequest(
+                "No EHR is configured for SMART launches on this Passerelle (PASSERELLE_EHRS)."
+                    .into(),
+            )
+        })
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.inner.http
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.inner.limits
     }
 
     /// A client for `iss`, only if it is a listed open server. The check comes
@@ -131,8 +266,12 @@ impl AppState {
 pub fn router(state: AppState, settings: &Settings) -> Router {
     let mut ancestors = vec!["'self'".to_string()];
     ancestors.extend(settings.frame_ancestors.iter().cloned());
+    for ehr in settings.smart.iter().flat_map(|s| &s.ehrs) {
+        ancestors.extend(ehr.frame_ancestors.iter().cloned());
+    }
+    ancestors.dedup();
     let csp = format!(
-        "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; base-uri 'none'; frame-ancestors {}",
+        "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; form-action 'self'; base-uri 'none'; frame-ancestors {}",
         ancestors.join(" ")
     );
     let fixed = |name: HeaderName, value: &str| {
@@ -144,9 +283,15 @@ pub fn router(state: AppState, settings: &Settings) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/static/passerelle.css", get(stylesheet))
+        .route("/static/autosubmit.js", get(autosubmit))
         .merge(visit::router())
+        .merge(launch::router())
         .with_state(state)
-        .layer(fixed(header::CONTENT_SECURITY_POLICY, &csp))
+        // A page may set its own policy (the authorize-POST page allows its form's target).
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_str(&csp).expect("valid header"),
+        ))
         .layer(fixed(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         // Page URLs carry patient ids: never send them on as a Referer.
         .layer(fixed(header::REFERRER_POLICY, "no-referrer"))
@@ -170,17 +315,25 @@ async fn stylesheet() -> impl IntoResponse {
     )
 }
 
+async fn autosubmit() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        "document.getElementById('autosubmit').submit();\n",
+    )
+}
+
 /// Serve on an already bound listener until `shutdown` completes.
 pub async fn run(
     listener: TcpListener,
     settings: Settings,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let state = AppState::new(&settings);
+) -> anyhow::Result<()> {
+    let state = AppState::new(&settings).await?;
     let app = router(state, &settings);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
-        .await
+        .await?;
+    Ok(())
 }
 
 /// `passerelle serve`.

@@ -27,11 +27,11 @@ pub fn router() -> Router<AppState> {
 }
 
 /// Today, as the date rules see it (UTC).
-fn today() -> Date {
+pub(super) fn today() -> Date {
     time::OffsetDateTime::now_utc().date()
 }
 
-fn render(t: impl Template) -> Result<Response, AppError> {
+pub(super) fn render(t: impl Template) -> Result<Response, AppError> {
     t.render()
         .map(|html| Html(html).into_response())
         .map_err(|e| AppError::Internal(e.to_string()))
@@ -135,10 +135,22 @@ fn fmt_date(d: Option<Date>) -> String {
     d.map(|d| d.to_string()).unwrap_or_else(|| "unknown".into())
 }
 
+/// Who is signed in, in a SMART launch, and what the grant does not allow.
+pub(super) struct SessionView {
+    pub launch_id: String,
+    pub csrf: String,
+    pub user: String,
+    /// (feature, reason)
+    pub disabled: Vec<(String, String)>,
+}
+
 /// The visit page: everything pre-formatted, so the template only lays out.
 #[derive(Template)]
 #[template(path = "visit.html")]
-struct VisitPage {
+pub(super) struct VisitPage {
+    pub session: Option<SessionView>,
+    /// False when the EHR already shows its own banner (`need_patient_banner`).
+    pub show_banner: bool,
     iss: String,
     patient_id: String,
     name: String,
@@ -234,7 +246,7 @@ fn period(start: Option<Date>, end: Option<Date>) -> String {
 }
 
 impl VisitPage {
-    fn new(ctx: VisitContext, iss: &str, today: Date) -> Self {
+    pub(super) fn new(ctx: VisitContext, iss: &str, today: Date) -> Self {
         let p = &ctx.patient;
         let coverage_alerts = match &ctx.coverage {
             Ok(summary) => summary
@@ -246,6 +258,8 @@ impl VisitPage {
             Err(_) => vec![],
         };
         VisitPage {
+            session: None,
+            show_banner: true,
             iss: iss.to_string(),
             patient_id: p.id.clone(),
             name: p.name.clone(),

@@ -5,6 +5,7 @@
 
 pub mod browser;
 pub mod proxy;
+pub mod smart;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -124,15 +125,44 @@ impl Drop for TestApp {
     }
 }
 
-/// Decode the entities askama writes for text.
+/// Decode the entities askama writes for text: named ones and every
+/// numeric one (`&#38;`, `&#x27;`).
 pub fn unescape(html: &str) -> String {
-    html.replace("&#39;", "'")
-        .replace("&#x27;", "'")
-        .replace("&quot;", "\"")
-        .replace("&#34;", "\"")
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&amp;", "&")
+    let mut out = String::with_capacity(html.len());
+    let mut rest = html;
+    while let Some(i) = rest.find('&') {
+        out.push_str(&rest[..i]);
+        rest = &rest[i..];
+        let end = rest.find(';').filter(|e| *e <= 10);
+        let decoded = end.and_then(|e| {
+            let entity = &rest[1..e];
+            let c = match entity {
+                "amp" => Some('&'),
+                "lt" => Some('<'),
+                "gt" => Some('>'),
+                "quot" => Some('"'),
+                "apos" => Some('\''),
+                _ => entity
+                    .strip_prefix("#x")
+                    .and_then(|h| u32::from_str_radix(h, 16).ok())
+                    .or_else(|| entity.strip_prefix('#').and_then(|d| d.parse().ok()))
+                    .and_then(char::from_u32),
+            };
+            c.map(|c| (c, e))
+        });
+        match decoded {
+            Some((c, e)) => {
+                out.push(c);
+                rest = &rest[e + 1..];
+            }
+            None => {
+                out.push('&');
+                rest = &rest[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 pub fn enc(s: &str) -> String {
@@ -144,6 +174,7 @@ pub struct AppOptions {
     /// Open servers besides the seeded hfs.
     pub extra_open_servers: Vec<Url>,
     pub limits: Limits,
+    pub smart: Option<passerelle::http::SmartSettings>,
 }
 
 impl Default for AppOptions {
@@ -154,6 +185,7 @@ impl Default for AppOptions {
                 timeout: Duration::from_secs(10),
                 ..Limits::default()
             },
+            smart: None,
         }
     }
 }
@@ -187,6 +219,7 @@ pub async fn start_app(base: &Url, opts: AppOptions) -> (String, oneshot::Sender
         frame_ancestors: vec![],
         regimes: RegimeTable::shipped(),
         limits: opts.limits,
+        smart: opts.smart,
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
     let address = format!("http://{}", listener.local_addr().expect("local address"));

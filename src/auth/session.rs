@@ -1,0 +1,456 @@
+//! Launches (sessions): one chart opened in one browser.
+//!
+//! Tokens stay on the server, sealed in Passerelle's store. The browser holds
+//! one opaque cookie (`__Host-passerelle`, its browser id) and each page URL
+//! carries a launch id, so two charts open in one browser never mix
+//! patients. A launch is refreshed before its token expires and after a
+//! 401, one refresh at a time per launch; rotated refresh tokens replace
+//! the old ones. Without a refresh token the user is asked to launch again.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::keys::random_token;
+use super::scopes::Scopes;
+use super::smart::{AuthError, AuthorizeRequest, Ehr, SmartClient, SmartConfiguration, Tokens};
+use crate::fhir::{Authorizer, FhirClient, FhirError, Limits};
+use crate::store::{PendingState, Store, StoredLaunch, now};
+
+/// How long an authorization may take between redirect and callback.
+const STATE_MAX_AGE: i64 = 600;
+/// Refresh this long before the access token expires.
+const REFRESH_MARGIN: i64 = 30;
+
+/// The launch context as the token response gave it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct LaunchContext {
+    pub patient: Option<String>,
+    pub encounter: Option<String>,
+    pub fhir_user: Option<String>,
+    pub user_name: Option<String>,
+    pub need_patient_banner: bool,
+    pub smart_style_url: Option<String>,
+    pub intent: Option<String>,
+    pub tenant: Option<String>,
+    pub fhir_context: Vec<Value>,
+    /// The scopes asked for (refreshes ask for the same).
+    pub asked: String,
+    pub ehr_launch: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StateSecret {
+    verifier: String,
+    scope: String,
+}
+
+/// All launches of this Passerelle.
+pub struct Sessions {
+    store: Store,
+    smart: Arc<SmartClient>,
+    idle: Duration,
+    refresh_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// An open launch, checked against its browser and idle timeout.
+#[derive(Clone)]
+pub struct Launch {
+    pub id: String,
+    pub iss: String,
+    pub context: LaunchContext,
+    pub granted: Scopes,
+    pub csrf: String,
+    sessions: Arc<Sessions>,
+}
+
+impl std::fmt::Debug for Launch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Launch").field("iss", &self.iss).finish()
+    }
+}
+
+impl Sessions {
+    pub fn new(store: Store, smart: Arc<SmartClient>, idle: Duration) -> Arc<Sessions> {
+        Arc::new(Sessions {
+            store,
+            smart,
+            idle,
+            refresh_locks: Mutex::default(),
+        })
+    }
+
+    pub fn smart(&self) -> &SmartClient {
+        &self.smart
+    }
+
+    /// Start an authorization for `iss` (allow-listed, discovered) from `browser`.
+    pub async fn begin(
+        &self,
+        iss: &str,
+        launch: Option<&str>,
+        browser: &str,
+    ) -> Result<AuthorizeRequest, AuthError> {
+        let ehr = self.smart.ehr(iss)?.clone();
+        let config = self.smart.discover(&ehr).await?;
+        let request = self.smart.authorize(&ehr, &config, launch)?;
+        let secret = serde_json::to_vec(&StateSecret {
+            verifier: request.verifier.clone(),
+            scope: request.scope.clone(),
+        })
+        .expect("serialisable");
+        let pending = PendingState {
+            browser: browser.to_string(),
+            iss: ehr.config.iss.to_string(),
+            ehr_launch: launch.is_some(),
+            secret: self.store.seal(&secret),
+        };
+        self.store
+            .put_state(&request.state, &pending)
+            .await
+            .map_err(store_error)?;
+        Ok(request)
+    }
+
+    /// Finish an authorization: the state must be fresh, unused and from this
+    /// browser; the code is exchanged; the `id_token` verified. Returns the launch id.
+    pub async fn complete(
+        &self,
+        state: &str,
+        code: &str,
+        browser: &str,
+    ) -> Result<String, AuthError> {
+        let pending = self
+            .store
+            .take_state(state, STATE_MAX_AGE)
+            .await
+            .map_err(store_error)?
+            .ok_or(AuthError::BadState)?;
+        if pending.browser != browser {
+            return Err(AuthError::BadState);
+        }
+        let secret: StateSecret = self
+            .store
+            .open_sealed(&pending.secret)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or(AuthError::BadState)?;
+        let ehr = self.smart.ehr(&pending.iss)?.clone();
+        let config = self.smart.discover(&ehr).await?;
+        let granted = self
+            .smart
+            .exchange(&ehr, &config, code, &secret.verifier, &secret.scope)
+            .await?;
+        let mut fhir_user = None;
+        if let Some(id_token) = &granted.tokens.id_token {
+            let claims = self.smart.verify_id_token(&ehr, &config, id_token).await?;
+            fhir_user = claims
+                .get("fhirUser")
+                .and_then(Value::as_str)
+                .map(String::from);
+        }
+        let c = &granted.context;
+        let context = LaunchContext {
+            patient: c.patient.clone(),
+            encounter: c.encounter.clone(),
+            fhir_user,
+            user_name: None,
+            need_patient_banner: c.need_patient_banner.unwrap_or(true),
+            smart_style_url: c.smart_style_url.clone(),
+            intent: c.intent.clone(),
+            tenant: c.tenant.clone(),
+            fhir_context: c.fhir_context.clone(),
+            asked: secret.scope,
+            ehr_launch: pending.ehr_launch,
+        };
+        let id = random_token(16);
+        let stored = StoredLaunch {
+            id: id.clone(),
+            browser: browser.to_string(),
+            iss: pending.iss,
+            context: serde_json::to_string(&context).expect("serialisable"),
+            granted: granted.scope.clone(),
+            tokens: self
+                .store
+                .seal(&serde_json::to_vec(&granted.tokens).expect("serialisable")),
+            expires_at: now() + granted.expires_in.as_secs() as i64,
+            csrf: random_token(16),
+            last_seen: now(),
+        };
+        self.store.put_launch(&stored).await.map_err(store_error)?;
+        Ok(id)
+    }
+
+    /// The launch `id`, if it belongs to `browser` and has been used recently.
+    pub async fn open(self: &Arc<Self>, id: &str, browser: &str) -> Result<Launch, AuthError> {
+        let stored = self
+            .store
+            .launch(id)
+            .await
+            .map_err(store_error)?
+            .ok_or(AuthError::WrongLaunch)?;
+        if stored.browser != browser {
+            return Err(AuthError::WrongLaunch);
+        }
+        if now() - stored.last_seen > self.idle.as_secs() as i64 {
+            self.store.delete_launch(id).await.map_err(store_error)?;
+            return Err(AuthError::LaunchAgain);
+        }
+        self.store.touch_launch(id).await.map_err(store_error)?;
+        let context: LaunchContext =
+            serde_json::from_str(&stored.context).map_err(|_| AuthError::LaunchAgain)?;
+        Ok(Launch {
+            id: stored.id,
+            iss: stored.iss,
+            granted: Scopes::parse(&stored.granted),
+            context,
+            csrf: stored.csrf,
+            sessions: self.clone(),
+        })
+    }
+
+    async fn ehr_and_config(&self, iss: &str) -> Result<(Ehr, Arc<SmartConfiguration>), AuthError> {
+        let ehr = self.smart.ehr(iss)?.clone();
+        let config = self.smart.discover(&ehr).await?;
+        Ok((ehr, config))
+    }
+
+    fn tokens(&self, stored: &StoredLaunch) -> Result<Tokens, AuthError> {
+        self.store
+            .open_sealed(&stored.tokens)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or(AuthError::LaunchAgain)
+    }
+
+    /// A valid access token for launch `id`: the stored one, or refreshed
+    /// when it expires within the margin, or when `rejected` was refused.
+    async fn access_token(&self, id: &str, rejected: Option<&str>) -> Result<String, AuthError> {
+        let lock = self
+            .refresh_locks
+            .lock()
+            .expect("lock")
+            .entry(id.to_string())
+            .or_default()
+            .clone();
+        let _one_at_a_time = lock.lock().await;
+        let stored = self
+            .store
+            .launch(id)
+            .await
+            .map_err(store_error)?
+            .ok_or(AuthError::LaunchAgain)?;
+        let tokens = self.tokens(&stored)?;
+        let still_valid = stored.expires_at - now() > REFRESH_MARGIN;
+        let was_rejected = rejected == Some(tokens.access.as_str());
+        if still_valid && !was_rejected {
+            // Valid, or someone else refreshed it while we waited.
+            return Ok(tokens.access);
+        }
+        let refresh = tokens.refresh.clone().ok_or(AuthError::LaunchAgain)?;
+        let context: LaunchContext =
+            serde_json::from_str(&stored.context).map_err(|_| AuthError::LaunchAgain)?;
+        let (ehr, config) = self.ehr_and_config(&stored.iss).await?;
+        let granted = self
+            .smart
+            .refresh(&ehr, &config, &refresh, &context.asked)
+            .await
+            .map_err(|e| {
+                tracing::info!("a refresh was refused; the user must launch again");
+                match e {
+                    AuthError::Refused(_) => AuthError::LaunchAgain,
+                    other => other,
+                }
+            })?;
+        let new_tokens = Tokens {
+            id_token: tokens.id_token,
+            ..granted.tokens
+        };
+        let sealed = self
+            .store
+            .seal(&serde_json::to_vec(&new_tokens).expect("serialisable"));
+        self.store
+            .update_tokens(id, &sealed, now() + granted.expires_in.as_secs() as i64)
+            .await
+            .map_err(store_error)?;
+        Ok(new_tokens.access)
+    }
+
+    /// End a launch: revoke its refresh token where the EHR can, forget it.
+    pub async fn logout(&self, launch: &Launch) -> Result<(), AuthError> {
+        if let Some(stored) = self.store.launch(&launch.id).await.map_err(store_error)?
+            && let Ok(tokens) = self.tokens(&stored)
+            && let Some(refresh) = tokens.refresh
+            && let Ok((ehr, config)) = self.ehr_and_config(&stored.iss).await
+        {
+            self.smart.revoke(&ehr, &config, &refresh).await;
+        }
+        self.store
+            .delete_launch(&launch.id)
+            .await
+            .map_err(store_error)
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+}
+
+fn store_error(e: crate::store::StoreError) -> AuthError {
+    tracing::error!(error = %e, "store failure during a launch");
+    AuthError::Config("Passerelle's store is unavailable".into())
+}
+
+struct LaunchAuthorizer {
+    sessions: Arc<Sessions>,
+    id: String,
+}
+
+fn as_fhir(e: AuthError) -> FhirError {
+    FhirError::Unauthorized {
+        message: e.to_string(),
+    }
+}
+
+impl Authorizer for LaunchAuthorizer {
+    fn token(&self) -> BoxFuture<'_, Result<String, FhirError>> {
+        Box::pin(async move {
+            self.sessions
+                .access_token(&self.id, None)
+                .await
+                .map_err(as_fhir)
+        })
+    }
+
+    fn after_unauthorized<'a>(
+        &'a self,
+        rejected: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, FhirError>> {
+        Box::pin(async move {
+            match self.sessions.access_token(&self.id, Some(rejected)).await {
+                Ok(t) if t != rejected => Ok(Some(t)),
+                Ok(_) => Ok(None),
+                Err(AuthError::LaunchAgain) => Ok(None),
+                Err(e) => Err(as_fhir(e)),
+            }
+        })
+    }
+}
+
+impl Launch {
+    /// A FHIR client for this launch's server, carrying its tokens.
+    pub fn fhir_client(
+        &self,
+        http: reqwest::Client,
+        limits: Limits,
+    ) -> Result<FhirClient, AuthError> {
+        let base = url::Url::parse(&self.iss).map_err(|_| AuthError::LaunchAgain)?;
+        let auth = Arc::new(LaunchAuthorizer {
+            sessions: self.sessions.clone(),
+            id: self.id.clone(),
+        });
+        Ok(FhirClient::new(http, base, limits).with_authorizer(auth))
+    }
+
+    /// The patient of this launch, as a reference.
+    pub fn patient_ref(&self) -> Option<String> {
+        self.context
+            .patient
+            .as_ref()
+            .map(|p| format!("Patient/{p}"))
+    }
+
+    /// Refuse a write about anyone but the launch's patient (SMART: the
+    /// launch context binds what the app does). Checked before sending.
+    pub fn check_write(&self, resource: &Value) -> Result<(), AuthError> {
+        let patient = self.patient_ref().ok_or(AuthError::WrongLaunch)?;
+        if write_is_about(resource, &patient) {
+            Ok(())
+        } else {
+            Err(AuthError::WrongLaunch)
+        }
+    }
+
+    /// Record the patient chosen in a standalone launch without patient context.
+    pub async fn choose_patient(&mut self, patient: &str) -> Result<(), AuthError> {
+        self.context.patient = Some(patient.to_string());
+        let context = serde_json::to_string(&self.context).expect("serialisable");
+        self.sessions
+            .store
+            .update_context(&self.id, &context)
+            .await
+            .map_err(store_error)
+    }
+
+    pub fn sessions(&self) -> &Arc<Sessions> {
+        &self.sessions
+    }
+}
+
+/// Every patient reference a resource's subject fields hold
+/// (`subject`, `patient`, `for`, `beneficiary`) must be `patient`, and at
+/// least one must be present; a Bundle is checked entry by entry.
+pub fn write_is_about(resource: &Value, patient: &str) -> bool {
+    if resource.get("resourceType").and_then(Value::as_str) == Some("Bundle") {
+        let entries: Vec<&Value> = resource
+            .get("entry")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.get("resource"))
+            .collect();
+        return !entries.is_empty() && entries.iter().all(|r| write_is_about(r, patient));
+    }
+    let refs: Vec<&str> = ["subject", "patient", "for", "beneficiary"]
+        .iter()
+        .filter_map(|k| resource.get(*k))
+        .filter_map(|r| r.get("reference").and_then(Value::as_str))
+        .collect();
+    !refs.is_empty()
+        && refs
+            .iter()
+            .all(|r| *r == patient || r.ends_with(&format!("/{patient}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn writes_must_be_about_the_launch_patient() {
+        let p = "Patient/pas-p01";
+        assert!(write_is_about(
+            &json!({"resourceType": "Task", "for": {"reference": "Patient/pas-p01"}}),
+            p
+        ));
+        assert!(write_is_about(
+            &json!({"resourceType": "Observation", "subject": {"reference": "http://x/fhir/Patient/pas-p01"}}),
+            p
+        ));
+        assert!(!write_is_about(
+            &json!({"resourceType": "Task", "for": {"reference": "Patient/pas-p02"}}),
+            p
+        ));
+        assert!(
+            !write_is_about(&json!({"resourceType": "Task"}), p),
+            "no subject at all"
+        );
+        assert!(!write_is_about(
+            &json!({"resourceType": "Task", "for": {"reference": "Patient/pas-p01"}, "subject": {"reference": "Patient/pas-p02"}}),
+            p
+        ));
+        let bundle = json!({"resourceType": "Bundle", "entry": [
+            {"resource": {"resourceType": "Observation", "subject": {"reference": "Patient/pas-p01"}}},
+            {"resource": {"resourceType": "Condition", "subject": {"reference": "Patient/pas-p02"}}}
+        ]});
+        assert!(
+            !write_is_about(&bundle, p),
+            "one entry about another patient refuses the bundle"
+        );
+    }
+}

@@ -1,0 +1,488 @@
+//! The SMART test environment: the development EHR launcher, an hfs that
+//! enforces SMART scopes on the launcher's tokens, seeded with the fixtures,
+//! and Passerelle with the launcher on its allow-list. Plus a cookie-aware
+//! HTTP client that follows redirects as a browser does.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use passerelle::auth::keys::SigningKey;
+use passerelle::auth::smart::{ClientAuthMethod, EhrConfig};
+use passerelle::dev::hfs::{Hfs, HfsAuth};
+use passerelle::dev::launcher::{ClientAuth, Launcher, LauncherConfig, RegisteredClient};
+use passerelle::http::SmartSettings;
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use url::Url;
+
+pub const CLIENT_SECRET_ENV: &str = "PASSERELLE_TEST_CLIENT_SECRET";
+pub const CLIENT_SECRET: &str = "s3cret-for-tests-only";
+
+pub struct SmartEnv {
+    pub app: String,
+    pub launcher: Launcher,
+    pub hfs: Hfs,
+    pub keys: Vec<SigningKey>,
+    pub db_path: std::path::PathBuf,
+    _shutdown: oneshot::Sender<()>,
+}
+
+/// Start launcher, hfs (auth enforced) and the app, with Passerelle
+/// registered at the launcher with `method`.
+pub async fn smart_env(method: ClientAuthMethod, token_lifetime: Duration) -> SmartEnv {
+    passerelle::telemetry::init("warn");
+    // SAFETY: tests of this binary set this variable to the same value.
+    unsafe { std::env::set_var(CLIENT_SECRET_ENV, CLIENT_SECRET) };
+    let app_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app = format!("http://{}", app_listener.local_addr().unwrap());
+    let app_url = Url::parse(&format!("{app}/")).unwrap();
+    let keys = vec![
+        SigningKey::generate_es384("passerelle-es384").unwrap(),
+        SigningKey::generate_rsa("passerelle-rs384", jsonwebtoken::Algorithm::RS384).unwrap(),
+    ];
+    let auth = match method {
+        ClientAuthMethod::None => ClientAuth::Public,
+        ClientAuthMethod::ClientSecretBasic => {
+            ClientAuth::SecretBasic(CLIENT_SECRET.to_string().into())
+        }
+        ClientAuthMethod::PrivateKeyJwt => ClientAuth::PrivateKeyJwt {
+            jwks_url: app_url.join(".well-known/jwks.json").unwrap(),
+        },
+    };
+    let launcher = Launcher::start(
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        LauncherConfig {
+            clients: vec![RegisteredClient {
+                client_id: "passerelle".into(),
+                redirect_uris: vec![app_url.join("callback").unwrap()],
+                auth,
+            }],
+            app_launch_url: app_url.join("launch").unwrap(),
+            token_lifetime,
+        },
+    )
+    .await
+    .expect("the launcher starts");
+    let mut opts = super::hfs_options();
+    opts.auth = Some(HfsAuth {
+        jwks_url: launcher.jwks_url(),
+        issuer: launcher.issuer(),
+        audience: Some(
+            launcher
+                .fhir_base()
+                .as_str()
+                .trim_end_matches('/')
+                .to_string(),
+        ),
+    });
+    opts.public_base = Some(launcher.fhir_base());
+    let hfs = Hfs::start(&opts).await.expect("hfs with auth starts");
+    launcher.set_upstream(hfs.base().clone());
+    seed_with_token(&launcher).await;
+
+    let ehr: EhrConfig = serde_json::from_value(serde_json::json!({
+        "name": "Development EHR",
+        "iss": launcher.fhir_base().as_str(),
+        "client_id": "passerelle",
+        "client_auth": match method {
+            ClientAuthMethod::None => "none",
+            ClientAuthMethod::ClientSecretBasic => "client_secret_basic",
+            ClientAuthMethod::PrivateKeyJwt => "private_key_jwt",
+        },
+        "client_secret_env": CLIENT_SECRET_ENV,
+        "key_alg": "ES384",
+        "frame_ancestors": [launcher.base().origin().ascii_serialization()],
+    }))
+    .unwrap();
+    let db_path = std::env::temp_dir().join(format!(
+        "passerelle-test-{}.db",
+        passerelle::auth::keys::random_token(8)
+    ));
+    let smart = SmartSettings {
+        ehrs: vec![ehr],
+        public_url: app_url.clone(),
+        session_key: passerelle::http::random_key(),
+        keys: keys.clone(),
+        database_url: format!("sqlite://{}", db_path.display()),
+        idle: Duration::from_secs(1800),
+    };
+    let settings = passerelle::http::Settings {
+        open_servers: vec![],
+        frame_ancestors: vec![],
+        regimes: passerelle::domain::coverage::RegimeTable::shipped(),
+        limits: passerelle::fhir::Limits::default(),
+        smart: Some(smart),
+    };
+    let (tx, rx) = oneshot::channel::<()>();
+    tokio::spawn(passerelle::http::run(app_listener, settings, async {
+        let _ = rx.await;
+    }));
+    SmartEnv {
+        app,
+        launcher,
+        hfs,
+        keys,
+        db_path,
+        _shutdown: tx,
+    }
+}
+
+/// Load the fixtures through the launcher's proxy with a system token.
+async fn seed_with_token(launcher: &Launcher) {
+    let token = launcher.system_token("system/*.cruds");
+    let http = reqwest::Client::new();
+    let schema = super::schema();
+    let shift = passerelle::seed::shift_for(time::OffsetDateTime::now_utc().date());
+    for (file, bundle) in passerelle::seed::fixture_bundles(None).unwrap() {
+        let bundle = passerelle::seed::prepare(&file, bundle, shift).unwrap();
+        schema.validate_bundle(&bundle).unwrap();
+        let r = http
+            .post(launcher.fhir_base())
+            .bearer_auth(&token)
+            .header("content-type", "application/fhir+json")
+            .json(&bundle)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "seeding {file}: {}", r.status());
+    }
+}
+
+/// A cookie-aware client that follows redirects like a browser and keeps
+/// the path it took.
+#[derive(Clone)]
+pub struct Browser {
+    http: reqwest::Client,
+    /// origin -> (name -> value)
+    cookies: std::sync::Arc<std::sync::Mutex<HashMap<String, HashMap<String, String>>>>,
+    pub set_cookie_headers: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+/// The end of a navigation.
+pub struct Page {
+    pub status: u16,
+    pub url: Url,
+    pub body: String,
+    /// Every URL visited, redirects included.
+    pub trail: Vec<Url>,
+    pub headers: reqwest::header::HeaderMap,
+}
+
+impl Default for Browser {
+    fn default() -> Self {
+        Browser {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            cookies: Default::default(),
+            set_cookie_headers: Default::default(),
+        }
+    }
+}
+
+impl Browser {
+    pub async fn get(&self, url: &str) -> Page {
+        self.navigate(reqwest::Method::GET, Url::parse(url).unwrap(), None)
+            .await
+    }
+
+    pub async fn post_form(&self, url: &str, form: &[(&str, &str)]) -> Page {
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
+        self.navigate(reqwest::Method::POST, Url::parse(url).unwrap(), Some(body))
+            .await
+    }
+
+    /// POST a form without following redirects; returns status and Location.
+    pub async fn post_once(&self, url: &str, form: &[(String, String)]) -> (u16, Option<String>) {
+        let url = Url::parse(url).unwrap();
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
+        let r = self.send(reqwest::Method::POST, &url, Some(body)).await;
+        let location = r
+            .headers()
+            .get("location")
+            .map(|l| url.join(l.to_str().unwrap()).unwrap().to_string());
+        (r.status().as_u16(), location)
+    }
+
+    /// GET without following redirects.
+    pub async fn get_once(&self, url: &str) -> (u16, Option<String>, String) {
+        let url = Url::parse(url).unwrap();
+        let r = self.send(reqwest::Method::GET, &url, None).await;
+        let status = r.status().as_u16();
+        let location = r
+            .headers()
+            .get("location")
+            .map(|l| url.join(l.to_str().unwrap()).unwrap().to_string());
+        (status, location, r.text().await.unwrap_or_default())
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        url: &Url,
+        body: Option<String>,
+    ) -> reqwest::Response {
+        let origin = url.origin().ascii_serialization();
+        let cookie = self.cookies.lock().unwrap().get(&origin).map(|c| {
+            c.iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        });
+        let mut req = self.http.request(method, url.clone());
+        if let Some(c) = cookie.filter(|c| !c.is_empty()) {
+            req = req.header("cookie", c);
+        }
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(b);
+        }
+        let r = req.send().await.unwrap();
+        for v in r.headers().get_all("set-cookie") {
+            let raw = v.to_str().unwrap().to_string();
+            self.set_cookie_headers.lock().unwrap().push(raw.clone());
+            if let Some((name, rest)) = raw.split(';').next().and_then(|kv| {
+                kv.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+            }) {
+                self.cookies
+                    .lock()
+                    .unwrap()
+                    .entry(origin.clone())
+                    .or_default()
+                    .insert(name, rest);
+            }
+        }
+        r
+    }
+
+    async fn navigate(
+        &self,
+        mut method: reqwest::Method,
+        mut url: Url,
+        mut body: Option<String>,
+    ) -> Page {
+        let mut trail = vec![url.clone()];
+        for _ in 0..10 {
+            let r = self.send(method.clone(), &url, body.clone()).await;
+            if r.status().is_redirection() {
+                let loc = r
+                    .headers()
+                    .get("location")
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .to_string();
+                url = url.join(&loc).unwrap();
+                trail.push(url.clone());
+                method = reqwest::Method::GET;
+                body = None;
+                continue;
+            }
+            let status = r.status().as_u16();
+            let headers = r.headers().clone();
+            let text = super::unescape(&r.text().await.unwrap());
+            // Passerelle's authorize-POST page submits itself with a script;
+            // do what the browser's script does. The trail records the form
+            // as a URL with its fields, so tests can read what was sent.
+            if status == 200 && text.contains("id=\"autosubmit\"") {
+                let (action, fields) = autosubmit_form(&text);
+                let mut shown = Url::parse(&action).unwrap();
+                shown.query_pairs_mut().extend_pairs(&fields);
+                trail.push(shown);
+                url = Url::parse(&action).unwrap();
+                method = reqwest::Method::POST;
+                body = Some(
+                    url::form_urlencoded::Serializer::new(String::new())
+                        .extend_pairs(&fields)
+                        .finish(),
+                );
+                continue;
+            }
+            return Page {
+                status,
+                url,
+                body: text,
+                trail,
+                headers,
+            };
+        }
+        panic!("too many redirects");
+    }
+}
+
+/// The action and hidden fields of the auto-submitting form.
+pub fn autosubmit_form(html: &str) -> (String, Vec<(String, String)>) {
+    let form = html.split("id=\"autosubmit\"").nth(1).unwrap();
+    let action = form
+        .split("action=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    let fields = form
+        .split("<input type=\"hidden\" name=\"")
+        .skip(1)
+        .map(|f| {
+            let name = f.split('"').next().unwrap().to_string();
+            let value = f
+                .split("value=\"")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap()
+                .to_string();
+            (name, value)
+        })
+        .collect();
+    (action, fields)
+}
+
+/// The `src` of the first iframe in an HTML page.
+pub fn iframe_src(html: &str) -> String {
+    let start = html.find("<iframe").expect("an iframe");
+    let src = html[start..]
+        .split("src=\"")
+        .nth(1)
+        .expect("a src")
+        .split('"')
+        .next()
+        .unwrap();
+    super::unescape(src)
+}
+
+/// The value of `name` in the query of `url`.
+pub fn query(url: &Url, name: &str) -> Option<String> {
+    url.query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.to_string())
+}
+
+/// A JWT's claims, unverified (for looking only).
+pub fn claims(jwt: &str) -> Value {
+    use base64::Engine;
+    let payload = jwt.split('.').nth(1).unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+/// Approve the EHR's standalone picker page for `patient`, as a person would
+/// submit it, and follow the redirects back into Passerelle.
+pub async fn approve_standalone(browser: &Browser, picker: &Page, patient: &str) -> Page {
+    let request = picker
+        .body
+        .split("name=\"request\" value=\"")
+        .nth(1)
+        .expect("the picker form")
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    let action = picker.url.join("/authorize/approve").unwrap();
+    browser
+        .post_form(
+            action.as_str(),
+            &[
+                ("request", request.as_str()),
+                ("practitioner", "pas-prac-moreau"),
+                ("patient", patient),
+                ("encounter", ""),
+                ("decision", "approve"),
+            ],
+        )
+        .await
+}
+
+/// A real `id_token` from the launcher: a standalone authorization approved
+/// at its picker and the code exchanged by `smart`.
+pub async fn id_token_for(
+    env: &SmartEnv,
+    smart: &passerelle::auth::smart::SmartClient,
+    ehr: &passerelle::auth::smart::Ehr,
+    config: &passerelle::auth::smart::SmartConfiguration,
+) -> String {
+    let _ = env;
+    let request = smart.authorize(ehr, config, None).unwrap();
+    let browser = Browser::default();
+    let picker = browser.get(request.url.as_str()).await;
+    let request_field = picker
+        .body
+        .split("name=\"request\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    let r = browser
+        .http
+        .post(picker.url.join("/authorize/approve").unwrap())
+        .form(&[
+            ("request", request_field.as_str()),
+            ("practitioner", "pas-prac-moreau"),
+            ("patient", "pas-p01"),
+            ("encounter", ""),
+            ("decision", "approve"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let location = Url::parse(r.headers().get("location").unwrap().to_str().unwrap()).unwrap();
+    let code = query(&location, "code").unwrap();
+    let granted = smart
+        .exchange(ehr, config, &code, &request.verifier, &request.scope)
+        .await
+        .unwrap();
+    granted
+        .tokens
+        .id_token
+        .expect("an id_token for openid fhirUser")
+}
+
+/// Start an EHR launch for `patient` and stop before the EHR is asked:
+/// the authorize form's action and fields (the `state` among them).
+pub async fn begin_launch(
+    env: &SmartEnv,
+    browser: &Browser,
+    patient: &str,
+) -> (String, Vec<(String, String)>) {
+    let ehr = browser
+        .get(
+            env.launcher
+                .ehr_url(patient, None, "pas-prac-moreau")
+                .as_str(),
+        )
+        .await;
+    let (status, _, html) = browser.get_once(&iframe_src(&ehr.body)).await;
+    assert_eq!(status, 200, "the authorize-POST page");
+    autosubmit_form(&super::unescape(&html))
+}
+
+/// Send the authorize request; the callback URL the EHR redirects to (not followed).
+pub async fn authorize_at_ehr(browser: &Browser, action: &str, fields: &[(String, String)]) -> Url {
+    let (status, location) = browser.post_once(action, fields).await;
+    assert_eq!(status, 302, "the EHR redirects back");
+    Url::parse(&location.unwrap()).unwrap()
+}
+
+pub fn field(fields: &[(String, String)], name: &str) -> String {
+    fields
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.clone())
+        .unwrap()
+}

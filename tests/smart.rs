@@ -1,0 +1,467 @@
+//! SMART App Launch against the development EHR launcher and an hfs that
+//! enforces the scopes of its tokens: EHR and standalone launches for public,
+//! symmetric and asymmetric clients, every simulated error, and every forged
+//! or replayed input the issue lists.
+
+mod common;
+
+use std::time::Duration;
+
+use common::proxy::Proxy;
+use common::smart::{
+    Browser, Page, authorize_at_ehr, begin_launch, field, iframe_src, query, smart_env,
+};
+use passerelle::auth::smart::ClientAuthMethod;
+use passerelle::dev::launcher::Simulation;
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// An EHR launch, as the launcher's EHR page starts it: the page frames the
+/// app; the app redirects to authorize, back to the callback, to the visit.
+async fn ehr_launch(env: &common::smart::SmartEnv, browser: &Browser, patient: &str) -> Page {
+    let ehr = browser
+        .get(
+            env.launcher
+                .ehr_url(patient, None, "pas-prac-moreau")
+                .as_str(),
+        )
+        .await;
+    assert_eq!(ehr.status, 200, "{}", ehr.body);
+    browser.get(&iframe_src(&ehr.body)).await
+}
+
+#[tokio::test]
+async fn ehr_launch_public_client_reaches_the_visit_page_with_context_and_user() {
+    let env = smart_env(ClientAuthMethod::None, HOUR).await;
+    let browser = Browser::default();
+    let page = ehr_launch(&env, &browser, "pas-p01").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        page.url.path().starts_with("/l/") && page.url.path().ends_with("/visit"),
+        "{}",
+        page.url
+    );
+    assert!(page.body.contains("María José García"));
+    assert!(
+        page.body.contains("SHP-448812"),
+        "data read through hfs with the launch's token"
+    );
+    assert!(
+        page.body.contains("Signed in: Claire Moreau"),
+        "fhirUser resolved"
+    );
+    // The redirect to the EHR carried PKCE S256, state, aud and the launch.
+    let authorize = page
+        .trail
+        .iter()
+        .find(|u| u.path().ends_with("/authorize"))
+        .expect("went to authorize");
+    assert_eq!(
+        query(authorize, "code_challenge_method").as_deref(),
+        Some("S256")
+    );
+    assert!(query(authorize, "state").unwrap().len() >= 22);
+    assert_eq!(
+        query(authorize, "aud").as_deref(),
+        Some(env.launcher.fhir_base().as_str().trim_end_matches('/'))
+    );
+    assert!(query(authorize, "launch").is_some());
+    assert!(
+        query(authorize, "scope")
+            .unwrap()
+            .contains("user/Task.crus"),
+        "v2 scopes from capabilities"
+    );
+    // The session cookie is what the issue asks for.
+    let cookies = browser.set_cookie_headers.lock().unwrap().clone();
+    let ours = cookies
+        .iter()
+        .find(|c| c.starts_with("__Host-passerelle="))
+        .expect("session cookie");
+    for attr in [
+        "HttpOnly",
+        "Secure",
+        "SameSite=None",
+        "Partitioned",
+        "Path=/",
+    ] {
+        assert!(ours.contains(attr), "{ours} lacks {attr}");
+    }
+    // The EHR may frame the app.
+    let csp = page
+        .headers
+        .get("content-security-policy")
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert!(
+        csp.contains(&env.launcher.base().origin().ascii_serialization()),
+        "{csp}"
+    );
+}
+
+#[tokio::test]
+async fn private_key_jwt_and_client_secret_basic_clients_launch_too() {
+    for method in [
+        ClientAuthMethod::PrivateKeyJwt,
+        ClientAuthMethod::ClientSecretBasic,
+    ] {
+        let env = smart_env(method.clone(), HOUR).await;
+        let page = ehr_launch(&env, &Browser::default(), "pas-p02").await;
+        assert_eq!(page.status, 200, "{method:?}: {}", page.body);
+        assert!(page.body.contains("Jean Dupont"), "{method:?}");
+    }
+}
+
+#[tokio::test]
+async fn standalone_launch_lets_the_coordinator_pick_a_patient_at_the_ehr() {
+    let env = smart_env(ClientAuthMethod::None, HOUR).await;
+    let browser = Browser::default();
+    let picker = browser.get(&format!("{}/standalone", env.app)).await;
+    assert!(picker.body.contains("Development EHR"));
+    let start = format!(
+        "{}/standalone/start?iss={}",
+        env.app,
+        common::enc(env.launcher.fhir_base().as_str())
+    );
+    let at_ehr = browser.get(&start).await;
+    assert_eq!(at_ehr.status, 200);
+    let authorize = at_ehr
+        .trail
+        .iter()
+        .find(|u| u.path().ends_with("/authorize"))
+        .unwrap();
+    assert!(
+        query(authorize, "scope")
+            .unwrap()
+            .starts_with("launch/patient ")
+    );
+    assert!(query(authorize, "launch").is_none());
+    assert!(
+        at_ehr.body.contains("Samuel Okafor"),
+        "the EHR's picker lists patients"
+    );
+    let page = common::smart::approve_standalone(&browser, &at_ehr, "pas-p10").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("Samuel Okafor"));
+}
+
+#[tokio::test]
+async fn two_launches_in_one_browser_keep_their_own_patients_and_another_browser_gets_neither() {
+    let env = smart_env(ClientAuthMethod::None, HOUR).await;
+    let browser = Browser::default();
+    let first = ehr_launch(&env, &browser, "pas-p01").await;
+    let second = ehr_launch(&env, &browser, "pas-p08").await;
+    assert_ne!(first.url, second.url);
+    let again_first = browser.get(first.url.as_str()).await;
+    let again_second = browser.get(second.url.as_str()).await;
+    assert!(
+        again_first.body.contains("María José García")
+            && !again_first.body.contains("James Wilson")
+    );
+    assert!(
+        again_second.body.contains("James Wilson")
+            && !again_second.body.contains("María José García")
+    );
+    let stranger = Browser::default().get(first.url.as_str()).await;
+    assert_eq!(stranger.status, 403);
+    assert!(stranger.body.contains("Launch again from the EHR"));
+}
+
+#[tokio::test]
+async fn a_replayed_state_a_replayed_code_and_a_swapped_verifier_are_refused() {
+    let env = smart_env(ClientAuthMethod::None, HOUR).await;
+    let browser = Browser::default();
+    let page = ehr_launch(&env, &browser, "pas-p01").await;
+    let callback = page
+        .trail
+        .iter()
+        .find(|u| u.path() == "/callback")
+        .unwrap()
+        .clone();
+    // Replayed state (and code): the state was used once.
+    let replay = browser.get(callback.as_str()).await;
+    assert_eq!(replay.status, 400);
+    assert!(
+        replay
+            .body
+            .contains("was not started in this browser, has expired, or was already used"),
+        "{}",
+        replay.body
+    );
+
+    // A fresh state with the old code: the EHR refuses the used code.
+    let code = query(&callback, "code").unwrap();
+    let (_, fields) = begin_launch(&env, &browser, "pas-p01").await;
+    let fresh_state = field(&fields, "state");
+    let refused = browser
+        .get(&format!(
+            "{}/callback?code={code}&state={fresh_state}",
+            env.app
+        ))
+        .await;
+    assert_eq!(refused.status, 403);
+    assert!(
+        refused
+            .body
+            .contains("The EHR refused the sign-in: invalid_grant"),
+        "{}",
+        refused.body
+    );
+
+    // Launch A's state with launch B's code: A's PKCE verifier does not match B's challenge.
+    let (_, fields_a) = begin_launch(&env, &browser, "pas-p01").await;
+    let (action_b, fields_b) = begin_launch(&env, &browser, "pas-p01").await;
+    assert_ne!(
+        field(&fields_a, "code_challenge"),
+        field(&fields_b, "code_challenge")
+    );
+    let back_b = authorize_at_ehr(&browser, &action_b, &fields_b).await;
+    let code_b = query(&back_b, "code").unwrap();
+    let swapped = browser
+        .get(&format!(
+            "{}/callback?code={code_b}&state={}",
+            env.app,
+            field(&fields_a, "state")
+        ))
+        .await;
+    assert_eq!(swapped.status, 403);
+    assert!(swapped.body.contains("invalid_grant"), "{}", swapped.body);
+
+    // A callback carried to another browser.
+    let (action_c, fields_c) = begin_launch(&env, &browser, "pas-p01").await;
+    let back_c = authorize_at_ehr(&browser, &action_c, &fields_c).await;
+    let other = Browser::default().get(back_c.as_str()).await;
+    assert_eq!(other.status, 400);
+    assert!(other.body.contains("was not started in this browser"));
+}
+
+#[tokio::test]
+async fn a_forged_iss_and_an_iss_not_on_the_list_are_refused_before_any_request() {
+    let env = smart_env(ClientAuthMethod::None, HOUR).await;
+    let impostor = Proxy::start(&env.launcher.fhir_base()).await;
+    let browser = Browser::default();
+    let page = browser
+        .get(&format!(
+            "{}/launch?iss={}&launch=abc",
+            env.app,
+            common::enc(impostor.base.as_str())
+        ))
+        .await;
+    assert_eq!(page.status, 403);
+    assert!(
+        page.body
+            .contains("is not on Passerelle's list of EHRs, so nothing was requested from it."),
+        "{}",
+        page.body
+    );
+    assert_eq!(impostor.count(), 0);
+    let page = browser
+        .get(&format!(
+            "{}/standalone/start?iss=https%3A%2F%2Fevil.example.org%2Ffhir",
+            env.app
+        ))
+        .await;
+    assert_eq!(page.status, 403);
+}
+
+#[tokio::test]
+async fn a_tampered_id_token_is_refused() {
+    let env = smart_env(ClientAuthMethod::None, HOUR).await;
+    let smart = passerelle::auth::smart::SmartClient::new(
+        vec![serde_json::from_value(serde_json::json!({
+            "name": "Development EHR", "iss": env.launcher.fhir_base().as_str(), "client_id": "passerelle", "client_auth": "none"
+        }))
+        .unwrap()],
+        env.keys.clone(),
+        url::Url::parse(&format!("{}/callback", env.app)).unwrap(),
+    )
+    .unwrap();
+    let ehr = smart
+        .ehr(env.launcher.fhir_base().as_str())
+        .unwrap()
+        .clone();
+    let config = smart.discover(&ehr).await.unwrap();
+    let id_token = common::smart::id_token_for(&env, &smart, &ehr, &config).await;
+    let good = smart
+        .verify_id_token(&ehr, &config, &id_token)
+        .await
+        .unwrap();
+    assert_eq!(
+        good["fhirUser"]
+            .as_str()
+            .map(|s| s.ends_with("Practitioner/pas-prac-moreau")),
+        Some(true)
+    );
+    // Change one character of the payload: the signature no longer matches.
+    let mut parts: Vec<String> = id_token.split('.').map(String::from).collect();
+    let flipped = if parts[1].ends_with('A') { 'B' } else { 'A' };
+    parts[1].pop();
+    parts[1].push(flipped);
+    let tampered = parts.join(".");
+    let err = smart
+        .verify_id_token(&ehr, &config, &tampered)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("The EHR's identity token could not be verified"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn each_simulated_error_gives_its_clear_page() {
+    let env = smart_env(ClientAuthMethod::None, HOUR).await;
+
+    env.launcher.simulate(Simulation::InvalidClient);
+    let page = ehr_launch(&env, &Browser::default(), "pas-p01").await;
+    assert_eq!(page.status, 403);
+    assert!(
+        page.body
+            .contains("The EHR refused the sign-in: invalid_client"),
+        "{}",
+        page.body
+    );
+
+    env.launcher.simulate(Simulation::WrongRedirectUri);
+    let page = ehr_launch(&env, &Browser::default(), "pas-p01").await;
+    assert_eq!(
+        page.status, 400,
+        "the EHR shows its own error and never redirects"
+    );
+    assert!(page.url.as_str().starts_with(env.launcher.base().as_str()));
+
+    env.launcher.simulate(Simulation::ExpiredToken);
+    let page = ehr_launch(&env, &Browser::default(), "pas-p01").await;
+    assert_eq!(page.status, 401, "{}", page.body);
+    assert!(
+        page.body.contains("Launch again from the EHR"),
+        "{}",
+        page.body
+    );
+
+    env.launcher.simulate(Simulation::DowngradedScopes);
+    let page = ehr_launch(&env, &Browser::default(), "pas-p01").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        page.body
+            .contains("Update a Task</strong>: read-only: Task write not granted"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("María José García"));
+
+    // Discovery is pinned per iss: a Passerelle meets a v1-only server, or a
+    // missing document, at its first launch.
+    let fresh = smart_env(ClientAuthMethod::None, HOUR).await;
+    fresh.launcher.simulate(Simulation::V1Only);
+    let page = ehr_launch(&fresh, &Browser::default(), "pas-p01").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let authorize = page
+        .trail
+        .iter()
+        .find(|u| u.path().ends_with("/authorize"))
+        .unwrap();
+    assert!(
+        query(authorize, "scope")
+            .unwrap()
+            .contains("user/Task.read user/Task.write")
+    );
+    assert!(page.body.contains("María José García"));
+
+    let fresh = smart_env(ClientAuthMethod::None, HOUR).await;
+    fresh.launcher.simulate(Simulation::MissingWellKnown);
+    let page = ehr_launch(&fresh, &Browser::default(), "pas-p01").await;
+    assert_eq!(page.status, 502);
+    assert!(
+        page.body.contains(
+            "could not be read (HTTP 404). Passerelle does not continue without authorization."
+        ),
+        "{}",
+        page.body
+    );
+}
+
+#[tokio::test]
+async fn short_tokens_are_refreshed_once_for_concurrent_pages_and_logout_ends_the_launch() {
+    let env = smart_env(ClientAuthMethod::None, Duration::from_secs(2)).await;
+    let browser = Browser::default();
+    let page = ehr_launch(&env, &browser, "pas-p01").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Five pages at once after expiry: one refresh (rotation would refuse a second).
+    let loads: Vec<_> = (0..5)
+        .map(|_| {
+            let b = browser.clone();
+            let url = page.url.to_string();
+            tokio::spawn(async move { b.get(&url).await.status })
+        })
+        .collect();
+    for l in loads {
+        assert_eq!(l.await.unwrap(), 200);
+    }
+    // Tokens are not stored in clear.
+    let db = std::fs::read(&env.db_path).unwrap();
+    assert!(
+        !db.windows(3).any(|w| w == b"eyJ"),
+        "no JWT in the database file"
+    );
+
+    // Logout needs the CSRF token of the page.
+    let logout = format!("{}/logout", page.url.as_str().trim_end_matches("/visit"));
+    let refused = browser.post_form(&logout, &[("csrf", "wrong")]).await;
+    assert_eq!(refused.status, 400);
+    let csrf = page
+        .body
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    let out = browser.post_form(&logout, &[("csrf", &csrf)]).await;
+    assert_eq!(out.status, 200);
+    assert!(out.body.contains("Signed out"));
+    let after = browser.get(page.url.as_str()).await;
+    assert_eq!(after.status, 403);
+}
+
+#[tokio::test]
+async fn backend_services_get_a_system_token_without_refresh_that_hfs_accepts() {
+    let env = smart_env(ClientAuthMethod::PrivateKeyJwt, HOUR).await;
+    let smart_config: serde_json::Value = reqwest::get(format!(
+        "{}.well-known/smart-configuration",
+        env.launcher.fhir_base()
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let token_endpoint = url::Url::parse(smart_config["token_endpoint"].as_str().unwrap()).unwrap();
+    let backend = passerelle::auth::smart::BackendClient::new(
+        token_endpoint,
+        "passerelle".into(),
+        env.keys[0].clone(),
+        "system/Task.rs system/Patient.rs".into(),
+    );
+    let (token, lifetime) = backend.token().await.unwrap();
+    assert!(lifetime.as_secs() > 0);
+    let claims = common::smart::claims(&token);
+    assert!(claims["scope"].as_str().unwrap().contains("system/Task.rs"));
+    assert!(claims.get("patient").is_none());
+    let r = reqwest::Client::new()
+        .get(format!("{}Task?_count=5", env.launcher.fhir_base()))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Without a token, hfs refuses.
+    let r = reqwest::get(format!("{}Task?_count=5", env.launcher.fhir_base()))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}
