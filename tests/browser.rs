@@ -29,23 +29,19 @@ async fn the_demo_opens_a_visit_page_with_banner_and_coverage_card_and_stops_on_
     let mut lines = BufReader::new(demo.stdout.take().unwrap()).lines();
     let url = tokio::time::timeout(Duration::from_secs(90), async {
         while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(url) = line.strip_prefix("Passerelle demo is ready: open ") {
-                return url.to_string();
+            if let Some(rest) = line.strip_prefix("Passerelle demo is ready: open ") {
+                return rest.split_whitespace().next().unwrap().to_string();
             }
         }
         panic!("the demo ended without printing its URL");
     })
     .await
     .expect("the demo prints its URL");
-    let fhir_base = url::Url::parse(&url)
-        .unwrap()
-        .query_pairs()
-        .find(|(k, _)| k == "iss")
-        .map(|(_, v)| v.to_string())
-        .unwrap();
 
     let browser = Browser::start().await;
     let c = &browser.client;
+    // The development EHR lists the patients; a click opens a chart, which
+    // launches Passerelle in its frame with a SMART EHR launch.
     c.goto(&url).await.unwrap();
     assert_eq!(
         c.find(Locator::Css("h1"))
@@ -54,58 +50,25 @@ async fn the_demo_opens_a_visit_page_with_banner_and_coverage_card_and_stops_on_
             .text()
             .await
             .unwrap(),
-        "Choose a patient"
+        "Development EHR"
     );
-
-    // Keyboard: type a name in the search field and press Enter.
-    let field = c.find(Locator::Id("name")).await.unwrap();
-    field.send_keys("Dupont").await.unwrap();
-    field.send_keys(&Key::Enter.to_string()).await.unwrap();
-    // The unfiltered list also shows Jean Dupont: wait for the search page.
-    let started = std::time::Instant::now();
-    while !c
-        .current_url()
-        .await
-        .unwrap()
-        .as_str()
-        .contains("name=Dupont")
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the search did not load"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let found = c
-        .wait()
-        .for_element(Locator::LinkText("Jean Dupont"))
-        .await
-        .unwrap();
-    assert!(
-        c.find(Locator::LinkText("María José García"))
-            .await
-            .is_err(),
-        "the search filters"
-    );
-    found.click().await.unwrap();
-    let name = c
-        .wait()
-        .for_element(Locator::Id("patient-name"))
-        .await
-        .unwrap();
-    assert_eq!(name.text().await.unwrap(), "Jean Dupont");
-
-    // Back to the list, and a click on another patient.
-    c.goto(&url).await.unwrap();
     c.find(Locator::LinkText("María José García"))
         .await
         .unwrap()
         .click()
         .await
         .unwrap();
+    let frame = c
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css("iframe#app"))
+        .await
+        .unwrap();
+    frame.enter_frame().await.unwrap();
     let name = c
         .wait()
-        .for_element(Locator::Id("patient-name"))
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css("main #patient-name"))
         .await
         .unwrap();
     assert_eq!(name.text().await.unwrap(), "María José García");
@@ -128,8 +91,25 @@ async fn the_demo_opens_a_visit_page_with_banner_and_coverage_card_and_stops_on_
         "{card_text}"
     );
     assert!(card_text.contains("SHP-448812"), "{card_text}");
+    let user = c
+        .find(Locator::Css(".user"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(user, "Signed in: Claire Moreau");
 
-    // The skip link is the first thing Tab reaches.
+    // Keyboard: the skip link is the first thing Tab reaches in the app.
+    c.find(Locator::Css("main"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.execute("document.activeElement.blur(); window.focus();", vec![])
+        .await
+        .unwrap();
     let tab = KeyActions::new("keyboard".into())
         .then(KeyAction::Down {
             value: Key::Tab.into(),
@@ -142,7 +122,7 @@ async fn the_demo_opens_a_visit_page_with_banner_and_coverage_card_and_stops_on_
     assert_eq!(focused.text().await.unwrap(), "Skip to content");
     browser.close().await;
 
-    // Ctrl-C stops the app and the FHIR server.
+    // Ctrl-C stops the app, the launcher and the FHIR server.
     let pid = demo.id().expect("the demo runs") as i32;
     // SAFETY: sending a signal to our own child process.
     unsafe { libc::kill(pid, libc::SIGINT) };
@@ -157,10 +137,16 @@ async fn the_demo_opens_a_visit_page_with_banner_and_coverage_card_and_stops_on_
             .is_err(),
         "the app is stopped"
     );
+    assert!(reqwest::get(&url).await.is_err(), "the launcher is stopped");
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let left = std::process::Command::new("pgrep")
+        .args(["-f", &format!("passerelle-hfs-{pid}-")])
+        .output()
+        .unwrap();
     assert!(
-        reqwest::get(format!("{fhir_base}metadata")).await.is_err(),
-        "hfs is stopped"
+        left.stdout.is_empty(),
+        "an hfs is still running: {}",
+        String::from_utf8_lossy(&left.stdout)
     );
 }
 

@@ -1,56 +1,109 @@
-//! Development and demo tooling: a local FHIR server ([`hfs`]) and the
-//! `passerelle demo` command that wires it to the app.
+//! Development and demo tooling: a local FHIR server ([`hfs`]), the
+//! development EHR launcher ([`launcher`]), and `passerelle demo` that wires
+//! them to the app with authorization on.
 
 pub mod hfs;
 pub mod launcher;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
+use url::Url;
 
+use crate::auth::StaticToken;
+use crate::auth::keys::SigningKey;
+use crate::auth::smart::EhrConfig;
 use crate::config::DemoArgs;
 use crate::fhir::{FhirClient, Limits, SchemaValidator};
-use crate::http::{self, Settings};
+use crate::http::{self, Settings, SmartSettings};
+use launcher::{ClientAuth, Launcher, LauncherConfig, RegisteredClient};
 
-/// `passerelle demo`: start hfs, seed it, serve the app on it, print the URL
-/// to open; Ctrl-C stops everything.
+/// `passerelle demo`: the development EHR launcher, an hfs that checks the
+/// launcher's tokens (seeded with the fixtures), and Passerelle registered
+/// at the launcher as a `private_key_jwt` client. Prints the launcher's URL:
+/// pick a patient there and Passerelle opens in the EHR's frame. Ctrl-C
+/// stops everything.
 pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let definitions = args.fhir.definitions_dir();
     let schema = SchemaValidator::load(&definitions)?;
-    let opts = hfs::options(args.hfs_bin.as_deref(), definitions);
+    let addr = SocketAddr::from(([127, 0, 0, 1], args.port));
+    let app_listener = TcpListener::bind(addr).await.map_err(|e| {
+        anyhow::anyhow!("cannot listen on {addr}: {e} (choose another with --port)")
+    })?;
+    let app = Url::parse(&format!("http://{addr}/"))?;
+
+    let launcher = Launcher::start(
+        TcpListener::bind("127.0.0.1:0").await?,
+        LauncherConfig::new(
+            app.join("launch")?,
+            vec![RegisteredClient {
+                client_id: "passerelle".into(),
+                redirect_uris: vec![app.join("callback")?],
+                auth: ClientAuth::PrivateKeyJwt {
+                    jwks_url: app.join(".well-known/jwks.json")?,
+                },
+            }],
+        ),
+    )
+    .await?;
+    let mut opts = hfs::options(args.hfs_bin.as_deref(), definitions);
+    opts.auth = Some(launcher.hfs_auth());
+    opts.public_base = Some(launcher.fhir_base());
     let server = hfs::Hfs::start(&opts).await?;
+    launcher.set_upstream(server.base().clone());
+
     let limits = Limits {
         timeout: args.fhir.timeout(),
         max_response_bytes: args.fhir.fhir_max_response_bytes,
     };
     let seeding = FhirClient::new(
         FhirClient::http_client(),
-        server.base().clone(),
+        launcher.fhir_base(),
         Limits {
-            timeout: std::time::Duration::from_secs(120),
+            timeout: Duration::from_secs(120),
             ..limits
         },
-    );
+    )
+    .with_authorizer(Arc::new(StaticToken(
+        launcher.system_token("system/*.cruds"),
+    )));
     let today = time::OffsetDateTime::now_utc().date();
     crate::seed::load(&seeding, &schema, None, args.generate, today).await?;
-    let addr = SocketAddr::from(([127, 0, 0, 1], args.port));
-    let listener = TcpListener::bind(addr).await.map_err(|e| {
-        anyhow::anyhow!("cannot listen on {addr}: {e} (choose another with --port)")
-    })?;
+
+    let ehr: EhrConfig = serde_json::from_value(serde_json::json!({
+        "name": "Development EHR",
+        "iss": launcher.fhir_base().as_str(),
+        "client_id": "passerelle",
+        "client_auth": "private_key_jwt",
+        "key_alg": "ES384",
+        "frame_ancestors": [launcher.base().origin().ascii_serialization()],
+    }))?;
     let settings = Settings {
-        open_servers: vec![server.base().clone()],
+        open_servers: vec![],
         frame_ancestors: vec![],
         regimes: crate::domain::coverage::RegimeTable::shipped(),
         limits,
-        smart: None,
+        smart: Some(SmartSettings {
+            ehrs: vec![ehr],
+            public_url: app.clone(),
+            session_key: http::random_key(),
+            keys: vec![
+                SigningKey::generate_es384("passerelle-es384")?,
+                SigningKey::generate_rsa("passerelle-rs384", jsonwebtoken::Algorithm::RS384)?,
+            ],
+            database_url: "sqlite::memory:".into(),
+            idle: Duration::from_secs(30 * 60),
+        }),
     };
-    let url = format!(
-        "http://{addr}/launch/open?iss={}",
-        url::form_urlencoded::byte_serialize(server.base().as_str().as_bytes()).collect::<String>()
+    println!(
+        "Passerelle demo is ready: open {} (the development EHR: pick a patient and Passerelle opens in its frame)",
+        launcher.base()
     );
-    println!("Passerelle demo is ready: open {url}");
-    http::run(listener, settings, http::shutdown_signal()).await?;
+    http::run(app_listener, settings, http::shutdown_signal()).await?;
+    launcher.shutdown().await;
     server.stop().await;
     println!("Passerelle demo stopped.");
     Ok(ExitCode::SUCCESS)
