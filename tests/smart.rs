@@ -465,3 +465,93 @@ async fn backend_services_get_a_system_token_without_refresh_that_hfs_accepts() 
         .unwrap();
     assert_eq!(r.status(), 401);
 }
+
+#[tokio::test]
+async fn rs384_client_assertions_work_too() {
+    let env = common::smart::smart_env_with(common::smart::EnvOptions {
+        method: ClientAuthMethod::PrivateKeyJwt,
+        token_lifetime: HOUR,
+        idle: HOUR,
+        key_alg: "RS384",
+        scopes: None,
+    })
+    .await;
+    let page = ehr_launch(&env, &Browser::default(), "pas-p03").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("Robert Lee Johnson"));
+}
+
+#[tokio::test]
+async fn an_idle_launch_ends_with_a_clear_page() {
+    let env = common::smart::smart_env_with(common::smart::EnvOptions {
+        method: ClientAuthMethod::None,
+        token_lifetime: HOUR,
+        idle: Duration::from_secs(1),
+        key_alg: "ES384",
+        scopes: None,
+    })
+    .await;
+    let browser = Browser::default();
+    let page = ehr_launch(&env, &browser, "pas-p01").await;
+    assert_eq!(page.status, 200);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let later = browser.get(page.url.as_str()).await;
+    assert_eq!(later.status, 401);
+    assert!(
+        later
+            .body
+            .contains("Your authorization has ended. Launch Passerelle again from the EHR."),
+        "{}",
+        later.body
+    );
+}
+
+#[tokio::test]
+async fn without_patient_context_the_coordinator_searches_and_chooses_with_a_csrf_token() {
+    // An EHR that gives no patient in context (no launch/patient scope).
+    let scopes = "openid fhirUser online_access user/Patient.rs user/Encounter.rs user/Coverage.rs \
+                  user/Organization.rs user/Practitioner.rs user/Observation.rs user/Condition.rs \
+                  user/ServiceRequest.rs user/Task.rs user/ClaimResponse.rs user/Claim.rs";
+    let env = common::smart::smart_env_with(common::smart::EnvOptions {
+        method: ClientAuthMethod::None,
+        token_lifetime: HOUR,
+        idle: HOUR,
+        key_alg: "ES384",
+        scopes: Some(scopes.into()),
+    })
+    .await;
+    let browser = Browser::default();
+    let start = format!(
+        "{}/standalone/start?iss={}",
+        env.app,
+        common::enc(env.launcher.fhir_base().as_str())
+    );
+    let at_ehr = browser.get(&start).await;
+    let search = common::smart::approve_standalone(&browser, &at_ehr, "").await;
+    assert_eq!(search.status, 200, "{}", search.body);
+    assert!(search.body.contains("Choose a patient"));
+    let filtered = browser.get(&format!("{}?name=Okafor", search.url)).await;
+    assert!(filtered.body.contains("Samuel Okafor") && !filtered.body.contains("Jean Dupont"));
+    let csrf = filtered
+        .body
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    let choose = search.url.as_str().replace("/visit", "/patient");
+    let refused = browser
+        .post_form(&choose, &[("csrf", "forged"), ("patient", "pas-p10")])
+        .await;
+    assert_eq!(refused.status, 400);
+    let visit = browser
+        .post_form(&choose, &[("csrf", &csrf), ("patient", "pas-p10")])
+        .await;
+    assert_eq!(visit.status, 200, "{}", visit.body);
+    assert!(
+        visit.body.contains("Samuel Okafor")
+            && visit.body.contains("Referral to food pantry program")
+    );
+}

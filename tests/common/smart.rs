@@ -28,9 +28,31 @@ pub struct SmartEnv {
     _shutdown: oneshot::Sender<()>,
 }
 
+/// Options of [`smart_env_with`].
+pub struct EnvOptions {
+    pub method: ClientAuthMethod,
+    pub token_lifetime: Duration,
+    pub idle: Duration,
+    pub key_alg: &'static str,
+    /// Replaces the scopes Passerelle asks for.
+    pub scopes: Option<String>,
+}
+
 /// Start launcher, hfs (auth enforced) and the app, with Passerelle
 /// registered at the launcher with `method`.
 pub async fn smart_env(method: ClientAuthMethod, token_lifetime: Duration) -> SmartEnv {
+    smart_env_with(EnvOptions {
+        method,
+        token_lifetime,
+        idle: Duration::from_secs(1800),
+        key_alg: "ES384",
+        scopes: None,
+    })
+    .await
+}
+
+pub async fn smart_env_with(o: EnvOptions) -> SmartEnv {
+    let (method, token_lifetime) = (o.method.clone(), o.token_lifetime);
     passerelle::telemetry::init("warn");
     // SAFETY: tests of this binary set this variable to the same value.
     unsafe { std::env::set_var(CLIENT_SECRET_ENV, CLIENT_SECRET) };
@@ -91,7 +113,8 @@ pub async fn smart_env(method: ClientAuthMethod, token_lifetime: Duration) -> Sm
             ClientAuthMethod::PrivateKeyJwt => "private_key_jwt",
         },
         "client_secret_env": CLIENT_SECRET_ENV,
-        "key_alg": "ES384",
+        "key_alg": o.key_alg,
+        "scopes": o.scopes,
         "frame_ancestors": [launcher.base().origin().ascii_serialization()],
     }))
     .unwrap();
@@ -105,7 +128,7 @@ pub async fn smart_env(method: ClientAuthMethod, token_lifetime: Duration) -> Sm
         session_key: passerelle::http::random_key(),
         keys: keys.clone(),
         database_url: format!("sqlite://{}", db_path.display()),
-        idle: Duration::from_secs(1800),
+        idle: o.idle,
     };
     let settings = passerelle::http::Settings {
         open_servers: vec![],
