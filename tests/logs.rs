@@ -4,34 +4,12 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use common::proxy::{Fault, Proxy};
 use common::{AppOptions, TestApp};
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn logs_of_visits_and_failures_hold_no_patient_data() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    tracing_subscriber::fmt()
-        .with_env_filter("debug")
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .init();
+    let captured = common::capture_logs();
 
     let hfs = common::seeded_hfs().await;
     let proxy = Proxy::start(hfs.base()).await;
@@ -65,7 +43,7 @@ async fn logs_of_visits_and_failures_hold_no_patient_data() {
     let (status, _) = app.open(&iss, "pas-p01").await;
     assert_eq!(status, 502);
 
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = String::from_utf8(captured.lock().unwrap().clone()).unwrap();
     assert!(logs.contains("FHIR request"), "debug logs were captured");
     assert!(
         logs.contains("skipped a search entry"),

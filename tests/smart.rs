@@ -470,10 +470,8 @@ async fn backend_services_get_a_system_token_without_refresh_that_hfs_accepts() 
 async fn rs384_client_assertions_work_too() {
     let env = common::smart::smart_env_with(common::smart::EnvOptions {
         method: ClientAuthMethod::PrivateKeyJwt,
-        token_lifetime: HOUR,
-        idle: HOUR,
         key_alg: "RS384",
-        scopes: None,
+        ..Default::default()
     })
     .await;
     let page = ehr_launch(&env, &Browser::default(), "pas-p03").await;
@@ -484,11 +482,8 @@ async fn rs384_client_assertions_work_too() {
 #[tokio::test]
 async fn an_idle_launch_ends_with_a_clear_page() {
     let env = common::smart::smart_env_with(common::smart::EnvOptions {
-        method: ClientAuthMethod::None,
-        token_lifetime: HOUR,
         idle: Duration::from_secs(1),
-        key_alg: "ES384",
-        scopes: None,
+        ..Default::default()
     })
     .await;
     let browser = Browser::default();
@@ -513,11 +508,8 @@ async fn without_patient_context_the_coordinator_searches_and_chooses_with_a_csr
                   user/Organization.rs user/Practitioner.rs user/Observation.rs user/Condition.rs \
                   user/ServiceRequest.rs user/Task.rs user/ClaimResponse.rs user/Claim.rs";
     let env = common::smart::smart_env_with(common::smart::EnvOptions {
-        method: ClientAuthMethod::None,
-        token_lifetime: HOUR,
-        idle: HOUR,
-        key_alg: "ES384",
         scopes: Some(scopes.into()),
+        ..Default::default()
     })
     .await;
     let browser = Browser::default();

@@ -4,36 +4,15 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::smart::{Browser, CLIENT_SECRET, iframe_src, query, smart_env};
 use passerelle::auth::smart::ClientAuthMethod;
 use passerelle::dev::launcher::Simulation;
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn logs_of_whole_launches_hold_no_token_and_no_secret() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    tracing_subscriber::fmt()
-        .with_env_filter("debug")
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .init();
+    let captured = common::capture_logs();
 
     let mut seen = Vec::new();
     for method in [ClientAuthMethod::ClientSecretBasic, ClientAuthMethod::None] {
@@ -76,7 +55,7 @@ async fn logs_of_whole_launches_hold_no_token_and_no_secret() {
             .await;
         assert_eq!(refused.status, 403);
     }
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = String::from_utf8(captured.lock().unwrap().clone()).unwrap();
     assert!(logs.contains("FHIR request"), "debug logs were captured");
     assert!(
         !logs.contains("eyJ"),

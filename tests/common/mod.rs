@@ -125,6 +125,31 @@ impl Drop for TestApp {
     }
 }
 
+/// Everything the process logs from now on, at debug level, for tests that
+/// check what the logs hold. Installs the global subscriber: one such test
+/// per test binary.
+pub fn capture_logs() -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
+    #[derive(Clone)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buffer = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let writer = Captured(buffer.clone());
+    tracing_subscriber::fmt()
+        .with_env_filter("debug")
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .init();
+    buffer
+}
+
 /// Decode the entities askama writes for text: named ones and every
 /// numeric one (`&#38;`, `&#x27;`).
 pub fn unescape(html: &str) -> String {

@@ -44,11 +44,21 @@ pub async fn smart_env(method: ClientAuthMethod, token_lifetime: Duration) -> Sm
     smart_env_with(EnvOptions {
         method,
         token_lifetime,
-        idle: Duration::from_secs(1800),
-        key_alg: "ES384",
-        scopes: None,
+        ..EnvOptions::default()
     })
     .await
+}
+
+impl Default for EnvOptions {
+    fn default() -> Self {
+        EnvOptions {
+            method: ClientAuthMethod::None,
+            token_lifetime: Duration::from_secs(3600),
+            idle: Duration::from_secs(1800),
+            key_alg: "ES384",
+            scopes: None,
+        }
+    }
 }
 
 pub async fn smart_env_with(o: EnvOptions) -> SmartEnv {
