@@ -8,6 +8,7 @@ COPY src src
 COPY templates templates
 COPY profiles profiles
 COPY fixtures fixtures
+COPY migrations migrations
 COPY benches benches
 RUN cargo build --release --locked --bin passerelle
 
@@ -24,10 +25,13 @@ FROM debian:bookworm-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates \
  && rm -rf /var/lib/apt/lists/*
+RUN mkdir -p /var/lib/passerelle && chown 10001 /var/lib/passerelle
 COPY --from=build /src/target/release/passerelle /usr/local/bin/passerelle
 COPY --from=definitions /definitions /usr/share/passerelle/definitions
 ENV PASSERELLE_DEFINITIONS_DIR=/usr/share/passerelle/definitions \
-    PASSERELLE_LISTEN=0.0.0.0:8080
+    PASSERELLE_LISTEN=0.0.0.0:8080 \
+    PASSERELLE_DATABASE_URL=sqlite:///var/lib/passerelle/passerelle.db
+WORKDIR /var/lib/passerelle
 USER 10001
 EXPOSE 8080
 ENTRYPOINT ["passerelle"]
