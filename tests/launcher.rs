@@ -533,7 +533,10 @@ async fn ehr_launch_of_a_public_client_gives_context_and_tokens_that_hfs_enforce
     assert_eq!(t["scope"], scope);
     assert_eq!(t["patient"], "pas-p01");
     assert_eq!(t["encounter"], "pas-enc-01");
-    assert_eq!(t["need_patient_banner"], true);
+    assert_eq!(
+        t["need_patient_banner"], false,
+        "the EHR page shows its own banner"
+    );
     assert_eq!(
         t["fhirContext"],
         json!([{"reference": "Encounter/pas-enc-01"}])

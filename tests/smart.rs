@@ -144,6 +144,10 @@ async fn standalone_launch_lets_the_coordinator_pick_a_patient_at_the_ehr() {
     let page = common::smart::approve_standalone(&browser, &at_ehr, "pas-p10").await;
     assert_eq!(page.status, 200, "{}", page.body);
     assert!(page.body.contains("Samuel Okafor"));
+    assert!(
+        page.body.contains("class=\"banner\""),
+        "standalone: Passerelle shows the whole banner"
+    );
 }
 
 #[tokio::test]

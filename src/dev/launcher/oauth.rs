@@ -869,7 +869,9 @@ fn issue(
     });
     if let Some(p) = &context.patient {
         body["patient"] = json!(p);
-        body["need_patient_banner"] = json!(true);
+        // The EHR page shows its own patient banner; a standalone app must
+        // show one itself (SMART App Launch 2.2 §need_patient_banner).
+        body["need_patient_banner"] = json!(!context.ehr);
     }
     if let Some(e) = &context.encounter {
         body["encounter"] = json!(e);
