@@ -14,8 +14,18 @@ use serde::Deserialize;
 
 use super::sdoh::Domain;
 
+/// The rules shipped with Passerelle.
+pub const SHIPPED_RULES: &str = include_str!("../../profiles/screening-rules.json");
+
+#[derive(Debug, Clone, Deserialize, Default)]
+struct RawDeclined {
+    codes: Vec<String>,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 struct RawRules {
+    #[serde(default)]
+    declined_answers: RawDeclined,
     rules: Vec<RawRule>,
     #[serde(default)]
     totals: Vec<RawTotal>,
@@ -63,6 +73,8 @@ pub struct TotalRule {
 #[derive(Debug, Clone)]
 pub struct Rules {
     by_question: HashMap<String, Vec<Rule>>,
+    /// Answer codes meaning "I choose not to answer": recorded as declined.
+    pub declined: BTreeSet<String>,
     pub totals: Vec<TotalRule>,
     /// questionnaire id -> linkId -> domain screened by that item.
     pub item_domains: HashMap<String, HashMap<String, Domain>>,
@@ -127,7 +139,25 @@ impl Rules {
             by_question,
             totals,
             item_domains,
+            declined: raw.declined_answers.codes.into_iter().collect(),
         })
+    }
+
+    pub fn shipped() -> Rules {
+        Rules::parse(SHIPPED_RULES).expect("the shipped screening rules are valid (tested)")
+    }
+
+    /// How an item counts: a "choose not to answer" code makes it declined.
+    pub fn normalise(&self, mut item: ItemResponse) -> ItemResponse {
+        let declined = item
+            .answers
+            .iter()
+            .any(|a| matches!(a, Answer::Code(c) if self.declined.contains(c)));
+        if item.absent.is_none() && declined {
+            item.answers.clear();
+            item.absent = Some(Absent::Declined);
+        }
+        item
     }
 
     /// The domains a question screens, positive or not.
@@ -225,6 +255,8 @@ pub struct Scored {
 /// Questionnaire's `ordinalValue`), for totals.
 pub fn score(rules: &Rules, items: &[ItemResponse], ordinal: &BTreeMap<String, i64>) -> Scored {
     let mut scored = Scored::default();
+    let items: Vec<ItemResponse> = items.iter().cloned().map(|i| rules.normalise(i)).collect();
+    let items = &items[..];
     for item in items {
         let domains = rules.domains_of(&item.question);
         let answered = item.absent.is_none() && !item.answers.is_empty();
@@ -488,6 +520,53 @@ mod tests {
         );
         assert_eq!(partial.totals[0].value, None);
         assert!(!partial.positive.contains(&Domain::IntimatePartnerViolence));
+    }
+
+    #[test]
+    fn the_shipped_table_scores_the_instruments_as_designed() {
+        let rules = Rules::shipped();
+        let pos = |q: &str, a: &str| score(&rules, &[item(q, a)], &BTreeMap::new()).positive;
+        assert_eq!(
+            pos("88122-7", "LA6729-3"),
+            BTreeSet::from([Domain::FoodInsecurity])
+        );
+        assert_eq!(
+            pos("88123-5", "LA28397-0"),
+            BTreeSet::from([Domain::FoodInsecurity])
+        );
+        assert!(pos("88122-7", "LA28398-8").is_empty());
+        assert_eq!(
+            pos("71802-3", "LA31994-9"),
+            BTreeSet::from([Domain::HousingInstability])
+        );
+        assert_eq!(
+            pos("71802-3", "LA31995-6"),
+            BTreeSet::from([Domain::Homelessness])
+        );
+        assert_eq!(
+            pos("96778-6", "LA28580-1"),
+            BTreeSet::from([Domain::InadequateHousing])
+        );
+        assert!(pos("96778-6", "LA9-3").is_empty());
+        assert_eq!(
+            pos("93030-5", "LA33-6"),
+            BTreeSet::from([Domain::TransportationInsecurity])
+        );
+        assert_eq!(
+            pos("96779-4", "LA32002-0"),
+            BTreeSet::from([Domain::UtilityInsecurity])
+        );
+        assert_eq!(
+            pos("76513-1", "LA15832-1"),
+            BTreeSet::from([Domain::FinancialInsecurity])
+        );
+        assert!(pos("76513-1", "LA31980-8").is_empty(), "not hard at all");
+        assert!(pos("93031-3", "LA30128-5").contains(&Domain::MedicalCostBurden));
+        assert_eq!(rules.totals[0].total, "95614-4");
+        assert_eq!(rules.totals[0].positive_above, 10);
+        // "I choose not to answer" is declined, not a negative screen.
+        let declined = score(&rules, &[item("93030-5", "LA30122-8")], &BTreeMap::new());
+        assert!(declined.screened.is_empty() && declined.positive.is_empty());
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod context;
 pub mod decode;
 pub mod error;
 pub mod schema;
+pub mod screening;
 pub mod views;
 
 pub use client::{Authorizer, Created, Decoded, FhirClient, Limits, SearchPage, Versioned};

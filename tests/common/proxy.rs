@@ -29,6 +29,8 @@ pub enum Fault {
     Hang,
     /// Forward, then replace the response body with `f(body)`.
     Rewrite(fn(serde_json::Value) -> serde_json::Value),
+    /// Forward (the server does the work), then never answer: a lost response.
+    ForwardThenHang,
 }
 
 #[derive(Default)]
@@ -171,6 +173,9 @@ async fn forward(State(s): State<Shared>, req: Request) -> Response {
     out_headers.remove("content-length");
     out_headers.remove("transfer-encoding");
     let mut bytes = upstream.bytes().await.unwrap_or_default().to_vec();
+    if let Some(Fault::ForwardThenHang) = fault {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
     if let Some(Fault::Rewrite(f)) = fault
         && let Ok(v) = serde_json::from_slice(&bytes)
     {
