@@ -185,6 +185,7 @@ pub enum Answer {
     /// A coded answer (LOINC LA code for the instruments).
     Code(String),
     Integer(i64),
+    Decimal(f64),
     Boolean(bool),
     Text(String),
 }

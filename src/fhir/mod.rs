@@ -15,6 +15,7 @@ pub mod client;
 pub mod context;
 pub mod decode;
 pub mod error;
+pub mod questionnaire;
 pub mod schema;
 pub mod screening;
 pub mod views;

@@ -173,6 +173,7 @@ fn answer_value(answer: &Answer, display: Option<&Coding>) -> (String, Value) {
             json!({ "system": "http://loinc.org", "code": code }),
         ),
         (Answer::Integer(n), _) => ("valueInteger".into(), json!(n)),
+        (Answer::Decimal(d), _) => ("valueDecimal".into(), json!(d)),
         (Answer::Boolean(b), _) => ("valueBoolean".into(), json!(b)),
         (Answer::Text(t), _) => ("valueString".into(), json!(t)),
     }
