@@ -551,3 +551,85 @@ async fn without_patient_context_the_coordinator_searches_and_chooses_with_a_csr
             && visit.body.contains("Referral to food pantry program")
     );
 }
+
+#[tokio::test]
+async fn a_screening_in_the_patients_language_is_recorded_once_and_shows_on_the_visit_page() {
+    let env = smart_env(ClientAuthMethod::None, HOUR).await;
+    let browser = Browser::default();
+    // Fatima Benali prefers French.
+    let visit = ehr_launch(&env, &browser, "pas-p06").await;
+    assert_eq!(visit.status, 200, "{}", visit.body);
+    let screen_url = visit
+        .url
+        .as_str()
+        .replace("/visit", "/screen?form=hunger-vital-sign");
+    let form = browser.get(&screen_url).await;
+    assert_eq!(form.status, 200, "{}", form.body);
+    assert!(
+        form.body.contains("lang=\"fr\""),
+        "shown in the patient's language"
+    );
+    assert!(form.body.contains("Enregistrer le dépistage"));
+    let hidden = |name: &str| {
+        form.body
+            .split(&format!("name=\"{name}\" value=\""))
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let fields = [
+        ("csrf", hidden("csrf")),
+        ("screening_id", hidden("screening_id")),
+        ("form", "hunger-vital-sign".to_string()),
+        ("lang", "fr".to_string()),
+        ("88122-7", "LA6729-3".to_string()),
+        ("88123-5", "LA28398-8".to_string()),
+    ];
+    let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let action = visit.url.as_str().replace("/visit", "/screen");
+    let done = browser.post_form(&action, &fields).await;
+    assert_eq!(done.status, 200, "{}", done.body);
+    assert!(
+        done.body.contains("Screening recorded") && done.body.contains("Food insecurity"),
+        "{}",
+        done.body
+    );
+    // The same form sent again records nothing more.
+    let again = browser.post_form(&action, &fields).await;
+    assert_eq!(again.status, 200);
+    let token = env.launcher.system_token("system/*.rs");
+    let http = reqwest::Client::new();
+    let qrs: serde_json::Value = http
+        .get(format!(
+            "{}QuestionnaireResponse?subject=Patient/pas-p06",
+            env.launcher.fhir_base()
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        qrs["entry"].as_array().map_or(0, Vec::len),
+        1,
+        "one QuestionnaireResponse"
+    );
+    // The visit page shows today's positive food screening.
+    let after = browser.get(visit.url.as_str()).await;
+    let today = time::OffsetDateTime::now_utc().date().to_string();
+    let food = after.body.split("Food insecurity</th>").nth(1).unwrap();
+    assert!(
+        food.contains("Positive") && food.contains(&today),
+        "{}",
+        &food[..200.min(food.len())]
+    );
+    // A forged CSRF token records nothing.
+    let mut forged = fields.clone();
+    forged[0] = ("csrf", "forged");
+    assert_eq!(browser.post_form(&action, &forged).await.status, 400);
+}

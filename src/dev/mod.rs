@@ -97,6 +97,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
             database_url: "sqlite::memory:".into(),
             idle: Duration::from_secs(30 * 60),
         }),
+        schema: Some(schema),
     };
     println!(
         "Passerelle demo is ready: open {} (the development EHR: pick a patient and Passerelle opens in its frame)",

@@ -202,7 +202,11 @@ async fn callback(
     Ok(Redirect::to(&format!("/l/{id}/visit")).into_response())
 }
 
-async fn open_launch(state: &AppState, jar: &CookieJar, id: &str) -> Result<Launch, AppError> {
+pub(super) async fn open_launch(
+    state: &AppState,
+    jar: &CookieJar,
+    id: &str,
+) -> Result<Launch, AppError> {
     let browser = existing_browser(jar)?;
     Ok(state.sessions()?.open(id, &browser).await?)
 }

@@ -6,6 +6,7 @@
 
 mod error;
 mod launch;
+mod screen;
 mod visit;
 
 use std::process::ExitCode;
@@ -26,7 +27,7 @@ use crate::auth::session::Sessions;
 use crate::auth::smart::{EhrConfig, SmartClient};
 use crate::config::{ServeArgs, SmartArgs};
 use crate::domain::coverage::RegimeTable;
-use crate::fhir::{FhirClient, Limits};
+use crate::fhir::{FhirClient, Limits, SchemaValidator};
 use crate::store::Store;
 
 /// What every handler shares. Cheap to clone.
@@ -41,6 +42,7 @@ struct Inner {
     open_servers: Vec<Url>,
     regimes: RegimeTable,
     sessions: Option<Arc<Sessions>>,
+    schema: Option<SchemaValidator>,
 }
 
 /// Everything the app needs to start, already checked.
@@ -52,6 +54,8 @@ pub struct Settings {
     pub limits: Limits,
     /// SMART App Launch, when EHRs are configured.
     pub smart: Option<SmartSettings>,
+    /// The R4 schema every write is validated against; without it writes are refused.
+    pub schema: Option<SchemaValidator>,
 }
 
 /// SMART settings, checked.
@@ -183,6 +187,13 @@ impl Settings {
                 max_response_bytes: args.fhir.fhir_max_response_bytes,
             },
             smart: SmartSettings::from_args(&args.smart, args.listen)?,
+            schema: match SchemaValidator::load(&args.fhir.definitions_dir()) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!(error = %e, "writes will be refused");
+                    None
+                }
+            },
         })
     }
 }
@@ -216,6 +227,7 @@ impl AppState {
                 open_servers: settings.open_servers.clone(),
                 regimes: settings.regimes.clone(),
                 sessions,
+                schema: settings.schema.clone(),
             }),
         })
     }
@@ -227,6 +239,13 @@ impl AppState {
                 "No EHR is configured for SMART launches on this Passerelle (PASSERELLE_EHRS)."
                     .into(),
             )
+        })
+    }
+
+    /// The schema validator; writes are refused when it is not installed.
+    pub fn schema(&self) -> Result<&SchemaValidator, AppError> {
+        self.inner.schema.as_ref().ok_or_else(|| {
+            AppError::Internal("the FHIR R4 schema is not installed (PASSERELLE_DEFINITIONS_DIR); writes are refused".into())
         })
     }
 
@@ -286,6 +305,7 @@ pub fn router(state: AppState, settings: &Settings) -> Router {
         .route("/static/autosubmit.js", get(autosubmit))
         .merge(visit::router())
         .merge(launch::router())
+        .merge(screen::router())
         .with_state(state)
         // A page may set its own policy (the authorize-POST page allows its form's target).
         .layer(SetResponseHeaderLayer::if_not_present(

@@ -146,6 +146,7 @@ pub async fn smart_env_with(o: EnvOptions) -> SmartEnv {
         regimes: passerelle::domain::coverage::RegimeTable::shipped(),
         limits: passerelle::fhir::Limits::default(),
         smart: Some(smart),
+        schema: Some(super::schema()),
     };
     let (tx, rx) = oneshot::channel::<()>();
     tokio::spawn(passerelle::http::run(app_listener, settings, async {

@@ -1,0 +1,322 @@
+//! The screening page of a launch.
+//!
+//! `GET /l/{launch}/screen[?form=…&lang=…&large=1]` shows an instrument in
+//! the patient's preferred language (switchable; a large-print view to go
+//! through with the patient). The page carries a screening id made when it
+//! is shown: it keys every resource recorded, so sending twice records once.
+//! `POST /l/{launch}/screen` scores the answers, builds the SDOHCC
+//! transaction, validates it against the R4 schema, checks it concerns the
+//! launch's patient only, and records it in one FHIR round trip.
+
+use std::sync::OnceLock;
+
+use askama::Template;
+use axum::Router;
+use axum::extract::{Form as AxumForm, Path, Query, State};
+use axum::response::Response;
+use axum::routing::get;
+use axum_extra::extract::CookieJar;
+use serde::Deserialize;
+
+use super::launch::open_launch;
+use super::visit::render;
+use super::{AppError, AppState};
+use crate::auth::keys::random_token;
+use crate::domain::screening::{ItemResponse, Rules, score};
+use crate::fhir::questionnaire::{self, Form, Item, Kind, LANGUAGES, Posted};
+use crate::fhir::screening::{ConditionTable, ScreeningRecord, transaction};
+use crate::fhir::views;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/l/{id}/screen", get(show).post(record))
+}
+
+fn forms() -> &'static std::collections::BTreeMap<String, Form> {
+    static FORMS: OnceLock<std::collections::BTreeMap<String, Form>> = OnceLock::new();
+    FORMS.get_or_init(|| {
+        questionnaire::shipped().expect("the shipped Questionnaires are valid (tested)")
+    })
+}
+
+/// One line of the form as the template lays it out.
+enum Row {
+    GroupStart(String),
+    GroupEnd,
+    Note(String),
+    Question(Question),
+}
+
+struct Question {
+    name: String,
+    text: String,
+    required: bool,
+    /// radio, checkbox, yesno, number, text
+    widget: &'static str,
+    options: Vec<(String, String)>,
+    conditional: bool,
+}
+
+fn rows(items: &[Item], lang: &str, out: &mut Vec<Row>) {
+    for item in items {
+        match item.kind {
+            Kind::Group => {
+                out.push(Row::GroupStart(item.text.get(lang).to_string()));
+                rows(&item.items, lang, out);
+                out.push(Row::GroupEnd);
+            }
+            Kind::Display => out.push(Row::Note(item.text.get(lang).to_string())),
+            _ if item.read_only => {}
+            kind => out.push(Row::Question(Question {
+                name: item.link_id.clone(),
+                text: item.text.get(lang).to_string(),
+                required: item.required,
+                widget: match kind {
+                    Kind::Choice | Kind::OpenChoice if item.repeats => "checkbox",
+                    Kind::Choice | Kind::OpenChoice => "radio",
+                    Kind::Boolean => "yesno",
+                    Kind::Integer | Kind::Decimal => "number",
+                    _ => "text",
+                },
+                options: item
+                    .choices
+                    .iter()
+                    .map(|c| (c.coding.code.clone(), c.display.get(lang).to_string()))
+                    .collect(),
+                conditional: !item.enable_when.is_empty(),
+            })),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "screen.html")]
+struct ScreenPage {
+    launch_id: String,
+    csrf: String,
+    screening_id: String,
+    form_id: String,
+    title: String,
+    lang: String,
+    large: bool,
+    patient: String,
+    languages: Vec<(String, String, bool)>,
+    instruments: Vec<(String, String, bool)>,
+    rows: Vec<Row>,
+    yes: &'static str,
+    no: &'static str,
+    submit: &'static str,
+}
+
+fn words(lang: &str) -> (&'static str, &'static str, &'static str) {
+    match lang {
+        "fr" => ("Oui", "Non", "Enregistrer le dépistage"),
+        "es" => ("Sí", "No", "Registrar la evaluación"),
+        _ => ("Yes", "No", "Record the screening"),
+    }
+}
+
+#[derive(Deserialize)]
+struct ShowQuery {
+    form: Option<String>,
+    lang: Option<String>,
+    large: Option<String>,
+}
+
+async fn show(
+    State(state): State<AppState>,
+    jar: CookieJar,
+    Path(id): Path<String>,
+    Query(q): Query<ShowQuery>,
+) -> Result<Response, AppError> {
+    let launch = open_launch(&state, &jar, &id).await?;
+    let patient_id = launch
+        .context
+        .patient
+        .clone()
+        .ok_or_else(|| AppError::BadRequest("Choose a patient first.".into()))?;
+    let client = launch.fhir_client(state.http().clone(), state.limits())?;
+    let patient = views::patient(
+        &client
+            .read::<fhir_sdk::r4b::resources::Patient>("Patient", &patient_id)
+            .await?
+            .resource,
+    );
+    let form_id = q.form.unwrap_or_else(|| "ahc-hrsn-core".into());
+    let form = forms()
+        .get(&form_id)
+        .ok_or_else(|| AppError::BadRequest("There is no such screening instrument.".into()))?;
+    let preferred = patient
+        .language
+        .as_ref()
+        .map(|l| l.code.split('-').next().unwrap_or("en").to_string());
+    let lang = q
+        .lang
+        .or(preferred)
+        .filter(|l| LANGUAGES.iter().any(|(c, _)| c == l))
+        .unwrap_or_else(|| "en".into());
+    let mut list = Vec::new();
+    rows(&form.items, &lang, &mut list);
+    let (yes, no, submit) = words(&lang);
+    render(ScreenPage {
+        launch_id: launch.id.clone(),
+        csrf: launch.csrf.clone(),
+        screening_id: random_token(16),
+        form_id: form.id.clone(),
+        title: form.title.get(&lang).to_string(),
+        large: q.large.is_some(),
+        patient: patient.name,
+        languages: LANGUAGES
+            .iter()
+            .map(|(c, n)| (c.to_string(), n.to_string(), *c == lang))
+            .collect(),
+        instruments: forms()
+            .values()
+            .map(|f| {
+                (
+                    f.id.clone(),
+                    f.title.get(&lang).to_string(),
+                    f.id == form.id,
+                )
+            })
+            .collect(),
+        lang,
+        rows: list,
+        yes,
+        no,
+        submit,
+    })
+}
+
+#[derive(Template)]
+#[template(path = "screen_done.html")]
+struct DonePage {
+    launch_id: String,
+    positive: Vec<String>,
+    screened: usize,
+    resources: usize,
+}
+
+async fn record(
+    State(state): State<AppState>,
+    jar: CookieJar,
+    Path(id): Path<String>,
+    AxumForm(fields): AxumForm<Vec<(String, String)>>,
+) -> Result<Response, AppError> {
+    let launch = open_launch(&state, &jar, &id).await?;
+    let field = |name: &str| {
+        fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let csrf = field("csrf");
+    if csrf.len() != launch.csrf.len()
+        || !csrf.bytes().zip(launch.csrf.bytes()).all(|(a, b)| a == b)
+    {
+        return Err(AppError::BadRequest(
+            "This form has expired; reload the page and try again.".into(),
+        ));
+    }
+    let screening_id = field("screening_id");
+    if screening_id.len() < 16
+        || !screening_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(AppError::BadRequest(
+            "This form has no valid screening id; reload the page.".into(),
+        ));
+    }
+    let form = forms()
+        .get(&field("form"))
+        .ok_or_else(|| AppError::BadRequest("There is no such screening instrument.".into()))?;
+    let lang = field("lang");
+    let mut posted = Posted::new();
+    for (k, v) in &fields {
+        if !matches!(k.as_str(), "csrf" | "screening_id" | "form" | "lang") {
+            posted
+                .entry(k.clone())
+                .or_default()
+                .push(v.trim().to_string());
+        }
+    }
+    let items = questionnaire::recorded(form, &posted).map_err(AppError::BadRequest)?;
+    let responses: Vec<ItemResponse> = items
+        .iter()
+        .map(|i| ItemResponse {
+            link_id: i.link_id.clone(),
+            question: i.question.code.clone(),
+            answers: i.answers.iter().map(|(a, _)| a.clone()).collect(),
+            absent: i.absent,
+        })
+        .collect();
+    let scored = score(rules(), &responses, &form.ordinals());
+    let patient = launch
+        .patient_ref()
+        .ok_or_else(|| AppError::BadRequest("Choose a patient first.".into()))?;
+    let encounter = launch
+        .context
+        .encounter
+        .as_ref()
+        .map(|e| format!("Encounter/{e}"));
+    let author = launch
+        .context
+        .fhir_user
+        .as_deref()
+        .and_then(relative_reference);
+    let authored = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .map_err(|e| AppError::Internal(e.to_string()))?;
+    let canonical = form.canonical();
+    let bundle = transaction(
+        &ScreeningRecord {
+            id: &screening_id,
+            patient: &patient,
+            encounter: encounter.as_deref(),
+            author: author.as_deref().filter(|a| a.starts_with("Practitioner/")),
+            questionnaire: &canonical,
+            language: if lang.is_empty() { "en" } else { &lang },
+            authored: &authored,
+            items: &items,
+            scored: &scored,
+        },
+        conditions(),
+    );
+    state.schema()?.validate_bundle(&bundle)?;
+    launch.check_write(&bundle)?;
+    let client = launch.fhir_client(state.http().clone(), state.limits())?;
+    client.transaction(&bundle).await?;
+    tracing::info!(
+        resources = bundle["entry"].as_array().map_or(0, Vec::len),
+        "screening recorded"
+    );
+    render(DonePage {
+        launch_id: launch.id.clone(),
+        positive: scored
+            .positive
+            .iter()
+            .map(|d| d.label().to_string())
+            .collect(),
+        screened: scored.screened.len(),
+        resources: bundle["entry"].as_array().map_or(0, Vec::len),
+    })
+}
+
+/// `http://ehr/fhir/Practitioner/7` → `Practitioner/7`.
+fn relative_reference(url: &str) -> Option<String> {
+    let mut parts = url.trim_end_matches('/').rsplit('/');
+    let id = parts.next()?;
+    let kind = parts.next()?;
+    Some(format!("{kind}/{id}"))
+}
+
+fn rules() -> &'static Rules {
+    static RULES: OnceLock<Rules> = OnceLock::new();
+    RULES.get_or_init(Rules::shipped)
+}
+
+fn conditions() -> &'static ConditionTable {
+    static TABLE: OnceLock<ConditionTable> = OnceLock::new();
+    TABLE.get_or_init(ConditionTable::shipped)
+}
