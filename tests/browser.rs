@@ -217,3 +217,135 @@ async fn an_ehr_launch_inside_the_ehrs_iframe_reaches_the_visit_page_with_its_co
     );
     browser.close().await;
 }
+
+#[tokio::test]
+async fn a_french_screening_entered_by_keyboard_records_its_positive_domain_on_the_visit_page() {
+    let env = common::smart::smart_env(
+        passerelle::auth::smart::ClientAuthMethod::None,
+        Duration::from_secs(3600),
+    )
+    .await;
+    let browser = Browser::start().await;
+    let c = &browser.client;
+    // Fatima Benali prefers French; her chart opens Passerelle in the EHR's frame.
+    c.goto(
+        env.launcher
+            .ehr_url("pas-p06", None, "pas-prac-moreau")
+            .as_str(),
+    )
+    .await
+    .unwrap();
+    c.wait()
+        .for_element(Locator::Css("iframe#app"))
+        .await
+        .unwrap()
+        .enter_frame()
+        .await
+        .unwrap();
+    c.wait()
+        .for_element(Locator::Id("start-screening"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait()
+        .for_element(Locator::LinkText(
+            "Signe vital de la faim (Hunger Vital Sign)",
+        ))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let first = c
+        .wait()
+        .for_element(Locator::Css("input[name='88122-7']"))
+        .await
+        .unwrap();
+    let legend = c
+        .find(Locator::Css("#q-88122-7 legend"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        legend.contains("12 derniers mois"),
+        "the question is in French: {legend}"
+    );
+    // Keyboard only from the first answer: Space picks "Often true"; Tab to
+    // the next question, Down picks its second answer ("Sometimes true");
+    // Tab to the button, Enter records.
+    c.execute(
+        "arguments[0].focus()",
+        vec![serde_json::to_value(&first).unwrap()],
+    )
+    .await
+    .unwrap();
+    let keys = KeyActions::new("keyboard".into())
+        .then(KeyAction::Down { value: ' ' })
+        .then(KeyAction::Up { value: ' ' })
+        .then(KeyAction::Down {
+            value: Key::Tab.into(),
+        })
+        .then(KeyAction::Up {
+            value: Key::Tab.into(),
+        })
+        .then(KeyAction::Down {
+            value: Key::Down.into(),
+        })
+        .then(KeyAction::Up {
+            value: Key::Down.into(),
+        })
+        .then(KeyAction::Down {
+            value: Key::Tab.into(),
+        })
+        .then(KeyAction::Up {
+            value: Key::Tab.into(),
+        })
+        .then(KeyAction::Down {
+            value: Key::Enter.into(),
+        })
+        .then(KeyAction::Up {
+            value: Key::Enter.into(),
+        });
+    c.perform_actions(keys).await.unwrap();
+    let done = c
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Id("h-done"))
+        .await
+        .unwrap();
+    assert_eq!(done.text().await.unwrap(), "Screening recorded");
+    let positive = c
+        .find(Locator::Css(".positive-domains"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(positive, "Food insecurity");
+    c.find(Locator::Id("back-to-visit"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let table = c
+        .wait()
+        .for_element(Locator::Css("table.screening"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let today = time::OffsetDateTime::now_utc().date().to_string();
+    assert!(
+        table.lines().any(|l| l.starts_with("Food insecurity")
+            && l.contains("Positive")
+            && l.contains(&today)),
+        "{table}"
+    );
+    browser.close().await;
+}
