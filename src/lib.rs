@@ -25,6 +25,7 @@ pub mod dev;
 pub mod domain;
 pub mod fhir;
 pub mod http;
+pub mod outbox;
 pub mod seed;
 pub mod store;
 pub mod telemetry;

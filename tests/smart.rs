@@ -633,3 +633,127 @@ async fn a_screening_in_the_patients_language_is_recorded_once_and_shows_on_the_
     forged[0] = ("csrf", "forged");
     assert_eq!(browser.post_form(&action, &forged).await.status, 400);
 }
+
+/// Fill the Hunger Vital Sign form of a launch (both items "often true").
+async fn post_hunger_vital_sign(browser: &Browser, visit: &Page) -> Page {
+    let form = browser
+        .get(
+            &visit
+                .url
+                .as_str()
+                .replace("/visit", "/screen?form=hunger-vital-sign"),
+        )
+        .await;
+    let hidden = |name: &str| {
+        form.body
+            .split(&format!("name=\"{name}\" value=\""))
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let (csrf, id) = (hidden("csrf"), hidden("screening_id"));
+    browser
+        .post_form(
+            &visit.url.as_str().replace("/visit", "/screen"),
+            &[
+                ("csrf", &csrf),
+                ("screening_id", &id),
+                ("form", "hunger-vital-sign"),
+                ("lang", "en"),
+                ("88122-7", "LA28397-0"),
+                ("88123-5", "LA28397-0"),
+            ],
+        )
+        .await
+}
+
+async fn questionnaire_responses(env: &common::smart::SmartEnv, patient: &str) -> usize {
+    let token = env.launcher.system_token("system/*.rs");
+    let r: serde_json::Value = reqwest::Client::new()
+        .get(format!(
+            "{}QuestionnaireResponse?subject=Patient/{patient}",
+            env.launcher.fhir_base()
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    r["entry"].as_array().map_or(0, Vec::len)
+}
+
+#[tokio::test]
+async fn a_screening_the_server_refuses_is_kept_sent_again_and_survives_a_restart() {
+    let mut env = common::smart::smart_env_with(common::smart::EnvOptions {
+        outbox_every: Duration::from_millis(300),
+        ..Default::default()
+    })
+    .await;
+    // A proxy between the EHR's FHIR endpoint and hfs fails the transaction.
+    let proxy = Proxy::start(env.hfs.base()).await;
+    env.launcher.set_upstream(proxy.base.clone());
+    let probe = reqwest::get(format!("{}metadata", env.launcher.fhir_base()))
+        .await
+        .unwrap();
+    assert!(probe.status().is_success());
+    assert_eq!(
+        proxy.count(),
+        1,
+        "the launcher now forwards through the proxy"
+    );
+    proxy.fault("POST /$", common::proxy::Fault::Status(500, String::new()));
+    let browser = Browser::default();
+    let visit = ehr_launch(&env, &browser, "pas-p12").await;
+    let saving = post_hunger_vital_sign(&browser, &visit).await;
+    assert_eq!(saving.status, 200, "{}", saving.body);
+    assert!(
+        saving.body.contains("Saved here, sending…"),
+        "{:?}",
+        proxy.seen()
+    );
+    assert!(saving.body.contains("The FHIR server failed (500)"));
+    assert!(
+        saving.body.contains("http-equiv=\"refresh\""),
+        "the page updates by itself"
+    );
+    assert_eq!(questionnaire_responses(&env, "pas-p12").await, 0);
+    // The server recovers: the outbox sends it; the page says recorded.
+    proxy.clear();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let status = browser.get(saving.url.as_str()).await;
+    assert!(
+        status.body.contains("Screening recorded"),
+        "{}",
+        status.body
+    );
+    assert_eq!(questionnaire_responses(&env, "pas-p12").await, 1);
+
+    // Failing again, then Passerelle restarts before the server recovers.
+    proxy.fault("POST /$", common::proxy::Fault::Status(503, String::new()));
+    let visit = ehr_launch(&env, &browser, "pas-p09").await;
+    let saving = post_hunger_vital_sign(&browser, &visit).await;
+    assert!(
+        saving.body.contains("Saved here, sending…"),
+        "{}",
+        saving.body
+    );
+    let app = env.app_again().await;
+    proxy.clear();
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert_eq!(
+        questionnaire_responses(&env, "pas-p09").await,
+        1,
+        "the restarted Passerelle sent it"
+    );
+    let path = saving.url.path().to_string();
+    let status = browser.get(&format!("{app}{path}")).await;
+    assert_eq!(
+        status.status, 403,
+        "cookies are per origin: the restarted app on a new port is another site"
+    );
+}

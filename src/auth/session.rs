@@ -280,6 +280,28 @@ impl Sessions {
         Ok(new_tokens.access)
     }
 
+    /// A FHIR client for launch `id`, for background work (the outbox): no
+    /// browser check, no idle touch; its tokens are refreshed as usual.
+    pub async fn client_for(
+        self: &Arc<Self>,
+        id: &str,
+        http: reqwest::Client,
+        limits: Limits,
+    ) -> Result<FhirClient, AuthError> {
+        let stored = self
+            .store
+            .launch(id)
+            .await
+            .map_err(store_error)?
+            .ok_or(AuthError::LaunchAgain)?;
+        let base = url::Url::parse(&stored.iss).map_err(|_| AuthError::LaunchAgain)?;
+        let auth = Arc::new(LaunchAuthorizer {
+            sessions: self.clone(),
+            id: id.to_string(),
+        });
+        Ok(FhirClient::new(http, base, limits).with_authorizer(auth))
+    }
+
     /// End a launch: revoke its refresh token where the EHR can, forget it.
     pub async fn logout(&self, launch: &Launch) -> Result<(), AuthError> {
         if let Some(stored) = self.store.launch(&launch.id).await.map_err(store_error)?

@@ -98,6 +98,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
             idle: Duration::from_secs(30 * 60),
         }),
         schema: Some(schema),
+        outbox_every: Duration::from_secs(10),
     };
     println!(
         "Passerelle demo is ready: open {} (the development EHR: pick a patient and Passerelle opens in its frame)",

@@ -56,6 +56,8 @@ pub struct Settings {
     pub smart: Option<SmartSettings>,
     /// The R4 schema every write is validated against; without it writes are refused.
     pub schema: Option<SchemaValidator>,
+    /// How often the outbox resends pending writes.
+    pub outbox_every: std::time::Duration,
 }
 
 /// SMART settings, checked.
@@ -187,6 +189,7 @@ impl Settings {
                 max_response_bytes: args.fhir.fhir_max_response_bytes,
             },
             smart: SmartSettings::from_args(&args.smart, args.listen)?,
+            outbox_every: std::time::Duration::from_secs(10),
             schema: match SchemaValidator::load(&args.fhir.definitions_dir()) {
                 Ok(s) => Some(s),
                 Err(e) => {
@@ -349,10 +352,22 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let state = AppState::new(&settings).await?;
+    let worker = state.inner.sessions.clone().map(|sessions| {
+        tokio::spawn(crate::outbox::worker(
+            sessions,
+            state.http().clone(),
+            state.limits(),
+            settings.outbox_every,
+        ))
+    });
     let app = router(state, &settings);
-    axum::serve(listener, app)
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
-        .await?;
+        .await;
+    if let Some(w) = worker {
+        w.abort();
+    }
+    served?;
     Ok(())
 }
 

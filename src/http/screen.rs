@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 use askama::Template;
 use axum::Router;
 use axum::extract::{Form as AxumForm, Path, Query, State};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum_extra::extract::CookieJar;
 use serde::Deserialize;
@@ -28,7 +28,9 @@ use crate::fhir::screening::{ConditionTable, ScreeningRecord, transaction};
 use crate::fhir::views;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/l/{id}/screen", get(show).post(record))
+    Router::new()
+        .route("/l/{id}/screen", get(show).post(record))
+        .route("/l/{id}/screen/{sid}", get(status))
 }
 
 fn forms() -> &'static std::collections::BTreeMap<String, Form> {
@@ -191,6 +193,10 @@ async fn show(
 #[template(path = "screen_done.html")]
 struct DonePage {
     launch_id: String,
+    screening_id: String,
+    /// pending, sent or failed
+    status: String,
+    message: String,
     positive: Vec<String>,
     screened: usize,
     resources: usize,
@@ -285,30 +291,70 @@ async fn record(
     );
     state.schema()?.validate_bundle(&bundle)?;
     launch.check_write(&bundle)?;
-    let client = launch.fhir_client(state.http().clone(), state.limits())?;
-    client.transaction(&bundle).await?;
-    tracing::info!(
-        resources = bundle["entry"].as_array().map_or(0, Vec::len),
-        "screening recorded"
-    );
-    render(DonePage {
-        launch_id: launch.id.clone(),
-        positive: scored
-            .positive
-            .iter()
-            .map(|d| d.label().to_string())
-            .collect(),
-        screened: scored.screened.len(),
-        resources: bundle["entry"].as_array().map_or(0, Vec::len),
-    })
+    // Kept in Passerelle's store before it is sent: nothing is lost if the
+    // FHIR server fails; the outbox sends it again.
+    let summary = serde_json::json!({
+        "positive": scored.positive.iter().map(|d| d.label()).collect::<Vec<_>>(),
+        "screened": scored.screened.len(),
+        "resources": bundle["entry"].as_array().map_or(0, Vec::len),
+    });
+    let sessions = state.sessions()?;
+    let payload = serde_json::to_vec(&bundle).map_err(|e| AppError::Internal(e.to_string()))?;
+    sessions
+        .store()
+        .put_outbox(&screening_id, &launch.id, &payload, &summary.to_string())
+        .await
+        .map_err(|e| AppError::Internal(e.to_string()))?;
+    if let Some(item) = sessions
+        .store()
+        .outbox(&screening_id)
+        .await
+        .map_err(|e| AppError::Internal(e.to_string()))?
+        && item.status == "pending"
+    {
+        crate::outbox::send(sessions, &item, state.http().clone(), state.limits()).await;
+    }
+    // Post/redirect/get: reloading the result never posts again.
+    Ok(
+        axum::response::Redirect::to(&format!("/l/{}/screen/{}", launch.id, screening_id))
+            .into_response(),
+    )
 }
 
-/// `http://ehr/fhir/Practitioner/7` → `Practitioner/7`.
-fn relative_reference(url: &str) -> Option<String> {
-    let mut parts = url.trim_end_matches('/').rsplit('/');
-    let id = parts.next()?;
-    let kind = parts.next()?;
-    Some(format!("{kind}/{id}"))
+/// The screening's state: recorded, saved here and sending, or refused.
+async fn status(
+    State(state): State<AppState>,
+    jar: CookieJar,
+    Path((id, sid)): Path<(String, String)>,
+) -> Result<Response, AppError> {
+    let launch = open_launch(&state, &jar, &id).await?;
+    status_page(&state, &launch.id, &sid).await
+}
+
+async fn status_page(state: &AppState, launch_id: &str, sid: &str) -> Result<Response, AppError> {
+    let item = state
+        .sessions()?
+        .store()
+        .outbox(sid)
+        .await
+        .map_err(|e| AppError::Internal(e.to_string()))?
+        .filter(|i| i.launch == launch_id)
+        .ok_or_else(|| AppError::BadRequest("There is no such screening in this launch.".into()))?;
+    let summary: serde_json::Value = serde_json::from_str(&item.summary).unwrap_or_default();
+    render(DonePage {
+        launch_id: launch_id.to_string(),
+        screening_id: sid.to_string(),
+        status: item.status.clone(),
+        message: item.last_error.clone().unwrap_or_default(),
+        positive: summary["positive"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|d| d.as_str().map(String::from))
+            .collect(),
+        screened: summary["screened"].as_u64().unwrap_or(0) as usize,
+        resources: summary["resources"].as_u64().unwrap_or(0) as usize,
+    })
 }
 
 fn rules() -> &'static Rules {
@@ -319,4 +365,12 @@ fn rules() -> &'static Rules {
 fn conditions() -> &'static ConditionTable {
     static TABLE: OnceLock<ConditionTable> = OnceLock::new();
     TABLE.get_or_init(ConditionTable::shipped)
+}
+
+/// `http://ehr/fhir/Practitioner/7` → `Practitioner/7`.
+fn relative_reference(url: &str) -> Option<String> {
+    let mut parts = url.trim_end_matches('/').rsplit('/');
+    let id = parts.next()?;
+    let kind = parts.next()?;
+    Some(format!("{kind}/{id}"))
 }

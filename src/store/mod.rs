@@ -44,6 +44,20 @@ pub struct PendingState {
     pub secret: Vec<u8>,
 }
 
+/// A write kept until the FHIR server has it.
+#[derive(Debug, Clone)]
+pub struct OutboxItem {
+    pub id: String,
+    pub launch: String,
+    /// The decrypted payload (a transaction Bundle as JSON).
+    pub payload: Vec<u8>,
+    pub summary: String,
+    /// pending, sent or failed.
+    pub status: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+}
+
 /// A stored launch.
 #[derive(Debug, Clone)]
 pub struct StoredLaunch {
@@ -227,6 +241,84 @@ impl Store {
         Ok(())
     }
 
+    /// Keep a write until it is sent. A second call with the same id keeps
+    /// the first (the same screening posted twice).
+    pub async fn put_outbox(
+        &self,
+        id: &str,
+        launch: &str,
+        payload: &[u8],
+        summary: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT OR IGNORE INTO outbox (id, launch, payload, summary, status, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, 'pending', ?, ?)",
+        )
+        .bind(id)
+        .bind(launch)
+        .bind(self.seal(payload))
+        .bind(summary)
+        .bind(now())
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn outbox(&self, id: &str) -> Result<Option<OutboxItem>, StoreError> {
+        let row = sqlx::query("SELECT id, launch, payload, summary, status, attempts, last_error FROM outbox WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| self.outbox_item(r)).transpose()
+    }
+
+    /// Pending writes, oldest first.
+    pub async fn pending_outbox(&self, limit: i64) -> Result<Vec<OutboxItem>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, launch, payload, summary, status, attempts, last_error FROM outbox \
+             WHERE status = 'pending' ORDER BY created_at LIMIT ?",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(|r| self.outbox_item(r)).collect()
+    }
+
+    fn outbox_item(&self, r: sqlx::sqlite::SqliteRow) -> Result<OutboxItem, StoreError> {
+        Ok(OutboxItem {
+            id: r.get("id"),
+            launch: r.get("launch"),
+            payload: self.open_sealed(&r.get::<Vec<u8>, _>("payload"))?,
+            summary: r.get("summary"),
+            status: r.get("status"),
+            attempts: r.get("attempts"),
+            last_error: r.get("last_error"),
+        })
+    }
+
+    /// Record an attempt: `Ok` marks it sent, `Err(message, final)` keeps it
+    /// pending (transient) or marks it failed.
+    pub async fn outbox_attempt(
+        &self,
+        id: &str,
+        result: Result<(), (&str, bool)>,
+    ) -> Result<(), StoreError> {
+        let (status, error) = match result {
+            Ok(()) => ("sent", None),
+            Err((e, true)) => ("failed", Some(e)),
+            Err((e, false)) => ("pending", Some(e)),
+        };
+        sqlx::query("UPDATE outbox SET status = ?, attempts = attempts + 1, last_error = ?, updated_at = ? WHERE id = ?")
+            .bind(status)
+            .bind(error)
+            .bind(now())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Raw rows, for the test that checks tokens are not stored in clear.
     pub async fn raw_dump(&self) -> Result<Vec<u8>, StoreError> {
         let rows = sqlx::query("SELECT context, granted, tokens, csrf FROM launches")
@@ -261,6 +353,29 @@ mod tests {
             other.open_sealed(&sealed),
             Err(StoreError::Decrypt)
         ));
+    }
+
+    #[tokio::test]
+    async fn the_outbox_keeps_a_write_once_sealed_until_it_is_sent() {
+        let s = store().await;
+        s.put_outbox("scr-1", "l1", b"{\"resourceType\":\"Bundle\"}", "{}")
+            .await
+            .unwrap();
+        s.put_outbox("scr-1", "l1", b"other", "{}").await.unwrap();
+        let item = s.outbox("scr-1").await.unwrap().unwrap();
+        assert_eq!(
+            item.payload, b"{\"resourceType\":\"Bundle\"}",
+            "the first one is kept"
+        );
+        assert_eq!(s.pending_outbox(10).await.unwrap().len(), 1);
+        s.outbox_attempt("scr-1", Err(("The FHIR server failed (500)", false)))
+            .await
+            .unwrap();
+        let item = s.outbox("scr-1").await.unwrap().unwrap();
+        assert_eq!((item.status.as_str(), item.attempts), ("pending", 1));
+        s.outbox_attempt("scr-1", Ok(())).await.unwrap();
+        assert_eq!(s.outbox("scr-1").await.unwrap().unwrap().status, "sent");
+        assert!(s.pending_outbox(10).await.unwrap().is_empty());
     }
 
     #[tokio::test]

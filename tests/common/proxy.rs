@@ -45,6 +45,7 @@ struct Shared {
     http: reqwest::Client,
     rules: Arc<Mutex<Rules>>,
     count: Arc<AtomicUsize>,
+    seen: Arc<Mutex<Vec<String>>>,
 }
 
 /// A running proxy.
@@ -64,6 +65,7 @@ impl Proxy {
                 .unwrap(),
             rules: Arc::default(),
             count: Arc::default(),
+            seen: Arc::default(),
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = Url::parse(&format!("http://{}/", listener.local_addr().unwrap())).unwrap();
@@ -77,7 +79,8 @@ impl Proxy {
         self.shared.rules.lock().unwrap().delay = delay;
     }
 
-    /// Apply `fault` to requests whose path and query contain `needle`.
+    /// Apply `fault` to requests whose path and query contain `needle`, or,
+    /// for a needle such as `POST /$`, whose method and path are exactly it.
     pub fn fault(&self, needle: &str, fault: Fault) {
         self.shared
             .rules
@@ -96,6 +99,11 @@ impl Proxy {
         self.shared.count.load(Ordering::SeqCst)
     }
 
+    /// `METHOD path?query` of every request seen.
+    pub fn seen(&self) -> Vec<String> {
+        self.shared.seen.lock().unwrap().clone()
+    }
+
     pub fn reset_count(&self) {
         self.shared.count.store(0, Ordering::SeqCst);
     }
@@ -108,12 +116,17 @@ async fn forward(State(s): State<Shared>, req: Request) -> Response {
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_default();
+    let exact = format!("{} {}", req.method(), path_and_query);
+    s.seen.lock().unwrap().push(exact.clone());
     let (delay, fault) = {
         let rules = s.rules.lock().unwrap();
         let fault = rules
             .faults
             .iter()
-            .find(|(n, _)| path_and_query.contains(n.as_str()))
+            .find(|(n, _)| match n.strip_suffix('$') {
+                Some(whole) => exact == whole,
+                None => path_and_query.contains(n.as_str()),
+            })
             .map(|(_, f)| f.clone());
         (rules.delay, fault)
     };

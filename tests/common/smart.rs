@@ -21,6 +21,7 @@ pub const CLIENT_SECRET: &str = "s3cret-for-tests-only";
 
 pub struct SmartEnv {
     pub app: String,
+    pub settings: passerelle::http::Settings,
     pub launcher: Launcher,
     pub hfs: Hfs,
     pub keys: Vec<SigningKey>,
@@ -36,6 +37,10 @@ pub struct EnvOptions {
     pub key_alg: &'static str,
     /// Replaces the scopes Passerelle asks for.
     pub scopes: Option<String>,
+    pub outbox_every: Duration,
+    /// Passerelle's database (a fresh file when `None`) and session key, to
+    /// restart an app on the same store.
+    pub database: Option<(std::path::PathBuf, [u8; 32])>,
 }
 
 /// Start launcher, hfs (auth enforced) and the app, with Passerelle
@@ -57,6 +62,8 @@ impl Default for EnvOptions {
             idle: Duration::from_secs(1800),
             key_alg: "ES384",
             scopes: None,
+            outbox_every: Duration::from_secs(10),
+            database: None,
         }
     }
 }
@@ -128,14 +135,20 @@ pub async fn smart_env_with(o: EnvOptions) -> SmartEnv {
         "frame_ancestors": [launcher.base().origin().ascii_serialization()],
     }))
     .unwrap();
-    let db_path = std::env::temp_dir().join(format!(
-        "passerelle-test-{}.db",
-        passerelle::auth::keys::random_token(8)
-    ));
+    let (db_path, session_key) = o.database.clone().unwrap_or_else(|| {
+        let name = format!(
+            "passerelle-test-{}.db",
+            passerelle::auth::keys::random_token(8)
+        );
+        (
+            std::env::temp_dir().join(name),
+            passerelle::http::random_key(),
+        )
+    });
     let smart = SmartSettings {
         ehrs: vec![ehr],
         public_url: app_url.clone(),
-        session_key: passerelle::http::random_key(),
+        session_key,
         keys: keys.clone(),
         database_url: format!("sqlite://{}", db_path.display()),
         idle: o.idle,
@@ -147,18 +160,45 @@ pub async fn smart_env_with(o: EnvOptions) -> SmartEnv {
         limits: passerelle::fhir::Limits::default(),
         smart: Some(smart),
         schema: Some(super::schema()),
+        outbox_every: o.outbox_every,
     };
     let (tx, rx) = oneshot::channel::<()>();
-    tokio::spawn(passerelle::http::run(app_listener, settings, async {
-        let _ = rx.await;
-    }));
+    tokio::spawn(passerelle::http::run(
+        app_listener,
+        settings.clone(),
+        async {
+            let _ = rx.await;
+        },
+    ));
     SmartEnv {
         app,
+        settings,
         launcher,
         hfs,
         keys,
         db_path,
         _shutdown: tx,
+    }
+}
+
+impl SmartEnv {
+    /// Stop the app and start it again on the same store (a restart);
+    /// returns the new app's address.
+    pub async fn app_again(&mut self) -> String {
+        let (tx, rx) = oneshot::channel::<()>();
+        let old = std::mem::replace(&mut self._shutdown, tx);
+        let _ = old.send(());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        self.app = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(passerelle::http::run(
+            listener,
+            self.settings.clone(),
+            async {
+                let _ = rx.await;
+            },
+        ));
+        self.app.clone()
     }
 }
 
