@@ -13,6 +13,35 @@ use fantoccini::actions::{InputSource, KeyAction, KeyActions};
 use fantoccini::key::Key;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
+/// Open `patient`'s chart on the development EHR and enter Passerelle's frame.
+async fn open_chart(c: &fantoccini::Client, env: &common::smart::SmartEnv, patient: &str) {
+    c.goto(
+        env.launcher
+            .ehr_url(patient, None, "pas-prac-moreau")
+            .as_str(),
+    )
+    .await
+    .unwrap();
+    let frame = c
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css("iframe#app"))
+        .await
+        .unwrap();
+    frame.enter_frame().await.unwrap();
+}
+
+/// Press keys one after another, as a person on a keyboard would.
+async fn press(c: &fantoccini::Client, keys: &[char]) {
+    let mut actions = KeyActions::new("keyboard".into());
+    for k in keys {
+        actions = actions
+            .then(KeyAction::Down { value: *k })
+            .then(KeyAction::Up { value: *k });
+    }
+    c.perform_actions(actions).await.unwrap();
+}
+
 #[tokio::test]
 async fn the_demo_opens_a_visit_page_with_banner_and_coverage_card_and_stops_on_ctrl_c() {
     let hfs = common::hfs_options();
@@ -110,14 +139,7 @@ async fn the_demo_opens_a_visit_page_with_banner_and_coverage_card_and_stops_on_
         .unwrap();
     // Keyboard focus goes to the app's frame, as when a person tabs into it.
     c.execute("window.focus()", vec![]).await.unwrap();
-    let tab = KeyActions::new("keyboard".into())
-        .then(KeyAction::Down {
-            value: Key::Tab.into(),
-        })
-        .then(KeyAction::Up {
-            value: Key::Tab.into(),
-        });
-    c.perform_actions(tab).await.unwrap();
+    press(c, &[Key::Tab.into()]).await;
     let focused = c.active_element().await.unwrap();
     assert_eq!(focused.text().await.unwrap(), "Skip to content");
     browser.close().await;
@@ -160,15 +182,7 @@ async fn an_ehr_launch_inside_the_ehrs_iframe_reaches_the_visit_page_with_its_co
     let browser = Browser::start().await;
     let c = &browser.client;
     // The EHR page is served by the launcher: another origin than the app.
-    c.goto(
-        env.launcher
-            .ehr_url("pas-p02", None, "pas-prac-moreau")
-            .as_str(),
-    )
-    .await
-    .unwrap();
-    let frame = c.wait().for_element(Locator::Css("iframe")).await.unwrap();
-    frame.enter_frame().await.unwrap();
+    open_chart(c, &env, "pas-p02").await;
     let name = match c
         .wait()
         .at_most(Duration::from_secs(20))
@@ -228,20 +242,7 @@ async fn a_french_screening_entered_by_keyboard_records_its_positive_domain_on_t
     let browser = Browser::start().await;
     let c = &browser.client;
     // Fatima Benali prefers French; her chart opens Passerelle in the EHR's frame.
-    c.goto(
-        env.launcher
-            .ehr_url("pas-p06", None, "pas-prac-moreau")
-            .as_str(),
-    )
-    .await
-    .unwrap();
-    c.wait()
-        .for_element(Locator::Css("iframe#app"))
-        .await
-        .unwrap()
-        .enter_frame()
-        .await
-        .unwrap();
+    open_chart(c, &env, "pas-p06").await;
     c.wait()
         .for_element(Locator::Id("start-screening"))
         .await
@@ -283,34 +284,17 @@ async fn a_french_screening_entered_by_keyboard_records_its_positive_domain_on_t
     )
     .await
     .unwrap();
-    let keys = KeyActions::new("keyboard".into())
-        .then(KeyAction::Down { value: ' ' })
-        .then(KeyAction::Up { value: ' ' })
-        .then(KeyAction::Down {
-            value: Key::Tab.into(),
-        })
-        .then(KeyAction::Up {
-            value: Key::Tab.into(),
-        })
-        .then(KeyAction::Down {
-            value: Key::Down.into(),
-        })
-        .then(KeyAction::Up {
-            value: Key::Down.into(),
-        })
-        .then(KeyAction::Down {
-            value: Key::Tab.into(),
-        })
-        .then(KeyAction::Up {
-            value: Key::Tab.into(),
-        })
-        .then(KeyAction::Down {
-            value: Key::Enter.into(),
-        })
-        .then(KeyAction::Up {
-            value: Key::Enter.into(),
-        });
-    c.perform_actions(keys).await.unwrap();
+    press(
+        c,
+        &[
+            ' ',
+            Key::Tab.into(),
+            Key::Down.into(),
+            Key::Tab.into(),
+            Key::Enter.into(),
+        ],
+    )
+    .await;
     let done = c
         .wait()
         .at_most(Duration::from_secs(20))

@@ -416,15 +416,7 @@ async fn short_tokens_are_refreshed_once_for_concurrent_pages_and_logout_ends_th
     let logout = format!("{}/logout", page.url.as_str().trim_end_matches("/visit"));
     let refused = browser.post_form(&logout, &[("csrf", "wrong")]).await;
     assert_eq!(refused.status, 400);
-    let csrf = page
-        .body
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .to_string();
+    let csrf = common::smart::hidden_field(&page.body, "csrf");
     let out = browser.post_form(&logout, &[("csrf", &csrf)]).await;
     assert_eq!(out.status, 200);
     assert!(out.body.contains("Signed out"));
@@ -528,15 +520,7 @@ async fn without_patient_context_the_coordinator_searches_and_chooses_with_a_csr
     assert!(search.body.contains("Choose a patient"));
     let filtered = browser.get(&format!("{}?name=Okafor", search.url)).await;
     assert!(filtered.body.contains("Samuel Okafor") && !filtered.body.contains("Jean Dupont"));
-    let csrf = filtered
-        .body
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .to_string();
+    let csrf = common::smart::hidden_field(&filtered.body, "csrf");
     let choose = search.url.as_str().replace("/visit", "/patient");
     let refused = browser
         .post_form(&choose, &[("csrf", "forged"), ("patient", "pas-p10")])
@@ -570,16 +554,7 @@ async fn a_screening_in_the_patients_language_is_recorded_once_and_shows_on_the_
         "shown in the patient's language"
     );
     assert!(form.body.contains("Enregistrer le dépistage"));
-    let hidden = |name: &str| {
-        form.body
-            .split(&format!("name=\"{name}\" value=\""))
-            .nth(1)
-            .unwrap()
-            .split('"')
-            .next()
-            .unwrap()
-            .to_string()
-    };
+    let hidden = |name: &str| common::smart::hidden_field(&form.body, name);
     let fields = [
         ("csrf", hidden("csrf")),
         ("screening_id", hidden("screening_id")),
@@ -644,16 +619,7 @@ async fn post_hunger_vital_sign(browser: &Browser, visit: &Page) -> Page {
                 .replace("/visit", "/screen?form=hunger-vital-sign"),
         )
         .await;
-    let hidden = |name: &str| {
-        form.body
-            .split(&format!("name=\"{name}\" value=\""))
-            .nth(1)
-            .unwrap()
-            .split('"')
-            .next()
-            .unwrap()
-            .to_string()
-    };
+    let hidden = |name: &str| common::smart::hidden_field(&form.body, name);
     let (csrf, id) = (hidden("csrf"), hidden("screening_id"));
     browser
         .post_form(

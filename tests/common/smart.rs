@@ -560,3 +560,14 @@ pub fn field(fields: &[(String, String)], name: &str) -> String {
         .map(|(_, v)| v.clone())
         .unwrap()
 }
+
+/// The value of the hidden field `name` in an HTML form.
+pub fn hidden_field(html: &str, name: &str) -> String {
+    html.split(&format!("name=\"{name}\" value=\""))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no field {name}"))
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string()
+}
