@@ -723,3 +723,87 @@ async fn a_screening_the_server_refuses_is_kept_sent_again_and_survives_a_restar
         "cookies are per origin: the restarted app on a new port is another site"
     );
 }
+
+#[tokio::test]
+async fn a_concern_is_confirmed_into_the_problem_list_and_a_stale_decision_is_refused() {
+    let env = smart_env(ClientAuthMethod::None, HOUR).await;
+    // Two clinicians open the same chart (Fatima Benali: food insecurity unconfirmed).
+    let (first, second) = (Browser::default(), Browser::default());
+    let seen_first = ehr_launch(&env, &first, "pas-p06").await;
+    let seen_second = ehr_launch(&env, &second, "pas-p06").await;
+    let form_of = |page: &Page| {
+        let li = page
+            .body
+            .split("id=\"concern-pas-cond-06b\"")
+            .nth(1)
+            .expect("the food concern")
+            .to_string();
+        (
+            common::smart::hidden_field(&li, "csrf"),
+            common::smart::hidden_field(&li, "version"),
+        )
+    };
+    let action = |page: &Page| page.url.as_str().replace("/visit", "/concern/pas-cond-06b");
+
+    let (csrf, version) = form_of(&seen_first);
+    let done = first
+        .post_form(
+            &action(&seen_first),
+            &[
+                ("csrf", &csrf),
+                ("version", &version),
+                ("verdict", "confirm"),
+            ],
+        )
+        .await;
+    assert_eq!(done.status, 200, "{}", done.body);
+    let li = done
+        .body
+        .split("id=\"concern-pas-cond-06b\"")
+        .nth(1)
+        .unwrap();
+    assert!(
+        li.contains("<span class=\"status\">confirmed</span>"),
+        "{}",
+        &li[..300.min(li.len())]
+    );
+
+    // The second clinician still holds the old version.
+    let (csrf2, version2) = form_of(&seen_second);
+    assert_eq!(version2, version);
+    let stale = second
+        .post_form(
+            &action(&seen_second),
+            &[
+                ("csrf", &csrf2),
+                ("version", &version2),
+                ("verdict", "refute"),
+            ],
+        )
+        .await;
+    assert_eq!(stale.status, 409, "{}", stale.body);
+    assert!(
+        stale
+            .body
+            .contains("Someone else changed this record first"),
+        "{}",
+        stale.body
+    );
+    assert!(stale.body.contains("Reload to see the current version."));
+    // Nothing was lost: the confirmation stands, as a problem-list item.
+    let token = env.launcher.system_token("system/*.rs");
+    let c: serde_json::Value = reqwest::Client::new()
+        .get(format!(
+            "{}Condition/pas-cond-06b",
+            env.launcher.fhir_base()
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(c["verificationStatus"]["coding"][0]["code"], "confirmed");
+    assert_eq!(c["category"][0]["coding"][0]["code"], "problem-list-item");
+}

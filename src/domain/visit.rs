@@ -119,6 +119,8 @@ pub fn latest_screenings(observations: &[ScreeningObservation]) -> Vec<DomainScr
 #[derive(Debug, Clone, PartialEq)]
 pub struct Concern {
     pub id: String,
+    /// The version shown, sent back with `If-Match` when the clinician acts on it.
+    pub version: Option<String>,
     pub domains: Vec<Domain>,
     pub text: String,
     pub verification: Option<String>,

@@ -179,6 +179,45 @@ fn answer_value(answer: &Answer, display: Option<&Coding>) -> (String, Value) {
     }
 }
 
+/// A clinician's decision on an SDOH health concern.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Confirmed: `verificationStatus` confirmed, and the concern becomes a
+    /// problem-list item (SDOHCC: a confirmed concern joins the problem list).
+    Confirm,
+    /// Refuted: `verificationStatus` refuted; it stays a health concern.
+    Refute,
+}
+
+/// The Condition after the clinician's decision (to be sent with `If-Match`).
+pub fn decide(mut condition: Value, verdict: Verdict) -> Value {
+    let code = match verdict {
+        Verdict::Confirm => "confirmed",
+        Verdict::Refute => "refuted",
+    };
+    condition["verificationStatus"] = json!({ "coding": [{
+        "system": "http://terminology.hl7.org/CodeSystem/condition-ver-status", "code": code
+    }] });
+    if verdict == Verdict::Confirm
+        && let Some(categories) = condition.get_mut("category").and_then(Value::as_array_mut)
+    {
+        for c in categories.iter_mut() {
+            let is_concern = c["coding"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|cd| cd["system"] == CONDITION_CATEGORY && cd["code"] == "health-concern");
+            if is_concern {
+                *c = json!({ "coding": [{
+                    "system": "http://terminology.hl7.org/CodeSystem/condition-category",
+                    "code": "problem-list-item", "display": "Problem List Item"
+                }] });
+            }
+        }
+    }
+    condition
+}
+
 /// The transaction Bundle of one screening.
 pub fn transaction(r: &ScreeningRecord, conditions: &ConditionTable) -> Value {
     let restricted = r.scored.positive.contains(&Domain::IntimatePartnerViolence);
@@ -565,6 +604,36 @@ mod tests {
             &BTreeMap::new(),
         );
         v.validate_bundle(&b).unwrap();
+    }
+
+    #[test]
+    fn confirming_makes_a_problem_list_item_and_refuting_keeps_a_concern() {
+        let b = build(
+            &[item("q1", "88122-7", Some(("LA6729-3", "Sometimes true")))],
+            &BTreeMap::new(),
+        );
+        let c = of_type(&b, "Condition")[0].clone();
+        let confirmed = decide(c.clone(), Verdict::Confirm);
+        assert_eq!(
+            confirmed["verificationStatus"]["coding"][0]["code"],
+            "confirmed"
+        );
+        let cats: Vec<&str> = confirmed["category"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["coding"][0]["code"].as_str().unwrap())
+            .collect();
+        assert_eq!(cats, ["problem-list-item", "sdoh", "food-insecurity"]);
+        let refuted = decide(c, Verdict::Refute);
+        assert_eq!(
+            refuted["verificationStatus"]["coding"][0]["code"],
+            "refuted"
+        );
+        assert_eq!(
+            refuted["category"][0]["coding"][0]["code"],
+            "health-concern"
+        );
     }
 
     #[test]

@@ -298,6 +298,7 @@ pub fn concern(c: &Condition) -> Concern {
     };
     Concern {
         id: c.id.clone().unwrap_or_default(),
+        version: c.meta.as_ref().and_then(|m| m.version_id.clone()),
         domains: domains_of(&c.category),
         text: c
             .code

@@ -31,6 +31,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/l/{id}/screen", get(show).post(record))
         .route("/l/{id}/screen/{sid}", get(status))
+        .route("/l/{id}/concern/{cid}", axum::routing::post(decide_concern))
 }
 
 fn forms() -> &'static std::collections::BTreeMap<String, Form> {
@@ -365,6 +366,56 @@ fn rules() -> &'static Rules {
 fn conditions() -> &'static ConditionTable {
     static TABLE: OnceLock<ConditionTable> = OnceLock::new();
     TABLE.get_or_init(ConditionTable::shipped)
+}
+
+#[derive(Deserialize)]
+struct VerdictForm {
+    csrf: String,
+    version: String,
+    verdict: String,
+}
+
+/// Confirm or refute a health concern, with `If-Match` on the version the
+/// clinician saw: if someone changed it since, nothing is overwritten and
+/// the page says so.
+async fn decide_concern(
+    State(state): State<AppState>,
+    jar: CookieJar,
+    Path((id, cid)): Path<(String, String)>,
+    AxumForm(form): AxumForm<VerdictForm>,
+) -> Result<Response, AppError> {
+    let launch = open_launch(&state, &jar, &id).await?;
+    if form.csrf.len() != launch.csrf.len()
+        || !form
+            .csrf
+            .bytes()
+            .zip(launch.csrf.bytes())
+            .all(|(a, b)| a == b)
+    {
+        return Err(AppError::BadRequest(
+            "This form has expired; reload the page and try again.".into(),
+        ));
+    }
+    let verdict = match form.verdict.as_str() {
+        "confirm" => crate::fhir::screening::Verdict::Confirm,
+        "refute" => crate::fhir::screening::Verdict::Refute,
+        _ => return Err(AppError::BadRequest("Choose confirm or refute.".into())),
+    };
+    if !crate::fhir::client::is_valid_id(&cid) || form.version.is_empty() {
+        return Err(AppError::BadRequest(
+            "This concern cannot be identified; reload the page.".into(),
+        ));
+    }
+    let client = launch.fhir_client(state.http().clone(), state.limits())?;
+    let current = client.read_json("Condition", &cid).await?;
+    let decided = crate::fhir::screening::decide(current.resource, verdict);
+    state.schema()?.validate(&decided)?;
+    launch.check_write(&decided)?;
+    client.update(&decided, Some(&form.version)).await?;
+    Ok(
+        axum::response::Redirect::to(&format!("/l/{}/visit#concern-{cid}", launch.id))
+            .into_response(),
+    )
 }
 
 /// `http://ehr/fhir/Practitioner/7` → `Practitioner/7`.

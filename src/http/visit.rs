@@ -164,7 +164,7 @@ pub(super) struct VisitPage {
     coverage_alerts: Vec<String>,
     coverages: Result<Vec<CoverageView>, String>,
     screenings: Result<Vec<ScreeningView>, String>,
-    concerns: Result<Vec<Row>, String>,
+    concerns: Result<Vec<ConcernRow>, String>,
     referrals: Result<Vec<Row>, String>,
     appeals: Result<Vec<Row>, String>,
     patient_tasks: Result<Vec<Row>, String>,
@@ -195,6 +195,16 @@ struct ScreeningView {
     domain: String,
     date: String,
     positive: bool,
+}
+
+/// A health concern, with what the confirm and refute buttons need.
+struct ConcernRow {
+    id: String,
+    version: String,
+    unconfirmed: bool,
+    title: String,
+    detail: String,
+    status: String,
 }
 
 /// A generic list row: a title, details, and a status.
@@ -341,7 +351,10 @@ impl VisitPage {
             }),
             concerns: section(ctx.concerns, |list| {
                 list.into_iter()
-                    .map(|c| Row {
+                    .map(|c| ConcernRow {
+                        unconfirmed: c.verification.as_deref() == Some("unconfirmed"),
+                        id: c.id,
+                        version: c.version.unwrap_or_default(),
                         title: c.text,
                         detail: [
                             c.domains
