@@ -51,7 +51,7 @@ fn one(
     schema: &passerelle::fhir::SchemaValidator,
     id: &str,
 ) -> (serde_json::Value, usize) {
-    let items = questionnaire::recorded(form, &answers()).unwrap();
+    let items = questionnaire::recorded(form, &answers(), &Default::default()).unwrap();
     let responses: Vec<ItemResponse> = items
         .iter()
         .map(|i| ItemResponse {

@@ -107,6 +107,14 @@ pub struct ServeArgs {
     )]
     pub frame_ancestors: Vec<String>,
 
+    /// A domain screened within this many days is shown with its date and not asked again.
+    #[arg(
+        long,
+        env = "PASSERELLE_SCREENING_INTERVAL_DAYS",
+        default_value_t = 365
+    )]
+    pub screening_interval_days: i64,
+
     /// Appeal regime table (JSON); defaults to the one shipped in `profiles/appeal-regimes.json`.
     #[arg(long, env = "PASSERELLE_APPEAL_REGIMES")]
     pub appeal_regimes: Option<PathBuf>,

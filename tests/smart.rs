@@ -807,3 +807,78 @@ async fn a_concern_is_confirmed_into_the_problem_list_and_a_stale_decision_is_re
     assert_eq!(c["verificationStatus"]["coding"][0]["code"], "confirmed");
     assert_eq!(c["category"][0]["coding"][0]["code"], "problem-list-item");
 }
+
+#[tokio::test]
+async fn domains_screened_within_the_interval_are_shown_with_their_date_and_not_asked_again() {
+    let env = smart_env(ClientAuthMethod::None, HOUR).await;
+    let browser = Browser::default();
+    // María García: food (positive), housing and transportation screened 150 days ago.
+    let visit = ehr_launch(&env, &browser, "pas-p01").await;
+    let form = browser
+        .get(
+            &visit
+                .url
+                .as_str()
+                .replace("/visit", "/screen?form=ahc-hrsn-core&lang=en"),
+        )
+        .await;
+    assert_eq!(form.status, 200, "{}", form.body);
+    assert!(form.body.contains("Screened recently, not asked again:"));
+    let screened = (time::OffsetDateTime::now_utc().date() - time::Duration::days(150)).to_string();
+    assert!(
+        form.body
+            .contains(&format!("Food insecurity: positive on {screened}")),
+        "{}",
+        form.body
+    );
+    assert!(form.body.contains(&format!(
+        "Transportation insecurity: negative on {screened}"
+    )));
+    for not_asked in ["88122-7", "88123-5", "71802-3", "93030-5"] {
+        assert!(
+            !form.body.contains(&format!("name=\"{not_asked}\"")),
+            "{not_asked} is asked again"
+        );
+    }
+    assert!(
+        form.body.contains("name=\"96779-4\""),
+        "utilities were never screened: asked"
+    );
+    let hidden = |name: &str| common::smart::hidden_field(&form.body, name);
+    let fields = [
+        ("csrf", hidden("csrf")),
+        ("screening_id", hidden("screening_id")),
+        ("form", "ahc-hrsn-core".into()),
+        ("lang", "en".into()),
+        ("not_asked", hidden("not_asked")),
+        ("96779-4", "LA32002-0".into()),
+    ];
+    let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let done = browser
+        .post_form(&visit.url.as_str().replace("/visit", "/screen"), &fields)
+        .await;
+    assert!(
+        done.body.contains("Screening recorded") && done.body.contains("Utility insecurity"),
+        "{}",
+        done.body
+    );
+    // Nothing was recorded for the questions not asked.
+    let token = env.launcher.system_token("system/*.rs");
+    let obs: serde_json::Value = reqwest::Client::new()
+        .get(format!(
+            "{}Observation?subject=Patient/pas-p01&code=http://loinc.org|88122-7",
+            env.launcher.fhir_base()
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        obs["entry"].as_array().map_or(0, Vec::len),
+        1,
+        "only the fixture's earlier answer"
+    );
+}

@@ -7,7 +7,7 @@
 //! `enableWhen` is evaluated on the server too, so an answer to an item that
 //! is not enabled is never recorded.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use include_dir::{Dir, include_dir};
 use serde_json::Value;
@@ -310,18 +310,24 @@ pub fn enabled(item: &Item, posted: &Posted) -> bool {
 }
 
 /// The recorded items of a posted form: enabled, answerable items only
-/// (groups and displays are structure; read-only items are computed).
-pub fn recorded(form: &Form, posted: &Posted) -> Result<Vec<RecordedItem>, String> {
+/// (groups and displays are structure; read-only items are computed), less
+/// the items `not_asked` (their domain was screened recently).
+pub fn recorded(
+    form: &Form,
+    posted: &Posted,
+    not_asked: &HashSet<String>,
+) -> Result<Vec<RecordedItem>, String> {
     fn walk(
         items: &[Item],
         posted: &Posted,
+        not_asked: &HashSet<String>,
         parent_enabled: bool,
         out: &mut Vec<Result<RecordedItem, String>>,
     ) {
         for item in items {
-            let on = parent_enabled && enabled(item, posted);
+            let on = parent_enabled && enabled(item, posted) && !not_asked.contains(&item.link_id);
             if matches!(item.kind, Kind::Group | Kind::Display) || item.read_only {
-                walk(&item.items, posted, on, out);
+                walk(&item.items, posted, not_asked, on, out);
                 continue;
             }
             if !on {
@@ -382,7 +388,7 @@ pub fn recorded(form: &Form, posted: &Posted) -> Result<Vec<RecordedItem>, Strin
         }
     }
     let mut out = Vec::new();
-    walk(&form.items, posted, true, &mut out);
+    walk(&form.items, posted, not_asked, true, &mut out);
     out.into_iter().collect()
 }
 
@@ -458,7 +464,7 @@ mod tests {
             ("safety-questions-agreed", "false"),
             ("95618-5", "LA6482-9"),
         ]);
-        let items = recorded(ahc, &p).unwrap();
+        let items = recorded(ahc, &p, &Default::default()).unwrap();
         assert!(
             items
                 .iter()
@@ -467,21 +473,36 @@ mod tests {
         assert!(items.iter().all(|i| i.link_id != "95618-5"));
         let p = posted(&[("safety-questions-agreed", "true"), ("95618-5", "LA6482-9")]);
         assert!(
-            recorded(ahc, &p)
+            recorded(ahc, &p, &Default::default())
                 .unwrap()
                 .iter()
                 .any(|i| i.link_id == "95618-5")
         );
-        let err = recorded(ahc, &posted(&[("88122-7", "LA0000-0")])).unwrap_err();
+        let err = recorded(
+            ahc,
+            &posted(&[("88122-7", "LA0000-0")]),
+            &Default::default(),
+        )
+        .unwrap_err();
         assert_eq!(err, "LA0000-0 is not an answer of item 88122-7");
         let err = recorded(
             ahc,
             &posted(&[("88122-7", "LA6729-3"), ("88122-7", "LA28398-8")]),
+            &Default::default(),
         )
         .unwrap_err();
         assert_eq!(err, "item 88122-7 takes one answer");
         // Unanswered enabled items are recorded as skipped.
-        let items = recorded(ahc, &Posted::new()).unwrap();
+        let items = recorded(ahc, &Posted::new(), &Default::default()).unwrap();
+        // Items of recently screened domains are not asked, so not recorded.
+        let recent: HashSet<String> = ["88122-7".to_string(), "88123-5".to_string()].into();
+        let items_now = recorded(ahc, &Posted::new(), &recent).unwrap();
+        assert!(
+            items_now
+                .iter()
+                .all(|i| i.link_id != "88122-7" && i.link_id != "88123-5")
+        );
+        assert_eq!(items_now.len() + 2, items.len());
         assert!(
             items
                 .iter()

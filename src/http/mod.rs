@@ -43,6 +43,7 @@ struct Inner {
     regimes: RegimeTable,
     sessions: Option<Arc<Sessions>>,
     schema: Option<SchemaValidator>,
+    screening_interval_days: i64,
 }
 
 /// Everything the app needs to start, already checked.
@@ -58,6 +59,8 @@ pub struct Settings {
     pub schema: Option<SchemaValidator>,
     /// How often the outbox resends pending writes.
     pub outbox_every: std::time::Duration,
+    /// A domain screened within this many days is not asked again.
+    pub screening_interval_days: i64,
 }
 
 /// SMART settings, checked.
@@ -190,6 +193,7 @@ impl Settings {
             },
             smart: SmartSettings::from_args(&args.smart, args.listen)?,
             outbox_every: std::time::Duration::from_secs(10),
+            screening_interval_days: args.screening_interval_days,
             schema: match SchemaValidator::load(&args.fhir.definitions_dir()) {
                 Ok(s) => Some(s),
                 Err(e) => {
@@ -231,6 +235,7 @@ impl AppState {
                 regimes: settings.regimes.clone(),
                 sessions,
                 schema: settings.schema.clone(),
+                screening_interval_days: settings.screening_interval_days,
             }),
         })
     }
@@ -250,6 +255,10 @@ impl AppState {
         self.inner.schema.as_ref().ok_or_else(|| {
             AppError::Internal("the FHIR R4 schema is not installed (PASSERELLE_DEFINITIONS_DIR); writes are refused".into())
         })
+    }
+
+    pub fn screening_interval_days(&self) -> i64 {
+        self.inner.screening_interval_days
     }
 
     pub fn http(&self) -> &reqwest::Client {

@@ -23,6 +23,7 @@ use super::visit::render;
 use super::{AppError, AppState};
 use crate::auth::keys::random_token;
 use crate::domain::screening::{ItemResponse, Rules, score};
+use crate::domain::visit::latest_screenings;
 use crate::fhir::questionnaire::{self, Form, Item, Kind, LANGUAGES, Posted};
 use crate::fhir::screening::{ConditionTable, ScreeningRecord, transaction};
 use crate::fhir::views;
@@ -59,12 +60,15 @@ struct Question {
     conditional: bool,
 }
 
-fn rows(items: &[Item], lang: &str, out: &mut Vec<Row>) {
+fn rows(items: &[Item], lang: &str, not_asked: &[String], out: &mut Vec<Row>) {
     for item in items {
+        if not_asked.contains(&item.link_id) {
+            continue;
+        }
         match item.kind {
             Kind::Group => {
                 out.push(Row::GroupStart(item.text.get(lang).to_string()));
-                rows(&item.items, lang, out);
+                rows(&item.items, lang, not_asked, out);
                 out.push(Row::GroupEnd);
             }
             Kind::Display => out.push(Row::Note(item.text.get(lang).to_string())),
@@ -104,6 +108,9 @@ struct ScreenPage {
     patient: String,
     languages: Vec<(String, String, bool)>,
     instruments: Vec<(String, String, bool)>,
+    /// (domain, date, positive) screened within the interval: not asked again.
+    recent: Vec<(String, String, bool)>,
+    not_asked: String,
     rows: Vec<Row>,
     yes: &'static str,
     no: &'static str,
@@ -138,12 +145,30 @@ async fn show(
         .clone()
         .ok_or_else(|| AppError::BadRequest("Choose a patient first.".into()))?;
     let client = launch.fhir_client(state.http().clone(), state.limits())?;
-    let patient = views::patient(
-        &client
-            .read::<fhir_sdk::r4b::resources::Patient>("Patient", &patient_id)
-            .await?
-            .resource,
+    let subject = format!("Patient/{patient_id}");
+    let history_q = [
+        ("subject", subject.clone()),
+        ("category", "sdoh".to_string()),
+        ("_sort", "-date".to_string()),
+        ("_count", "200".to_string()),
+    ];
+    // The patient and their screening history, in one round trip's time.
+    let (patient, history) = tokio::join!(
+        client.read::<fhir_sdk::r4b::resources::Patient>("Patient", &patient_id),
+        client.search("Observation", &history_q),
     );
+    let patient = views::patient(&patient?.resource);
+    let observations: Vec<_> = history?
+        .resources::<fhir_sdk::r4b::resources::Observation>("Observation")
+        .items
+        .iter()
+        .map(views::screening_observation)
+        .collect();
+    let since = super::visit::today() - time::Duration::days(state.screening_interval_days());
+    let recent: Vec<_> = latest_screenings(&observations)
+        .into_iter()
+        .filter(|s| s.date >= since)
+        .collect();
     let form_id = q.form.unwrap_or_else(|| "ahc-hrsn-core".into());
     let form = forms()
         .get(&form_id)
@@ -157,8 +182,19 @@ async fn show(
         .or(preferred)
         .filter(|l| LANGUAGES.iter().any(|(c, _)| c == l))
         .unwrap_or_else(|| "en".into());
+    let item_domains = rules().item_domains.get(&form.id);
+    let not_asked: Vec<String> = form
+        .all_items()
+        .iter()
+        .filter(|i| {
+            item_domains
+                .and_then(|m| m.get(&i.link_id))
+                .is_some_and(|d| recent.iter().any(|r| r.domain == *d))
+        })
+        .map(|i| i.link_id.clone())
+        .collect();
     let mut list = Vec::new();
-    rows(&form.items, &lang, &mut list);
+    rows(&form.items, &lang, &not_asked, &mut list);
     let (yes, no, submit) = words(&lang);
     render(ScreenPage {
         launch_id: launch.id.clone(),
@@ -182,6 +218,11 @@ async fn show(
                 )
             })
             .collect(),
+        recent: recent
+            .iter()
+            .map(|r| (r.domain.label().to_string(), r.date.to_string(), r.positive))
+            .collect(),
+        not_asked: not_asked.join(","),
         lang,
         rows: list,
         yes,
@@ -241,14 +282,24 @@ async fn record(
     let lang = field("lang");
     let mut posted = Posted::new();
     for (k, v) in &fields {
-        if !matches!(k.as_str(), "csrf" | "screening_id" | "form" | "lang") {
+        if !matches!(
+            k.as_str(),
+            "csrf" | "screening_id" | "form" | "lang" | "not_asked"
+        ) {
             posted
                 .entry(k.clone())
                 .or_default()
                 .push(v.trim().to_string());
         }
     }
-    let items = questionnaire::recorded(form, &posted).map_err(AppError::BadRequest)?;
+    let known: std::collections::HashSet<String> =
+        form.all_items().iter().map(|i| i.link_id.clone()).collect();
+    let not_asked: std::collections::HashSet<String> = field("not_asked")
+        .split(',')
+        .filter(|l| known.contains(*l))
+        .map(String::from)
+        .collect();
+    let items = questionnaire::recorded(form, &posted, &not_asked).map_err(AppError::BadRequest)?;
     let responses: Vec<ItemResponse> = items
         .iter()
         .map(|i| ItemResponse {

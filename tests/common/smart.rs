@@ -161,6 +161,7 @@ pub async fn smart_env_with(o: EnvOptions) -> SmartEnv {
         smart: Some(smart),
         schema: Some(super::schema()),
         outbox_every: o.outbox_every,
+        screening_interval_days: 365,
     };
     let (tx, rx) = oneshot::channel::<()>();
     tokio::spawn(passerelle::http::run(
