@@ -107,6 +107,16 @@ pub struct ServeArgs {
     )]
     pub frame_ancestors: Vec<String>,
 
+    /// The screening instruments this practice uses (Questionnaire ids in
+    /// `profiles/questionnaires/`), comma-separated; the first is the default.
+    #[arg(
+        long = "screening-instrument",
+        env = "PASSERELLE_SCREENING_INSTRUMENTS",
+        value_delimiter = ',',
+        default_value = "ahc-hrsn-core,hunger-vital-sign,prapare,medication-cost,language-access,health-literacy"
+    )]
+    pub screening_instruments: Vec<String>,
+
     /// A domain screened within this many days is shown with its date and not asked again.
     #[arg(
         long,

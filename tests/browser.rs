@@ -333,3 +333,53 @@ async fn a_french_screening_entered_by_keyboard_records_its_positive_domain_on_t
     );
     browser.close().await;
 }
+
+#[tokio::test]
+async fn conditional_safety_questions_appear_only_when_the_patient_agrees() {
+    let env = common::smart::smart_env(
+        passerelle::auth::smart::ClientAuthMethod::None,
+        Duration::from_secs(3600),
+    )
+    .await;
+    let browser = Browser::start().await;
+    let c = &browser.client;
+    open_chart(c, &env, "pas-p12").await;
+    c.wait()
+        .for_element(Locator::Id("start-screening"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let safety = c
+        .wait()
+        .for_element(Locator::Id("q-95618-5"))
+        .await
+        .unwrap();
+    assert!(
+        !safety.is_displayed().await.unwrap(),
+        "hidden until the patient agrees"
+    );
+    c.find(Locator::Css(
+        "input[name='safety-questions-agreed'][value='true']",
+    ))
+    .await
+    .unwrap()
+    .click()
+    .await
+    .unwrap();
+    assert!(
+        safety.is_displayed().await.unwrap(),
+        "shown once the patient agrees"
+    );
+    c.find(Locator::Css(
+        "input[name='safety-questions-agreed'][value='false']",
+    ))
+    .await
+    .unwrap()
+    .click()
+    .await
+    .unwrap();
+    assert!(!safety.is_displayed().await.unwrap());
+    browser.close().await;
+}

@@ -151,3 +151,33 @@ async fn run(args: &[&str]) -> (Option<i32>, String, String) {
         String::from_utf8_lossy(&out.stderr).to_string(),
     )
 }
+
+#[tokio::test]
+async fn serve_refuses_a_configuration_it_cannot_honour() {
+    let (code, _, stderr) = run(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--screening-instrument",
+        "nope",
+    ])
+    .await;
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("unknown screening instrument \"nope\"; known: ahc-hrsn-core"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = run(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--ehrs",
+        "/nonexistent/ehrs.json",
+    ])
+    .await;
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("cannot read the EHR list /nonexistent/ehrs.json"),
+        "{stderr}"
+    );
+}

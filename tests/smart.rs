@@ -882,3 +882,33 @@ async fn domains_screened_within_the_interval_are_shown_with_their_date_and_not_
         "only the fixture's earlier answer"
     );
 }
+
+#[tokio::test]
+async fn the_practice_chooses_its_screening_instruments() {
+    let env = common::smart::smart_env_with(common::smart::EnvOptions {
+        instruments: vec!["hunger-vital-sign".into(), "health-literacy".into()],
+        ..Default::default()
+    })
+    .await;
+    let browser = Browser::default();
+    let visit = ehr_launch(&env, &browser, "pas-p12").await;
+    let page = browser
+        .get(&visit.url.as_str().replace("/visit", "/screen?lang=en"))
+        .await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body.contains("<h1>Hunger Vital Sign</h1>"),
+        "the first active instrument is the default"
+    );
+    assert!(page.body.contains("form=health-literacy"));
+    assert!(!page.body.contains("form=prapare") && !page.body.contains("form=ahc-hrsn-core"));
+    let refused = browser
+        .get(&visit.url.as_str().replace("/visit", "/screen?form=prapare"))
+        .await;
+    assert_eq!(refused.status, 400);
+    assert!(
+        refused
+            .body
+            .contains("This screening instrument is not used in this practice.")
+    );
+}

@@ -44,6 +44,7 @@ struct Inner {
     sessions: Option<Arc<Sessions>>,
     schema: Option<SchemaValidator>,
     screening_interval_days: i64,
+    screening_instruments: Vec<String>,
 }
 
 /// Everything the app needs to start, already checked.
@@ -61,6 +62,8 @@ pub struct Settings {
     pub outbox_every: std::time::Duration,
     /// A domain screened within this many days is not asked again.
     pub screening_interval_days: i64,
+    /// Active screening instruments (Questionnaire ids); the first is the default.
+    pub screening_instruments: Vec<String>,
 }
 
 /// SMART settings, checked.
@@ -194,6 +197,19 @@ impl Settings {
             smart: SmartSettings::from_args(&args.smart, args.listen)?,
             outbox_every: std::time::Duration::from_secs(10),
             screening_interval_days: args.screening_interval_days,
+            screening_instruments: {
+                let known =
+                    crate::fhir::questionnaire::shipped().map_err(|e| anyhow::anyhow!(e))?;
+                for id in &args.screening_instruments {
+                    if !known.contains_key(id) {
+                        anyhow::bail!(
+                            "unknown screening instrument {id:?}; known: {}",
+                            known.keys().cloned().collect::<Vec<_>>().join(", ")
+                        );
+                    }
+                }
+                args.screening_instruments.clone()
+            },
             schema: match SchemaValidator::load(&args.fhir.definitions_dir()) {
                 Ok(s) => Some(s),
                 Err(e) => {
@@ -236,6 +252,7 @@ impl AppState {
                 sessions,
                 schema: settings.schema.clone(),
                 screening_interval_days: settings.screening_interval_days,
+                screening_instruments: settings.screening_instruments.clone(),
             }),
         })
     }
@@ -255,6 +272,10 @@ impl AppState {
         self.inner.schema.as_ref().ok_or_else(|| {
             AppError::Internal("the FHIR R4 schema is not installed (PASSERELLE_DEFINITIONS_DIR); writes are refused".into())
         })
+    }
+
+    pub fn screening_instruments(&self) -> &[String] {
+        &self.inner.screening_instruments
     }
 
     pub fn screening_interval_days(&self) -> i64 {
@@ -315,6 +336,7 @@ pub fn router(state: AppState, settings: &Settings) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/static/passerelle.css", get(stylesheet))
         .route("/static/autosubmit.js", get(autosubmit))
+        .route("/static/enable-when.js", get(enable_when))
         .merge(visit::router())
         .merge(launch::router())
         .merge(screen::router())
@@ -351,6 +373,16 @@ async fn autosubmit() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
         "document.getElementById('autosubmit').submit();\n",
+    )
+}
+
+async fn enable_when() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        include_str!("../../templates/enable-when.js"),
     )
 }
 

@@ -35,6 +35,15 @@ pub fn router() -> Router<AppState> {
         .route("/l/{id}/concern/{cid}", axum::routing::post(decide_concern))
 }
 
+/// The instruments the practice uses, in its order (all when not configured).
+fn active_forms(state: &AppState) -> Vec<&'static Form> {
+    let configured = state.screening_instruments();
+    if configured.is_empty() {
+        return forms().values().collect();
+    }
+    configured.iter().filter_map(|id| forms().get(id)).collect()
+}
+
 fn forms() -> &'static std::collections::BTreeMap<String, Form> {
     static FORMS: OnceLock<std::collections::BTreeMap<String, Form>> = OnceLock::new();
     FORMS.get_or_init(|| {
@@ -44,7 +53,8 @@ fn forms() -> &'static std::collections::BTreeMap<String, Form> {
 
 /// One line of the form as the template lays it out.
 enum Row {
-    GroupStart(String),
+    /// (title, enableWhen as JSON for the page's script, or empty)
+    GroupStart(String, String),
     GroupEnd,
     Note(String),
     Question(Question),
@@ -58,6 +68,28 @@ struct Question {
     widget: &'static str,
     options: Vec<(String, String)>,
     conditional: bool,
+    /// enableWhen as JSON for the page's script, or empty.
+    when: String,
+}
+
+/// An item's `enableWhen`, for `enable-when.js` (the server checks it too).
+fn when_json(item: &Item) -> String {
+    use crate::fhir::questionnaire::Condition;
+    if item.enable_when.is_empty() {
+        return String::new();
+    }
+    let conditions: Vec<serde_json::Value> = item
+        .enable_when
+        .iter()
+        .map(|c| match c {
+            Condition::Equals(q, a) => serde_json::json!({ "q": q, "op": "=", "a": a }),
+            Condition::NotEquals(q, a) => serde_json::json!({ "q": q, "op": "!=", "a": a }),
+            Condition::Exists(q, want) => {
+                serde_json::json!({ "q": q, "op": "exists", "a": want.to_string() })
+            }
+        })
+        .collect();
+    serde_json::json!({ "any": item.enable_any, "c": conditions }).to_string()
 }
 
 fn rows(items: &[Item], lang: &str, not_asked: &[String], out: &mut Vec<Row>) {
@@ -67,7 +99,10 @@ fn rows(items: &[Item], lang: &str, not_asked: &[String], out: &mut Vec<Row>) {
         }
         match item.kind {
             Kind::Group => {
-                out.push(Row::GroupStart(item.text.get(lang).to_string()));
+                out.push(Row::GroupStart(
+                    item.text.get(lang).to_string(),
+                    when_json(item),
+                ));
                 rows(&item.items, lang, not_asked, out);
                 out.push(Row::GroupEnd);
             }
@@ -90,6 +125,7 @@ fn rows(items: &[Item], lang: &str, not_asked: &[String], out: &mut Vec<Row>) {
                     .map(|c| (c.coding.code.clone(), c.display.get(lang).to_string()))
                     .collect(),
                 conditional: !item.enable_when.is_empty(),
+                when: when_json(item),
             })),
         }
     }
@@ -169,10 +205,18 @@ async fn show(
         .into_iter()
         .filter(|s| s.date >= since)
         .collect();
-    let form_id = q.form.unwrap_or_else(|| "ahc-hrsn-core".into());
-    let form = forms()
-        .get(&form_id)
-        .ok_or_else(|| AppError::BadRequest("There is no such screening instrument.".into()))?;
+    let active = active_forms(&state);
+    let form_id = q
+        .form
+        .or_else(|| active.first().map(|f| f.id.clone()))
+        .unwrap_or_default();
+    let form = active
+        .iter()
+        .find(|f| f.id == form_id)
+        .copied()
+        .ok_or_else(|| {
+            AppError::BadRequest("This screening instrument is not used in this practice.".into())
+        })?;
     let preferred = patient
         .language
         .as_ref()
@@ -208,8 +252,8 @@ async fn show(
             .iter()
             .map(|(c, n)| (c.to_string(), n.to_string(), *c == lang))
             .collect(),
-        instruments: forms()
-            .values()
+        instruments: active
+            .iter()
             .map(|f| {
                 (
                     f.id.clone(),
@@ -276,9 +320,13 @@ async fn record(
             "This form has no valid screening id; reload the page.".into(),
         ));
     }
-    let form = forms()
-        .get(&field("form"))
-        .ok_or_else(|| AppError::BadRequest("There is no such screening instrument.".into()))?;
+    let form_id = field("form");
+    let form = active_forms(&state)
+        .into_iter()
+        .find(|f| f.id == form_id)
+        .ok_or_else(|| {
+            AppError::BadRequest("This screening instrument is not used in this practice.".into())
+        })?;
     let lang = field("lang");
     let mut posted = Posted::new();
     for (k, v) in &fields {

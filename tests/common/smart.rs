@@ -38,6 +38,8 @@ pub struct EnvOptions {
     /// Replaces the scopes Passerelle asks for.
     pub scopes: Option<String>,
     pub outbox_every: Duration,
+    /// The practice's screening instruments (all when empty).
+    pub instruments: Vec<String>,
     /// Passerelle's database (a fresh file when `None`) and session key, to
     /// restart an app on the same store.
     pub database: Option<(std::path::PathBuf, [u8; 32])>,
@@ -63,6 +65,7 @@ impl Default for EnvOptions {
             key_alg: "ES384",
             scopes: None,
             outbox_every: Duration::from_secs(10),
+            instruments: vec![],
             database: None,
         }
     }
@@ -162,6 +165,7 @@ pub async fn smart_env_with(o: EnvOptions) -> SmartEnv {
         schema: Some(super::schema()),
         outbox_every: o.outbox_every,
         screening_interval_days: 365,
+        screening_instruments: o.instruments.clone(),
     };
     let (tx, rx) = oneshot::channel::<()>();
     tokio::spawn(passerelle::http::run(
