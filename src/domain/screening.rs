@@ -566,17 +566,35 @@ mod tests {
         assert_eq!(rules.totals[0].total, "95614-4");
         assert_eq!(rules.totals[0].positive_above, 10);
         // Interpreter needed (US Core: same meaning as LOINC 54588-9).
-        assert_eq!(pos("54588-9", "LA33-6"), BTreeSet::from([Domain::LanguageAccess]));
+        assert_eq!(
+            pos("54588-9", "LA33-6"),
+            BTreeSet::from([Domain::LanguageAccess])
+        );
         assert!(pos("54588-9", "LA32-8").is_empty());
         // SILS (Morris et al. 2006): "sometimes" or more often is limited literacy.
-        assert_eq!(pos("93157-6", "LA10082-8"), BTreeSet::from([Domain::PersonalHealthLiteracy]));
-        assert_eq!(pos("93157-6", "LA9933-8"), BTreeSet::from([Domain::PersonalHealthLiteracy]));
+        assert_eq!(
+            pos("93157-6", "LA10082-8"),
+            BTreeSet::from([Domain::PersonalHealthLiteracy])
+        );
+        assert_eq!(
+            pos("93157-6", "LA9933-8"),
+            BTreeSet::from([Domain::PersonalHealthLiteracy])
+        );
         assert!(pos("93157-6", "LA10066-1").is_empty(), "rarely is not");
         // PRAPARE: seeing people less than once a week; afraid of a partner.
-        assert_eq!(pos("93029-7", "LA27722-0"), BTreeSet::from([Domain::SocialConnection]));
-        assert_eq!(pos("76501-6", "LA33-6"), BTreeSet::from([Domain::IntimatePartnerViolence]));
+        assert_eq!(
+            pos("93029-7", "LA27722-0"),
+            BTreeSet::from([Domain::SocialConnection])
+        );
+        assert_eq!(
+            pos("76501-6", "LA33-6"),
+            BTreeSet::from([Domain::IntimatePartnerViolence])
+        );
         // Medicines skipped to save money (NHIS item wording).
-        assert_eq!(pos("rx-skipped-doses-cost-12m", "LA33-6"), BTreeSet::from([Domain::MedicalCostBurden]));
+        assert_eq!(
+            pos("rx-skipped-doses-cost-12m", "LA33-6"),
+            BTreeSet::from([Domain::MedicalCostBurden])
+        );
         // "I choose not to answer" is declined, not a negative screen.
         let declined = score(&rules, &[item("93030-5", "LA30122-8")], &BTreeMap::new());
         assert!(declined.screened.is_empty() && declined.positive.is_empty());

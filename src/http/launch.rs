@@ -314,21 +314,17 @@ struct CsrfForm {
     patient: Option<String>,
 }
 
-fn check_csrf(launch: &Launch, form: &CsrfForm) -> Result<(), AppError> {
-    use subtle_compare as cmp;
-    if cmp::eq(launch.csrf.as_bytes(), form.csrf.as_bytes()) {
+/// Check a form's CSRF token against its launch's, in constant time so it
+/// cannot be guessed byte by byte.
+pub(super) fn check_csrf(launch: &Launch, token: &str) -> Result<(), AppError> {
+    let (a, b) = (launch.csrf.as_bytes(), token.as_bytes());
+    let same = a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0;
+    if same {
         Ok(())
     } else {
         Err(AppError::BadRequest(
             "This form has expired; reload the page and try again.".into(),
         ))
-    }
-}
-
-/// Constant-time comparison, so a CSRF token cannot be guessed byte by byte.
-mod subtle_compare {
-    pub fn eq(a: &[u8], b: &[u8]) -> bool {
-        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
     }
 }
 
@@ -339,7 +335,7 @@ async fn choose_patient(
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, AppError> {
     let mut launch = open_launch(&state, &jar, &id).await?;
-    check_csrf(&launch, &form)?;
+    check_csrf(&launch, &form.csrf)?;
     if launch.context.patient.is_some() {
         return Err(AppError::BadRequest(
             "This launch already has a patient.".into(),
@@ -365,7 +361,7 @@ async fn logout(
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, AppError> {
     let launch = open_launch(&state, &jar, &id).await?;
-    check_csrf(&launch, &form)?;
+    check_csrf(&launch, &form.csrf)?;
     launch.sessions().logout(&launch).await?;
     render(SignedOut)
 }

@@ -18,7 +18,7 @@ use axum::routing::get;
 use axum_extra::extract::CookieJar;
 use serde::Deserialize;
 
-use super::launch::open_launch;
+use super::launch::{check_csrf, open_launch};
 use super::visit::render;
 use super::{AppError, AppState};
 use crate::auth::keys::random_token;
@@ -302,14 +302,7 @@ async fn record(
             .map(|(_, v)| v.clone())
             .unwrap_or_default()
     };
-    let csrf = field("csrf");
-    if csrf.len() != launch.csrf.len()
-        || !csrf.bytes().zip(launch.csrf.bytes()).all(|(a, b)| a == b)
-    {
-        return Err(AppError::BadRequest(
-            "This form has expired; reload the page and try again.".into(),
-        ));
-    }
+    check_csrf(&launch, &field("csrf"))?;
     let screening_id = field("screening_id");
     if screening_id.len() < 16
         || !screening_id
@@ -484,17 +477,7 @@ async fn decide_concern(
     AxumForm(form): AxumForm<VerdictForm>,
 ) -> Result<Response, AppError> {
     let launch = open_launch(&state, &jar, &id).await?;
-    if form.csrf.len() != launch.csrf.len()
-        || !form
-            .csrf
-            .bytes()
-            .zip(launch.csrf.bytes())
-            .all(|(a, b)| a == b)
-    {
-        return Err(AppError::BadRequest(
-            "This form has expired; reload the page and try again.".into(),
-        ));
-    }
+    check_csrf(&launch, &form.csrf)?;
     let verdict = match form.verdict.as_str() {
         "confirm" => crate::fhir::screening::Verdict::Confirm,
         "refute" => crate::fhir::screening::Verdict::Refute,
