@@ -105,6 +105,49 @@ impl Regime {
     }
 }
 
+/// Days before a filing deadline at which an appeal is flagged (DESIGN.md:
+/// warnings at 14, 3 and 1 days before it).
+pub const WARNING_DAYS: [i64; 3] = [14, 3, 1];
+
+/// How close an appeal is to its filing deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadlineWarning {
+    /// Within `threshold` days (one of [`WARNING_DAYS`]); `days_left` ≥ 0.
+    DueSoon { threshold: i64, days_left: i64 },
+    /// The deadline has passed.
+    Overdue { days_late: i64 },
+}
+
+/// The warning for a filing `deadline` on `today`, if any.
+pub fn deadline_warning(deadline: Date, today: Date) -> Option<DeadlineWarning> {
+    let days_left = (deadline - today).whole_days();
+    if days_left < 0 {
+        return Some(DeadlineWarning::Overdue {
+            days_late: -days_left,
+        });
+    }
+    WARNING_DAYS
+        .iter()
+        .rev()
+        .find(|t| days_left <= **t)
+        .map(|t| DeadlineWarning::DueSoon {
+            threshold: *t,
+            days_left,
+        })
+}
+
+impl Regime {
+    /// When an expedited (urgent) appeal must be decided: the regime's hours
+    /// after the request, where the regime has an expedited clock.
+    pub fn expedited_decision_due(
+        &self,
+        requested: time::OffsetDateTime,
+    ) -> Option<time::OffsetDateTime> {
+        self.expedited_decision_hours
+            .map(|h| requested + Duration::hours(i64::from(h)))
+    }
+}
+
 /// A coded value as read from FHIR: enough to match and to show.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Code {
@@ -336,6 +379,88 @@ mod tests {
         assert_eq!(
             r("medicare-advantage").filing_deadline(date!(2024 - 12 - 02)),
             date!(2025 - 01 - 31)
+        );
+    }
+
+    #[test]
+    fn deadlines_from_a_friday_across_a_leap_day_and_expedited() {
+        let t = RegimeTable::shipped();
+        let r = |id: &str| t.regimes.iter().find(|r| r.id == id).unwrap().clone();
+        // A notice dated Friday 2027-12-31: calendar days, weekends included.
+        let friday = date!(2027 - 12 - 31);
+        assert_eq!(friday.weekday(), time::Weekday::Friday);
+        assert_eq!(
+            r("medicaid-managed-care").filing_deadline(friday),
+            date!(2028 - 02 - 29),
+            "60 days, into a leap February"
+        );
+        assert_eq!(
+            r("medicare-part-d").filing_deadline(friday),
+            date!(2028 - 03 - 05)
+        );
+        assert_eq!(
+            r("medicare-ab").filing_deadline(friday),
+            date!(2028 - 05 - 04),
+            "5 days to presumed receipt, then 120"
+        );
+        assert_eq!(
+            r("aca-employer").filing_deadline(friday),
+            date!(2028 - 06 - 28)
+        );
+        // Across 29 February 2028 versus a common year.
+        assert_eq!(
+            r("medicaid-managed-care").filing_deadline(date!(2028 - 02 - 01)),
+            date!(2028 - 04 - 01)
+        );
+        assert_eq!(
+            r("medicaid-managed-care").filing_deadline(date!(2027 - 02 - 01)),
+            date!(2027 - 04 - 02)
+        );
+        // Expedited: 72 hours from the request, where the regime has a clock.
+        let asked = time::macros::datetime!(2028-02-28 16:30 -5);
+        assert_eq!(
+            r("medicare-advantage").expedited_decision_due(asked),
+            Some(time::macros::datetime!(2028-03-02 16:30 -5))
+        );
+        assert_eq!(r("medicare-ab").expedited_decision_due(asked), None);
+    }
+
+    #[test]
+    fn warnings_at_14_3_and_1_days_then_overdue() {
+        let deadline = date!(2026 - 12 - 31);
+        let w = |today| deadline_warning(deadline, today);
+        assert_eq!(w(date!(2026 - 12 - 16)), None, "15 days left");
+        assert_eq!(
+            w(date!(2026 - 12 - 17)),
+            Some(DeadlineWarning::DueSoon {
+                threshold: 14,
+                days_left: 14
+            })
+        );
+        assert_eq!(
+            w(date!(2026 - 12 - 28)),
+            Some(DeadlineWarning::DueSoon {
+                threshold: 3,
+                days_left: 3
+            })
+        );
+        assert_eq!(
+            w(date!(2026 - 12 - 30)),
+            Some(DeadlineWarning::DueSoon {
+                threshold: 1,
+                days_left: 1
+            })
+        );
+        assert_eq!(
+            w(date!(2026 - 12 - 31)),
+            Some(DeadlineWarning::DueSoon {
+                threshold: 1,
+                days_left: 0
+            })
+        );
+        assert_eq!(
+            w(date!(2027 - 01 - 02)),
+            Some(DeadlineWarning::Overdue { days_late: 2 })
         );
     }
 
