@@ -77,8 +77,16 @@ async fn coverage_gaps_regimes_languages_denials_appeals_and_patient_tasks_show(
     // Uninsured.
     let (_, html) = app.open(base, "pas-p06").await;
     assert!(html.contains("No active coverage today."));
+    // An appeal due in 3 days stands out; a far one does not.
+    let (_, html) = app.open(base, "pas-p11").await;
+    assert!(html.contains("Quantity limit exception for insulin glargine"));
+    assert!(
+        html.contains("in-progress · due in 3 days"),
+        "the filing deadline shows"
+    );
     // An open appeal Task.
     let (_, html) = app.open(base, "pas-p05").await;
+    assert!(!html.contains("· due in"), "165 days away: no warning");
     assert!(html.contains("Step therapy exception for adalimumab (Northwind PPO)"));
     // Medicaid fee-for-service: no regime guessed; a task for the patient.
     let (_, html) = app.open(base, "pas-p13").await;

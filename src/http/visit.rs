@@ -15,7 +15,7 @@ use serde::Deserialize;
 use time::Date;
 
 use super::{AppError, AppState};
-use crate::domain::coverage::CoverageGap;
+use crate::domain::coverage::{CoverageGap, DeadlineWarning, deadline_warning};
 use crate::domain::visit::{Section, VisitContext};
 use crate::fhir::client::is_valid_id;
 use crate::fhir::{context, views};
@@ -390,7 +390,29 @@ impl VisitPage {
                     })
                     .collect()
             }),
-            appeals: section(ctx.appeals, |list| list.into_iter().map(task_row).collect()),
+            appeals: section(ctx.appeals, |list| {
+                list.into_iter()
+                    .map(|t| {
+                        let warning = t.due.and_then(|d| deadline_warning(d, today));
+                        let mut row = task_row(t);
+                        if let Some(w) = warning {
+                            let words = match w {
+                                DeadlineWarning::Overdue { days_late } => {
+                                    format!("overdue by {days_late} day{}", plural(days_late))
+                                }
+                                DeadlineWarning::DueSoon { days_left: 0, .. } => {
+                                    "due today".to_string()
+                                }
+                                DeadlineWarning::DueSoon { days_left, .. } => {
+                                    format!("due in {days_left} day{}", plural(days_left))
+                                }
+                            };
+                            row.status = format!("{} · {words}", row.status);
+                        }
+                        row
+                    })
+                    .collect()
+            }),
             patient_tasks: section(ctx.patient_tasks, |list| {
                 list.into_iter().map(task_row).collect()
             }),
@@ -426,6 +448,10 @@ impl VisitPage {
                 .collect(),
         }
     }
+}
+
+fn plural(n: i64) -> &'static str {
+    if n == 1 { "" } else { "s" }
 }
 
 fn task_row(t: crate::domain::visit::TaskSummary) -> Row {
