@@ -241,8 +241,9 @@ async fn a_french_screening_entered_by_keyboard_records_its_positive_domain_on_t
     .await;
     let browser = Browser::start().await;
     let c = &browser.client;
-    // Fatima Benali prefers French; her chart opens Passerelle in the EHR's frame.
-    open_chart(c, &env, "pas-p06").await;
+    // Chloé Martin prefers French and was never screened for food; her chart
+    // opens Passerelle in the EHR's frame.
+    open_chart(c, &env, "pas-p09").await;
     c.wait()
         .for_element(Locator::Id("start-screening"))
         .await

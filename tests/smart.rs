@@ -540,8 +540,8 @@ async fn without_patient_context_the_coordinator_searches_and_chooses_with_a_csr
 async fn a_screening_in_the_patients_language_is_recorded_once_and_shows_on_the_visit_page() {
     let env = smart_env(ClientAuthMethod::None, HOUR).await;
     let browser = Browser::default();
-    // Fatima Benali prefers French.
-    let visit = ehr_launch(&env, &browser, "pas-p06").await;
+    // Chloé Martin prefers French and was never screened for food.
+    let visit = ehr_launch(&env, &browser, "pas-p09").await;
     assert_eq!(visit.status, 200, "{}", visit.body);
     let screen_url = visit
         .url
@@ -579,7 +579,7 @@ async fn a_screening_in_the_patients_language_is_recorded_once_and_shows_on_the_
     let http = reqwest::Client::new();
     let qrs: serde_json::Value = http
         .get(format!(
-            "{}QuestionnaireResponse?subject=Patient/pas-p06",
+            "{}QuestionnaireResponse?subject=Patient/pas-p09",
             env.launcher.fhir_base()
         ))
         .bearer_auth(&token)
