@@ -5,6 +5,7 @@
 //! rule that comes from a standard lives in one place, citing its source.
 
 pub mod coverage;
+pub mod directory;
 pub mod referral;
 pub mod screening;
 pub mod sdoh;
