@@ -215,3 +215,71 @@ async fn sending_again_after_a_lost_response_or_a_server_error_creates_nothing_t
     short.transaction(&bundle("scr-c")).await.unwrap();
     assert_eq!(counts(&direct, "scr-c").await, (1, 4, 2));
 }
+
+#[tokio::test]
+async fn a_referral_after_a_positive_safety_screen_is_recorded_once_with_do_not_contact() {
+    use passerelle::domain::directory::{Directory, Query};
+    use passerelle::domain::sdoh::Domain;
+    use passerelle::fhir::referral::{REFERRAL_ID_SYSTEM, ReferralRecord, transaction as referral};
+
+    let hfs = common::seeded_hfs().await;
+    let client = common::fhir_client(hfs.base());
+    let directory = Directory::shipped();
+    let service = directory.search(&Query {
+        domain: Some(Domain::FoodInsecurity),
+        ..Default::default()
+    })[0]
+        .service
+        .clone();
+    let reasons = vec!["Condition/pas-cond-08b".to_string()];
+    let record = ReferralRecord {
+        id: "ref-itest",
+        patient: "Patient/pas-p08",
+        encounter: Some("Encounter/pas-enc-08"),
+        requester: Some("Practitioner/pas-prac-moreau"),
+        domain: Domain::FoodInsecurity,
+        service: &service,
+        reasons: &reasons,
+        screenings: &[passerelle::domain::visit::DomainScreening {
+            domain: Domain::IntimatePartnerViolence,
+            date: time::OffsetDateTime::now_utc().date(),
+            positive: true,
+        }],
+        concerns: &[],
+        authored: "2026-11-22T10:00:00-05:00",
+        priority: "routine",
+    };
+    let bundle = referral(&record);
+    common::schema().validate_bundle(&bundle).unwrap();
+    client.transaction(&bundle).await.unwrap();
+    client.transaction(&bundle).await.unwrap();
+    let srs = client
+        .search(
+            "ServiceRequest",
+            &[(
+                "identifier",
+                format!("{REFERRAL_ID_SYSTEM}|ref-itest/service-request"),
+            )],
+        )
+        .await
+        .unwrap();
+    let srs: Vec<_> = srs.raw("ServiceRequest").collect();
+    assert_eq!(srs.len(), 1, "sent twice, recorded once");
+    assert_eq!(
+        srs[0]["orderDetail"][0]["coding"][0]["code"],
+        "contacting-subject-prohibited"
+    );
+    let tasks = client
+        .search(
+            "Task",
+            &[("identifier", format!("{REFERRAL_ID_SYSTEM}|ref-itest/task"))],
+        )
+        .await
+        .unwrap();
+    let task = tasks.raw("Task").next().unwrap();
+    assert_eq!(
+        task["focus"]["reference"],
+        format!("ServiceRequest/{}", srs[0]["id"].as_str().unwrap())
+    );
+    assert_eq!(task["status"], "requested");
+}

@@ -16,6 +16,7 @@ pub mod context;
 pub mod decode;
 pub mod error;
 pub mod questionnaire;
+pub mod referral;
 pub mod schema;
 pub mod screening;
 pub mod views;

@@ -1,0 +1,269 @@
+//! A referral as one FHIR transaction (Gravity SDOH Clinical Care IG STU
+//! 2.3.0): an SDOHCC ServiceRequest and the SDOHCC Task for referral
+//! management that tracks it (`code` fulfill, `intent` order, `focus` the
+//! ServiceRequest, status `requested`), both created with `ifNoneExist` on
+//! identifiers derived from the referral's id, so sending again records
+//! nothing twice.
+//!
+//! Safety: when the patient's intimate-partner-violence screen is positive
+//! (or such a concern is not refuted), the ServiceRequest carries
+//! `orderDetail` = `contacting-subject-prohibited` (SDOHCC ServiceRequest,
+//! slice SubjectContactDetail), so the service does not contact the patient.
+//! This builder is the one path by which Passerelle creates referrals.
+
+use serde_json::{Value, json};
+
+use crate::domain::directory::Service;
+use crate::domain::sdoh::{Domain, SDOHCC_TEMPORARY_CODES};
+use crate::domain::visit::{Concern, DomainScreening, TASK_CODE_SYSTEM};
+
+/// Identifier system of referrals Passerelle makes.
+pub const REFERRAL_ID_SYSTEM: &str = "http://passerelle.example.org/fhir/sid/referral";
+/// Identifier system of HSDS services (a logical reference to the directory).
+pub const HSDS_SERVICE_SYSTEM: &str = "http://passerelle.example.org/fhir/sid/hsds-service";
+
+/// Must referrals avoid contacting the patient? Yes when the latest
+/// intimate-partner-violence screen is positive, or an IPV concern is not
+/// refuted.
+pub fn no_contact_required(screenings: &[DomainScreening], concerns: &[Concern]) -> bool {
+    let screened_positive = screenings
+        .iter()
+        .any(|s| s.domain == Domain::IntimatePartnerViolence && s.positive);
+    let concern = concerns.iter().any(|c| {
+        c.domains.contains(&Domain::IntimatePartnerViolence)
+            && c.verification.as_deref() != Some("refuted")
+    });
+    screened_positive || concern
+}
+
+/// Everything one referral records.
+#[derive(Debug, Clone)]
+pub struct ReferralRecord<'a> {
+    /// Made by Passerelle when the referral is prepared: the idempotency key.
+    pub id: &'a str,
+    pub patient: &'a str,
+    pub encounter: Option<&'a str>,
+    pub requester: Option<&'a str>,
+    pub domain: Domain,
+    pub service: &'a Service,
+    /// References to the Conditions or Observations the referral addresses.
+    pub reasons: &'a [String],
+    /// The patient's latest screenings and SDOH concerns: the builder decides
+    /// from them whether the service may contact the patient.
+    pub screenings: &'a [DomainScreening],
+    pub concerns: &'a [Concern],
+    /// FHIR dateTime.
+    pub authored: &'a str,
+    /// routine, urgent, asap or stat.
+    pub priority: &'a str,
+}
+
+fn urn(value: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let h = Sha256::digest(value.as_bytes());
+    let hex: String = h.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    format!(
+        "urn:uuid:{}-{}-5{}-a{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[13..16],
+        &hex[17..20],
+        &hex[20..32]
+    )
+}
+
+fn entry(id_value: &str, resource: Value) -> Value {
+    let rtype = resource["resourceType"]
+        .as_str()
+        .expect("resourceType set")
+        .to_string();
+    json!({
+        "fullUrl": urn(id_value),
+        "resource": resource,
+        "request": { "method": "POST", "url": rtype, "ifNoneExist": format!("identifier={REFERRAL_ID_SYSTEM}|{id_value}") }
+    })
+}
+
+/// The transaction Bundle of one referral.
+pub fn transaction(r: &ReferralRecord) -> Value {
+    let sr_id = format!("{}/service-request", r.id);
+    let task_id = format!("{}/task", r.id);
+    let performer = json!({
+        "identifier": { "system": HSDS_SERVICE_SYSTEM, "value": r.service.id },
+        "display": r.service.name,
+    });
+    let mut sr = json!({
+        "resourceType": "ServiceRequest",
+        "identifier": [{ "system": REFERRAL_ID_SYSTEM, "value": sr_id }],
+        "status": "active",
+        "intent": "order",
+        "category": [
+            { "coding": [{ "system": "http://snomed.info/sct", "code": "410606002", "display": "Social service procedure" }] },
+            { "coding": [{ "system": SDOHCC_TEMPORARY_CODES, "code": r.domain.code(), "display": r.domain.label() }] }
+        ],
+        "code": { "text": format!("Referral to {}", r.service.name) },
+        "priority": r.priority,
+        "subject": { "reference": r.patient },
+        "authoredOn": r.authored,
+        "performer": [performer],
+    });
+    if no_contact_required(r.screenings, r.concerns) {
+        sr["orderDetail"] = json!([{ "coding": [{
+            "system": SDOHCC_TEMPORARY_CODES, "code": "contacting-subject-prohibited", "display": "Contacting Subject Prohibited"
+        }] }]);
+    }
+    if !r.reasons.is_empty() {
+        sr["reasonReference"] = Value::Array(
+            r.reasons
+                .iter()
+                .map(|x| json!({ "reference": x }))
+                .collect(),
+        );
+    }
+    if let Some(e) = r.encounter {
+        sr["encounter"] = json!({ "reference": e });
+    }
+    if let Some(q) = r.requester {
+        sr["requester"] = json!({ "reference": q });
+    }
+    let mut task = json!({
+        "resourceType": "Task",
+        "identifier": [{ "system": REFERRAL_ID_SYSTEM, "value": task_id }],
+        "status": "requested",
+        "intent": "order",
+        "priority": r.priority,
+        "code": { "coding": [{ "system": TASK_CODE_SYSTEM, "code": "fulfill", "display": "Fulfill the focal request" }] },
+        "description": format!("Referral to {}", r.service.name),
+        "focus": { "reference": urn(&sr_id) },
+        "for": { "reference": r.patient },
+        "authoredOn": r.authored,
+        "owner": performer,
+    });
+    if let Some(q) = r.requester {
+        task["requester"] = json!({ "reference": q });
+    }
+    json!({ "resourceType": "Bundle", "type": "transaction", "entry": [entry(&sr_id, sr), entry(&task_id, task)] })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::directory::{Directory, Query};
+    use time::macros::date;
+
+    fn record<'a>(
+        service: &'a Service,
+        screenings: &'a [DomainScreening],
+        reasons: &'a [String],
+    ) -> ReferralRecord<'a> {
+        ReferralRecord {
+            id: "ref-1",
+            patient: "Patient/pas-p01",
+            encounter: Some("Encounter/pas-enc-01"),
+            requester: Some("Practitioner/pas-prac-moreau"),
+            domain: Domain::FoodInsecurity,
+            service,
+            reasons,
+            screenings,
+            concerns: &[],
+            authored: "2026-11-22T10:00:00-05:00",
+            priority: "routine",
+        }
+    }
+
+    fn pantry(d: &Directory) -> Service {
+        d.search(&Query {
+            domain: Some(Domain::FoodInsecurity),
+            ..Default::default()
+        })[0]
+            .service
+            .clone()
+    }
+
+    #[test]
+    fn a_referral_is_a_service_request_and_its_task_tracking_it() {
+        let d = Directory::shipped();
+        let service = pantry(&d);
+        let reasons = vec!["Condition/pas-cond-01".to_string()];
+        let b = transaction(&record(&service, &[], &reasons));
+        let sr = &b["entry"][0]["resource"];
+        let task = &b["entry"][1]["resource"];
+        assert_eq!(sr["category"][1]["coding"][0]["code"], "food-insecurity");
+        assert_eq!(
+            sr["reasonReference"][0]["reference"],
+            "Condition/pas-cond-01"
+        );
+        assert!(sr.get("orderDetail").is_none());
+        assert_eq!(task["status"], "requested");
+        assert_eq!(task["code"]["coding"][0]["code"], "fulfill");
+        assert_eq!(task["focus"]["reference"], b["entry"][0]["fullUrl"]);
+        assert_eq!(task["owner"]["identifier"]["value"], service.id);
+        assert_eq!(
+            b["entry"][1]["request"]["ifNoneExist"],
+            format!("identifier={REFERRAL_ID_SYSTEM}|ref-1/task")
+        );
+        assert_eq!(
+            transaction(&record(&service, &[], &reasons)),
+            b,
+            "the same referral, the same bundle"
+        );
+    }
+
+    #[test]
+    fn after_a_positive_safety_screen_the_referral_says_do_not_contact_the_patient() {
+        let d = Directory::shipped();
+        let service = pantry(&d);
+        let screen = |domain, positive| DomainScreening {
+            domain,
+            date: date!(2026 - 11 - 01),
+            positive,
+        };
+        let unsafe_at_home = [screen(Domain::IntimatePartnerViolence, true)];
+        let b = transaction(&record(&service, &unsafe_at_home, &[]));
+        assert_eq!(
+            b["entry"][0]["resource"]["orderDetail"][0]["coding"][0]["code"],
+            "contacting-subject-prohibited"
+        );
+        assert!(no_contact_required(
+            &[screen(Domain::IntimatePartnerViolence, true)],
+            &[]
+        ));
+        assert!(!no_contact_required(
+            &[
+                screen(Domain::IntimatePartnerViolence, false),
+                screen(Domain::FoodInsecurity, true)
+            ],
+            &[]
+        ));
+        let concern = |verification: &str| Concern {
+            id: "c".into(),
+            version: None,
+            domains: vec![Domain::IntimatePartnerViolence],
+            text: "Intimate partner violence risk".into(),
+            verification: Some(verification.into()),
+            clinical_status: Some("active".into()),
+            recorded: None,
+        };
+        assert!(no_contact_required(&[], &[concern("unconfirmed")]));
+        assert!(!no_contact_required(&[], &[concern("refuted")]));
+    }
+
+    #[test]
+    fn the_referral_conforms_to_the_r4_schema() {
+        let v = crate::fhir::SchemaValidator::load(&crate::config::cache_dir().join("definitions"))
+            .expect("the FHIR schema is installed by ./scripts/test");
+        let d = Directory::shipped();
+        let service = pantry(&d);
+        let positive = [DomainScreening {
+            domain: Domain::IntimatePartnerViolence,
+            date: date!(2026 - 11 - 01),
+            positive: true,
+        }];
+        v.validate_bundle(&transaction(&record(
+            &service,
+            &positive,
+            &["Condition/pas-cond-01".to_string()],
+        )))
+        .unwrap();
+    }
+}
