@@ -912,3 +912,25 @@ async fn the_practice_chooses_its_screening_instruments() {
             .contains("This screening instrument is not used in this practice.")
     );
 }
+
+#[tokio::test]
+async fn an_open_choice_question_offers_a_free_text_answer_in_the_forms_language() {
+    let env = smart_env(ClientAuthMethod::None, HOUR).await;
+    let browser = Browser::default();
+    let visit = ehr_launch(&env, &browser, "pas-p13").await;
+    let page = browser
+        .get(
+            &visit
+                .url
+                .as_str()
+                .replace("/visit", "/screen?form=language-access&lang=es"),
+        )
+        .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        page.body
+            .contains("Otro: <input type=\"text\" name=\"54899-0\""),
+        "{}",
+        page.body
+    );
+}

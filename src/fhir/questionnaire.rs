@@ -448,6 +448,25 @@ mod tests {
     }
 
     #[test]
+    fn an_open_choice_item_takes_a_listed_answer_or_free_text() {
+        let form = &shipped().unwrap()["language-access"];
+        let listed = recorded(form, &posted(&[("54899-0", "fr")]), &Default::default()).unwrap();
+        let item = listed.iter().find(|i| i.link_id == "54899-0").unwrap();
+        assert_eq!(item.answers[0].0, Answer::Code("fr".into()));
+        let other = recorded(
+            form,
+            &posted(&[("54899-0", ""), ("54899-0", "Tiếng Việt")]),
+            &Default::default(),
+        )
+        .unwrap();
+        let item = other.iter().find(|i| i.link_id == "54899-0").unwrap();
+        assert_eq!(
+            item.answers,
+            vec![(Answer::Text("Tiếng Việt".into()), None)]
+        );
+    }
+
+    #[test]
     fn safety_ordinals_come_from_the_questionnaire() {
         let ahc = &shipped().unwrap()["ahc-hrsn-core"];
         let o = ahc.ordinals();

@@ -67,6 +67,8 @@ struct Question {
     /// radio, checkbox, yesno, number, text
     widget: &'static str,
     options: Vec<(String, String)>,
+    /// An open-choice item: a text field for an answer not listed.
+    open: bool,
     conditional: bool,
     /// enableWhen as JSON for the page's script, or empty.
     when: String,
@@ -124,6 +126,7 @@ fn rows(items: &[Item], lang: &str, not_asked: &[String], out: &mut Vec<Row>) {
                     .iter()
                     .map(|c| (c.coding.code.clone(), c.display.get(lang).to_string()))
                     .collect(),
+                open: kind == Kind::OpenChoice,
                 conditional: !item.enable_when.is_empty(),
                 when: when_json(item),
             })),
@@ -150,6 +153,7 @@ struct ScreenPage {
     rows: Vec<Row>,
     yes: &'static str,
     no: &'static str,
+    other: &'static str,
     submit: &'static str,
 }
 
@@ -240,6 +244,7 @@ async fn show(
     let mut list = Vec::new();
     rows(&form.items, &lang, &not_asked, &mut list);
     let (yes, no, submit) = words(&lang);
+    let other = other_word(&lang);
     render(ScreenPage {
         launch_id: launch.id.clone(),
         csrf: launch.csrf.clone(),
@@ -271,6 +276,7 @@ async fn show(
         rows: list,
         yes,
         no,
+        other,
         submit,
     })
 }
@@ -506,4 +512,13 @@ fn relative_reference(url: &str) -> Option<String> {
     let id = parts.next()?;
     let kind = parts.next()?;
     Some(format!("{kind}/{id}"))
+}
+
+/// The label of an open-choice item's free-text answer.
+fn other_word(lang: &str) -> &'static str {
+    match lang {
+        "fr" => "Autre :",
+        "es" => "Otro:",
+        _ => "Other:",
+    }
 }
