@@ -11,6 +11,7 @@
 //! Keeping FHIR here also keeps compile times sane: fhir-sdk's `Resource`
 //! enum is large, and only this module instantiates its decoders.
 
+pub mod bundle;
 pub mod client;
 pub mod context;
 pub mod decode;

@@ -13,6 +13,8 @@
 
 use serde_json::{Value, json};
 
+use super::bundle::urn;
+
 use crate::domain::directory::Service;
 use crate::domain::sdoh::{Domain, SDOHCC_TEMPORARY_CODES};
 use crate::domain::visit::{Concern, DomainScreening, TASK_CODE_SYSTEM};
@@ -58,30 +60,8 @@ pub struct ReferralRecord<'a> {
     pub priority: &'a str,
 }
 
-fn urn(value: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let h = Sha256::digest(value.as_bytes());
-    let hex: String = h.iter().take(16).map(|b| format!("{b:02x}")).collect();
-    format!(
-        "urn:uuid:{}-{}-5{}-a{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[13..16],
-        &hex[17..20],
-        &hex[20..32]
-    )
-}
-
 fn entry(id_value: &str, resource: Value) -> Value {
-    let rtype = resource["resourceType"]
-        .as_str()
-        .expect("resourceType set")
-        .to_string();
-    json!({
-        "fullUrl": urn(id_value),
-        "resource": resource,
-        "request": { "method": "POST", "url": rtype, "ifNoneExist": format!("identifier={REFERRAL_ID_SYSTEM}|{id_value}") }
-    })
+    super::bundle::conditional_create(REFERRAL_ID_SYSTEM, id_value, resource)
 }
 
 /// The transaction Bundle of one referral.

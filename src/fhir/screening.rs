@@ -22,7 +22,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
+
+use super::bundle::urn;
 
 use crate::domain::screening::{Absent, Answer, Scored};
 use crate::domain::sdoh::{Domain, SDOHCC_TEMPORARY_CODES, US_CORE_CATEGORY};
@@ -123,20 +124,6 @@ pub struct ScreeningRecord<'a> {
     pub scored: &'a Scored,
 }
 
-/// A stable `urn:uuid` for an identifier value (SHA-256, version-5 style).
-fn urn(value: &str) -> String {
-    let h = Sha256::digest(value.as_bytes());
-    let hex: String = h.iter().take(16).map(|b| format!("{b:02x}")).collect();
-    format!(
-        "urn:uuid:{}-{}-5{}-a{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[13..16],
-        &hex[17..20],
-        &hex[20..32]
-    )
-}
-
 fn coding(c: &Coding) -> Value {
     json!({ "system": c.system, "code": c.code, "display": c.display })
 }
@@ -146,19 +133,7 @@ fn domain_category(d: Domain) -> Value {
 }
 
 fn entry(id_value: &str, resource: Value) -> Value {
-    let rtype = resource["resourceType"]
-        .as_str()
-        .expect("resourceType set")
-        .to_string();
-    json!({
-        "fullUrl": urn(id_value),
-        "resource": resource,
-        "request": {
-            "method": "POST",
-            "url": rtype,
-            "ifNoneExist": format!("identifier={SCREENING_ID_SYSTEM}|{id_value}"),
-        }
-    })
+    super::bundle::conditional_create(SCREENING_ID_SYSTEM, id_value, resource)
 }
 
 fn identifier(value: &str) -> Value {
