@@ -575,20 +575,9 @@ async fn a_screening_in_the_patients_language_is_recorded_once_and_shows_on_the_
     // The same form sent again records nothing more.
     let again = browser.post_form(&action, &fields).await;
     assert_eq!(again.status, 200);
-    let token = env.launcher.system_token("system/*.rs");
-    let http = reqwest::Client::new();
-    let qrs: serde_json::Value = http
-        .get(format!(
-            "{}QuestionnaireResponse?subject=Patient/pas-p09",
-            env.launcher.fhir_base()
-        ))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let qrs = env
+        .fhir_json("QuestionnaireResponse?subject=Patient/pas-p09")
+        .await;
     assert_eq!(
         qrs["entry"].as_array().map_or(0, Vec::len),
         1,
@@ -637,19 +626,9 @@ async fn post_hunger_vital_sign(browser: &Browser, visit: &Page) -> Page {
 }
 
 async fn questionnaire_responses(env: &common::smart::SmartEnv, patient: &str) -> usize {
-    let token = env.launcher.system_token("system/*.rs");
-    let r: serde_json::Value = reqwest::Client::new()
-        .get(format!(
-            "{}QuestionnaireResponse?subject=Patient/{patient}",
-            env.launcher.fhir_base()
-        ))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r = env
+        .fhir_json(&format!("QuestionnaireResponse?subject=Patient/{patient}"))
+        .await;
     r["entry"].as_array().map_or(0, Vec::len)
 }
 
@@ -791,19 +770,7 @@ async fn a_concern_is_confirmed_into_the_problem_list_and_a_stale_decision_is_re
     );
     assert!(stale.body.contains("Reload to see the current version."));
     // Nothing was lost: the confirmation stands, as a problem-list item.
-    let token = env.launcher.system_token("system/*.rs");
-    let c: serde_json::Value = reqwest::Client::new()
-        .get(format!(
-            "{}Condition/pas-cond-06b",
-            env.launcher.fhir_base()
-        ))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let c = env.fhir_json("Condition/pas-cond-06b").await;
     assert_eq!(c["verificationStatus"]["coding"][0]["code"], "confirmed");
     assert_eq!(c["category"][0]["coding"][0]["code"], "problem-list-item");
 }
@@ -863,19 +830,9 @@ async fn domains_screened_within_the_interval_are_shown_with_their_date_and_not_
         done.body
     );
     // Nothing was recorded for the questions not asked.
-    let token = env.launcher.system_token("system/*.rs");
-    let obs: serde_json::Value = reqwest::Client::new()
-        .get(format!(
-            "{}Observation?subject=Patient/pas-p01&code=http://loinc.org|88122-7",
-            env.launcher.fhir_base()
-        ))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let obs = env
+        .fhir_json("Observation?subject=Patient/pas-p01&code=http://loinc.org|88122-7")
+        .await;
     assert_eq!(
         obs["entry"].as_array().map_or(0, Vec::len),
         1,

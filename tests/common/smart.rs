@@ -187,6 +187,20 @@ pub async fn smart_env_with(o: EnvOptions) -> SmartEnv {
 }
 
 impl SmartEnv {
+    /// Read from the EHR's FHIR endpoint with a read-only system token, as
+    /// a test looking at what was recorded (`path` relative to the base).
+    pub async fn fhir_json(&self, path: &str) -> serde_json::Value {
+        reqwest::Client::new()
+            .get(format!("{}{path}", self.launcher.fhir_base()))
+            .bearer_auth(self.launcher.system_token("system/*.rs"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// Stop the app and start it again on the same store (a restart);
     /// returns the new app's address.
     pub async fn app_again(&mut self) -> String {
