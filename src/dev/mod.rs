@@ -101,6 +101,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         outbox_every: Duration::from_secs(10),
         screening_interval_days: 365,
         screening_instruments: vec![],
+        directory: std::sync::Arc::new(crate::domain::directory::Directory::shipped()),
     };
     println!(
         "Passerelle demo is ready: open {} (the development EHR: pick a patient and Passerelle opens in its frame)",

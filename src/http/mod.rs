@@ -27,6 +27,7 @@ use crate::auth::session::Sessions;
 use crate::auth::smart::{EhrConfig, SmartClient};
 use crate::config::{ServeArgs, SmartArgs};
 use crate::domain::coverage::RegimeTable;
+use crate::domain::directory::Directory;
 use crate::fhir::{FhirClient, Limits, SchemaValidator};
 use crate::store::Store;
 
@@ -45,6 +46,7 @@ struct Inner {
     schema: Option<SchemaValidator>,
     screening_interval_days: i64,
     screening_instruments: Vec<String>,
+    directory: Arc<Directory>,
 }
 
 /// Everything the app needs to start, already checked.
@@ -64,6 +66,8 @@ pub struct Settings {
     pub screening_interval_days: i64,
     /// Active screening instruments (Questionnaire ids); the first is the default.
     pub screening_instruments: Vec<String>,
+    /// The community resource directory referrals are made to.
+    pub directory: Arc<Directory>,
 }
 
 /// SMART settings, checked.
@@ -210,6 +214,7 @@ impl Settings {
                 }
                 args.screening_instruments.clone()
             },
+            directory: Arc::new(Directory::shipped()),
             schema: match SchemaValidator::load(&args.fhir.definitions_dir()) {
                 Ok(s) => Some(s),
                 Err(e) => {
@@ -253,6 +258,7 @@ impl AppState {
                 schema: settings.schema.clone(),
                 screening_interval_days: settings.screening_interval_days,
                 screening_instruments: settings.screening_instruments.clone(),
+                directory: settings.directory.clone(),
             }),
         })
     }
@@ -311,6 +317,10 @@ impl AppState {
 
     pub fn regimes(&self) -> &RegimeTable {
         &self.inner.regimes
+    }
+
+    pub fn directory(&self) -> &Directory {
+        &self.inner.directory
     }
 }
 

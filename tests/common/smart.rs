@@ -166,6 +166,7 @@ pub async fn smart_env_with(o: EnvOptions) -> SmartEnv {
         outbox_every: o.outbox_every,
         screening_interval_days: 365,
         screening_instruments: o.instruments.clone(),
+        directory: std::sync::Arc::new(passerelle::domain::directory::Directory::shipped()),
     };
     let (tx, rx) = oneshot::channel::<()>();
     tokio::spawn(passerelle::http::run(
