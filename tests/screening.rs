@@ -248,6 +248,9 @@ async fn a_referral_after_a_positive_safety_screen_is_recorded_once_with_do_not_
         concerns: &[],
         authored: "2026-11-22T10:00:00-05:00",
         priority: "routine",
+        code: None,
+        consent: true,
+        practice: Some("Organization/pas-org-practice"),
     };
     let bundle = referral(&record);
     common::schema().validate_bundle(&bundle).unwrap();

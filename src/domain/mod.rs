@@ -4,6 +4,7 @@
 //! already read and checked, so each rule is tested in microseconds and a
 //! rule that comes from a standard lives in one place, citing its source.
 
+pub mod appeal;
 pub mod coverage;
 pub mod directory;
 pub mod referral;

@@ -11,6 +11,7 @@
 //! Keeping FHIR here also keeps compile times sane: fhir-sdk's `Resource`
 //! enum is large, and only this module instantiates its decoders.
 
+pub mod appeal;
 pub mod bundle;
 pub mod client;
 pub mod context;
@@ -20,6 +21,7 @@ pub mod questionnaire;
 pub mod referral;
 pub mod schema;
 pub mod screening;
+pub mod task;
 pub mod views;
 
 pub use client::{Authorizer, Created, Decoded, FhirClient, Limits, SearchPage, Versioned};

@@ -58,6 +58,14 @@ pub struct ReferralRecord<'a> {
     pub authored: &'a str,
     /// routine, urgent, asap or stat.
     pub priority: &'a str,
+    /// `ServiceRequest.code` from the domain's value set (system, code,
+    /// display), when the practice's table has one.
+    pub code: Option<(&'a str, &'a str, &'a str)>,
+    /// The patient agreed that their need and contact details go to the
+    /// service: a Consent is recorded and cited in `supportingInfo`.
+    pub consent: bool,
+    /// `Organization/…` of the practice, the Consent's custodian, if known.
+    pub practice: Option<&'a str>,
 }
 
 fn entry(id_value: &str, resource: Value) -> Value {
@@ -81,7 +89,13 @@ pub fn transaction(r: &ReferralRecord) -> Value {
             { "coding": [{ "system": "http://snomed.info/sct", "code": "410606002", "display": "Social service procedure" }] },
             { "coding": [{ "system": SDOHCC_TEMPORARY_CODES, "code": r.domain.code(), "display": r.domain.label() }] }
         ],
-        "code": { "text": format!("Referral to {}", r.service.name) },
+        "code": match r.code {
+            Some((system, code, display)) => json!({
+                "coding": [{ "system": system, "code": code, "display": display }],
+                "text": format!("Referral to {}", r.service.name)
+            }),
+            None => json!({ "text": format!("Referral to {}", r.service.name) }),
+        },
         "priority": r.priority,
         "subject": { "reference": r.patient },
         "authoredOn": r.authored,
@@ -122,7 +136,130 @@ pub fn transaction(r: &ReferralRecord) -> Value {
     if let Some(q) = r.requester {
         task["requester"] = json!({ "reference": q });
     }
-    json!({ "resourceType": "Bundle", "type": "transaction", "entry": [entry(&sr_id, sr), entry(&task_id, task)] })
+    let mut entries = Vec::new();
+    if r.consent {
+        let consent_id = format!("{}/consent", r.id);
+        sr["supportingInfo"] = json!([{ "reference": urn(&consent_id), "display": "Patient consent to share with the service" }]);
+        entries.push(entry(&consent_id, consent(r, &performer)));
+    }
+    entries.insert(0, entry(&task_id, task));
+    entries.insert(0, entry(&sr_id, sr));
+    json!({ "resourceType": "Bundle", "type": "transaction", "entry": entries })
+}
+
+/// The patient's consent to disclose their need and contact details to the
+/// service (SDOHCC Consent: scope patient-privacy, category IDSCL
+/// "information disclosure", a permit provision naming the recipient).
+fn consent(r: &ReferralRecord, recipient: &Value) -> Value {
+    let mut c = json!({
+        "resourceType": "Consent",
+        "identifier": [{ "system": REFERRAL_ID_SYSTEM, "value": format!("{}/consent", r.id) }],
+        "status": "active",
+        "scope": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy", "display": "Privacy Consent" }] },
+        "category": [{ "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IDSCL", "display": "information disclosure" }] }],
+        "patient": { "reference": r.patient },
+        "performer": [{ "reference": r.patient }],
+        "dateTime": r.authored,
+        "policyRule": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN", "display": "opt-in" }] },
+        "provision": {
+            "type": "permit",
+            "actor": [{
+                "role": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "IRCP", "display": "information recipient" }] },
+                "reference": recipient,
+            }],
+            "purpose": [{ "system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "TREAT", "display": "treatment" }],
+        },
+    });
+    if let Some(p) = r.practice {
+        c["organization"] = json!([{ "reference": p }]);
+    }
+    if let Some(q) = r.requester {
+        c["provision"]["actor"].as_array_mut().expect("array").push(json!({
+            "role": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "AUT", "display": "author (originator)" }] },
+            "reference": { "reference": q },
+        }));
+    }
+    c
+}
+
+/// What a Task for the patient asks them to do (SDOHCC Task For Patient).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PatientTaskKind {
+    /// Contact a service themselves (`make-contact`; `description` required,
+    /// the service in `input` typed `contact-entity`).
+    MakeContact,
+    /// Read material about the service (`review-material`).
+    ReviewMaterial,
+}
+
+impl PatientTaskKind {
+    pub fn code(self) -> &'static str {
+        match self {
+            PatientTaskKind::MakeContact => "make-contact",
+            PatientTaskKind::ReviewMaterial => "review-material",
+        }
+    }
+
+    pub fn display(self) -> &'static str {
+        match self {
+            PatientTaskKind::MakeContact => "Make Contact",
+            PatientTaskKind::ReviewMaterial => "Review Material",
+        }
+    }
+
+    pub fn parse(code: &str) -> Option<Self> {
+        [
+            PatientTaskKind::MakeContact,
+            PatientTaskKind::ReviewMaterial,
+        ]
+        .into_iter()
+        .find(|k| k.code() == code)
+    }
+}
+
+/// One Task for the patient.
+#[derive(Debug, Clone)]
+pub struct PatientTaskRecord<'a> {
+    pub id: &'a str,
+    pub patient: &'a str,
+    pub requester: Option<&'a str>,
+    pub kind: PatientTaskKind,
+    pub service: &'a Service,
+    /// In the patient's language.
+    pub description: &'a str,
+    /// BCP 47 code of the description's language.
+    pub language: &'a str,
+    pub authored: &'a str,
+}
+
+/// The transaction creating a Task for the patient (status `requested`,
+/// owner the patient), idempotent like every write.
+pub fn patient_task(r: &PatientTaskRecord) -> Value {
+    let task_id = format!("{}/patient-task", r.id);
+    let mut task = json!({
+        "resourceType": "Task",
+        "identifier": [{ "system": REFERRAL_ID_SYSTEM, "value": task_id }],
+        "language": r.language,
+        "status": "requested",
+        "intent": "order",
+        "priority": "routine",
+        "code": { "coding": [{ "system": SDOHCC_TEMPORARY_CODES, "code": r.kind.code(), "display": r.kind.display() }] },
+        "description": r.description,
+        "for": { "reference": r.patient },
+        "owner": { "reference": r.patient },
+        "authoredOn": r.authored,
+        "input": [{
+            "type": { "coding": [{ "system": SDOHCC_TEMPORARY_CODES, "code": "contact-entity", "display": "Contact Entity" }] },
+            "valueReference": {
+                "identifier": { "system": HSDS_SERVICE_SYSTEM, "value": r.service.id },
+                "display": r.service.name,
+            }
+        }],
+    });
+    if let Some(q) = r.requester {
+        task["requester"] = json!({ "reference": q });
+    }
+    json!({ "resourceType": "Bundle", "type": "transaction", "entry": [entry(&task_id, task)] })
 }
 
 #[cfg(test)]
@@ -148,6 +285,13 @@ mod tests {
             concerns: &[],
             authored: "2026-11-22T10:00:00-05:00",
             priority: "routine",
+            code: Some((
+                "http://snomed.info/sct",
+                "467771000124109",
+                "Assistance with application for food pantry program",
+            )),
+            consent: true,
+            practice: Some("Organization/pas-org-practice"),
         }
     }
 
@@ -187,6 +331,24 @@ mod tests {
             b,
             "the same referral, the same bundle"
         );
+        // The patient agreed to share: a Consent naming the service, cited
+        // by the ServiceRequest.
+        let consent = &b["entry"][2]["resource"];
+        assert_eq!(consent["resourceType"], "Consent");
+        assert_eq!(
+            consent["provision"]["actor"][0]["reference"]["identifier"]["value"],
+            service.id
+        );
+        assert_eq!(
+            sr["supportingInfo"][0]["reference"],
+            b["entry"][2]["fullUrl"]
+        );
+        assert_eq!(sr["code"]["coding"][0]["code"], "467771000124109");
+        let mut no_consent = record(&service, &[], &reasons);
+        no_consent.consent = false;
+        let b = transaction(&no_consent);
+        assert_eq!(b["entry"].as_array().unwrap().len(), 2);
+        assert!(b["entry"][0]["resource"].get("supportingInfo").is_none());
     }
 
     #[test]
@@ -226,6 +388,30 @@ mod tests {
         };
         assert!(no_contact_required(&[], &[concern("unconfirmed")]));
         assert!(!no_contact_required(&[], &[concern("refuted")]));
+    }
+
+    #[test]
+    fn a_task_for_the_patient_is_theirs_in_their_language() {
+        let d = Directory::shipped();
+        let service = pantry(&d);
+        let b = patient_task(&PatientTaskRecord {
+            id: "ref-2",
+            patient: "Patient/pas-p06",
+            requester: Some("Practitioner/pas-prac-moreau"),
+            kind: PatientTaskKind::MakeContact,
+            service: &service,
+            description: "Appelez la banque alimentaire",
+            language: "fr",
+            authored: "2026-11-22T10:00:00Z",
+        });
+        let t = &b["entry"][0]["resource"];
+        assert_eq!(t["code"]["coding"][0]["code"], "make-contact");
+        assert_eq!(t["owner"]["reference"], "Patient/pas-p06");
+        assert_eq!(t["language"], "fr");
+        assert_eq!(t["input"][0]["type"]["coding"][0]["code"], "contact-entity");
+        let v = crate::fhir::SchemaValidator::load(&crate::config::cache_dir().join("definitions"))
+            .expect("the FHIR schema is installed by ./scripts/test");
+        v.validate_bundle(&b).unwrap();
     }
 
     #[test]

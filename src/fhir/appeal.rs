@@ -1,0 +1,217 @@
+//! An appeal as one FHIR transaction: the appeal Task documented in
+//! `profiles/appeal-task.md`, created with `ifNoneExist` on an identifier
+//! derived from the appeal's id, so sending again records nothing twice.
+//!
+//! The Task carries what a coordinator needs without opening the denial:
+//! the reason codes, the payer's words verbatim, the notice date and the
+//! basis of the deadline, as `Task.input` typed by
+//! [`APPEAL_INPUT_SYSTEM`].
+
+use serde_json::{Value, json};
+
+use crate::domain::appeal::AppealPlan;
+use crate::domain::visit::APPEAL_TASK_SYSTEM;
+
+/// Identifier system of appeals Passerelle files.
+pub const APPEAL_ID_SYSTEM: &str = "http://passerelle.example.org/fhir/sid/appeal";
+/// Code system of the appeal Task's inputs and outputs.
+pub const APPEAL_INPUT_SYSTEM: &str = "http://passerelle.example.org/fhir/CodeSystem/appeal-input";
+
+/// The denial an appeal answers, as recorded on the Task.
+#[derive(Debug, Clone, Default)]
+pub struct DenialInputs<'a> {
+    pub payer: Option<&'a str>,
+    /// What was denied, in words, and its code (`system`, `code`) if known.
+    pub service: Option<&'a str>,
+    pub service_code: Option<(&'a str, &'a str)>,
+    /// (system, code, display)
+    pub reasons: Vec<(&'a str, &'a str, Option<&'a str>)>,
+    /// The payer's words, verbatim.
+    pub text: Option<&'a str>,
+}
+
+/// Everything one appeal records.
+#[derive(Debug, Clone)]
+pub struct AppealRecord<'a> {
+    /// Made when the appeal form is shown: the idempotency key.
+    pub id: &'a str,
+    pub patient: &'a str,
+    pub encounter: Option<&'a str>,
+    pub requester: Option<&'a str>,
+    pub coverage: Option<&'a str>,
+    /// The ClaimResponse, or the denied request (MedicationRequest,
+    /// ServiceRequest…) when the denial was entered by hand.
+    pub focus: Option<&'a str>,
+    pub plan: &'a AppealPlan,
+    pub denial: DenialInputs<'a>,
+    /// FHIR dateTime.
+    pub authored: &'a str,
+}
+
+fn input(code: &str, value_key: &str, value: Value) -> Value {
+    let mut i = json!({ "type": { "coding": [{ "system": APPEAL_INPUT_SYSTEM, "code": code }] } });
+    i[value_key] = value;
+    i
+}
+
+/// The appeal Task alone (status `requested`, intent `order`).
+pub fn task(r: &AppealRecord) -> Value {
+    let kind = r.plan.kind;
+    let what = r.denial.service.unwrap_or("denied item");
+    let description = match r.denial.payer {
+        Some(p) => format!("{}: {what} ({p})", kind.label()),
+        None => format!("{}: {what}", kind.label()),
+    };
+    let mut inputs = vec![input(
+        "notice-date",
+        "valueDate",
+        json!(r.plan.notice.to_string()),
+    )];
+    if let Some(p) = r.denial.payer {
+        inputs.push(input("payer", "valueString", json!(p)));
+    }
+    if let Some(s) = r.denial.service {
+        let mut cc = json!({ "text": s });
+        if let Some((system, code)) = r.denial.service_code {
+            cc["coding"] = json!([{ "system": system, "code": code }]);
+        }
+        inputs.push(input("denied-item", "valueCodeableConcept", cc));
+    }
+    for (system, code, display) in &r.denial.reasons {
+        let mut coding = json!({ "system": system, "code": code });
+        if let Some(d) = display {
+            coding["display"] = json!(d);
+        }
+        inputs.push(input(
+            "denial-reason",
+            "valueCodeableConcept",
+            json!({ "coding": [coding] }),
+        ));
+    }
+    if let Some(t) = r.denial.text {
+        inputs.push(input("denial-text", "valueString", json!(t)));
+    }
+    inputs.push(input("deadline-basis", "valueString", json!(r.plan.basis)));
+    if let Some(due) = r.plan.decision_due
+        && let Ok(s) = due.format(&time::format_description::well_known::Rfc3339)
+    {
+        inputs.push(input("decision-due", "valueDateTime", json!(s)));
+    }
+    let mut task = json!({
+        "resourceType": "Task",
+        "identifier": [{ "system": APPEAL_ID_SYSTEM, "value": format!("{}/task", r.id) }],
+        "status": "requested",
+        "intent": "order",
+        "priority": r.plan.priority,
+        "code": { "coding": [{ "system": APPEAL_TASK_SYSTEM, "code": kind.code(), "display": kind.label() }] },
+        "description": description,
+        "for": { "reference": r.patient },
+        "authoredOn": r.authored,
+        "input": inputs,
+    });
+    if let Some(f) = r.focus {
+        task["focus"] = json!({ "reference": f });
+    }
+    if let Some(c) = r.coverage {
+        task["insurance"] = json!([{ "reference": c }]);
+    }
+    if let Some(d) = r.plan.deadline {
+        task["restriction"] = json!({ "period": { "end": d.to_string() } });
+    }
+    if let Some(e) = r.encounter {
+        task["encounter"] = json!({ "reference": e });
+    }
+    if let Some(q) = r.requester {
+        task["requester"] = json!({ "reference": q });
+    }
+    task
+}
+
+/// The transaction Bundle of one appeal.
+pub fn transaction(r: &AppealRecord) -> Value {
+    let task_id = format!("{}/task", r.id);
+    json!({
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [super::bundle::conditional_create(APPEAL_ID_SYSTEM, &task_id, task(r))],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::appeal::{AppealKind, CARC_SYSTEM, plan};
+    use crate::domain::coverage::{Code, RegimeTable};
+    use time::macros::{date, datetime};
+
+    fn record(p: &AppealPlan) -> AppealRecord<'_> {
+        AppealRecord {
+            id: "app-1",
+            patient: "Patient/pas-p02",
+            encounter: None,
+            requester: Some("Practitioner/pas-prac-moreau"),
+            coverage: Some("Coverage/pas-cov-02b"),
+            focus: Some("ClaimResponse/pas-cr-02"),
+            plan: p,
+            denial: DenialInputs {
+                payer: Some("Keystone Rx"),
+                service: Some("apixaban 5 MG Oral Tablet"),
+                service_code: None,
+                reasons: vec![(CARC_SYSTEM, "204", None)],
+                text: Some("Drug not on formulary.  Formulary alternative: warfarin."),
+            },
+            authored: "2026-11-22T10:00:00Z",
+        }
+    }
+
+    #[test]
+    fn an_expedited_formulary_exception_is_stat_with_its_deadline() {
+        let regimes = RegimeTable::shipped();
+        let part_d = regimes
+            .regime_for(&[Code {
+                system: Some(regimes.payer_type_system.clone()),
+                code: "122".into(),
+                display: None,
+            }])
+            .unwrap();
+        let p = plan(
+            AppealKind::FormularyException,
+            true,
+            date!(2026 - 11 - 16),
+            Some(part_d),
+            None,
+            datetime!(2026-11-22 10:00 UTC),
+        );
+        let b = transaction(&record(&p));
+        let t = &b["entry"][0]["resource"];
+        assert_eq!(t["code"]["coding"][0]["code"], "formulary-exception");
+        assert_eq!(t["priority"], "stat");
+        assert_eq!(t["restriction"]["period"]["end"], "2027-01-20");
+        assert_eq!(t["focus"]["reference"], "ClaimResponse/pas-cr-02");
+        assert_eq!(t["insurance"][0]["reference"], "Coverage/pas-cov-02b");
+        let text = t["input"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["type"]["coding"][0]["code"] == "denial-text")
+            .unwrap();
+        assert_eq!(
+            text["valueString"],
+            "Drug not on formulary.  Formulary alternative: warfarin."
+        );
+        assert!(
+            t["input"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|i| i["valueDateTime"] == "2026-11-25T10:00:00Z")
+        );
+        assert_eq!(
+            b["entry"][0]["request"]["ifNoneExist"],
+            format!("identifier={APPEAL_ID_SYSTEM}|app-1/task")
+        );
+        let v = crate::fhir::SchemaValidator::load(&crate::config::cache_dir().join("definitions"))
+            .expect("the FHIR schema is installed by ./scripts/test");
+        v.validate_bundle(&b).unwrap();
+    }
+}

@@ -1,0 +1,161 @@
+//! Changing a Task's status: the one place a Task is updated. The change is
+//! checked against the state machine ([`crate::domain::referral`]) before
+//! anything is sent, and the caller sends the result with `If-Match` on the
+//! version the user saw, so nobody overwrites someone else's update.
+
+use serde_json::{Value, json};
+
+use crate::domain::appeal::AppealOutcome;
+use crate::domain::referral::{Party, Status, TransitionError, check};
+
+use super::appeal::APPEAL_INPUT_SYSTEM;
+
+/// One status change, as a user asked for it.
+#[derive(Debug, Clone)]
+pub struct Change<'a> {
+    pub to: Status,
+    pub party: Party,
+    /// `statusReason.text`: required for rejected, cancelled, on-hold, failed.
+    pub reason: Option<&'a str>,
+    /// A note added to the Task, if any.
+    pub note: Option<&'a str>,
+    /// `Practitioner/…` of the person making the change, if known.
+    pub author: Option<&'a str>,
+    /// For an appeal completed: how it ended.
+    pub outcome: Option<AppealOutcome>,
+    /// FHIR dateTime of the change.
+    pub now: &'a str,
+}
+
+/// Why a change cannot be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChangeError {
+    #[error("This Task has no status Passerelle knows ({0:?}).")]
+    UnknownStatus(String),
+    #[error(transparent)]
+    Transition(#[from] TransitionError),
+}
+
+/// The Task after `change`, or the rule the change breaks.
+pub fn apply(mut task: Value, change: &Change) -> Result<Value, ChangeError> {
+    let current = task["status"].as_str().unwrap_or_default().to_string();
+    let from = Status::parse(&current).ok_or(ChangeError::UnknownStatus(current))?;
+    let reason = change.reason.map(str::trim).filter(|r| !r.is_empty());
+    check(from, change.to, change.party, reason)?;
+    task["status"] = json!(change.to.code());
+    match reason {
+        Some(r) => task["statusReason"] = json!({ "text": r }),
+        None => {
+            if let Some(o) = task.as_object_mut() {
+                o.remove("statusReason");
+            }
+        }
+    }
+    task["lastModified"] = json!(change.now);
+    if let Some(text) = change.note.map(str::trim).filter(|n| !n.is_empty()) {
+        let mut note = json!({ "text": text, "time": change.now });
+        if let Some(a) = change.author {
+            note["authorReference"] = json!({ "reference": a });
+        }
+        match task["note"].as_array_mut() {
+            Some(notes) => notes.push(note),
+            None => task["note"] = json!([note]),
+        }
+    }
+    if let (Some(outcome), Status::Completed) = (change.outcome, change.to) {
+        let output = json!({
+            "type": { "coding": [{ "system": APPEAL_INPUT_SYSTEM, "code": "appeal-outcome" }] },
+            "valueCodeableConcept": { "coding": [{ "system": APPEAL_INPUT_SYSTEM, "code": outcome.code(), "display": outcome.label() }] }
+        });
+        match task["output"].as_array_mut() {
+            Some(outputs) => outputs.push(output),
+            None => task["output"] = json!([output]),
+        }
+    }
+    Ok(task)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(to: Status, party: Party, reason: Option<&'static str>) -> Change<'static> {
+        Change {
+            to,
+            party,
+            reason,
+            note: None,
+            author: None,
+            outcome: None,
+            now: "2026-11-22T10:00:00Z",
+        }
+    }
+
+    #[test]
+    fn a_change_sets_status_reason_and_last_modified_and_keeps_the_rest() {
+        let task = json!({ "resourceType": "Task", "id": "t1", "meta": { "versionId": "3" }, "status": "accepted", "intent": "order" });
+        let mut c = change(
+            Status::OnHold,
+            Party::Performer,
+            Some(" waiting for documents "),
+        );
+        c.note = Some("Called the pantry");
+        c.author = Some("Practitioner/p1");
+        let t = apply(task, &c).unwrap();
+        assert_eq!(t["status"], "on-hold");
+        assert_eq!(t["statusReason"]["text"], "waiting for documents");
+        assert_eq!(t["lastModified"], "2026-11-22T10:00:00Z");
+        assert_eq!(
+            t["note"][0]["authorReference"]["reference"],
+            "Practitioner/p1"
+        );
+        assert_eq!(t["meta"]["versionId"], "3");
+        let t = apply(t, &change(Status::InProgress, Party::Performer, None)).unwrap();
+        assert!(
+            t.get("statusReason").is_none(),
+            "the old reason is not carried over"
+        );
+    }
+
+    #[test]
+    fn an_illegal_change_names_its_rule_and_changes_nothing() {
+        let task = json!({ "resourceType": "Task", "status": "requested" });
+        assert_eq!(
+            apply(
+                task.clone(),
+                &change(Status::Completed, Party::Performer, None)
+            )
+            .unwrap_err()
+            .to_string(),
+            "A referral Task cannot go from requested to completed."
+        );
+        assert_eq!(
+            apply(
+                task.clone(),
+                &change(Status::Rejected, Party::Performer, None)
+            )
+            .unwrap_err()
+            .to_string(),
+            "Moving a referral Task to rejected needs a reason (statusReason)."
+        );
+        assert!(matches!(
+            apply(
+                json!({ "status": "done" }),
+                &change(Status::Accepted, Party::Performer, None)
+            ),
+            Err(ChangeError::UnknownStatus(_))
+        ));
+    }
+
+    #[test]
+    fn a_completed_appeal_records_its_outcome() {
+        let task = json!({ "resourceType": "Task", "status": "in-progress" });
+        let mut c = change(Status::Completed, Party::Performer, None);
+        c.outcome = Some(AppealOutcome::Overturned);
+        let t = apply(task, &c).unwrap();
+        assert_eq!(
+            t["output"][0]["valueCodeableConcept"]["coding"][0]["code"],
+            "overturned"
+        );
+    }
+}
