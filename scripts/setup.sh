@@ -52,12 +52,13 @@ ensure_hfs() {
   export PASSERELLE_HFS_BIN="$root/bin/hfs"
 }
 
-# Debian's Chromium and ChromeDriver, for the browser tests.
+# Debian's Chromium and ChromeDriver, for the browser tests, and poppler's
+# pdftotext, which the letter tests read the stored PDFs with.
 ensure_chromium() {
-  if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
-    say "installing Debian's chromium and chromium-driver"
+  if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null || ! command -v pdftotext >/dev/null; then
+    say "installing Debian's chromium, chromium-driver and poppler-utils"
     local sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
-    $sudo apt-get update -qq && $sudo apt-get install -y -qq chromium chromium-driver >/dev/null || return 1
+    $sudo apt-get update -qq && $sudo apt-get install -y -qq chromium chromium-driver poppler-utils >/dev/null || return 1
   fi
   export PASSERELLE_CHROMEDRIVER="${PASSERELLE_CHROMEDRIVER:-$(command -v chromedriver)}"
   export PASSERELLE_CHROMIUM="${PASSERELLE_CHROMIUM:-$(command -v chromium)}"

@@ -125,6 +125,11 @@ pub struct ServeArgs {
     )]
     pub screening_interval_days: i64,
 
+    /// A folder of the practice's edited letter templates (see
+    /// `profiles/letters/README.md`); files found there replace the shipped ones.
+    #[arg(long, env = "PASSERELLE_LETTER_TEMPLATES")]
+    pub letter_templates: Option<PathBuf>,
+
     /// Appeal regime table (JSON); defaults to the one shipped in `profiles/appeal-regimes.json`.
     #[arg(long, env = "PASSERELLE_APPEAL_REGIMES")]
     pub appeal_regimes: Option<PathBuf>,
@@ -134,6 +139,41 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub smart: SmartArgs,
+
+    #[command(flatten)]
+    pub directory: DirectoryArgs,
+}
+
+/// Where the community resource directory comes from: an HSDS API, a file,
+/// or (when neither is set) the directory shipped with Passerelle. It is read
+/// once, at start-up.
+#[derive(Debug, Clone, Args)]
+pub struct DirectoryArgs {
+    /// Base URL of an Open Referral HSDS 3 API (Passerelle reads its `/services` and
+    /// `/services/{id}`) to load the resource directory from at start-up. The result is cached
+    /// locally and used for --directory-cache-hours; a stale cache is used if the API fails.
+    #[arg(
+        long,
+        env = "PASSERELLE_DIRECTORY_URL",
+        conflicts_with = "directory_file",
+        hide_env_values = true
+    )]
+    pub directory_url: Option<Url>,
+
+    /// A local HSDS 3 JSON file to use as the resource directory, in the shape of the shipped
+    /// `fixtures/directory/hsds.json`: `{"services": [<fully nested service>, ...]}`.
+    #[arg(long, env = "PASSERELLE_DIRECTORY_FILE")]
+    pub directory_file: Option<PathBuf>,
+
+    /// Hours a directory fetched from --directory-url is used from the cache without asking the
+    /// API again (at start-up; there is no refresh while running). 0 fetches at every start.
+    #[arg(long, env = "PASSERELLE_DIRECTORY_CACHE_HOURS", default_value_t = 24)]
+    pub directory_cache_hours: u64,
+
+    /// Folder of the directory cache. Defaults to `$XDG_CACHE_HOME/passerelle/directory`
+    /// (or `~/.cache/passerelle/directory`).
+    #[arg(long, env = "PASSERELLE_DIRECTORY_CACHE_DIR")]
+    pub directory_cache_dir: Option<PathBuf>,
 }
 
 /// SMART App Launch settings.

@@ -384,3 +384,102 @@ async fn conditional_safety_questions_appear_only_when_the_patient_agrees() {
     assert!(!safety.is_displayed().await.unwrap());
     browser.close().await;
 }
+
+/// Click what `locator` finds (waiting for it), counting the click.
+async fn click(c: &fantoccini::Client, locator: Locator<'_>, clicks: &mut u32) {
+    c.wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(locator)
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    *clicks += 1;
+}
+
+async fn text_of(c: &fantoccini::Client, locator: Locator<'_>) -> String {
+    c.wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(locator)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn from_the_visit_page_a_food_referral_and_an_appeal_with_its_letter_in_few_clicks() {
+    let env = common::smart::smart_env(
+        passerelle::auth::smart::ClientAuthMethod::None,
+        Duration::from_secs(3600),
+    )
+    .await;
+    let browser = Browser::start().await;
+    let c = &browser.client;
+    // James Wilson: food insecurity positive, a CPAP device denied by Medicare.
+    open_chart(c, &env, "pas-p08").await;
+
+    // Refer the positive food domain to a pantry.
+    let mut referral_clicks = 0;
+    click(
+        c,
+        Locator::Id("refer-food-insecurity"),
+        &mut referral_clicks,
+    )
+    .await;
+    click(
+        c,
+        Locator::XPath(
+            "//li[contains(@class,'service')][.//h2[contains(., 'Pantry')]]//button[@value='refer']",
+        ),
+        &mut referral_clicks,
+    )
+    .await;
+    let flash = text_of(c, Locator::Id("flash")).await;
+    assert!(
+        flash.starts_with("Referral to ") && flash.contains("Pantry") && flash.ends_with("sent."),
+        "{flash}"
+    );
+    let referrals = text_of(c, Locator::Css("ul.referrals")).await;
+    assert!(referrals.contains("Pantry"), "{referrals}");
+
+    // Appeal the denial, then draft and store the appeal letter.
+    let mut appeal_clicks = 0;
+    click(c, Locator::Id("appeal-pas-cr-08"), &mut appeal_clicks).await;
+    let kind = text_of(c, Locator::Css("select[name=kind] option:checked")).await;
+    assert_eq!(kind, "Internal appeal");
+    click(c, Locator::Id("start-appeal"), &mut appeal_clicks).await;
+    let flash = text_of(c, Locator::Id("flash")).await;
+    assert!(
+        flash.starts_with("Internal appeal started; file by "),
+        "{flash}"
+    );
+    let mut letter_clicks = 0;
+    click(c, Locator::Css("ul.appeals a"), &mut letter_clicks).await;
+    click(c, Locator::Id("draft-appeal-letter"), &mut letter_clicks).await;
+    let draft = c
+        .wait()
+        .for_element(Locator::Id("letter-text"))
+        .await
+        .unwrap()
+        .prop("value")
+        .await
+        .unwrap()
+        .unwrap_or_default();
+    assert!(draft.contains("G47.33"), "{draft}");
+    assert!(draft.contains("face-to-face evaluation"), "{draft}");
+    click(c, Locator::Id("store-letter"), &mut letter_clicks).await;
+    let letters = text_of(c, Locator::Css("ul.letters")).await;
+    assert!(letters.contains("Appeal"), "{letters}");
+
+    println!(
+        "CLICKS referral={referral_clicks} appeal={appeal_clicks} letter={letter_clicks} keystroke_groups=0 (from the visit page, patient pas-p08)"
+    );
+    assert!(
+        referral_clicks <= 8,
+        "the referral target is 8 clicks at most"
+    );
+    browser.close().await;
+}

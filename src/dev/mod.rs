@@ -102,6 +102,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         screening_interval_days: 365,
         screening_instruments: vec![],
         directory: std::sync::Arc::new(crate::domain::directory::Directory::shipped()),
+        letters: std::sync::Arc::new(crate::domain::letter::LetterTemplates::shipped()),
     };
     println!(
         "Passerelle demo is ready: open {} (the development EHR: pick a patient and Passerelle opens in its frame)",

@@ -222,7 +222,10 @@ pub struct HandDenialFields<'a> {
 pub const SERVICE_CODE_SYSTEMS: [(&str, &str); 3] = [
     ("rxnorm", "http://www.nlm.nih.gov/research/umls/rxnorm"),
     ("cpt", "http://www.ama-assn.org/go/cpt"),
-    ("hcpcs", "urn:oid:2.16.840.1.113883.6.285"),
+    (
+        "hcpcs",
+        "https://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets",
+    ),
 ];
 
 impl HandDenial {

@@ -30,6 +30,53 @@ pub const JUDGED_FACTS: [&str; 5] = [
     "age-60-plus",
 ];
 
+/// The eligibility facts the chart shows (see [`JUDGED_FACTS`]): payer
+/// types of the coverages active on `today` (PHDSC: 1 Medicare, 2 Medicaid,
+/// 5 and 6 private and employer plans), no active coverage at all, and age.
+pub fn chart_facts(
+    coverages: &[crate::domain::coverage::CoverageFacts],
+    payer_type_system: &str,
+    age: Option<i32>,
+    today: time::Date,
+) -> BTreeSet<String> {
+    let mut facts = BTreeSet::new();
+    let active: Vec<_> = coverages.iter().filter(|c| c.is_active_on(today)).collect();
+    if active.is_empty() {
+        facts.insert("uninsured".to_string());
+    }
+    for c in active {
+        for t in c
+            .types
+            .iter()
+            .filter(|t| t.system.as_deref() == Some(payer_type_system))
+        {
+            match t.code.chars().next() {
+                Some('1') => facts.insert("medicare".to_string()),
+                Some('2') => facts.insert("medicaid".to_string()),
+                Some('5' | '6') => facts.insert("commercial-insurance".to_string()),
+                _ => false,
+            };
+        }
+    }
+    if age.is_some_and(|a| a >= 60) {
+        facts.insert("age-60-plus".to_string());
+    }
+    facts
+}
+
+/// The directory's medication term for a prescribed drug: its first word,
+/// lower-case ("apixaban 5 MG Oral Tablet" → "apixaban"), matched against
+/// the services' `passerelle-medication` terms by prefix.
+pub fn medication_term(drug: &str) -> Option<String> {
+    drug.split_whitespace()
+        .next()
+        .map(|w| {
+            w.trim_matches(|c: char| !c.is_alphanumeric())
+                .to_lowercase()
+        })
+        .filter(|w| w.len() >= 3)
+}
+
 #[derive(Deserialize)]
 struct RawFile {
     services: Vec<RawService>,
@@ -386,6 +433,56 @@ mod tests {
             d.services
                 .iter()
                 .any(|s| s.name.starts_with("Eastside Community Food Pantry"))
+        );
+    }
+
+    #[test]
+    fn chart_facts_come_from_active_coverage_and_age() {
+        use crate::domain::coverage::{Code, CoverageFacts, CoverageStatus};
+        use time::macros::date;
+        let sys = "urn:oid:2.16.840.1.113883.3.221.5";
+        let cov = |code: &str, end| CoverageFacts {
+            id: "c".into(),
+            status: CoverageStatus::Active,
+            payer: "p".into(),
+            plan: None,
+            group: None,
+            member_id: None,
+            types: vec![Code {
+                system: Some(sys.into()),
+                code: code.into(),
+                display: None,
+            }],
+            type_label: None,
+            start: None,
+            end,
+            costs: vec![],
+        };
+        let today = date!(2026 - 11 - 22);
+        let f = chart_facts(
+            &[cov("121", None), cov("211", Some(date!(2026 - 01 - 01)))],
+            sys,
+            Some(67),
+            today,
+        );
+        assert_eq!(f, ["age-60-plus", "medicare"].map(String::from).into());
+        assert_eq!(
+            chart_facts(&[], sys, Some(30), today),
+            ["uninsured".to_string()].into()
+        );
+        assert_eq!(
+            medication_term("apixaban 5 MG Oral Tablet").as_deref(),
+            Some("apixaban")
+        );
+        let d = dir();
+        let hits = d.search(&Query {
+            domain: Some(Domain::MedicalCostBurden),
+            medication: medication_term("insulin glargine 100 UNT/ML Pen Injector").as_deref(),
+            ..Default::default()
+        });
+        assert!(
+            hits.iter()
+                .any(|h| h.service.name.starts_with("Insulin Patient Assistance"))
         );
     }
 

@@ -48,6 +48,8 @@ pub struct PatientSummary {
     pub identifiers: Vec<Identifier>,
     pub language: Option<Language>,
     pub interpreter_needed: Option<bool>,
+    /// The first address's postal code: services are searched near it.
+    pub postal_code: Option<String>,
 }
 
 impl PatientSummary {
@@ -327,6 +329,7 @@ mod tests {
             identifiers: vec![],
             language: None,
             interpreter_needed: None,
+            postal_code: None,
         };
         assert_eq!(p.age_on(date!(2026 - 11 - 22)), Some(65));
         assert_eq!(p.age_on(date!(2026 - 11 - 23)), Some(66));

@@ -17,6 +17,7 @@ pub mod client;
 pub mod context;
 pub mod decode;
 pub mod error;
+pub mod letter;
 pub mod questionnaire;
 pub mod referral;
 pub mod schema;

@@ -24,6 +24,45 @@ pub const REFERRAL_ID_SYSTEM: &str = "http://passerelle.example.org/fhir/sid/ref
 /// Identifier system of HSDS services (a logical reference to the directory).
 pub const HSDS_SERVICE_SYSTEM: &str = "http://passerelle.example.org/fhir/sid/hsds-service";
 
+#[derive(serde::Deserialize)]
+struct CodeTable {
+    system: String,
+    domains: std::collections::HashMap<String, DomainCodes>,
+}
+
+#[derive(serde::Deserialize)]
+struct DomainCodes {
+    codes: Vec<CodeEntry>,
+}
+
+#[derive(serde::Deserialize)]
+struct CodeEntry {
+    code: String,
+    display: String,
+}
+
+fn code_table() -> &'static CodeTable {
+    static TABLE: std::sync::OnceLock<CodeTable> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        serde_json::from_str(include_str!("../../profiles/referral-codes.json"))
+            .expect("profiles/referral-codes.json is valid (tested)")
+    })
+}
+
+/// The default `ServiceRequest.code` of a domain's referrals: the first
+/// code `profiles/referral-codes.json` lists from the domain's SDOHCC
+/// ServiceRequests value set (system, code, display). `None` for the domains
+/// whose codes could not be verified: the request then carries text only.
+pub fn default_code(domain: Domain) -> Option<(&'static str, &'static str, &'static str)> {
+    let t = code_table();
+    let first = t.domains.get(domain.code())?.codes.first()?;
+    Some((
+        t.system.as_str(),
+        first.code.as_str(),
+        first.display.as_str(),
+    ))
+}
+
 /// Must referrals avoid contacting the patient? Yes when the latest
 /// intimate-partner-violence screen is positive, or an IPV concern is not
 /// refuted.
@@ -388,6 +427,16 @@ mod tests {
         };
         assert!(no_contact_required(&[], &[concern("unconfirmed")]));
         assert!(!no_contact_required(&[], &[concern("refuted")]));
+    }
+
+    #[test]
+    fn the_code_table_gives_verified_codes_or_none() {
+        assert_eq!(
+            default_code(Domain::FoodInsecurity).map(|c| c.1),
+            Some("467771000124109")
+        );
+        assert!(default_code(Domain::TransportationInsecurity).is_some());
+        assert_eq!(default_code(Domain::SocialConnection), None);
     }
 
     #[test]

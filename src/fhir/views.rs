@@ -159,6 +159,11 @@ pub fn patient(p: &Patient) -> PatientSummary {
         identifiers,
         language,
         interpreter_needed,
+        postal_code: p
+            .address
+            .iter()
+            .flatten()
+            .find_map(|a| a.postal_code.clone()),
     }
 }
 

@@ -223,6 +223,8 @@ struct LaunchPatients {
 #[derive(Deserialize)]
 struct VisitQuery {
     name: Option<String>,
+    /// The id of a write just made (referral, appeal…): its fate is shown.
+    done: Option<String>,
 }
 
 async fn visit(
@@ -305,6 +307,25 @@ async fn visit(
             .collect(),
     });
     page.show_banner = launch.context.need_patient_banner;
+    if let Some(done) = q.done.as_deref().filter(|d| !d.is_empty()) {
+        page.flash = state
+            .sessions()?
+            .store()
+            .outbox(done)
+            .await
+            .map_err(|e| AppError::Internal(e.to_string()))?
+            .filter(|i| i.launch == launch.id)
+            .map(|i| {
+                let summary: serde_json::Value =
+                    serde_json::from_str(&i.summary).unwrap_or_default();
+                let what = summary["what"].as_str().unwrap_or("Saved").to_string();
+                let words = match i.status.as_str() {
+                    "sent" => what,
+                    _ => format!("{what} ({})", i.last_error.unwrap_or_default()),
+                };
+                (i.status, words)
+            });
+    }
     render(page)
 }
 

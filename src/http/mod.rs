@@ -4,8 +4,10 @@
 //! start the real server in-process; `passerelle serve` binds the configured
 //! address and calls the same function.
 
+mod act;
 mod error;
 mod launch;
+mod letter;
 mod screen;
 mod visit;
 
@@ -28,6 +30,7 @@ use crate::auth::smart::{EhrConfig, SmartClient};
 use crate::config::{ServeArgs, SmartArgs};
 use crate::domain::coverage::RegimeTable;
 use crate::domain::directory::Directory;
+use crate::domain::letter::LetterTemplates;
 use crate::fhir::{FhirClient, Limits, SchemaValidator};
 use crate::store::Store;
 
@@ -47,6 +50,7 @@ struct Inner {
     screening_interval_days: i64,
     screening_instruments: Vec<String>,
     directory: Arc<Directory>,
+    letters: Arc<LetterTemplates>,
 }
 
 /// Everything the app needs to start, already checked.
@@ -68,6 +72,8 @@ pub struct Settings {
     pub screening_instruments: Vec<String>,
     /// The community resource directory referrals are made to.
     pub directory: Arc<Directory>,
+    /// The letter templates (the shipped ones, or the practice's edited copies).
+    pub letters: Arc<LetterTemplates>,
 }
 
 /// SMART settings, checked.
@@ -215,6 +221,11 @@ impl Settings {
                 args.screening_instruments.clone()
             },
             directory: Arc::new(Directory::shipped()),
+            letters: Arc::new(match &args.letter_templates {
+                Some(dir) => LetterTemplates::load(dir)
+                    .map_err(|e| anyhow::anyhow!("the letter templates: {e}"))?,
+                None => LetterTemplates::shipped(),
+            }),
             schema: match SchemaValidator::load(&args.fhir.definitions_dir()) {
                 Ok(s) => Some(s),
                 Err(e) => {
@@ -259,6 +270,7 @@ impl AppState {
                 screening_interval_days: settings.screening_interval_days,
                 screening_instruments: settings.screening_instruments.clone(),
                 directory: settings.directory.clone(),
+                letters: settings.letters.clone(),
             }),
         })
     }
@@ -322,6 +334,10 @@ impl AppState {
     pub fn directory(&self) -> &Directory {
         &self.inner.directory
     }
+
+    pub fn letters(&self) -> &LetterTemplates {
+        &self.inner.letters
+    }
 }
 
 /// The router with its security headers.
@@ -350,6 +366,8 @@ pub fn router(state: AppState, settings: &Settings) -> Router {
         .merge(visit::router())
         .merge(launch::router())
         .merge(screen::router())
+        .merge(act::router())
+        .merge(letter::router())
         .with_state(state)
         // A page may set its own policy (the authorize-POST page allows its form's target).
         .layer(SetResponseHeaderLayer::if_not_present(
@@ -424,7 +442,12 @@ pub async fn run(
 
 /// `passerelle serve`.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let settings = Settings::from_args(&args)?;
+    let mut settings = Settings::from_args(&args)?;
+    // The directory is read once, here: from an HSDS API (cached), a file, or the shipped one.
+    let source = crate::directory::DirectorySource::from_args(&args.directory)?;
+    let loaded = crate::directory::load(&FhirClient::http_client(), &source).await?;
+    tracing::info!(services = loaded.services, source = %loaded.origin, "resource directory loaded");
+    settings.directory = Arc::new(loaded.directory);
     let listener = TcpListener::bind(args.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;

@@ -390,34 +390,46 @@ async fn record(
     );
     state.schema()?.validate_bundle(&bundle)?;
     launch.check_write(&bundle)?;
-    // Kept in Passerelle's store before it is sent: nothing is lost if the
-    // FHIR server fails; the outbox sends it again.
     let summary = serde_json::json!({
         "positive": scored.positive.iter().map(|d| d.label()).collect::<Vec<_>>(),
         "screened": scored.screened.len(),
         "resources": bundle["entry"].as_array().map_or(0, Vec::len),
     });
+    write_through_outbox(&state, &launch.id, &screening_id, &bundle, &summary).await?;
+    // Post/redirect/get: reloading the result never posts again.
+    Ok(
+        axum::response::Redirect::to(&format!("/l/{}/screen/{}", launch.id, screening_id))
+            .into_response(),
+    )
+}
+
+/// Keep a write in Passerelle's store, then send it once now: nothing is
+/// lost if the FHIR server fails, the outbox sends it again. `id` is the
+/// write's idempotency key; a second POST with the same id sends nothing new.
+pub(super) async fn write_through_outbox(
+    state: &AppState,
+    launch_id: &str,
+    id: &str,
+    bundle: &serde_json::Value,
+    summary: &serde_json::Value,
+) -> Result<(), AppError> {
     let sessions = state.sessions()?;
-    let payload = serde_json::to_vec(&bundle).map_err(|e| AppError::Internal(e.to_string()))?;
+    let payload = serde_json::to_vec(bundle).map_err(|e| AppError::Internal(e.to_string()))?;
     sessions
         .store()
-        .put_outbox(&screening_id, &launch.id, &payload, &summary.to_string())
+        .put_outbox(id, launch_id, &payload, &summary.to_string())
         .await
         .map_err(|e| AppError::Internal(e.to_string()))?;
     if let Some(item) = sessions
         .store()
-        .outbox(&screening_id)
+        .outbox(id)
         .await
         .map_err(|e| AppError::Internal(e.to_string()))?
         && item.status == "pending"
     {
         crate::outbox::send(sessions, &item, state.http().clone(), state.limits()).await;
     }
-    // Post/redirect/get: reloading the result never posts again.
-    Ok(
-        axum::response::Redirect::to(&format!("/l/{}/screen/{}", launch.id, screening_id))
-            .into_response(),
-    )
+    Ok(())
 }
 
 /// The screening's state: recorded, saved here and sending, or refused.
@@ -507,7 +519,7 @@ async fn decide_concern(
 }
 
 /// `http://ehr/fhir/Practitioner/7` → `Practitioner/7`.
-fn relative_reference(url: &str) -> Option<String> {
+pub(super) fn relative_reference(url: &str) -> Option<String> {
     let mut parts = url.trim_end_matches('/').rsplit('/');
     let id = parts.next()?;
     let kind = parts.next()?;

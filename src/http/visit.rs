@@ -149,6 +149,8 @@ pub(super) struct SessionView {
 #[template(path = "visit.html")]
 pub(super) struct VisitPage {
     pub session: Option<SessionView>,
+    /// What became of the write the user just made: (sent|pending|failed, words).
+    pub flash: Option<(String, String)>,
     /// False when the EHR already shows its own banner (`need_patient_banner`).
     pub show_banner: bool,
     iss: String,
@@ -192,6 +194,7 @@ struct CoverageView {
 }
 
 struct ScreeningView {
+    code: String,
     domain: String,
     date: String,
     positive: bool,
@@ -207,14 +210,17 @@ struct ConcernRow {
     status: String,
 }
 
-/// A generic list row: a title, details, and a status.
+/// A generic list row: a title, details, and a status; `task` is the id of
+/// the Task behind it, if any (the row then links to it).
 struct Row {
+    task: String,
     title: String,
     detail: String,
     status: String,
 }
 
 struct DenialView {
+    id: String,
     date: String,
     payer: String,
     service: String,
@@ -269,6 +275,7 @@ impl VisitPage {
         };
         VisitPage {
             session: None,
+            flash: None,
             show_banner: true,
             iss: iss.to_string(),
             patient_id: p.id.clone(),
@@ -343,6 +350,7 @@ impl VisitPage {
             screenings: section(ctx.screenings, |list| {
                 list.into_iter()
                     .map(|s| ScreeningView {
+                        code: s.domain.code().into(),
                         domain: s.domain.label().into(),
                         date: s.date.to_string(),
                         positive: s.positive,
@@ -377,6 +385,7 @@ impl VisitPage {
             referrals: section(ctx.referrals, |list| {
                 list.into_iter()
                     .map(|r| Row {
+                        task: r.task.as_ref().map(|t| t.id.clone()).unwrap_or_default(),
                         title: r.text,
                         detail: [
                             r.performer.unwrap_or_default(),
@@ -419,6 +428,7 @@ impl VisitPage {
             denials: section(ctx.denials, |list| {
                 list.into_iter()
                     .map(|d| DenialView {
+                        id: d.id.clone(),
                         date: fmt_date(d.created),
                         payer: d.payer,
                         service: d.service.unwrap_or_else(|| "service not named".into()),
@@ -456,6 +466,7 @@ fn plural(n: i64) -> &'static str {
 
 fn task_row(t: crate::domain::visit::TaskSummary) -> Row {
     Row {
+        task: t.id.clone(),
         title: t.description,
         detail: [
             t.due.map(|d| format!("due {d}")).unwrap_or_default(),

@@ -167,6 +167,7 @@ pub async fn smart_env_with(o: EnvOptions) -> SmartEnv {
         screening_interval_days: 365,
         screening_instruments: o.instruments.clone(),
         directory: std::sync::Arc::new(passerelle::domain::directory::Directory::shipped()),
+        letters: std::sync::Arc::new(passerelle::domain::letter::LetterTemplates::shipped()),
     };
     let (tx, rx) = oneshot::channel::<()>();
     tokio::spawn(passerelle::http::run(
@@ -261,6 +262,8 @@ pub struct Page {
     /// Every URL visited, redirects included.
     pub trail: Vec<Url>,
     pub headers: reqwest::header::HeaderMap,
+    /// The body as sent (a PDF, say).
+    pub bytes: Vec<u8>,
 }
 
 impl Default for Browser {
@@ -382,7 +385,8 @@ impl Browser {
             }
             let status = r.status().as_u16();
             let headers = r.headers().clone();
-            let text = super::unescape(&r.text().await.unwrap());
+            let bytes = r.bytes().await.unwrap().to_vec();
+            let text = super::unescape(&String::from_utf8_lossy(&bytes));
             // Passerelle's authorize-POST page submits itself with a script;
             // do what the browser's script does. The trail records the form
             // as a URL with its fields, so tests can read what was sent.
@@ -404,6 +408,7 @@ impl Browser {
                 status,
                 url,
                 body: text,
+                bytes,
                 trail,
                 headers,
             };

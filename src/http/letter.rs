@@ -1,0 +1,283 @@
+//! Letters: drafted from the chart, edited on the page, stored as a
+//! DocumentReference (PDF and text) linked to the appeal Task, printable.
+//!
+//! * `GET /l/{launch}/letter?kind=appeal|lmn[&task=…][&lang=en|fr]` drafts
+//!   the letter from the chart and the templates the practice edits, and
+//!   lists what the chart did not have;
+//! * `POST /l/{launch}/letter` stores the edited letter (refusing one that
+//!   still has a placeholder for a missing fact unless the clinician says
+//!   so) and returns to the Task;
+//! * `GET /l/{launch}/letter/{id}/pdf` serves the stored PDF to print.
+
+use askama::Template;
+use axum::Router;
+use axum::extract::{Form as AxumForm, Path, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use axum_extra::extract::CookieJar;
+use serde::Deserialize;
+
+use super::act::{check_write_id, now_fhir, patient_of, practitioner_of, read_task};
+use super::launch::{check_csrf, open_launch};
+use super::screen::write_through_outbox;
+use super::visit::{render, today};
+use super::{AppError, AppState};
+use crate::auth::keys::random_token;
+use crate::domain::letter::{LANGUAGES, LetterKind, placeholders_in};
+use crate::fhir::letter::{LetterRecord, facts, pdf_of, read_chart};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/l/{id}/letter", get(draft).post(store))
+        .route("/l/{id}/letter/{doc}/pdf", get(pdf))
+}
+
+#[derive(Deserialize, Default)]
+struct DraftQuery {
+    kind: Option<String>,
+    task: Option<String>,
+    lang: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "letter.html")]
+struct LetterPage {
+    launch_id: String,
+    csrf: String,
+    letter_id: String,
+    kind: String,
+    task: String,
+    lang: String,
+    title: String,
+    text: String,
+    missing: Vec<String>,
+    /// Characters the PDF's font cannot show (they print as `?`).
+    unencodable: String,
+    errors: Vec<String>,
+}
+
+/// The signed-in clinician's name, from `fhirUser`, for the signature.
+async fn clinician_name(
+    client: &crate::fhir::FhirClient,
+    practitioner: Option<&str>,
+) -> Option<String> {
+    let id = practitioner?.strip_prefix("Practitioner/")?;
+    let p = client.read_json("Practitioner", id).await.ok()?.resource;
+    let n = &p["name"][0];
+    let parts: Vec<&str> = n["prefix"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .chain(n["given"].as_array().into_iter().flatten())
+        .filter_map(|v| v.as_str())
+        .chain(n["family"].as_str())
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(" "))
+}
+
+async fn draft(
+    State(state): State<AppState>,
+    jar: CookieJar,
+    Path(id): Path<String>,
+    Query(q): Query<DraftQuery>,
+) -> Result<Response, AppError> {
+    let launch = open_launch(&state, &jar, &id).await?;
+    let patient_id = patient_of(&launch)?;
+    let kind = LetterKind::parse(q.kind.as_deref().unwrap_or("appeal")).ok_or_else(|| {
+        AppError::BadRequest("Choose an appeal letter or a letter of medical necessity.".into())
+    })?;
+    let lang = q
+        .lang
+        .filter(|l| LANGUAGES.contains(&l.as_str()))
+        .unwrap_or_else(|| "en".into());
+    let client = launch.fhir_client(state.http().clone(), state.limits())?;
+    let task_id = q.task.filter(|t| !t.is_empty());
+    let task = match &task_id {
+        Some(t) => Some(read_task(&client, &launch, t).await?.0),
+        None => None,
+    };
+    let practitioner = practitioner_of(&launch);
+    let (chart, clinician) = tokio::join!(
+        read_chart(&client, &patient_id, task),
+        clinician_name(&client, practitioner.as_deref()),
+    );
+    let facts = facts(&chart?, &lang, today(), clinician, None);
+    let d = state
+        .letters()
+        .draft(kind, &facts)
+        .map_err(|e| AppError::Internal(e.to_string()))?;
+    render(LetterPage {
+        launch_id: launch.id.clone(),
+        csrf: launch.csrf.clone(),
+        letter_id: random_token(16),
+        kind: kind.code().to_string(),
+        task: task_id.unwrap_or_default(),
+        lang,
+        unencodable: unencodable(&d.text),
+        title: d.title,
+        text: d.text,
+        missing: d.missing,
+        errors: vec![],
+    })
+}
+
+fn unencodable(text: &str) -> String {
+    let mut chars = crate::pdf::unencodable(text);
+    chars.dedup();
+    chars
+        .iter()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[derive(Deserialize)]
+struct StoreForm {
+    csrf: String,
+    letter_id: String,
+    kind: String,
+    #[serde(default)]
+    task: String,
+    lang: String,
+    title: String,
+    text: String,
+    /// The clinician saw the placeholders and stores the letter anyway.
+    #[serde(default)]
+    with_gaps: String,
+}
+
+/// Longest letter accepted: far more than any letter, far less than harm.
+const MAX_LETTER_CHARS: usize = 60_000;
+
+async fn store(
+    State(state): State<AppState>,
+    jar: CookieJar,
+    Path(id): Path<String>,
+    AxumForm(form): AxumForm<StoreForm>,
+) -> Result<Response, AppError> {
+    let launch = open_launch(&state, &jar, &id).await?;
+    check_csrf(&launch, &form.csrf)?;
+    check_write_id(&form.letter_id)?;
+    let patient_id = patient_of(&launch)?;
+    let kind = LetterKind::parse(&form.kind)
+        .ok_or_else(|| AppError::BadRequest("Unknown kind of letter.".into()))?;
+    let lang = if LANGUAGES.contains(&form.lang.as_str()) {
+        form.lang.clone()
+    } else {
+        "en".to_string()
+    };
+    let text = form.text.replace("\r\n", "\n");
+    let title = form.title.trim().to_string();
+    let mut errors = Vec::new();
+    if text.trim().is_empty() {
+        errors.push("The letter is empty.".to_string());
+    }
+    if text.chars().count() > MAX_LETTER_CHARS {
+        errors.push(format!(
+            "The letter is longer than {MAX_LETTER_CHARS} characters."
+        ));
+    }
+    if title.is_empty() || title.chars().count() > 200 {
+        errors.push("Give the letter a title (at most 200 characters).".to_string());
+    }
+    let gaps = placeholders_in(&text);
+    if !gaps.is_empty() && form.with_gaps.is_empty() {
+        errors.push(format!(
+            "The letter still has {} placeholder(s) for facts the chart did not have: {}. Fill them in or remove them, or tick \"store it as it is\".",
+            gaps.len(),
+            gaps.iter().map(|g| g.message()).collect::<Vec<_>>().join("; ")
+        ));
+    }
+    let task = Some(form.task.as_str()).filter(|t| !t.is_empty());
+    if task.is_some_and(|t| !crate::fhir::client::is_valid_id(t)) {
+        errors.push("The task id is not valid; reload the page.".to_string());
+    }
+    if !errors.is_empty() {
+        let page = render(LetterPage {
+            launch_id: launch.id.clone(),
+            csrf: launch.csrf.clone(),
+            letter_id: form.letter_id.clone(),
+            kind: kind.code().to_string(),
+            task: form.task.clone(),
+            lang,
+            unencodable: unencodable(&text),
+            title,
+            text,
+            missing: gaps.iter().map(|g| g.message().to_string()).collect(),
+            errors,
+        })?;
+        return Ok((axum::http::StatusCode::UNPROCESSABLE_ENTITY, page).into_response());
+    }
+    let pdf = crate::pdf::render(&title, &text);
+    let patient = format!("Patient/{patient_id}");
+    let author = practitioner_of(&launch);
+    let encounter = launch
+        .context
+        .encounter
+        .as_ref()
+        .map(|e| format!("Encounter/{e}"));
+    let task_ref = task.map(|t| format!("Task/{t}"));
+    let date = now_fhir()?;
+    let bundle = crate::fhir::letter::transaction(&LetterRecord {
+        id: &form.letter_id,
+        patient: &patient,
+        encounter: encounter.as_deref(),
+        author: author.as_deref(),
+        task: task_ref.as_deref(),
+        kind,
+        lang: &lang,
+        title: &title,
+        text: &text,
+        pdf: &pdf,
+        date: &date,
+    });
+    state.schema()?.validate_bundle(&bundle)?;
+    launch.check_write(&bundle)?;
+    write_through_outbox(
+        &state,
+        &launch.id,
+        &form.letter_id,
+        &bundle,
+        &serde_json::json!({ "what": format!("{title} stored") }),
+    )
+    .await?;
+    let to = match task {
+        Some(t) => format!("/l/{}/task/{t}", launch.id),
+        None => format!("/l/{}/visit?done={}", launch.id, form.letter_id),
+    };
+    Ok(Redirect::to(&to).into_response())
+}
+
+async fn pdf(
+    State(state): State<AppState>,
+    jar: CookieJar,
+    Path((id, doc)): Path<(String, String)>,
+) -> Result<Response, AppError> {
+    let launch = open_launch(&state, &jar, &id).await?;
+    if !crate::fhir::client::is_valid_id(&doc) {
+        return Err(AppError::BadRequest("The letter id is not valid.".into()));
+    }
+    let client = launch.fhir_client(state.http().clone(), state.limits())?;
+    let read = client.read_json("DocumentReference", &doc).await?;
+    if launch.patient_ref().as_deref() != read.resource["subject"]["reference"].as_str() {
+        return Err(AppError::BadRequest(
+            "This letter is not about this launch's patient.".into(),
+        ));
+    }
+    let bytes = pdf_of(&read.resource)
+        .filter(|b| b.starts_with(b"%PDF-"))
+        .ok_or_else(|| AppError::BadRequest("This document has no PDF.".into()))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/pdf"),
+            (
+                header::CONTENT_DISPOSITION,
+                "inline; filename=\"letter.pdf\"",
+            ),
+            (header::CACHE_CONTROL, "private, no-store"),
+        ],
+        bytes,
+    )
+        .into_response())
+}
