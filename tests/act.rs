@@ -637,3 +637,96 @@ fn pdftotext(pdf: &[u8]) -> String {
     assert!(out.status.success(), "pdftotext could not read the PDF");
     String::from_utf8(out.stdout).unwrap()
 }
+
+#[tokio::test]
+async fn a_medicine_cost_barrier_finds_the_programs_for_the_drug_and_a_patient_task_in_french() {
+    let env = smart_env(ClientAuthMethod::None, HOUR).await;
+    let browser = Browser::default();
+    // Jean Dupont: medical-cost burden, on apixaban, French-speaking.
+    let visit = ehr_launch(&env, &browser, "pas-p02").await;
+    let help = browser
+        .get(&format!(
+            "{}{}",
+            env.app,
+            link(&visit.body, "refer-medical-cost-burden")
+        ))
+        .await;
+    assert_eq!(help.status, 200, "{}", help.body);
+    let html = common::unescape(&help.body);
+    assert!(
+        html.contains("Help paying for apixaban 5 MG Oral Tablet"),
+        "{html}"
+    );
+    assert!(html.contains("Anticoagulant Patient Assistance"), "{html}");
+    assert!(
+        !html.contains("Insulin Patient Assistance"),
+        "programs for other drugs are left out"
+    );
+    assert!(
+        html.contains("id=\"formulary-exception\""),
+        "a formulary exception is suggested"
+    );
+
+    // The patient prefers to call: a Task for the patient, in French.
+    let id = hidden_field(&html, "referral_id");
+    let done = browser
+        .post_form(
+            &at(&visit, "/refer"),
+            &[
+                ("csrf", &hidden_field(&html, "csrf")),
+                ("referral_id", &id),
+                ("domain", "medical-cost-burden"),
+                ("service", &hidden_field(&html, "service")),
+                ("action", "patient-task"),
+            ],
+        )
+        .await;
+    assert_eq!(done.status, 200, "{}", done.body);
+    let tasks = entries(
+        &env.fhir_json(&format!(
+            "Task?identifier={REFERRAL_ID_SYSTEM}|{id}/patient-task"
+        ))
+        .await,
+    );
+    assert_eq!(tasks.len(), 1);
+    let t = &tasks[0];
+    assert_eq!(t["code"]["coding"][0]["code"], "make-contact");
+    assert_eq!(t["owner"]["reference"], "Patient/pas-p02");
+    assert_eq!(t["language"], "fr");
+    let description = t["description"].as_str().unwrap();
+    assert!(description.starts_with("Contactez "), "{description}");
+    let page = common::unescape(&done.body);
+    let section = page.split("id=\"h-ptasks\"").nth(1).unwrap();
+    assert!(
+        section.contains(description),
+        "the visit page lists it under Patient tasks"
+    );
+
+    // Material to read: a review-material Task focused on the service's information.
+    let second = hidden_field(&html.split("id=\"service-").nth(2).unwrap(), "referral_id");
+    let done = browser
+        .post_form(
+            &at(&visit, "/refer"),
+            &[
+                ("csrf", &hidden_field(&html, "csrf")),
+                ("referral_id", &second),
+                ("domain", "medical-cost-burden"),
+                ("service", &hidden_field(&html, "service")),
+                ("action", "patient-material"),
+            ],
+        )
+        .await;
+    assert_eq!(done.status, 200, "{}", done.body);
+    let t = &entries(
+        &env.fhir_json(&format!(
+            "Task?identifier={REFERRAL_ID_SYSTEM}|{second}/patient-task"
+        ))
+        .await,
+    )[0];
+    assert_eq!(t["code"]["coding"][0]["code"], "review-material");
+    let material = env
+        .fhir_json(t["focus"]["reference"].as_str().unwrap())
+        .await;
+    assert_eq!(material["resourceType"], "DocumentReference");
+    assert_eq!(material["content"][0]["attachment"]["language"], "fr");
+}

@@ -298,7 +298,47 @@ pub fn patient_task(r: &PatientTaskRecord) -> Value {
     if let Some(q) = r.requester {
         task["requester"] = json!({ "reference": q });
     }
-    json!({ "resourceType": "Bundle", "type": "transaction", "entry": [entry(&task_id, task)] })
+    let mut entries = vec![];
+    if r.kind == PatientTaskKind::ReviewMaterial {
+        // The material to read: the service's own words from the directory,
+        // as a DocumentReference the Task focuses on (as in the SDOHCC
+        // review-material example).
+        let doc_id = format!("{}/material", r.id);
+        let s = r.service;
+        let text = [
+            Some(r.description.to_string()),
+            Some(String::new()),
+            Some(s.name.clone()),
+            Some(s.organization.clone()).filter(|o| !o.is_empty()),
+            Some(s.description.clone()).filter(|d| !d.is_empty()),
+            s.phone.clone(),
+            Some(s.eligibility.clone()).filter(|e| !e.is_empty()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join("\n");
+        use base64::Engine;
+        let doc = json!({
+            "resourceType": "DocumentReference",
+            "identifier": [{ "system": REFERRAL_ID_SYSTEM, "value": doc_id }],
+            "status": "current",
+            "type": { "text": "Information about a community service" },
+            "subject": { "reference": r.patient },
+            "date": r.authored,
+            "description": s.name,
+            "content": [{ "attachment": {
+                "contentType": "text/plain; charset=utf-8",
+                "language": r.language,
+                "title": s.name,
+                "data": base64::engine::general_purpose::STANDARD.encode(text.as_bytes()),
+            } }],
+        });
+        task["focus"] = json!({ "reference": urn(&doc_id) });
+        entries.push(entry(&doc_id, doc));
+    }
+    entries.insert(0, entry(&task_id, task));
+    json!({ "resourceType": "Bundle", "type": "transaction", "entry": entries })
 }
 
 #[cfg(test)]
@@ -460,6 +500,24 @@ mod tests {
         assert_eq!(t["input"][0]["type"]["coding"][0]["code"], "contact-entity");
         let v = crate::fhir::SchemaValidator::load(&crate::config::cache_dir().join("definitions"))
             .expect("the FHIR schema is installed by ./scripts/test");
+        v.validate_bundle(&b).unwrap();
+        let b = patient_task(&PatientTaskRecord {
+            id: "ref-3",
+            patient: "Patient/pas-p06",
+            requester: None,
+            kind: PatientTaskKind::ReviewMaterial,
+            service: &service,
+            description: "Lisez les informations sur ce service",
+            language: "fr",
+            authored: "2026-11-22T10:00:00Z",
+        });
+        let t = &b["entry"][0]["resource"];
+        assert_eq!(t["code"]["coding"][0]["code"], "review-material");
+        assert_eq!(t["focus"]["reference"], b["entry"][1]["fullUrl"]);
+        assert_eq!(
+            b["entry"][1]["resource"]["resourceType"],
+            "DocumentReference"
+        );
         v.validate_bundle(&b).unwrap();
     }
 

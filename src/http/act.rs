@@ -418,6 +418,16 @@ fn patient_instruction(lang: &str, service: &str, phone: Option<&str>) -> String
     }
 }
 
+/// A review-material Task's description in the patient's language.
+fn reading_instruction(lang: &str, service: &str) -> String {
+    match lang {
+        "fr" => format!("Lisez les informations sur {service}."),
+        "es" => format!("Lea la información sobre {service}."),
+        "pt" => format!("Leia as informações sobre {service}."),
+        _ => format!("Read the information about {service}."),
+    }
+}
+
 async fn refer(
     State(state): State<AppState>,
     jar: CookieJar,
@@ -484,7 +494,7 @@ async fn refer(
                 format!("Referral to {} sent", service.name),
             )
         }
-        "patient-task" => {
+        "patient-task" | "patient-material" => {
             let lang = ctx
                 .patient
                 .language
@@ -492,12 +502,22 @@ async fn refer(
                 .map(|l| l.code.split('-').next().unwrap_or("en").to_lowercase())
                 .filter(|l| ["en", "fr", "es", "pt"].contains(&l.as_str()))
                 .unwrap_or_else(|| "en".into());
-            let description = patient_instruction(&lang, &service.name, service.phone.as_deref());
+            let kind = if form.action == "patient-material" {
+                PatientTaskKind::ReviewMaterial
+            } else {
+                PatientTaskKind::MakeContact
+            };
+            let description = match kind {
+                PatientTaskKind::MakeContact => {
+                    patient_instruction(&lang, &service.name, service.phone.as_deref())
+                }
+                PatientTaskKind::ReviewMaterial => reading_instruction(&lang, &service.name),
+            };
             let record = PatientTaskRecord {
                 id: &form.referral_id,
                 patient: &patient,
                 requester: requester.as_deref(),
-                kind: PatientTaskKind::MakeContact,
+                kind,
                 service,
                 description: &description,
                 language: &lang,
