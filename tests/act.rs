@@ -703,7 +703,7 @@ async fn a_medicine_cost_barrier_finds_the_programs_for_the_drug_and_a_patient_t
     );
 
     // Material to read: a review-material Task focused on the service's information.
-    let second = hidden_field(&html.split("id=\"service-").nth(2).unwrap(), "referral_id");
+    let second = hidden_field(html.split("id=\"service-").nth(2).unwrap(), "referral_id");
     let done = browser
         .post_form(
             &at(&visit, "/refer"),
