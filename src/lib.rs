@@ -28,6 +28,7 @@ pub mod fhir;
 pub mod http;
 pub mod outbox;
 pub mod pdf;
+pub mod queue;
 pub mod seed;
 pub mod store;
 pub mod telemetry;

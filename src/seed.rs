@@ -45,6 +45,8 @@ pub const SEEDED_TYPES: &[&str] = &[
     "Coverage",
     "Encounter",
     "Patient",
+    "PractitionerRole",
+    "Practitioner",
     "Organization",
 ];
 

@@ -483,3 +483,107 @@ async fn from_the_visit_page_a_food_referral_and_an_appeal_with_its_letter_in_fe
     );
     browser.close().await;
 }
+
+/// The text of what `css` selects now, read in one step in the page (the
+/// queue swaps its table in when it changes, so a found element can go).
+async fn text_now(c: &fantoccini::Client, css: &str) -> String {
+    c.execute(
+        "const e = document.querySelector(arguments[0]); return e ? e.textContent.trim() : '';",
+        vec![serde_json::json!(css)],
+    )
+    .await
+    .unwrap()
+    .as_str()
+    .unwrap_or_default()
+    .to_string()
+}
+
+/// A coordinator's standalone sign-in in Chromium: the EHR's picker, signed
+/// in as `practitioner` with no patient, then the queue.
+async fn sign_in_to_queue(
+    c: &fantoccini::Client,
+    env: &common::smart::SmartEnv,
+    practitioner: &str,
+) {
+    c.goto(&format!(
+        "{}/standalone/start?queue=1&iss={}",
+        env.app,
+        common::enc(env.launcher.fhir_base().as_str())
+    ))
+    .await
+    .unwrap();
+    c.wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css("select#practitioner"))
+        .await
+        .unwrap()
+        .select_by_value(practitioner)
+        .await
+        .unwrap();
+    c.find(Locator::Css("button[value=approve]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait()
+        .at_most(Duration::from_secs(60))
+        .for_element(Locator::Css("#queue-table tbody tr"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_coordinator_claims_and_starts_a_task_and_a_second_browser_sees_it_without_reloading() {
+    let env = common::smart::smart_env_with(common::smart::EnvOptions {
+        method: passerelle::auth::smart::ClientAuthMethod::PrivateKeyJwt,
+        queue_poll_seconds: Some(900),
+        ..Default::default()
+    })
+    .await;
+    let (first, second) = (Browser::start().await, Browser::start().await);
+    let (a, b) = (&first.client, &second.client);
+    sign_in_to_queue(a, &env, "pas-prac-lee").await;
+    sign_in_to_queue(b, &env, "pas-prac-ortiz").await;
+    // Aisha Thompson's utility referral, accepted by the service.
+    let row = "#task-pas-task-04";
+    let status_in = |c: &fantoccini::Client| {
+        let c = c.clone();
+        async move { text_now(&c, &format!("{row} td.status")).await }
+    };
+    assert_eq!(status_in(b).await, "accepted");
+    let mut clicks = 0;
+    click(a, Locator::Css(&format!("{row} button.claim")), &mut clicks).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while text_now(a, &format!("{row} td.owner")).await != "Jordan Lee" {
+        assert!(std::time::Instant::now() < deadline, "the claim shows");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    click(a, Locator::Css(&format!("{row} td a")), &mut clicks).await;
+    click(
+        a,
+        Locator::Css("button[value='performer:in-progress']"),
+        &mut clicks,
+    )
+    .await;
+    let clicked = std::time::Instant::now();
+    // The second coordinator's page changes by itself.
+    let seen = loop {
+        if status_in(b).await == "in-progress" {
+            break clicked.elapsed();
+        }
+        assert!(
+            clicked.elapsed() < Duration::from_secs(2),
+            "the second browser did not see the change within 2 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(text_now(b, &format!("{row} td.owner")).await, "Jordan Lee");
+    assert_eq!(text_now(a, "#task-status").await, "in-progress");
+    println!(
+        "QUEUE clicks={clicks} second_browser_saw_change_ms={}",
+        seen.as_millis()
+    );
+    first.close().await;
+    second.close().await;
+}

@@ -88,16 +88,24 @@ impl Sessions {
         &self.smart
     }
 
+    /// The SMART client, shared (for the queue's pollers).
+    pub fn smart_shared(&self) -> Arc<SmartClient> {
+        self.smart.clone()
+    }
+
     /// Start an authorization for `iss` (allow-listed, discovered) from `browser`.
     pub async fn begin(
         &self,
         iss: &str,
         launch: Option<&str>,
         browser: &str,
+        coordinator: bool,
     ) -> Result<AuthorizeRequest, AuthError> {
         let ehr = self.smart.ehr(iss)?.clone();
         let config = self.smart.discover(&ehr).await?;
-        let request = self.smart.authorize(&ehr, &config, launch)?;
+        let request = self
+            .smart
+            .authorize_for(&ehr, &config, launch, coordinator)?;
         let secret = serde_json::to_vec(&StateSecret {
             verifier: request.verifier.clone(),
             scope: request.scope.clone(),
@@ -389,7 +397,16 @@ impl Launch {
     /// Refuse a write about anyone but the launch's patient (SMART: the
     /// launch context binds what the app does). Checked before sending.
     pub fn check_write(&self, resource: &Value) -> Result<(), AuthError> {
-        let patient = self.patient_ref().ok_or(AuthError::WrongLaunch)?;
+        // A coordinator's launch (no patient: the queue across patients)
+        // may update existing Tasks, and nothing else.
+        let Some(patient) = self.patient_ref() else {
+            let updates_a_task = resource["resourceType"] == "Task" && resource["id"].is_string();
+            return if updates_a_task {
+                Ok(())
+            } else {
+                Err(AuthError::WrongLaunch)
+            };
+        };
         if write_is_about(resource, &patient) {
             Ok(())
         } else {

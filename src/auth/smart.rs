@@ -65,6 +65,36 @@ pub struct EhrConfig {
     /// Extra scopes, or a full replacement with `scopes_replace`.
     #[serde(default)]
     pub scopes: Option<String>,
+    /// Backend Services for the coordinators' queue: Passerelle reads the
+    /// practice's Tasks with its own `system/` token (`private_key_jwt`).
+    #[serde(default)]
+    pub backend: Option<BackendConfig>,
+}
+
+/// How the queue's poller reads an EHR (SMART Backend Services).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct BackendConfig {
+    /// The registered backend client; the launch client's id by default.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// The `system/` scopes asked for.
+    #[serde(default = "BackendConfig::default_scope")]
+    pub scope: String,
+    /// Seconds between syncs: 900 (15 minutes, the SDOHCC bound) by default.
+    #[serde(default = "BackendConfig::default_poll")]
+    pub poll_seconds: u64,
+}
+
+impl BackendConfig {
+    pub const DEFAULT_SCOPE: &'static str = "system/Task.rus system/Patient.rs system/ServiceRequest.rus system/ClaimResponse.rs system/Organization.rs system/Condition.rus system/PractitionerRole.rs system/Practitioner.rs";
+
+    fn default_scope() -> String {
+        Self::DEFAULT_SCOPE.to_string()
+    }
+
+    fn default_poll() -> u64 {
+        900
+    }
 }
 
 /// An allow-listed EHR, checked and ready.
@@ -434,11 +464,32 @@ impl SmartClient {
         config: &SmartConfiguration,
         launch: Option<&str>,
     ) -> Result<AuthorizeRequest, AuthError> {
+        self.authorize_for(ehr, config, launch, false)
+    }
+
+    /// [`Self::authorize`]; a `coordinator` (standalone, working the queue
+    /// across patients) asks for no patient in context (`launch/patient`).
+    pub fn authorize_for(
+        &self,
+        ehr: &Ehr,
+        config: &SmartConfiguration,
+        launch: Option<&str>,
+        coordinator: bool,
+    ) -> Result<AuthorizeRequest, AuthError> {
         let state = random_token(16); // 128 bits
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let scope = match &ehr.config.scopes {
             Some(s) => s.clone(),
             None => scopes::requested(config.syntax(), launch.is_some()),
+        };
+        let scope = if coordinator {
+            scope
+                .split_whitespace()
+                .filter(|s| *s != "launch/patient")
+                .collect::<Vec<_>>()
+                .join(" ")
+        } else {
+            scope
         };
         let auth_url = AuthUrl::new(config.authorization_endpoint.to_string())
             .map_err(|e| AuthError::Discovery(e.to_string()))?;

@@ -19,6 +19,7 @@ pub mod decode;
 pub mod error;
 pub mod letter;
 pub mod questionnaire;
+pub mod queue;
 pub mod referral;
 pub mod schema;
 pub mod screening;

@@ -1080,6 +1080,8 @@ struct TaskPage {
     /// A change that could not be saved, kept to apply again.
     conflict: Option<String>,
     kept: ChangeForm,
+    /// Opened from the queue (a launch without a patient).
+    from_queue: bool,
 }
 
 fn move_label(s: Status) -> &'static str {
@@ -1310,6 +1312,7 @@ async fn show_task(
             .unwrap_or_default(),
         conflict,
         kept,
+        from_queue: launch.context.patient.is_none(),
     })
 }
 
@@ -1393,7 +1396,17 @@ async fn change_task(
     state.schema()?.validate(&updated)?;
     launch.check_write(&updated)?;
     match client.update(&updated, Some(&form.version)).await {
-        Ok(_) => Ok(Redirect::to(&format!("/l/{}/task/{tid}", launch.id)).into_response()),
+        Ok(saved) => {
+            if let Some(queue) = state.queue(&launch.iss) {
+                queue.written(&saved.resource);
+                if to == Status::Completed
+                    && let Err(e) = queue.close_loop(&client, &tid).await
+                {
+                    tracing::warn!(error = %e, "a referral's loop could not be closed");
+                }
+            }
+            Ok(Redirect::to(&format!("/l/{}/task/{tid}", launch.id)).into_response())
+        }
         Err(crate::fhir::FhirError::Conflict { .. }) => {
             conflict_page(
                 &state,

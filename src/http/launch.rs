@@ -73,6 +73,8 @@ fn existing_browser(jar: &CookieJar) -> Result<String, AppError> {
 struct LaunchQuery {
     iss: Option<String>,
     launch: Option<String>,
+    /// A coordinator's sign-in: the queue, no patient in context.
+    queue: Option<String>,
 }
 
 #[derive(Template)]
@@ -87,12 +89,13 @@ async fn start(
     jar: CookieJar,
     iss: &str,
     launch: Option<&str>,
+    coordinator: bool,
 ) -> Result<Response, AppError> {
     let sessions = state.sessions()?;
     // The allow-list is checked before anything is sent to `iss`.
     sessions.smart().ehr(iss)?;
     let (jar, browser) = browser(jar);
-    let request = sessions.begin(iss, launch, &browser).await?;
+    let request = sessions.begin(iss, launch, &browser, coordinator).await?;
     match request.post {
         None => Ok((jar, Redirect::to(request.url.as_str())).into_response()),
         Some((action, fields)) => {
@@ -133,7 +136,7 @@ async fn ehr_launch(
         .ok_or_else(|| {
             AppError::BadRequest("The EHR launch carries no launch parameter.".into())
         })?;
-    start(&state, jar, iss, Some(launch)).await
+    start(&state, jar, iss, Some(launch), false).await
 }
 
 #[derive(Template)]
@@ -163,7 +166,7 @@ async fn standalone_start(
         .as_deref()
         .filter(|s| !s.is_empty())
         .ok_or_else(|| AppError::BadRequest("Choose an EHR to sign in to.".into()))?;
-    start(&state, jar, iss, None).await
+    start(&state, jar, iss, None, q.queue.is_some()).await
 }
 
 #[derive(Deserialize)]
@@ -225,6 +228,8 @@ struct VisitQuery {
     name: Option<String>,
     /// The id of a write just made (referral, appeal…): its fate is shown.
     done: Option<String>,
+    /// Open the patient search even when a queue is available.
+    pick: Option<String>,
 }
 
 async fn visit(
@@ -236,6 +241,10 @@ async fn visit(
     let launch = open_launch(&state, &jar, &id).await?;
     let client = launch.fhir_client(state.http().clone(), state.limits())?;
     let Some(patient) = launch.context.patient.clone() else {
+        // A coordinator's launch (no patient): the queue, when there is one.
+        if q.name.is_none() && q.pick.is_none() && state.queue(&launch.iss).is_some() {
+            return Ok(Redirect::to(&format!("/l/{}/queue", launch.id)).into_response());
+        }
         // Standalone launch on an EHR without a patient picker: search here.
         let mut params = vec![("_count", "50".to_string())];
         if let Some(n) = q.name.as_deref().filter(|n| !n.trim().is_empty()) {

@@ -8,9 +8,11 @@ mod act;
 mod error;
 mod launch;
 mod letter;
+mod queue;
 mod screen;
 mod visit;
 
+use std::collections::HashMap;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -51,6 +53,8 @@ struct Inner {
     screening_instruments: Vec<String>,
     directory: Arc<Directory>,
     letters: Arc<LetterTemplates>,
+    /// The coordinators' queue of each EHR with Backend Services, by iss.
+    queues: HashMap<String, Arc<crate::queue::Queue>>,
 }
 
 /// Everything the app needs to start, already checked.
@@ -259,6 +263,16 @@ impl AppState {
             }
             None => None,
         };
+        let queues = settings
+            .smart
+            .iter()
+            .flat_map(|s| &s.ehrs)
+            .filter(|e| e.backend.is_some())
+            .map(|e| {
+                let iss = normalise_base(&e.iss).to_string();
+                (iss.clone(), crate::queue::Queue::new(&iss))
+            })
+            .collect();
         Ok(AppState {
             inner: Arc::new(Inner {
                 http: FhirClient::http_client(),
@@ -271,6 +285,7 @@ impl AppState {
                 screening_instruments: settings.screening_instruments.clone(),
                 directory: settings.directory.clone(),
                 letters: settings.letters.clone(),
+                queues,
             }),
         })
     }
@@ -338,6 +353,12 @@ impl AppState {
     pub fn letters(&self) -> &LetterTemplates {
         &self.inner.letters
     }
+
+    /// The queue of the EHR `iss`, when it has Backend Services configured.
+    pub fn queue(&self, iss: &str) -> Option<&Arc<crate::queue::Queue>> {
+        let base = normalise_base(&Url::parse(iss).ok()?).to_string();
+        self.inner.queues.get(&base)
+    }
 }
 
 /// The router with its security headers.
@@ -349,7 +370,7 @@ pub fn router(state: AppState, settings: &Settings) -> Router {
     }
     ancestors.dedup();
     let csp = format!(
-        "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; form-action 'self'; base-uri 'none'; frame-ancestors {}",
+        "default-src 'none'; style-src 'self'; script-src 'self'; connect-src 'self'; img-src 'self' data:; form-action 'self'; base-uri 'none'; frame-ancestors {}",
         ancestors.join(" ")
     );
     let fixed = |name: HeaderName, value: &str| {
@@ -363,11 +384,13 @@ pub fn router(state: AppState, settings: &Settings) -> Router {
         .route("/static/passerelle.css", get(stylesheet))
         .route("/static/autosubmit.js", get(autosubmit))
         .route("/static/enable-when.js", get(enable_when))
+        .route("/static/queue.js", get(queue_js))
         .merge(visit::router())
         .merge(launch::router())
         .merge(screen::router())
         .merge(act::router())
         .merge(letter::router())
+        .merge(queue::router())
         .with_state(state)
         // A page may set its own policy (the authorize-POST page allows its form's target).
         .layer(SetResponseHeaderLayer::if_not_present(
@@ -404,6 +427,16 @@ async fn autosubmit() -> impl IntoResponse {
     )
 }
 
+async fn queue_js() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        include_str!("../../templates/queue.js"),
+    )
+}
+
 async fn enable_when() -> impl IntoResponse {
     (
         [
@@ -429,12 +462,32 @@ pub async fn run(
             settings.outbox_every,
         ))
     });
+    let pollers: Vec<_> = match &state.inner.sessions {
+        Some(sessions) => state
+            .inner
+            .queues
+            .iter()
+            .map(|(iss, queue)| {
+                tokio::spawn(crate::queue::run_for(
+                    sessions.smart_shared(),
+                    iss.clone(),
+                    queue.clone(),
+                    state.http().clone(),
+                    state.limits(),
+                ))
+            })
+            .collect(),
+        None => vec![],
+    };
     let app = router(state, &settings);
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;
     if let Some(w) = worker {
         w.abort();
+    }
+    for p in pollers {
+        p.abort();
     }
     served?;
     Ok(())

@@ -43,6 +43,11 @@ pub struct EnvOptions {
     /// Passerelle's database (a fresh file when `None`) and session key, to
     /// restart an app on the same store.
     pub database: Option<(std::path::PathBuf, [u8; 32])>,
+    /// The queue's Backend Services poller, every this many seconds
+    /// (needs `PrivateKeyJwt`); no queue when `None`.
+    pub queue_poll_seconds: Option<u64>,
+    /// Generated patients seeded besides the fixtures (`seed --generate`).
+    pub generate: usize,
 }
 
 /// Start launcher, hfs (auth enforced) and the app, with Passerelle
@@ -67,6 +72,8 @@ impl Default for EnvOptions {
             outbox_every: Duration::from_secs(10),
             instruments: vec![],
             database: None,
+            queue_poll_seconds: None,
+            generate: 0,
         }
     }
 }
@@ -121,7 +128,7 @@ pub async fn smart_env_with(o: EnvOptions) -> SmartEnv {
     opts.public_base = Some(launcher.fhir_base());
     let hfs = Hfs::start(&opts).await.expect("hfs with auth starts");
     launcher.set_upstream(hfs.base().clone());
-    seed_with_token(&launcher).await;
+    seed_with_token(&launcher, o.generate).await;
 
     let ehr: EhrConfig = serde_json::from_value(serde_json::json!({
         "name": "Development EHR",
@@ -136,6 +143,7 @@ pub async fn smart_env_with(o: EnvOptions) -> SmartEnv {
         "key_alg": o.key_alg,
         "scopes": o.scopes,
         "frame_ancestors": [launcher.base().origin().ascii_serialization()],
+        "backend": o.queue_poll_seconds.map(|s| serde_json::json!({ "poll_seconds": s })),
     }))
     .unwrap();
     let (db_path, session_key) = o.database.clone().unwrap_or_else(|| {
@@ -224,7 +232,7 @@ impl SmartEnv {
 }
 
 /// Load the fixtures through the launcher's proxy with a system token.
-async fn seed_with_token(launcher: &Launcher) {
+async fn seed_with_token(launcher: &Launcher, generate: usize) {
     let token = launcher.system_token("system/*.cruds");
     let http = reqwest::Client::new();
     let schema = super::schema();
@@ -241,6 +249,26 @@ async fn seed_with_token(launcher: &Launcher) {
             .await
             .unwrap();
         assert!(r.status().is_success(), "seeding {file}: {}", r.status());
+    }
+    // Generated patients, one transaction at a time (hfs answers 503 to
+    // concurrent transactions on its one SQLite database).
+    for b in passerelle::seed::generate::bundles(generate, 100) {
+        let b = passerelle::seed::prepare("generated", b, shift).unwrap();
+        {
+            let r = http
+                .post(launcher.fhir_base())
+                .bearer_auth(&token)
+                .header("content-type", "application/fhir+json")
+                .json(&b)
+                .send()
+                .await
+                .unwrap();
+            assert!(
+                r.status().is_success(),
+                "seeding generated patients: {}",
+                r.status()
+            );
+        }
     }
 }
 
@@ -280,6 +308,22 @@ impl Default for Browser {
 }
 
 impl Browser {
+    /// The `Cookie` header this browser sends to `origin` (an app URL).
+    pub fn cookie_header(&self, url: &str) -> String {
+        let origin = Url::parse(url).unwrap().origin().ascii_serialization();
+        self.cookies
+            .lock()
+            .unwrap()
+            .get(&origin)
+            .map(|c| {
+                c.iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })
+            .unwrap_or_default()
+    }
+
     pub async fn get(&self, url: &str) -> Page {
         self.navigate(reqwest::Method::GET, Url::parse(url).unwrap(), None)
             .await
@@ -482,6 +526,16 @@ pub fn claims(jwt: &str) -> Value {
 /// Approve the EHR's standalone picker page for `patient`, as a person would
 /// submit it, and follow the redirects back into Passerelle.
 pub async fn approve_standalone(browser: &Browser, picker: &Page, patient: &str) -> Page {
+    approve_standalone_as(browser, picker, "pas-prac-moreau", patient).await
+}
+
+/// [`approve_standalone`], signed in as `practitioner`.
+pub async fn approve_standalone_as(
+    browser: &Browser,
+    picker: &Page,
+    practitioner: &str,
+    patient: &str,
+) -> Page {
     let request = picker
         .body
         .split("name=\"request\" value=\"")
@@ -497,7 +551,7 @@ pub async fn approve_standalone(browser: &Browser, picker: &Page, patient: &str)
             action.as_str(),
             &[
                 ("request", request.as_str()),
-                ("practitioner", "pas-prac-moreau"),
+                ("practitioner", practitioner),
                 ("patient", patient),
                 ("encounter", ""),
                 ("decision", "approve"),

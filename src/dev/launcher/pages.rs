@@ -209,6 +209,9 @@ struct HomePage {
 #[derive(Debug, Deserialize)]
 struct HomeQuery {
     sim: Option<String>,
+    /// The practitioner signed in at the EHR (`?as=<id>`); a physician
+    /// (a name with a "Dr" prefix) by default.
+    r#as: Option<String>,
 }
 
 async fn home(
@@ -221,10 +224,13 @@ async fn home(
         upstream::encounters(&shared),
         upstream::people(&shared, "Practitioner"),
     );
+    let practitioners = practitioners.unwrap_or_default();
     let practitioner = practitioners
-        .ok()
-        .and_then(|p| p.into_iter().next())
-        .map(|p| (p.id, p.name));
+        .iter()
+        .find(|p| q.r#as.as_deref() == Some(p.id.as_str()))
+        .or_else(|| practitioners.iter().find(|p| p.name.starts_with("Dr")))
+        .or(practitioners.first())
+        .map(|p| (p.id.clone(), p.name.clone()));
     let latest: HashMap<String, String> = encounters
         .unwrap_or_default()
         .into_iter()

@@ -1,0 +1,293 @@
+//! Reading the practice's Tasks for the coordinators' queue: one paged
+//! search with the patient, the focus (ServiceRequest or ClaimResponse) and
+//! the ClaimResponse's insurer included, so a whole sync is a handful of
+//! requests of 1,000 Tasks each; later syncs ask only for what changed
+//! since (`_lastUpdated`).
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+use time::Date;
+
+use super::client::FhirClient;
+use super::error::FhirError;
+use crate::domain::queue::{Kind, QueueTask, TEAM_ROLE_SYSTEM};
+use crate::domain::sdoh::{Domain, SDOHCC_TEMPORARY_CODES};
+use crate::domain::visit::{APPEAL_TASK_SYSTEM, TASK_CODE_SYSTEM};
+
+/// Tasks asked for per page.
+pub const PAGE_SIZE: usize = 1000;
+/// Pages followed in one sync at most (a million Tasks).
+pub const MAX_PAGES: usize = 1000;
+
+fn date_of(v: &Value) -> Option<Date> {
+    let s = v.as_str()?;
+    Date::parse(
+        s.get(..10)?,
+        time::macros::format_description!("[year]-[month]-[day]"),
+    )
+    .ok()
+}
+
+fn human_name(p: &Value) -> String {
+    let n = &p["name"][0];
+    if let Some(t) = n["text"].as_str() {
+        return t.to_string();
+    }
+    let given: Vec<&str> = n["given"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    format!(
+        "{} {}",
+        given.join(" "),
+        n["family"].as_str().unwrap_or_default()
+    )
+    .trim()
+    .to_string()
+}
+
+/// What kind of queue work a Task is; `None` for Tasks that are not
+/// referrals, appeals or patient tasks.
+pub fn kind_of(t: &Value) -> Option<Kind> {
+    let coding = &t["code"]["coding"][0];
+    let (system, code) = (coding["system"].as_str()?, coding["code"].as_str()?);
+    let owner_is_patient =
+        t["owner"]["reference"].is_string() && t["owner"]["reference"] == t["for"]["reference"];
+    match (system, code) {
+        (APPEAL_TASK_SYSTEM, _) => Some(Kind::Appeal),
+        (SDOHCC_TEMPORARY_CODES, "make-contact" | "review-material" | "general-information") => {
+            Some(Kind::Patient)
+        }
+        (TASK_CODE_SYSTEM, "fulfill") if owner_is_patient => Some(Kind::Patient),
+        (TASK_CODE_SYSTEM, "fulfill")
+            if t["focus"]["reference"]
+                .as_str()
+                .is_some_and(|f| f.starts_with("ServiceRequest/")) =>
+        {
+            Some(Kind::Referral)
+        }
+        _ => None,
+    }
+}
+
+/// A Task as the queue holds it, with what the search included.
+pub fn queue_task(t: &Value, included: &HashMap<String, Value>) -> Option<QueueTask> {
+    let kind = kind_of(t)?;
+    let id = t["id"].as_str()?.to_string();
+    let patient_ref = t["for"]["reference"].as_str()?;
+    let patient_id = patient_ref.strip_prefix("Patient/")?.to_string();
+    let focus = t["focus"]["reference"]
+        .as_str()
+        .and_then(|r| included.get(r));
+    let domain = focus
+        .filter(|f| f["resourceType"] == "ServiceRequest")
+        .and_then(|sr| {
+            sr["category"].as_array()?.iter().find_map(|c| {
+                let k = &c["coding"][0];
+                (k["system"] == SDOHCC_TEMPORARY_CODES)
+                    .then(|| Domain::ALL.into_iter().find(|d| k["code"] == d.code()))
+                    .flatten()
+            })
+        });
+    let payer = t["input"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|i| i["type"]["coding"][0]["code"] == "payer")
+        .and_then(|i| i["valueString"].as_str().map(String::from))
+        .or_else(|| {
+            let insurer = focus?["insurer"]["reference"].as_str()?;
+            included.get(insurer)?["name"].as_str().map(String::from)
+        });
+    let role = t["performerType"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["coding"].as_array())
+        .flatten()
+        .find(|k| k["system"] == TEAM_ROLE_SYSTEM)
+        .and_then(|k| k["code"].as_str().map(String::from));
+    Some(QueueTask {
+        id,
+        version: t["meta"]["versionId"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        kind,
+        status: t["status"].as_str().unwrap_or_default().to_string(),
+        description: t["description"]
+            .as_str()
+            .or(t["code"]["coding"][0]["display"].as_str())
+            .unwrap_or("(no description)")
+            .to_string(),
+        priority: t["priority"].as_str().unwrap_or("routine").to_string(),
+        patient_name: included
+            .get(patient_ref)
+            .map(human_name)
+            .unwrap_or_else(|| patient_id.clone()),
+        patient_id,
+        owner: t["owner"]["reference"].as_str().map(String::from),
+        owner_name: t["owner"]["display"].as_str().map(String::from),
+        role,
+        domain,
+        payer,
+        authored: date_of(&t["authoredOn"]),
+        due: date_of(&t["restriction"]["period"]["end"]),
+        last_updated: t["meta"]["lastUpdated"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    })
+}
+
+/// The Tasks of the queue; with `since` (a FHIR instant), only those changed
+/// at or after it. Returns the Tasks and the latest `meta.lastUpdated` seen.
+pub async fn read_tasks(
+    client: &FhirClient,
+    since: Option<&str>,
+) -> Result<(Vec<QueueTask>, Option<String>), FhirError> {
+    let mut params: Vec<(&str, String)> = vec![
+        ("_count", PAGE_SIZE.to_string()),
+        ("_include", "Task:patient".into()),
+        ("_include", "Task:focus".into()),
+        ("_include:iterate", "ClaimResponse:insurer".into()),
+    ];
+    if let Some(s) = since {
+        params.push(("_lastUpdated", format!("ge{s}")));
+    }
+    let page = client.search_all("Task", &params, MAX_PAGES).await?;
+    let mut included: HashMap<String, Value> = HashMap::new();
+    for r in page
+        .raw("Patient")
+        .chain(page.raw("ServiceRequest"))
+        .chain(page.raw("ClaimResponse"))
+        .chain(page.raw("Organization"))
+    {
+        if let (Some(t), Some(id)) = (r["resourceType"].as_str(), r["id"].as_str()) {
+            included.insert(format!("{t}/{id}"), r.clone());
+        }
+    }
+    let mut latest: Option<String> = None;
+    let tasks = page
+        .raw("Task")
+        .filter_map(|t| {
+            if let Some(u) = t["meta"]["lastUpdated"].as_str()
+                && latest.as_deref().is_none_or(|l| u > l)
+            {
+                latest = Some(u.to_string());
+            }
+            queue_task(t, &included)
+        })
+        .collect();
+    Ok((tasks, latest))
+}
+
+/// One member of the care team: a practitioner and their role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TeamMember {
+    /// `Practitioner/…`
+    pub reference: String,
+    pub name: String,
+    pub role: String,
+}
+
+/// The care team: PractitionerRoles coded with a team role, with their
+/// practitioners' names.
+pub async fn read_team(client: &FhirClient) -> Result<Vec<TeamMember>, FhirError> {
+    let page = client
+        .search_all(
+            "PractitionerRole",
+            &[
+                ("_count", "200".into()),
+                ("_include", "PractitionerRole:practitioner".into()),
+            ],
+            10,
+        )
+        .await?;
+    let names: HashMap<String, String> = page
+        .raw("Practitioner")
+        .filter_map(|p| Some((format!("Practitioner/{}", p["id"].as_str()?), human_name(p))))
+        .collect();
+    let mut team: Vec<TeamMember> = page
+        .raw("PractitionerRole")
+        .filter(|r| r["active"] != false)
+        .filter_map(|r| {
+            let reference = r["practitioner"]["reference"].as_str()?.to_string();
+            let role = r["code"]
+                .as_array()?
+                .iter()
+                .filter_map(|c| c["coding"].as_array())
+                .flatten()
+                .find(|k| k["system"] == TEAM_ROLE_SYSTEM)?["code"]
+                .as_str()?
+                .to_string();
+            Some(TeamMember {
+                name: names
+                    .get(&reference)
+                    .cloned()
+                    .unwrap_or_else(|| reference.clone()),
+                reference,
+                role,
+            })
+        })
+        .collect();
+    team.sort_by(|a, b| a.role.cmp(&b.role).then(a.name.cmp(&b.name)));
+    Ok(team)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn tasks_become_queue_rows_with_domain_payer_and_role() {
+        let included: HashMap<String, Value> = [
+            ("Patient/p1".to_string(), json!({ "resourceType": "Patient", "name": [{ "given": ["Jean"], "family": "Dupont" }] })),
+            ("ServiceRequest/sr1".to_string(), json!({ "resourceType": "ServiceRequest", "category": [
+                { "coding": [{ "system": "http://snomed.info/sct", "code": "410606002" }] },
+                { "coding": [{ "system": SDOHCC_TEMPORARY_CODES, "code": "food-insecurity" }] }] })),
+            ("ClaimResponse/cr1".to_string(), json!({ "resourceType": "ClaimResponse", "insurer": { "reference": "Organization/o1" } })),
+            ("Organization/o1".to_string(), json!({ "resourceType": "Organization", "name": "Keystone Rx" })),
+        ]
+        .into();
+        let referral = json!({ "resourceType": "Task", "id": "t1", "meta": { "versionId": "3", "lastUpdated": "2026-11-22T10:00:00Z" },
+            "status": "accepted", "priority": "urgent",
+            "code": { "coding": [{ "system": TASK_CODE_SYSTEM, "code": "fulfill" }] },
+            "focus": { "reference": "ServiceRequest/sr1" }, "for": { "reference": "Patient/p1" },
+            "owner": { "reference": "Practitioner/n1", "display": "Nadia Roy" },
+            "performerType": [{ "coding": [{ "system": TEAM_ROLE_SYSTEM, "code": "nurse" }] }],
+            "restriction": { "period": { "end": "2026-12-01" } } });
+        let q = queue_task(&referral, &included).unwrap();
+        assert_eq!(q.kind, Kind::Referral);
+        assert_eq!(q.patient_name, "Jean Dupont");
+        assert_eq!(q.domain, Some(Domain::FoodInsecurity));
+        assert_eq!(q.role.as_deref(), Some("nurse"));
+        assert_eq!(q.version, "3");
+        assert_eq!(q.due, Some(time::macros::date!(2026 - 12 - 01)));
+        let appeal = json!({ "resourceType": "Task", "id": "t2", "status": "requested",
+            "code": { "coding": [{ "system": APPEAL_TASK_SYSTEM, "code": "formulary-exception" }] },
+            "focus": { "reference": "ClaimResponse/cr1" }, "for": { "reference": "Patient/p1" } });
+        let q = queue_task(&appeal, &included).unwrap();
+        assert_eq!(
+            (q.kind, q.payer.as_deref()),
+            (Kind::Appeal, Some("Keystone Rx"))
+        );
+        let for_patient = json!({ "resourceType": "Task", "id": "t3", "status": "requested",
+            "code": { "coding": [{ "system": SDOHCC_TEMPORARY_CODES, "code": "make-contact" }] },
+            "for": { "reference": "Patient/p1" }, "owner": { "reference": "Patient/p1" } });
+        assert_eq!(
+            queue_task(&for_patient, &included).unwrap().kind,
+            Kind::Patient
+        );
+        let other = json!({ "resourceType": "Task", "id": "t4", "status": "requested",
+            "code": { "coding": [{ "system": "http://example.org", "code": "x" }] }, "for": { "reference": "Patient/p1" } });
+        assert!(
+            queue_task(&other, &included).is_none(),
+            "not the queue's work"
+        );
+    }
+}

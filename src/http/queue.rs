@@ -1,0 +1,713 @@
+//! The coordinators' queue pages.
+//!
+//! * `GET /l/{launch}/queue?status=&kind=&owner=&domain=&payer=&due=&sort=&page=`
+//!   the practice's Tasks, from the in-memory index ([`crate::queue`]): no
+//!   FHIR request per page view. `&fragment=1` returns the table alone,
+//!   which the page's script fetches when a change is announced.
+//! * `GET /l/{launch}/queue/events`: server-sent events, one `task` event
+//!   per Task that changed (in Passerelle or, at the next sync, on the
+//!   FHIR server).
+//! * `GET /l/{launch}/queue/digest`: what is overdue and due soon.
+//! * `POST /l/{launch}/queue/{task}`: claim, assign to a person or a role,
+//!   or add a note, with `If-Match` on the version the row showed.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use askama::Template;
+use axum::Router;
+use axum::extract::{Form as AxumForm, Path, Query, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum_extra::extract::CookieJar;
+use futures::Stream;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::act::{now_fhir, practitioner_of};
+use super::launch::{check_csrf, open_launch};
+use super::visit::{render, today};
+use super::{AppError, AppState};
+use crate::auth::session::Launch;
+use crate::domain::queue::{
+    DueFilter, Filter, Kind, OwnerFilter, ROLES, Sort, TEAM_ROLE_SYSTEM, Viewer, digest, due_words,
+    role_label, view,
+};
+use crate::domain::sdoh::Domain;
+use crate::queue::Queue;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/l/{id}/queue", get(queue_page))
+        .route("/l/{id}/queue/events", get(events))
+        .route("/l/{id}/queue/digest", get(digest_page))
+        .route("/l/{id}/queue/{tid}", post(act_on))
+}
+
+/// The launch's queue, if its EHR has one and the user may read Tasks.
+fn queue_of<'a>(
+    state: &'a AppState,
+    launch: &Launch,
+) -> Result<&'a std::sync::Arc<Queue>, AppError> {
+    if !launch.granted.allows("Task", 's') {
+        return Err(AppError::BadRequest(
+            "The EHR did not grant this sign-in access to Tasks (user/Task.rs).".into(),
+        ));
+    }
+    state.queue(&launch.iss).ok_or_else(|| {
+        AppError::BadRequest(
+            "The queue needs Backend Services configured for this EHR (\"backend\" in PASSERELLE_EHRS).".into(),
+        )
+    })
+}
+
+/// Who is looking: their practitioner reference and team role.
+fn viewer(queue: &Queue, launch: &Launch) -> Viewer {
+    let me = practitioner_of(launch);
+    let role = me.as_ref().and_then(|m| {
+        queue
+            .team()
+            .into_iter()
+            .find(|t| &t.reference == m)
+            .map(|t| t.role)
+    });
+    Viewer { me, role }
+}
+
+#[derive(Deserialize, Default, Clone)]
+struct QueueQuery {
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    owner: String,
+    #[serde(default)]
+    domain: String,
+    #[serde(default)]
+    payer: String,
+    #[serde(default)]
+    due: String,
+    #[serde(default)]
+    sort: String,
+    #[serde(default)]
+    page: Option<usize>,
+    #[serde(default)]
+    fragment: Option<String>,
+}
+
+impl QueueQuery {
+    fn filter(&self) -> Filter {
+        Filter {
+            status: Some(self.status.clone()).filter(|s| !s.is_empty()),
+            kind: Kind::parse(&self.kind),
+            owner: OwnerFilter::parse(&self.owner),
+            domain: Domain::ALL.into_iter().find(|d| d.code() == self.domain),
+            payer: Some(self.payer.clone()).filter(|p| !p.is_empty()),
+            due: DueFilter::parse(&self.due),
+            sort: Sort::parse(&self.sort),
+            page: self.page.unwrap_or(1),
+            per_page: 50,
+        }
+    }
+
+    /// This view's query string with one parameter changed (page reset).
+    fn with(&self, key: &str, value: &str) -> String {
+        let mut pairs = vec![
+            ("status", self.status.as_str()),
+            ("kind", self.kind.as_str()),
+            ("owner", self.owner.as_str()),
+            ("domain", self.domain.as_str()),
+            ("payer", self.payer.as_str()),
+            ("due", self.due.as_str()),
+            ("sort", self.sort.as_str()),
+        ];
+        let page = self.page.unwrap_or(1).to_string();
+        if key == "page" {
+            pairs.push(("page", page.as_str()));
+        }
+        let mut out = url::form_urlencoded::Serializer::new(String::new());
+        for (k, v) in pairs {
+            let v = if k == key { value } else { v };
+            if !v.is_empty() {
+                out.append_pair(k, v);
+            }
+        }
+        out.finish()
+    }
+}
+
+/// One filter choice: label, link, count, chosen.
+struct Choice {
+    label: String,
+    href: String,
+    count: usize,
+    chosen: bool,
+}
+
+struct RowView {
+    id: String,
+    version: String,
+    kind: &'static str,
+    description: String,
+    patient: String,
+    status: String,
+    priority: String,
+    owner: String,
+    due: String,
+    due_words: String,
+    overdue: bool,
+    mine: bool,
+    unassigned: bool,
+}
+
+#[derive(Template)]
+#[template(path = "queue.html")]
+struct QueuePage {
+    launch_id: String,
+    csrf: String,
+    role: String,
+    query: String,
+    synced: String,
+    total: usize,
+    page: usize,
+    pages: usize,
+    prev: String,
+    next: String,
+    facets: Vec<(&'static str, Vec<Choice>)>,
+    sorts: Vec<Choice>,
+    rows: Vec<RowView>,
+    team: Vec<(String, String)>,
+    roles: Vec<(String, String)>,
+    fragment: bool,
+    notice: Option<String>,
+}
+
+fn choices(
+    q: &QueueQuery,
+    key: &str,
+    current: &str,
+    options: Vec<(String, String, usize)>,
+) -> Vec<Choice> {
+    let mut out = vec![Choice {
+        label: "All".into(),
+        href: q.with(key, ""),
+        count: 0,
+        chosen: current.is_empty(),
+    }];
+    out.extend(options.into_iter().map(|(code, label, count)| Choice {
+        chosen: current == code,
+        href: q.with(key, &code),
+        label,
+        count,
+    }));
+    out
+}
+
+async fn queue_page(
+    State(state): State<AppState>,
+    jar: CookieJar,
+    Path(id): Path<String>,
+    Query(q): Query<QueueQuery>,
+) -> Result<Response, AppError> {
+    let launch = open_launch(&state, &jar, &id).await?;
+    let queue = queue_of(&state, &launch)?;
+    render_queue(&launch, queue, &q, None)
+}
+
+fn render_queue(
+    launch: &Launch,
+    queue: &Queue,
+    q: &QueueQuery,
+    notice: Option<String>,
+) -> Result<Response, AppError> {
+    let who = viewer(queue, launch);
+    let today = today();
+    let filter = q.filter();
+    let team = queue.team();
+    let page = queue.with_tasks(|tasks| {
+        let v = view(tasks.values(), &filter, &who, today);
+        let count = |m: &std::collections::BTreeMap<&'static str, usize>, k: &str| {
+            m.get(k).copied().unwrap_or(0)
+        };
+        let mut payers: Vec<(String, String, usize)> = v
+            .by_payer
+            .iter()
+            .map(|(p, n)| (p.clone(), p.clone(), *n))
+            .collect();
+        payers.sort();
+        let facets = vec![
+            (
+                "Status",
+                choices(
+                    q,
+                    "status",
+                    &q.status,
+                    [
+                        "open",
+                        "requested",
+                        "accepted",
+                        "in-progress",
+                        "on-hold",
+                        "completed",
+                        "cancelled",
+                        "rejected",
+                        "failed",
+                    ]
+                    .into_iter()
+                    .map(|s| {
+                        (
+                            s.to_string(),
+                            s.to_string(),
+                            v.by_status.get(s).copied().unwrap_or(0),
+                        )
+                    })
+                    .collect(),
+                ),
+            ),
+            (
+                "Type",
+                choices(
+                    q,
+                    "kind",
+                    &q.kind,
+                    [Kind::Referral, Kind::Appeal, Kind::Patient]
+                        .into_iter()
+                        .map(|k| {
+                            (
+                                k.code().to_string(),
+                                k.label().to_string(),
+                                count(&v.by_kind, k.code()),
+                            )
+                        })
+                        .collect(),
+                ),
+            ),
+            (
+                "Owner",
+                choices(
+                    q,
+                    "owner",
+                    &q.owner,
+                    [
+                        ("me", "Mine"),
+                        ("role", "My role"),
+                        ("unassigned", "Unassigned"),
+                    ]
+                    .into_iter()
+                    .map(|(c, l)| (c.to_string(), l.to_string(), count(&v.by_owner, c)))
+                    .collect(),
+                ),
+            ),
+            (
+                "Due",
+                choices(
+                    q,
+                    "due",
+                    &q.due,
+                    [
+                        ("overdue", "Overdue"),
+                        ("soon", "Within 14 days"),
+                        ("none", "No deadline"),
+                    ]
+                    .into_iter()
+                    .map(|(c, l)| (c.to_string(), l.to_string(), count(&v.by_due, c)))
+                    .collect(),
+                ),
+            ),
+            (
+                "Domain",
+                choices(
+                    q,
+                    "domain",
+                    &q.domain,
+                    Domain::ALL
+                        .into_iter()
+                        .filter(|d| v.by_domain.contains_key(d.code()))
+                        .map(|d| {
+                            (
+                                d.code().to_string(),
+                                d.label().to_string(),
+                                count(&v.by_domain, d.code()),
+                            )
+                        })
+                        .collect(),
+                ),
+            ),
+            ("Payer", choices(q, "payer", &q.payer, payers)),
+        ];
+        let sorts = [
+            ("deadline", "Deadline"),
+            ("priority", "Priority"),
+            ("updated", "Last change"),
+        ]
+        .into_iter()
+        .map(|(c, l)| Choice {
+            label: l.into(),
+            href: q.with("sort", c),
+            count: 0,
+            chosen: filter.sort.code() == c,
+        })
+        .collect();
+        let page = filter.page.clamp(1, v.pages);
+        let rows = v
+            .rows
+            .iter()
+            .map(|t| RowView {
+                id: t.id.clone(),
+                version: t.version.clone(),
+                kind: t.kind.label(),
+                description: t.description.clone(),
+                patient: t.patient_name.clone(),
+                status: t.status.clone(),
+                priority: t.priority.clone(),
+                owner: match (&t.owner, &t.role) {
+                    (Some(o), _) if o.starts_with("Practitioner/") => team
+                        .iter()
+                        .find(|m| &m.reference == o)
+                        .map(|m| m.name.clone())
+                        .or_else(|| t.owner_name.clone())
+                        .unwrap_or_else(|| o.clone()),
+                    (_, Some(r)) => format!("{} (role)", role_label(r).unwrap_or(r)),
+                    (Some(_), None) => t.owner_name.clone().unwrap_or_default(),
+                    (None, None) => String::new(),
+                },
+                due: t.due.map(|d| d.to_string()).unwrap_or_default(),
+                due_words: due_words(t, today),
+                overdue: t.is_open() && t.due.is_some_and(|d| d < today),
+                mine: who.me.is_some() && t.owner == who.me,
+                unassigned: t
+                    .owner
+                    .as_deref()
+                    .is_none_or(|o| !o.starts_with("Practitioner/"))
+                    && t.role.is_none(),
+            })
+            .collect();
+        (v.total, page, v.pages, facets, sorts, rows)
+    });
+    let (total, page, pages, facets, sorts, rows) = page;
+    let state = queue.sync_state();
+    let page = QueuePage {
+        launch_id: launch.id.clone(),
+        csrf: launch.csrf.clone(),
+        role: who
+            .role
+            .as_deref()
+            .and_then(role_label)
+            .unwrap_or("")
+            .to_string(),
+        query: q.with("", ""),
+        synced: match state.last {
+            Some((at, Ok(_))) => format!(
+                "synced with the EHR at {}",
+                at.time().replace_nanosecond(0).unwrap_or(at.time())
+            ),
+            Some((at, Err(e))) => format!(
+                "the last sync at {} failed: {e}",
+                at.time().replace_nanosecond(0).unwrap_or(at.time())
+            ),
+            None => "first sync with the EHR in progress".into(),
+        },
+        total,
+        page,
+        pages,
+        prev: if page > 1 {
+            q.with("page", &(page - 1).to_string())
+        } else {
+            String::new()
+        },
+        next: if page < pages {
+            q.with("page", &(page + 1).to_string())
+        } else {
+            String::new()
+        },
+        facets,
+        sorts,
+        rows,
+        team: team
+            .iter()
+            .map(|m| {
+                (
+                    m.reference.clone(),
+                    format!("{} ({})", m.name, role_label(&m.role).unwrap_or(&m.role)),
+                )
+            })
+            .collect(),
+        roles: ROLES
+            .iter()
+            .map(|(c, l)| (format!("role:{c}"), l.to_string()))
+            .collect(),
+        fragment: q.fragment.is_some(),
+        notice,
+    };
+    if page.fragment {
+        return render(QueueTable {
+            launch_id: &page.launch_id,
+            csrf: &page.csrf,
+            query: &page.query,
+            total: page.total,
+            page: page.page,
+            pages: page.pages,
+            prev: &page.prev,
+            next: &page.next,
+            rows: &page.rows,
+            team: &page.team,
+            roles: &page.roles,
+            notice: &page.notice,
+        });
+    }
+    render(page)
+}
+
+/// The table alone, for the page's script to swap in.
+#[derive(Template)]
+#[template(path = "queue_table.html")]
+struct QueueTable<'a> {
+    launch_id: &'a str,
+    csrf: &'a str,
+    query: &'a str,
+    total: usize,
+    page: usize,
+    pages: usize,
+    prev: &'a str,
+    next: &'a str,
+    rows: &'a [RowView],
+    team: &'a [(String, String)],
+    roles: &'a [(String, String)],
+    notice: &'a Option<String>,
+}
+
+async fn events(
+    State(state): State<AppState>,
+    jar: CookieJar,
+    Path(id): Path<String>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, AppError> {
+    let launch = open_launch(&state, &jar, &id).await?;
+    let queue = queue_of(&state, &launch)?.clone();
+    let rx = queue.subscribe();
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        let data = match rx.recv().await {
+            Ok(task) => task,
+            // Fell behind: tell the page to refresh everything.
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => "*".to_string(),
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+        };
+        Some((Ok(Event::default().event("task").data(data)), rx))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+#[derive(Template)]
+#[template(path = "digest.html")]
+struct DigestPage {
+    launch_id: String,
+    today: String,
+    groups: Vec<(&'static str, Vec<RowView>)>,
+}
+
+async fn digest_page(
+    State(state): State<AppState>,
+    jar: CookieJar,
+    Path(id): Path<String>,
+) -> Result<Response, AppError> {
+    let launch = open_launch(&state, &jar, &id).await?;
+    let queue = queue_of(&state, &launch)?;
+    let today = today();
+    let team = queue.team();
+    let groups = queue.with_tasks(|tasks| {
+        digest(tasks.values(), today)
+            .into_iter()
+            .map(|(label, list)| {
+                (
+                    label,
+                    list.into_iter()
+                        .map(|t| RowView {
+                            id: t.id.clone(),
+                            version: t.version.clone(),
+                            kind: t.kind.label(),
+                            description: t.description.clone(),
+                            patient: t.patient_name.clone(),
+                            status: t.status.clone(),
+                            priority: t.priority.clone(),
+                            owner: t
+                                .owner
+                                .as_ref()
+                                .and_then(|o| team.iter().find(|m| &m.reference == o))
+                                .map(|m| m.name.clone())
+                                .or_else(|| {
+                                    t.role.as_deref().and_then(role_label).map(String::from)
+                                })
+                                .or_else(|| t.owner_name.clone())
+                                .unwrap_or_else(|| "unassigned".into()),
+                            due: t.due.map(|d| d.to_string()).unwrap_or_default(),
+                            due_words: due_words(t, today),
+                            overdue: t.due.is_some_and(|d| d < today),
+                            mine: false,
+                            unassigned: false,
+                        })
+                        .collect(),
+                )
+            })
+            .collect()
+    });
+    render(DigestPage {
+        launch_id: launch.id.clone(),
+        today: today.to_string(),
+        groups,
+    })
+}
+
+#[derive(Deserialize)]
+struct ActForm {
+    csrf: String,
+    version: String,
+    /// claim, assign or note
+    action: String,
+    #[serde(default)]
+    to: String,
+    #[serde(default)]
+    note: String,
+    /// The queue view to return to.
+    #[serde(default)]
+    back: String,
+}
+
+async fn act_on(
+    State(state): State<AppState>,
+    jar: CookieJar,
+    Path((id, tid)): Path<(String, String)>,
+    AxumForm(form): AxumForm<ActForm>,
+) -> Result<Response, AppError> {
+    let launch = open_launch(&state, &jar, &id).await?;
+    check_csrf(&launch, &form.csrf)?;
+    let queue = queue_of(&state, &launch)?;
+    if !crate::fhir::client::is_valid_id(&tid) || form.version.is_empty() {
+        return Err(AppError::BadRequest(
+            "Reload the queue: this row is not valid.".into(),
+        ));
+    }
+    let client = launch.fhir_client(state.http().clone(), state.limits())?;
+    let read = client.read_json("Task", &tid).await?;
+    let mut task = read.resource;
+    let current = read
+        .version
+        .clone()
+        .or_else(|| task["meta"]["versionId"].as_str().map(String::from))
+        .unwrap_or_default();
+    let back: QueueQuery = serde_urlencoded_query(&form.back);
+    // The row was stale: nothing is sent; the queue shows the current
+    // version and says who changed what.
+    if current != form.version {
+        queue.written(&task);
+        let notice = format!(
+            "Someone changed \"{}\" while you were looking: it is now {}{}. Nothing was changed; check the row and try again.",
+            task["description"].as_str().unwrap_or("this task"),
+            task["status"].as_str().unwrap_or("changed"),
+            task["owner"]["display"]
+                .as_str()
+                .map(|o| format!(", owned by {o}"))
+                .unwrap_or_default()
+        );
+        let page = render_queue(&launch, queue, &back, Some(notice))?;
+        return Ok((axum::http::StatusCode::CONFLICT, page).into_response());
+    }
+    let me = practitioner_of(&launch);
+    let team = queue.team();
+    let name_of = |r: &str| {
+        team.iter()
+            .find(|m| m.reference == r)
+            .map(|m| m.name.clone())
+    };
+    let now = now_fhir()?;
+    match form.action.as_str() {
+        "claim" => {
+            let me = me.clone().ok_or_else(|| {
+                AppError::BadRequest("Only a signed-in practitioner can claim a task.".into())
+            })?;
+            task["owner"] = match name_of(&me) {
+                Some(n) => json!({ "reference": me, "display": n }),
+                None => json!({ "reference": me }),
+            };
+        }
+        "assign" => {
+            if let Some(role) = form.to.strip_prefix("role:") {
+                let label = role_label(role)
+                    .ok_or_else(|| AppError::BadRequest("Unknown team role.".into()))?;
+                task["performerType"] = json!([{ "coding": [{ "system": TEAM_ROLE_SYSTEM, "code": role, "display": label }] }]);
+                if let Some(o) = task.as_object_mut()
+                    && o["owner"]["reference"]
+                        .as_str()
+                        .is_some_and(|r| r.starts_with("Practitioner/"))
+                {
+                    o.remove("owner");
+                }
+            } else {
+                let name = name_of(&form.to).ok_or_else(|| {
+                    AppError::BadRequest("Choose someone of the care team.".into())
+                })?;
+                task["owner"] = json!({ "reference": form.to, "display": name });
+            }
+        }
+        "note" => {}
+        _ => return Err(AppError::BadRequest("Choose claim, assign or note.".into())),
+    }
+    let note = form.note.trim();
+    if !note.is_empty() {
+        let mut n = json!({ "text": note, "time": now });
+        if let Some(m) = &me {
+            n["authorReference"] = json!({ "reference": m });
+        }
+        match task["note"].as_array_mut() {
+            Some(notes) => notes.push(n),
+            None => task["note"] = json!([n]),
+        }
+    } else if form.action == "note" {
+        return Err(AppError::BadRequest("Write the note first.".into()));
+    }
+    task["lastModified"] = json!(now);
+    state.schema()?.validate(&task)?;
+    launch.check_write(&task)?;
+    match client.update(&task, Some(&form.version)).await {
+        Ok(saved) => {
+            queue.written(&saved.resource);
+            Ok(
+                Redirect::to(&format!("/l/{}/queue?{}", launch.id, back.with("", "")))
+                    .into_response(),
+            )
+        }
+        Err(crate::fhir::FhirError::Conflict { .. }) => {
+            if let Ok(fresh) = client.read_json("Task", &tid).await {
+                queue.written(&fresh.resource);
+            }
+            let page = render_queue(
+                &launch,
+                queue,
+                &back,
+                Some("Someone changed this task at the same moment. Nothing was changed; the row shows it as it is now.".into()),
+            )?;
+            Ok((axum::http::StatusCode::CONFLICT, page).into_response())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The queue view a form came from (its query string).
+fn serde_urlencoded_query(s: &str) -> QueueQuery {
+    let mut q = QueueQuery::default();
+    for (k, v) in url::form_urlencoded::parse(s.as_bytes()) {
+        let v = v.into_owned();
+        match k.as_ref() {
+            "status" => q.status = v,
+            "kind" => q.kind = v,
+            "owner" => q.owner = v,
+            "domain" => q.domain = v,
+            "payer" => q.payer = v,
+            "due" => q.due = v,
+            "sort" => q.sort = v,
+            "page" => q.page = v.parse().ok(),
+            _ => {}
+        }
+    }
+    q
+}

@@ -1,0 +1,380 @@
+//! The coordinators' queue at run time: an in-memory index of the
+//! practice's Tasks per EHR, kept fresh by a Backend Services poller and by
+//! Passerelle's own writes, and a broadcast of every change for the pages'
+//! server-sent events.
+//!
+//! Why an index: the queue filters on things no Task search parameter
+//! holds (the referral's domain, the appeal's payer, the team role) and
+//! must answer in milliseconds over 10,000 Tasks. The index lives in memory
+//! only, never on disk, so no patient data rests in Passerelle; after a
+//! restart the first sync rebuilds it. The poller asks the server for what
+//! changed since the last sync (`_lastUpdated`), not more often than the
+//! configured interval (15 minutes by default, the SDOHCC bound for
+//! polling); the pages see Passerelle's own changes at once.
+//!
+//! Closed loop: when a referral Task is completed with an `output` pointing
+//! to a Procedure, the ServiceRequest is completed and the patient's
+//! concern gets a note, both with `If-Match`; the days from referral to
+//! completion are kept for the patterns view.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+
+use crate::auth::smart::BackendClient;
+use crate::domain::queue::{Kind, QueueTask};
+use crate::fhir::{Authorizer, FhirClient, FhirError};
+
+/// A Backend Services token, fetched when needed and again after a 401.
+pub struct BackendAuth {
+    client: BackendClient,
+    cached: tokio::sync::Mutex<Option<(String, Instant)>>,
+}
+
+impl BackendAuth {
+    pub fn new(client: BackendClient) -> Self {
+        BackendAuth {
+            client,
+            cached: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    async fn fresh(&self) -> Result<String, FhirError> {
+        let (token, lifetime) = self.client.token().await.map_err(|e| {
+            FhirError::Request(format!("the backend-services token was refused: {e}"))
+        })?;
+        // Renewed a little before it ends.
+        let until = Instant::now() + lifetime.saturating_sub(Duration::from_secs(30));
+        *self.cached.lock().await = Some((token.clone(), until));
+        Ok(token)
+    }
+}
+
+impl Authorizer for BackendAuth {
+    fn token(&self) -> BoxFuture<'_, Result<String, FhirError>> {
+        Box::pin(async move {
+            if let Some((t, until)) = self.cached.lock().await.clone()
+                && Instant::now() < until
+            {
+                return Ok(t);
+            }
+            self.fresh().await
+        })
+    }
+
+    fn after_unauthorized<'a>(
+        &'a self,
+        _rejected: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, FhirError>> {
+        Box::pin(async move { self.fresh().await.map(Some) })
+    }
+}
+
+/// Where the index stands.
+#[derive(Debug, Clone, Default)]
+pub struct SyncState {
+    /// The latest `meta.lastUpdated` seen: the next sync asks from there.
+    pub watermark: Option<String>,
+    /// When the last sync ended, and whether it worked.
+    pub last: Option<(time::OffsetDateTime, Result<usize, String>)>,
+    pub syncs: u64,
+}
+
+/// The queue of one EHR.
+pub struct Queue {
+    pub iss: String,
+    tasks: RwLock<HashMap<String, QueueTask>>,
+    state: RwLock<SyncState>,
+    events: broadcast::Sender<String>,
+    /// Days from referral to a closed loop, per referral Task id.
+    loops: RwLock<HashMap<String, i64>>,
+    team: RwLock<Vec<crate::fhir::queue::TeamMember>>,
+}
+
+impl Queue {
+    pub fn new(iss: &str) -> Arc<Queue> {
+        Arc::new(Queue {
+            iss: iss.to_string(),
+            tasks: RwLock::new(HashMap::new()),
+            state: RwLock::new(SyncState::default()),
+            events: broadcast::channel(1024).0,
+            loops: RwLock::new(HashMap::new()),
+            team: RwLock::new(Vec::new()),
+        })
+    }
+
+    /// Run `f` over the Tasks (read lock held for its duration).
+    pub fn with_tasks<R>(&self, f: impl FnOnce(&HashMap<String, QueueTask>) -> R) -> R {
+        f(&self.tasks.read().expect("queue lock"))
+    }
+
+    pub fn get(&self, id: &str) -> Option<QueueTask> {
+        self.tasks.read().expect("queue lock").get(id).cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.tasks.read().expect("queue lock").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn sync_state(&self) -> SyncState {
+        self.state.read().expect("queue lock").clone()
+    }
+
+    /// The care team, as of the last sync.
+    pub fn team(&self) -> Vec<crate::fhir::queue::TeamMember> {
+        self.team.read().expect("queue lock").clone()
+    }
+
+    pub fn loop_days(&self, task_id: &str) -> Option<i64> {
+        self.loops.read().expect("queue lock").get(task_id).copied()
+    }
+
+    /// Changes, by Task id, as they happen.
+    pub fn subscribe(&self) -> broadcast::Receiver<String> {
+        self.events.subscribe()
+    }
+
+    /// Put Tasks in the index; those that changed are announced. A Task
+    /// older than the one held (a late answer) is ignored.
+    pub fn upsert(&self, tasks: Vec<QueueTask>) -> usize {
+        let mut changed = Vec::new();
+        {
+            let mut map = self.tasks.write().expect("queue lock");
+            for t in tasks {
+                let newer = map.get(&t.id).is_none_or(|old| {
+                    version_number(&t.version) >= version_number(&old.version) && *old != t
+                });
+                if newer {
+                    changed.push(t.id.clone());
+                    map.insert(t.id.clone(), t);
+                }
+            }
+        }
+        for id in &changed {
+            let _ = self.events.send(id.clone());
+        }
+        changed.len()
+    }
+
+    /// Record a Task Passerelle just wrote (the server's answer), at once.
+    pub fn written(&self, task: &Value) {
+        if let Some(t) = crate::fhir::queue::queue_task(task, &HashMap::new()) {
+            // Keep what the index knew from the includes.
+            let t = match self.get(&t.id) {
+                Some(old) => QueueTask {
+                    patient_name: old.patient_name,
+                    domain: t.domain.or(old.domain),
+                    payer: t.payer.or(old.payer),
+                    ..t
+                },
+                None => t,
+            };
+            self.upsert(vec![t]);
+        }
+    }
+
+    /// One sync: everything the first time, then what changed since.
+    pub async fn sync(&self, client: &FhirClient) -> Result<usize, FhirError> {
+        let since = self.sync_state().watermark;
+        let (result, team) = tokio::join!(
+            crate::fhir::queue::read_tasks(client, since.as_deref()),
+            crate::fhir::queue::read_team(client),
+        );
+        match team {
+            Ok(team) => *self.team.write().expect("queue lock") = team,
+            Err(e) => tracing::warn!(error = %e, "the care team could not be read"),
+        }
+        let now = time::OffsetDateTime::now_utc();
+        let (outcome, completed) = match result {
+            Ok((tasks, latest)) => {
+                let completed: Vec<String> = tasks
+                    .iter()
+                    .filter(|t| t.kind == Kind::Referral && t.status == "completed")
+                    .map(|t| t.id.clone())
+                    .collect();
+                let changed = self.upsert(tasks);
+                let mut state = self.state.write().expect("queue lock");
+                if latest.is_some() {
+                    state.watermark = latest;
+                }
+                (Ok(changed), completed)
+            }
+            Err(e) => (Err(e), vec![]),
+        };
+        {
+            let mut state = self.state.write().expect("queue lock");
+            state.syncs += 1;
+            state.last = Some((now, outcome.as_ref().map(|n| *n).map_err(|e| e.to_string())));
+        }
+        for id in completed {
+            if self.loop_days(&id).is_none()
+                && let Err(e) = self.close_loop(client, &id).await
+            {
+                tracing::warn!(error = %e, "a referral's loop could not be closed");
+            }
+        }
+        outcome
+    }
+
+    /// A completed referral whose output names a Procedure: complete its
+    /// ServiceRequest, note the concern it addressed, keep the days it took.
+    pub async fn close_loop(&self, client: &FhirClient, task_id: &str) -> Result<(), FhirError> {
+        let task = client.read_json("Task", task_id).await?.resource;
+        let procedure = task["output"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find_map(|o| o["valueReference"]["reference"].as_str())
+            .filter(|r| r.starts_with("Procedure/"))
+            .map(String::from);
+        let (Some(procedure), Some(sr_ref)) = (procedure, task["focus"]["reference"].as_str())
+        else {
+            return Ok(());
+        };
+        let Some(sr_id) = sr_ref.strip_prefix("ServiceRequest/") else {
+            return Ok(());
+        };
+        let read = client.read_json("ServiceRequest", sr_id).await?;
+        let mut sr = read.resource;
+        let completed_on = task["lastModified"]
+            .as_str()
+            .or(task["meta"]["lastUpdated"].as_str())
+            .unwrap_or_default()
+            .to_string();
+        let day = |s: &str| {
+            time::Date::parse(
+                s.get(..10)?,
+                time::macros::format_description!("[year]-[month]-[day]"),
+            )
+            .ok()
+        };
+        let days = match (sr["authoredOn"].as_str().and_then(day), day(&completed_on)) {
+            (Some(a), Some(c)) => (c - a).whole_days(),
+            _ => 0,
+        };
+        if sr["status"] != "completed" {
+            sr["status"] = json!("completed");
+            client.update(&sr, read.version.as_deref()).await?;
+        }
+        for reason in sr["reasonReference"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+        {
+            let Some(cid) = reason["reference"]
+                .as_str()
+                .and_then(|r| r.strip_prefix("Condition/"))
+            else {
+                continue;
+            };
+            let read = client.read_json("Condition", cid).await?;
+            let mut c = read.resource;
+            let text = format!(
+                "Referral completed ({procedure}) on {}: loop closed in {days} day(s).",
+                completed_on.get(..10).unwrap_or(&completed_on)
+            );
+            let already = c["note"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|n| n["text"] == text);
+            if !already {
+                match c["note"].as_array_mut() {
+                    Some(notes) => notes.push(json!({ "text": text })),
+                    None => c["note"] = json!([{ "text": text }]),
+                }
+                client.update(&c, read.version.as_deref()).await?;
+            }
+        }
+        self.loops
+            .write()
+            .expect("queue lock")
+            .insert(task_id.to_string(), days);
+        tracing::info!(days, "referral loop closed");
+        Ok(())
+    }
+}
+
+fn version_number(v: &str) -> u64 {
+    v.parse().unwrap_or(0)
+}
+
+/// Sync `queue` every `every` until the process stops; the first sync at once.
+pub async fn poller(queue: Arc<Queue>, client: FhirClient, every: Duration) {
+    loop {
+        let started = Instant::now();
+        match queue.sync(&client).await {
+            Ok(n) => tracing::info!(
+                changed = n,
+                tasks = queue.len(),
+                ms = started.elapsed().as_millis() as u64,
+                "queue synced"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "queue sync failed; trying again at the next interval")
+            }
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Start the poller of `ehr`'s queue: discover its token endpoint (again
+/// every 30 s until it answers), then sync with a Backend Services token.
+pub async fn run_for(
+    smart: Arc<crate::auth::smart::SmartClient>,
+    iss: String,
+    queue: Arc<Queue>,
+    http: reqwest::Client,
+    limits: crate::fhir::Limits,
+) {
+    let Ok(ehr) = smart.ehr(&iss).cloned() else {
+        return;
+    };
+    let Some(backend) = ehr.config.backend.clone() else {
+        return;
+    };
+    let alg = ehr.config.key_alg.as_deref().unwrap_or("ES384");
+    let Some(key) = smart
+        .keys()
+        .iter()
+        .find(|k| format!("{:?}", k.alg()) == alg)
+        .cloned()
+    else {
+        tracing::error!(alg, "no signing key for the queue's backend client");
+        return;
+    };
+    let config = loop {
+        match smart.discover(&ehr).await {
+            Ok(c) => break c,
+            Err(e) => {
+                tracing::warn!(error = %e, "the queue waits for the EHR's SMART configuration");
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            }
+        }
+    };
+    let client = BackendClient::new(
+        config.token_endpoint.clone(),
+        backend
+            .client_id
+            .clone()
+            .unwrap_or_else(|| ehr.config.client_id.clone()),
+        key,
+        backend.scope.clone(),
+    );
+    let fhir = FhirClient::new(http, ehr.config.iss.clone(), limits)
+        .with_authorizer(Arc::new(BackendAuth::new(client)));
+    poller(
+        queue,
+        fhir,
+        Duration::from_secs(backend.poll_seconds.max(1)),
+    )
+    .await;
+}

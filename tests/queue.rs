@@ -1,0 +1,399 @@
+//! The coordinators' queue against a real FHIR server (hfs enforcing SMART
+//! scopes, through the development EHR launcher), kept by a Backend
+//! Services poller: 10,000 generated Tasks filtered, counted, sorted and
+//! paged as the generator says; two coordinators on one Task get one clear
+//! conflict and no lost update; a change made on the server reaches the
+//! queue and its event stream; a completed referral closes the loop.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::smart::{Browser, EnvOptions, Page, SmartEnv, approve_standalone_as, smart_env_with};
+use passerelle::auth::smart::ClientAuthMethod;
+use serde_json::{Value, json};
+
+/// Generated patients: 7,500 give 7,500 referral Tasks and 2,500 appeals.
+const GENERATED: usize = 7_500;
+
+async fn env(generate: usize, poll: u64) -> SmartEnv {
+    smart_env_with(EnvOptions {
+        method: ClientAuthMethod::PrivateKeyJwt,
+        queue_poll_seconds: Some(poll),
+        generate,
+        ..Default::default()
+    })
+    .await
+}
+
+/// A coordinator's standalone launch (no patient): lands on the queue.
+async fn coordinator(env: &SmartEnv, browser: &Browser, practitioner: &str) -> Page {
+    let start = format!(
+        "{}/standalone/start?queue=1&iss={}",
+        env.app,
+        common::enc(env.launcher.fhir_base().as_str())
+    );
+    let picker = browser.get(&start).await;
+    let queue = approve_standalone_as(browser, &picker, practitioner, "").await;
+    assert_eq!(queue.status, 200, "{}", queue.body);
+    assert!(queue.url.path().ends_with("/queue"), "{}", queue.url);
+    queue
+}
+
+/// The queue page at `query`, once the first sync has filled it.
+async fn queue_at(browser: &Browser, queue: &Page, query: &str) -> Page {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let page = browser
+            .get(&format!(
+                "{}?{query}",
+                queue.url.as_str().split('?').next().unwrap()
+            ))
+            .await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        if page.body.contains("synced with the EHR at") {
+            return page;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the queue never synced: {}",
+            page.body
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn total(page: &Page) -> usize {
+    page.body
+        .split("id=\"queue-total\">")
+        .nth(1)
+        .unwrap()
+        .split('<')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn row_ids(page: &Page) -> Vec<String> {
+    page.body
+        .split("<tr id=\"task-")
+        .skip(1)
+        .map(|s| s.split('"').next().unwrap().to_string())
+        .collect()
+}
+
+fn row_dues(page: &Page) -> Vec<String> {
+    page.body
+        .split("<tr id=\"task-")
+        .skip(1)
+        .map(|s| {
+            s.split("<td class=\"date\">")
+                .nth(1)
+                .unwrap()
+                .split('<')
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+/// Every Task the server holds that the queue shows (referral, appeal,
+/// patient task), read with a system token: the oracle.
+async fn all_tasks(env: &SmartEnv) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut next = Some(format!("{}Task?_count=1000", env.launcher.fhir_base()));
+    let token = env.launcher.system_token("system/*.rs");
+    while let Some(url) = next {
+        let page: Value = reqwest::Client::new()
+            .get(&url)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        out.extend(
+            page["entry"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|e| e["resource"].clone()),
+        );
+        next = page["link"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|l| l["relation"] == "next")
+            .and_then(|l| l["url"].as_str().map(String::from));
+    }
+    out.retain(|t| passerelle::fhir::queue::kind_of(t).is_some());
+    out
+}
+
+const OPEN: [&str; 4] = ["requested", "accepted", "in-progress", "on-hold"];
+
+#[tokio::test]
+async fn ten_thousand_tasks_are_filtered_sorted_and_paged_and_two_coordinators_do_not_lose_an_update()
+ {
+    let started = Instant::now();
+    let env = env(GENERATED, 900).await;
+    println!(
+        "seeded {GENERATED} generated patients in {:?}",
+        started.elapsed()
+    );
+    let (lee, ortiz) = (Browser::default(), Browser::default());
+    let q = coordinator(&env, &lee, "pas-prac-lee").await;
+    let synced = Instant::now();
+    let first = queue_at(&lee, &q, "").await;
+    println!("first sync of the queue in {:?}", synced.elapsed());
+
+    let tasks = all_tasks(&env).await;
+    assert!(tasks.len() >= 10_000, "{} tasks", tasks.len());
+    let open = |t: &&Value| OPEN.contains(&t["status"].as_str().unwrap());
+    assert_eq!(
+        total(&first),
+        tasks.iter().filter(open).count(),
+        "every open task"
+    );
+    // The generator is the oracle for the generated part.
+    let generated_open_appeals = passerelle::seed::generate::appeal_count(GENERATED);
+    let appeals = queue_at(&lee, &q, "kind=appeal").await;
+    let fixture_open_appeals = tasks
+        .iter()
+        .filter(open)
+        .filter(|t| {
+            t["id"].as_str().unwrap().starts_with("pas-task")
+                && t["code"]["coding"][0]["system"] == passerelle::domain::visit::APPEAL_TASK_SYSTEM
+        })
+        .count();
+    assert_eq!(
+        total(&appeals),
+        generated_open_appeals + fixture_open_appeals
+    );
+    let requested = queue_at(&lee, &q, "status=requested&kind=referral").await;
+    let generated_requested = passerelle::seed::generate::referral_count(GENERATED, "requested");
+    assert!(total(&requested) >= generated_requested);
+    assert_eq!(
+        total(&requested),
+        tasks
+            .iter()
+            .filter(|t| t["status"] == "requested"
+                && passerelle::fhir::queue::kind_of(t)
+                    == Some(passerelle::domain::queue::Kind::Referral))
+            .count()
+    );
+    // Domain comes from the referral's ServiceRequest: the generator cycles
+    // four domains, food first.
+    let food = queue_at(&lee, &q, "domain=food-insecurity").await;
+    let generated_food = (0..GENERATED)
+        .filter(|i| i % 4 == 0)
+        .filter(|i| OPEN.contains(&passerelle::seed::generate::TASK_STATUSES[i % 7]))
+        .count();
+    let fixture_food = ["pas-task-01", "pas-task-10"]
+        .iter()
+        .filter(|id| tasks.iter().any(|t| t["id"] == **id && open(&t)))
+        .count();
+    assert_eq!(total(&food), generated_food + fixture_food);
+    assert!(
+        first.body.contains("Food insecurity ("),
+        "counts per domain"
+    );
+    // Payer of appeals, from the ClaimResponse's insurer.
+    let payer = queue_at(
+        &lee,
+        &q,
+        "kind=appeal&payer=Sunrise+Health+Plan+%28Medicaid+managed+care%29",
+    )
+    .await;
+    assert_eq!(
+        total(&payer),
+        (0..GENERATED).filter(|i| i % 3 == 0 && i % 5 == 0).count(),
+        "generated appeals of Sunrise's denials (no fixture appeal is Sunrise's)"
+    );
+    // Deadline order holds within a page and across pages; 50 rows a page.
+    let p1 = queue_at(&lee, &q, "sort=deadline").await;
+    let p2 = queue_at(&lee, &q, "sort=deadline&page=2").await;
+    let (d1, d2) = (row_dues(&p1), row_dues(&p2));
+    assert_eq!(d1.len(), 50);
+    assert!(d1.windows(2).all(|w| w[0] <= w[1]), "{d1:?}");
+    assert!(d1.last().unwrap() <= d2.first().unwrap());
+    assert!(
+        p1.body
+            .contains(&format!("page 1 of {}", total(&first).div_ceil(50)))
+    );
+    let overdue = queue_at(&lee, &q, "due=overdue").await;
+    let today = time::OffsetDateTime::now_utc().date().to_string();
+    assert!(row_dues(&overdue).iter().all(|d| *d < today));
+
+    // Two coordinators on the same Task: one clear conflict, nothing lost.
+    let q2 = coordinator(&env, &ortiz, "pas-prac-ortiz").await;
+    let seen_by_lee = queue_at(&lee, &q, "kind=referral&owner=unassigned").await;
+    let seen_by_ortiz = queue_at(&ortiz, &q2, "kind=referral&owner=unassigned").await;
+    let target = row_ids(&seen_by_lee)[0].clone();
+    assert_eq!(row_ids(&seen_by_ortiz)[0], target);
+    let form_of = |page: &Page| {
+        let row = page
+            .body
+            .split(&format!("<tr id=\"task-{target}\""))
+            .nth(1)
+            .unwrap()
+            .to_string();
+        (
+            common::smart::hidden_field(&row, "csrf"),
+            common::smart::hidden_field(&row, "version"),
+        )
+    };
+    let claim = |page: &Page, note: &'static str| {
+        let (csrf, version) = form_of(page);
+        let action = format!("{}/{target}", page.url.as_str().split('?').next().unwrap());
+        (
+            action,
+            vec![
+                ("csrf".to_string(), csrf),
+                ("version".to_string(), version),
+                ("action".to_string(), "claim".to_string()),
+                ("note".to_string(), note.to_string()),
+                (
+                    "back".to_string(),
+                    "kind=referral&owner=unassigned".to_string(),
+                ),
+            ],
+        )
+    };
+    let (action, form) = claim(&seen_by_lee, "Calling the pantry today");
+    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mine = lee.post_form(&action, &form).await;
+    assert_eq!(mine.status, 200, "{}", mine.body);
+    let (action, form) = claim(&seen_by_ortiz, "I will take it");
+    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let late = ortiz.post_form(&action, &form).await;
+    assert_eq!(late.status, 409, "{}", late.body);
+    let body = common::unescape(&late.body);
+    assert!(
+        body.contains("while you were looking") && body.contains("owned by Jordan Lee"),
+        "{body}"
+    );
+    let task = env.fhir_json(&format!("Task/{target}")).await;
+    assert_eq!(task["owner"]["reference"], "Practitioner/pas-prac-lee");
+    assert_eq!(task["note"].as_array().unwrap().len(), 1);
+    assert_eq!(task["note"][0]["text"], "Calling the pantry today");
+    // Lee's queue shows it as theirs at once, without a sync.
+    let mine = queue_at(&lee, &q, "owner=me").await;
+    assert!(row_ids(&mine).contains(&target));
+}
+
+/// Read server-sent events from `url` until one names `task` (or time runs out).
+async fn wait_for_event(browser_cookie: &str, url: &str, task: &str, within: Duration) -> bool {
+    use futures::StreamExt;
+    let response = reqwest::Client::new()
+        .get(url)
+        .header("cookie", browser_cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let mut stream = response.bytes_stream();
+    let mut seen = String::new();
+    let found = tokio::time::timeout(within, async {
+        while let Some(chunk) = stream.next().await {
+            seen.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+            if seen.contains(&format!("event: task\ndata: {task}\n")) {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    found.unwrap_or(false)
+}
+
+#[tokio::test]
+async fn a_change_on_the_server_reaches_the_queue_and_a_completed_referral_closes_the_loop() {
+    let env = env(0, 1).await;
+    let browser = Browser::default();
+    let q = coordinator(&env, &browser, "pas-prac-roy").await;
+    let first = queue_at(&browser, &q, "").await;
+    assert!(
+        first.body.contains("Nurse ·"),
+        "the role comes from PractitionerRole"
+    );
+    let cookie = browser.cookie_header(&env.app);
+    let events = format!("{}/events", q.url.as_str().split('?').next().unwrap());
+
+    // Someone else accepts Samuel Okafor's referral (pas-task-10) on the EHR,
+    // as the pantry's system would, with a Procedure to close the loop.
+    let token = env.launcher.system_token("system/*.cruds");
+    let http = reqwest::Client::new();
+    let procedure: Value = http
+        .post(format!("{}Procedure", env.launcher.fhir_base()))
+        .bearer_auth(&token)
+        .header("content-type", "application/fhir+json")
+        .json(&json!({ "resourceType": "Procedure", "status": "completed",
+            "code": { "text": "Food pantry: groceries provided" },
+            "subject": { "reference": "Patient/pas-p10" },
+            "basedOn": [{ "reference": "ServiceRequest/pas-sr-10" }] }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut task = env.fhir_json("Task/pas-task-10").await;
+    task["status"] = json!("completed");
+    task["output"] = json!([{ "type": { "text": "Service delivered" },
+        "valueReference": { "reference": format!("Procedure/{}", procedure["id"].as_str().unwrap()) } }]);
+    let listening = tokio::spawn({
+        let (cookie, events) = (cookie.clone(), events.clone());
+        async move { wait_for_event(&cookie, &events, "pas-task-10", Duration::from_secs(20)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let put = http
+        .put(format!("{}Task/pas-task-10", env.launcher.fhir_base()))
+        .bearer_auth(&token)
+        .header("content-type", "application/fhir+json")
+        .json(&task)
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success(), "{}", put.status());
+    assert!(
+        listening.await.unwrap(),
+        "the event stream announced the change"
+    );
+    let done = queue_at(&browser, &q, "status=completed").await;
+    assert!(row_ids(&done).contains(&"pas-task-10".to_string()));
+    // The loop closed: the ServiceRequest is completed and the concern noted.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let sr = env.fhir_json("ServiceRequest/pas-sr-10").await;
+        if sr["status"] == "completed" {
+            let reason = sr["reasonReference"][0]["reference"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            let c = env.fhir_json(&reason).await;
+            let note = c["note"][0]["text"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            assert!(note.contains("loop closed in"), "{c}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the loop was not closed: {sr}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // The digest lists what is due.
+    let digest = browser
+        .get(&format!(
+            "{}/digest",
+            q.url.as_str().split('?').next().unwrap()
+        ))
+        .await;
+    assert_eq!(digest.status, 200, "{}", digest.body);
+    assert!(digest.body.contains("Overdue (") && digest.body.contains("Due within 14 days ("));
+}
