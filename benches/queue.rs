@@ -12,8 +12,9 @@
 //! * the baseline, in the same run: `fhir_page_p50_ms`, one FHIR search of
 //!   50 open Tasks sorted by deadline (what a queue reading the server per
 //!   view would pay at least), and `ratio` = page / that search;
-//! * `rss_mb`: resident memory of this process (app, launcher, harness)
-//!   after the sync, and `index_mb`: its growth during the sync.
+//! * `rss_mb`, `peak_rss_mb`: resident memory of the Passerelle process
+//!   (`passerelle serve`, its own process) after the page views, and its
+//!   peak; `rss_before_sync_mb`, `rss_after_sync_mb` around the first sync.
 //!
 //! Prints one line: `BENCH queue …`.
 
@@ -30,15 +31,18 @@ use passerelle::auth::smart::ClientAuthMethod;
 const GENERATED: usize = 11_100;
 const VIEWS: usize = 200;
 
-fn rss_mb() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kb: f64 = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap();
-    kb / 1024.0
+/// Resident memory of process `pid`, and its peak.
+fn rss_mb(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| -> f64 {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    };
+    (field("VmRSS:") / 1024.0, field("VmHWM:") / 1024.0)
 }
 
 fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
@@ -56,16 +60,19 @@ async fn main() {
         method: ClientAuthMethod::PrivateKeyJwt,
         queue_poll_seconds: Some(900),
         generate: GENERATED,
+        // Passerelle in its own process, so its memory is its own.
+        app_binary: Some(env!("CARGO_BIN_EXE_passerelle").into()),
         ..Default::default()
     })
     .await;
+    let pid = env.process.as_ref().unwrap().id().unwrap();
     passerelle::telemetry::init("error");
     // Count every FHIR request from here on.
     let proxy = Proxy::start(env.hfs.base()).await;
     env.launcher.set_upstream(proxy.base.clone());
 
     let browser = Browser::default();
-    let before = rss_mb();
+    let (before, _) = rss_mb(pid);
     let started = Instant::now();
     let picker = browser
         .get(&format!(
@@ -93,7 +100,7 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let sync = started.elapsed();
-    let after = rss_mb();
+    let (after, _) = rss_mb(pid);
     assert!(open_tasks >= 10_000, "{open_tasks} open tasks");
 
     // Warm up, then the first page, as the browser gets it.
@@ -120,6 +127,7 @@ async fn main() {
         assert_eq!(page.status, 200);
     }
     let requests = proxy.count();
+    let (rss, peak) = rss_mb(pid);
 
     // The baseline: one FHIR search of a page of open Tasks by deadline.
     let token = env.launcher.system_token("system/Task.rs");
@@ -141,11 +149,10 @@ async fn main() {
     let (p50, p95) = (percentile(pages.clone(), 0.5), percentile(pages, 0.95));
     let fhir_p50 = percentile(fhir, 0.5);
     println!(
-        "BENCH queue open_tasks={open_tasks} sync_s={:.1} page_p50_ms={p50:.1} page_p95_ms={p95:.1} filtered_p50_ms={:.1} fhir_requests_per_view={} fhir_page_p50_ms={fhir_p50:.1} ratio={:.2} rss_mb={after:.0} index_mb={:.0}",
+        "BENCH queue open_tasks={open_tasks} sync_s={:.1} page_p50_ms={p50:.1} page_p95_ms={p95:.1} filtered_p50_ms={:.1} fhir_requests_per_view={} fhir_page_p50_ms={fhir_p50:.1} ratio={:.2} rss_mb={rss:.0} peak_rss_mb={peak:.0} rss_before_sync_mb={before:.0} rss_after_sync_mb={after:.0}",
         sync.as_secs_f64(),
         percentile(filtered, 0.5),
         requests as f64 / (2 * VIEWS) as f64,
         p50 / fhir_p50,
-        after - before,
     );
 }

@@ -197,7 +197,9 @@ impl Queue {
             Ok((tasks, latest)) => {
                 let completed: Vec<String> = tasks
                     .iter()
-                    .filter(|t| t.kind == Kind::Referral && t.status == "completed")
+                    .filter(|t| {
+                        t.kind == Kind::Referral && t.status == "completed" && t.procedure_output
+                    })
                     .map(|t| t.id.clone())
                     .collect();
                 let changed = self.upsert(tasks);
@@ -213,6 +215,13 @@ impl Queue {
             let mut state = self.state.write().expect("queue lock");
             state.syncs += 1;
             state.last = Some((now, outcome.as_ref().map(|n| *n).map_err(|e| e.to_string())));
+        }
+        // A full sync parses thousands of resources and drops them: give the
+        // freed memory back to the system (glibc keeps it otherwise).
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: malloc_trim only releases free heap pages.
+        unsafe {
+            libc::malloc_trim(0);
         }
         for id in completed {
             if self.loop_days(&id).is_none()

@@ -82,6 +82,9 @@ pub struct QueueTask {
     pub due: Option<Date>,
     /// FHIR instant of the last change, for sorting what changed.
     pub last_updated: String,
+    /// Its `output` names a Procedure: the service reported what it did
+    /// (a completed referral with one closes the loop).
+    pub procedure_output: bool,
 }
 
 impl QueueTask {
@@ -441,6 +444,7 @@ mod tests {
             authored: None,
             due: (!i.is_multiple_of(7)).then(|| TODAY + time::Duration::days(i as i64 - 10)),
             last_updated: format!("2026-11-{:02}", 1 + i % 28),
+            procedure_output: false,
         }
     }
 

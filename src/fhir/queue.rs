@@ -1,7 +1,6 @@
 //! Reading the practice's Tasks for the coordinators' queue: one paged
 //! search with the patient, the focus (ServiceRequest or ClaimResponse) and
-//! the ClaimResponse's insurer included, so a whole sync is a handful of
-//! requests of 1,000 Tasks each; later syncs ask only for what changed
+//! the ClaimResponse's insurer included, read 200 Tasks a page; later syncs ask only for what changed
 //! since (`_lastUpdated`).
 
 use std::collections::HashMap;
@@ -15,10 +14,11 @@ use crate::domain::queue::{Kind, QueueTask, TEAM_ROLE_SYSTEM};
 use crate::domain::sdoh::{Domain, SDOHCC_TEMPORARY_CODES};
 use crate::domain::visit::{APPEAL_TASK_SYSTEM, TASK_CODE_SYSTEM};
 
-/// Tasks asked for per page.
-pub const PAGE_SIZE: usize = 1000;
+/// Tasks asked for per page: small pages keep a sync's memory small (each
+/// page, with what it includes, is parsed and dropped before the next).
+pub const PAGE_SIZE: usize = 200;
 /// Pages followed in one sync at most (a million Tasks).
-pub const MAX_PAGES: usize = 1000;
+pub const MAX_PAGES: usize = 5000;
 
 fn date_of(v: &Value) -> Option<Date> {
     let s = v.as_str()?;
@@ -140,6 +140,11 @@ pub fn queue_task(t: &Value, included: &HashMap<String, Value>) -> Option<QueueT
             .as_str()
             .unwrap_or_default()
             .to_string(),
+        procedure_output: t["output"].as_array().into_iter().flatten().any(|o| {
+            o["valueReference"]["reference"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("Procedure/"))
+        }),
     })
 }
 
@@ -158,30 +163,39 @@ pub async fn read_tasks(
     if let Some(s) = since {
         params.push(("_lastUpdated", format!("ge{s}")));
     }
-    let page = client.search_all("Task", &params, MAX_PAGES).await?;
-    let mut included: HashMap<String, Value> = HashMap::new();
-    for r in page
-        .raw("Patient")
-        .chain(page.raw("ServiceRequest"))
-        .chain(page.raw("ClaimResponse"))
-        .chain(page.raw("Organization"))
-    {
-        if let (Some(t), Some(id)) = (r["resourceType"].as_str(), r["id"].as_str()) {
-            included.insert(format!("{t}/{id}"), r.clone());
-        }
-    }
+    // Page by page: only one page (1,000 Tasks and what they include) is
+    // held at a time, so a sync of any size runs in flat memory.
+    let mut tasks = Vec::new();
     let mut latest: Option<String> = None;
-    let tasks = page
-        .raw("Task")
-        .filter_map(|t| {
+    let mut page = client.search("Task", &params).await?;
+    for pages in 1.. {
+        let mut included: HashMap<String, Value> = HashMap::new();
+        for r in page
+            .raw("Patient")
+            .chain(page.raw("ServiceRequest"))
+            .chain(page.raw("ClaimResponse"))
+            .chain(page.raw("Organization"))
+        {
+            if let (Some(t), Some(id)) = (r["resourceType"].as_str(), r["id"].as_str()) {
+                included.insert(format!("{t}/{id}"), r.clone());
+            }
+        }
+        for t in page.raw("Task") {
             if let Some(u) = t["meta"]["lastUpdated"].as_str()
                 && latest.as_deref().is_none_or(|l| u > l)
             {
                 latest = Some(u.to_string());
             }
-            queue_task(t, &included)
-        })
-        .collect();
+            tasks.extend(queue_task(t, &included));
+        }
+        if pages >= MAX_PAGES {
+            break;
+        }
+        match client.next_page(&page, "Task").await? {
+            Some(next) => page = next,
+            None => break,
+        }
+    }
     Ok((tasks, latest))
 }
 

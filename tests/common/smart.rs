@@ -27,6 +27,8 @@ pub struct SmartEnv {
     pub keys: Vec<SigningKey>,
     pub db_path: std::path::PathBuf,
     _shutdown: oneshot::Sender<()>,
+    /// The app's own process, when it runs as the binary.
+    pub process: Option<tokio::process::Child>,
 }
 
 /// Options of [`smart_env_with`].
@@ -48,6 +50,9 @@ pub struct EnvOptions {
     pub queue_poll_seconds: Option<u64>,
     /// Generated patients seeded besides the fixtures (`seed --generate`).
     pub generate: usize,
+    /// Run the app as this binary (`passerelle serve`) in its own process,
+    /// configured through its environment, instead of in this process.
+    pub app_binary: Option<std::path::PathBuf>,
 }
 
 /// Start launcher, hfs (auth enforced) and the app, with Passerelle
@@ -74,6 +79,7 @@ impl Default for EnvOptions {
             database: None,
             queue_poll_seconds: None,
             generate: 0,
+            app_binary: None,
         }
     }
 }
@@ -130,7 +136,7 @@ pub async fn smart_env_with(o: EnvOptions) -> SmartEnv {
     launcher.set_upstream(hfs.base().clone());
     seed_with_token(&launcher, o.generate).await;
 
-    let ehr: EhrConfig = serde_json::from_value(serde_json::json!({
+    let ehr_json = serde_json::json!({
         "name": "Development EHR",
         "iss": launcher.fhir_base().as_str(),
         "client_id": "passerelle",
@@ -144,8 +150,8 @@ pub async fn smart_env_with(o: EnvOptions) -> SmartEnv {
         "scopes": o.scopes,
         "frame_ancestors": [launcher.base().origin().ascii_serialization()],
         "backend": o.queue_poll_seconds.map(|s| serde_json::json!({ "poll_seconds": s })),
-    }))
-    .unwrap();
+    });
+    let ehr: EhrConfig = serde_json::from_value(ehr_json.clone()).unwrap();
     let (db_path, session_key) = o.database.clone().unwrap_or_else(|| {
         let name = format!(
             "passerelle-test-{}.db",
@@ -178,13 +184,56 @@ pub async fn smart_env_with(o: EnvOptions) -> SmartEnv {
         letters: std::sync::Arc::new(passerelle::domain::letter::LetterTemplates::shipped()),
     };
     let (tx, rx) = oneshot::channel::<()>();
-    tokio::spawn(passerelle::http::run(
-        app_listener,
-        settings.clone(),
-        async {
-            let _ = rx.await;
-        },
-    ));
+    let process = match &o.app_binary {
+        None => {
+            tokio::spawn(passerelle::http::run(
+                app_listener,
+                settings.clone(),
+                async {
+                    let _ = rx.await;
+                },
+            ));
+            None
+        }
+        Some(bin) => {
+            let listen = app_listener.local_addr().unwrap();
+            drop(app_listener);
+            let ehrs = std::env::temp_dir().join(format!(
+                "passerelle-ehrs-{}.json",
+                passerelle::auth::keys::random_token(8)
+            ));
+            std::fs::write(&ehrs, serde_json::to_vec(&[&ehr_json]).unwrap()).unwrap();
+            let child = tokio::process::Command::new(bin)
+                .arg("serve")
+                .env("PASSERELLE_LISTEN", listen.to_string())
+                .env("PASSERELLE_EHRS", &ehrs)
+                .env("PASSERELLE_PUBLIC_URL", app_url.to_string())
+                .env(
+                    "PASSERELLE_DATABASE_URL",
+                    format!("sqlite://{}?mode=rwc", db_path.display()),
+                )
+                .env(
+                    "PASSERELLE_DEFINITIONS_DIR",
+                    &super::hfs_options().definitions_dir,
+                )
+                .env("PASSERELLE_LOG", "warn")
+                .kill_on_drop(true)
+                .spawn()
+                .expect("passerelle serve starts");
+            let started = std::time::Instant::now();
+            while reqwest::get(format!("{app}/.well-known/jwks.json"))
+                .await
+                .is_err()
+            {
+                assert!(
+                    started.elapsed() < Duration::from_secs(30),
+                    "the app did not start"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Some(child)
+        }
+    };
     SmartEnv {
         app,
         settings,
@@ -193,6 +242,7 @@ pub async fn smart_env_with(o: EnvOptions) -> SmartEnv {
         keys,
         db_path,
         _shutdown: tx,
+        process,
     }
 }
 
