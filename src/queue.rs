@@ -93,10 +93,19 @@ pub struct Queue {
     /// Days from referral to a closed loop, per referral Task id.
     loops: RwLock<HashMap<String, i64>>,
     team: RwLock<Vec<crate::fhir::queue::TeamMember>>,
+    /// Woken by a subscription notification: sync now, not at the interval.
+    wake: tokio::sync::Notify,
+    /// The secret part of this queue's notification endpoint.
+    pub hook_secret: String,
+    /// Whether the server took our Subscription (else: polling only).
+    subscribed: RwLock<Option<String>>,
 }
 
 impl Queue {
-    pub fn new(iss: &str) -> Arc<Queue> {
+    /// The queue of `iss`; `key` (the session key) makes its notification
+    /// endpoint's secret, stable across restarts so a Subscription outlives
+    /// one.
+    pub fn new(iss: &str, key: &[u8; 32]) -> Arc<Queue> {
         Arc::new(Queue {
             iss: iss.to_string(),
             tasks: RwLock::new(HashMap::new()),
@@ -104,6 +113,9 @@ impl Queue {
             events: broadcast::channel(1024).0,
             loops: RwLock::new(HashMap::new()),
             team: RwLock::new(Vec::new()),
+            wake: tokio::sync::Notify::new(),
+            hook_secret: hook_secret(key, iss),
+            subscribed: RwLock::new(None),
         })
     }
 
@@ -126,6 +138,16 @@ impl Queue {
 
     pub fn sync_state(&self) -> SyncState {
         self.state.read().expect("queue lock").clone()
+    }
+
+    /// A subscription notification arrived: sync at once.
+    pub fn notify(&self) {
+        self.wake.notify_one();
+    }
+
+    /// The id of the Subscription the server accepted, if any.
+    pub fn subscription(&self) -> Option<String> {
+        self.subscribed.read().expect("queue lock").clone()
     }
 
     /// The care team, as of the last sync.
@@ -316,6 +338,20 @@ fn version_number(v: &str) -> u64 {
     v.parse().unwrap_or(0)
 }
 
+/// The secret of the notification endpoint of `iss`'s queue.
+pub fn hook_secret(key: &[u8; 32], iss: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"passerelle queue hook\0");
+    h.update(key);
+    h.update(iss.as_bytes());
+    h.finalize()
+        .iter()
+        .take(16)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// Sync `queue` every `every` until the process stops; the first sync at once.
 pub async fn poller(queue: Arc<Queue>, client: FhirClient, every: Duration) {
     loop {
@@ -331,7 +367,91 @@ pub async fn poller(queue: Arc<Queue>, client: FhirClient, every: Duration) {
                 tracing::warn!(error = %e, "queue sync failed; trying again at the next interval")
             }
         }
-        tokio::time::sleep(every).await;
+        // The interval, or sooner when a subscription notification arrives.
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = queue.wake.notified() => {}
+        }
+    }
+}
+
+/// The R4 Subscriptions backport (HL7 FHIR IG `subscriptions-backport`
+/// 1.1.0): a server that offers it says so in its CapabilityStatement.
+pub const BACKPORT_SERVER: &str = "http://hl7.org/fhir/uv/subscriptions-backport/CapabilityStatement/backport-subscription-server-r4";
+const TOPIC_EXTENSION: &str = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/capabilitystatement-subscriptiontopic-canonical";
+
+/// The topic to subscribe to for Task changes, when the server offers the
+/// backport with rest-hook: a topic it lists whose canonical names Task.
+pub fn task_topic(capabilities: &Value) -> Option<String> {
+    let offers_backport = capabilities["instantiates"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|i| i.as_str().is_some_and(|s| s.starts_with(BACKPORT_SERVER)));
+    if !offers_backport {
+        return None;
+    }
+    capabilities["rest"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|r| r["resource"].as_array().into_iter().flatten())
+        .filter(|r| r["type"] == "Subscription")
+        .flat_map(|r| r["extension"].as_array().into_iter().flatten())
+        .filter(|e| e["url"] == TOPIC_EXTENSION)
+        .filter_map(|e| e["valueCanonical"].as_str())
+        .find(|t| t.to_lowercase().contains("task"))
+        .map(String::from)
+}
+
+/// A backport Subscription (rest-hook, id-only) to `topic`, notifying
+/// `endpoint`.
+pub fn subscription(topic: &str, endpoint: &str) -> Value {
+    json!({
+        "resourceType": "Subscription",
+        "meta": { "profile": ["http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-subscription"] },
+        "status": "requested",
+        "reason": "Passerelle follow-up queue: Task changes",
+        "criteria": topic,
+        "channel": {
+            "type": "rest-hook",
+            "endpoint": endpoint,
+            "payload": "application/fhir+json",
+            "_payload": { "extension": [{
+                "url": "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-payload-content",
+                "valueCode": "id-only"
+            }] }
+        }
+    })
+}
+
+/// Subscribe to Task changes where the server offers it; otherwise the
+/// queue polls. Returns what was done, in words, for the log.
+async fn subscribe(queue: &Queue, client: &FhirClient, public_url: Option<&url::Url>) -> String {
+    let Some(public_url) = public_url else {
+        return "no public URL for notifications: polling".into();
+    };
+    let capabilities = match client.capabilities().await {
+        Ok(c) => c,
+        Err(e) => return format!("the CapabilityStatement could not be read ({e}): polling"),
+    };
+    let Some(topic) = task_topic(&capabilities) else {
+        return "the server offers no Task subscription topic (R4 backport, rest-hook): polling"
+            .into();
+    };
+    let endpoint = match public_url.join(&format!("hooks/fhir/{}", queue.hook_secret)) {
+        Ok(u) => u,
+        Err(e) => return format!("no notification endpoint ({e}): polling"),
+    };
+    match client
+        .create(&subscription(&topic, endpoint.as_str()), None)
+        .await
+    {
+        Ok(created) => {
+            *queue.subscribed.write().expect("queue lock") = created.reference.clone();
+            format!("subscribed to {topic}")
+        }
+        Err(e) => format!("the Subscription was refused ({e}): polling"),
     }
 }
 
@@ -343,6 +463,7 @@ pub async fn run_for(
     queue: Arc<Queue>,
     http: reqwest::Client,
     limits: crate::fhir::Limits,
+    public_url: Option<url::Url>,
 ) {
     let Ok(ehr) = smart.ehr(&iss).cloned() else {
         return;
@@ -380,10 +501,52 @@ pub async fn run_for(
     );
     let fhir = FhirClient::new(http, ehr.config.iss.clone(), limits)
         .with_authorizer(Arc::new(BackendAuth::new(client)));
+    let how = subscribe(&queue, &fhir, public_url.as_ref()).await;
+    tracing::info!(
+        every_s = backend.poll_seconds,
+        "queue: {how}; polling at least every interval"
+    );
     poller(
         queue,
         fhir,
         Duration::from_secs(backend.poll_seconds.max(1)),
     )
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_offering_the_backport_with_a_task_topic_gets_a_rest_hook_subscription() {
+        let offers = json!({
+            "resourceType": "CapabilityStatement",
+            "instantiates": [format!("{BACKPORT_SERVER}|1.1.0")],
+            "rest": [{ "resource": [{ "type": "Subscription", "extension": [
+                { "url": TOPIC_EXTENSION, "valueCanonical": "http://example.org/topic/encounter-start" },
+                { "url": TOPIC_EXTENSION, "valueCanonical": "http://example.org/topic/task-updated" }
+            ] }] }]
+        });
+        assert_eq!(
+            task_topic(&offers).as_deref(),
+            Some("http://example.org/topic/task-updated")
+        );
+        let s = subscription(
+            "http://example.org/topic/task-updated",
+            "https://app/hooks/fhir/x",
+        );
+        assert_eq!(s["channel"]["type"], "rest-hook");
+        assert_eq!(s["criteria"], "http://example.org/topic/task-updated");
+        assert_eq!(
+            s["channel"]["_payload"]["extension"][0]["valueCode"],
+            "id-only"
+        );
+        let v = crate::fhir::SchemaValidator::load(&crate::config::cache_dir().join("definitions"))
+            .expect("the FHIR schema is installed by ./scripts/test");
+        v.validate(&s).unwrap();
+        // Subscription resources alone (as hfs lists them) are not the backport.
+        let plain = json!({ "rest": [{ "resource": [{ "type": "Subscription" }] }] });
+        assert_eq!(task_topic(&plain), None);
+    }
 }

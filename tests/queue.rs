@@ -397,3 +397,55 @@ async fn a_change_on_the_server_reaches_the_queue_and_a_completed_referral_close
     assert_eq!(digest.status, 200, "{}", digest.body);
     assert!(digest.body.contains("Overdue (") && digest.body.contains("Due within 14 days ("));
 }
+
+#[tokio::test]
+async fn a_subscription_notification_makes_the_queue_sync_at_once() {
+    // Polling every 15 minutes: only a notification can bring the change now.
+    let env = env(0, 900).await;
+    let browser = Browser::default();
+    let q = coordinator(&env, &browser, "pas-prac-lee").await;
+    queue_at(&browser, &q, "").await;
+    let token = env.launcher.system_token("system/*.cruds");
+    let mut task = env.fhir_json("Task/pas-task-03").await;
+    task["status"] = json!("cancelled");
+    task["statusReason"] = json!({ "text": "Patient moved away" });
+    let put = reqwest::Client::new()
+        .put(format!("{}Task/pas-task-03", env.launcher.fhir_base()))
+        .bearer_auth(&token)
+        .header("content-type", "application/fhir+json")
+        .json(&task)
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success());
+    let key = env.settings.smart.as_ref().unwrap().session_key;
+    let iss = passerelle::http::normalise_base(&env.launcher.fhir_base()).to_string();
+    let hook = |secret: String| {
+        let url = format!("{}/hooks/fhir/{secret}", env.app);
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .header("content-type", "application/fhir+json")
+                .body(r#"{"resourceType":"Bundle","type":"history","entry":[]}"#)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(hook("not-the-secret".into()).await, 404);
+    assert_eq!(hook(passerelle::queue::hook_secret(&key, &iss)).await, 200);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let cancelled = queue_at(&browser, &q, "status=cancelled").await;
+        if row_ids(&cancelled).contains(&"pas-task-03".to_string()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the notification did not bring the change"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

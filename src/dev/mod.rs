@@ -80,6 +80,8 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         "client_auth": "private_key_jwt",
         "key_alg": "ES384",
         "frame_ancestors": [launcher.base().origin().ascii_serialization()],
+        // The coordinators' queue, read with Backend Services.
+        "backend": {},
     }))?;
     let settings = Settings {
         open_servers: vec![],
@@ -105,8 +107,9 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         letters: std::sync::Arc::new(crate::domain::letter::LetterTemplates::shipped()),
     };
     println!(
-        "Passerelle demo is ready: open {} (the development EHR: pick a patient and Passerelle opens in its frame)",
-        launcher.base()
+        "Passerelle demo is ready: open {} (the development EHR: pick a patient and Passerelle opens in its frame); coordinators sign in at {}standalone",
+        launcher.base(),
+        app
     );
     http::run(app_listener, settings, http::shutdown_signal()).await?;
     launcher.shutdown().await;

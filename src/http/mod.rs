@@ -266,11 +266,11 @@ impl AppState {
         let queues = settings
             .smart
             .iter()
-            .flat_map(|s| &s.ehrs)
-            .filter(|e| e.backend.is_some())
-            .map(|e| {
+            .flat_map(|s| s.ehrs.iter().map(move |e| (e, &s.session_key)))
+            .filter(|(e, _)| e.backend.is_some())
+            .map(|(e, key)| {
                 let iss = normalise_base(&e.iss).to_string();
-                (iss.clone(), crate::queue::Queue::new(&iss))
+                (iss.clone(), crate::queue::Queue::new(&iss, key))
             })
             .collect();
         Ok(AppState {
@@ -355,6 +355,14 @@ impl AppState {
     }
 
     /// The queue of the EHR `iss`, when it has Backend Services configured.
+    /// The queue whose notification endpoint has this secret.
+    pub fn queue_by_hook(&self, secret: &str) -> Option<&Arc<crate::queue::Queue>> {
+        self.inner.queues.values().find(|q| {
+            let (a, b) = (q.hook_secret.as_bytes(), secret.as_bytes());
+            a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+        })
+    }
+
     pub fn queue(&self, iss: &str) -> Option<&Arc<crate::queue::Queue>> {
         let base = normalise_base(&Url::parse(iss).ok()?).to_string();
         self.inner.queues.get(&base)
@@ -474,6 +482,7 @@ pub async fn run(
                     queue.clone(),
                     state.http().clone(),
                     state.limits(),
+                    settings.smart.as_ref().map(|s| s.public_url.clone()),
                 ))
             })
             .collect(),

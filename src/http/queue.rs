@@ -43,6 +43,20 @@ pub fn router() -> Router<AppState> {
         .route("/l/{id}/queue/events", get(events))
         .route("/l/{id}/queue/digest", get(digest_page))
         .route("/l/{id}/queue/{tid}", post(act_on))
+        .route("/hooks/fhir/{secret}", post(notified))
+}
+
+/// A subscription notification (R4 backport, rest-hook, id-only): the
+/// queue of the matching secret syncs now. Its body is not trusted or
+/// needed: the sync asks the server what changed.
+async fn notified(State(state): State<AppState>, Path(secret): Path<String>) -> Response {
+    match state.queue_by_hook(&secret) {
+        Some(queue) => {
+            queue.notify();
+            axum::http::StatusCode::OK.into_response()
+        }
+        None => axum::http::StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 /// The launch's queue, if its EHR has one and the user may read Tasks.
