@@ -99,13 +99,35 @@ pub struct Queue {
     pub hook_secret: String,
     /// Whether the server took our Subscription (else: polling only).
     subscribed: RwLock<Option<String>>,
+    /// The Backend Services client, once connected (for the patterns view).
+    client: RwLock<Option<FhirClient>>,
+    patterns: Arc<RwLock<PatternsState>>,
+    progress: Arc<crate::fhir::patterns::Progress>,
+    /// Every write the queue makes (closing a loop) is validated first.
+    schema: Option<crate::fhir::SchemaValidator>,
+    /// Referral Tasks whose loop could not be closed yet: tried again at
+    /// every sync.
+    pending_loops: RwLock<std::collections::HashSet<String>>,
+}
+
+/// The patterns view's last result, cached with its date, and whether a
+/// computation is running.
+#[derive(Debug, Clone, Default)]
+pub struct PatternsState {
+    pub period: Option<crate::domain::patterns::Period>,
+    pub result: Option<Result<crate::domain::patterns::Report, String>>,
+    pub running: bool,
 }
 
 impl Queue {
     /// The queue of `iss`; `key` (the session key) makes its notification
     /// endpoint's secret, stable across restarts so a Subscription outlives
     /// one.
-    pub fn new(iss: &str, key: &[u8; 32]) -> Arc<Queue> {
+    pub fn new(
+        iss: &str,
+        key: &[u8; 32],
+        schema: Option<crate::fhir::SchemaValidator>,
+    ) -> Arc<Queue> {
         Arc::new(Queue {
             iss: iss.to_string(),
             tasks: RwLock::new(HashMap::new()),
@@ -116,6 +138,11 @@ impl Queue {
             wake: tokio::sync::Notify::new(),
             hook_secret: hook_secret(key, iss),
             subscribed: RwLock::new(None),
+            client: RwLock::new(None),
+            patterns: Arc::new(RwLock::new(PatternsState::default())),
+            progress: Arc::new(crate::fhir::patterns::Progress::default()),
+            schema,
+            pending_loops: RwLock::new(std::collections::HashSet::new()),
         })
     }
 
@@ -138,6 +165,51 @@ impl Queue {
 
     pub fn sync_state(&self) -> SyncState {
         self.state.read().expect("queue lock").clone()
+    }
+
+    /// The patterns view's state.
+    pub fn patterns(&self) -> PatternsState {
+        self.patterns.read().expect("patterns lock").clone()
+    }
+
+    pub fn patterns_progress(&self) -> String {
+        self.progress.words()
+    }
+
+    /// Compute the measures for `period` in the background; false when the
+    /// EHR is not connected yet. A computation already running goes on.
+    pub fn start_patterns(&self, period: crate::domain::patterns::Period) -> bool {
+        let Some(client) = self.client.read().expect("queue lock").clone() else {
+            return false;
+        };
+        {
+            let mut st = self.patterns.write().expect("patterns lock");
+            if st.running {
+                return true;
+            }
+            st.running = true;
+            st.period = Some(period);
+        }
+        let (state, progress) = (self.patterns.clone(), self.progress.clone());
+        progress
+            .pages
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+        progress
+            .resources
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let result = crate::fhir::patterns::compute(&client, period, &progress).await;
+            tracing::info!(
+                ms = started.elapsed().as_millis() as u64,
+                ok = result.is_ok(),
+                "patterns computed"
+            );
+            let mut st = state.write().expect("patterns lock");
+            st.result = Some(result.map_err(|e| e.to_string()));
+            st.running = false;
+        });
+        true
     }
 
     /// A subscription notification arrived: sync at once.
@@ -212,7 +284,7 @@ impl Queue {
         );
         match team {
             Ok(team) => *self.team.write().expect("queue lock") = team,
-            Err(e) => tracing::warn!(error = %e, "the care team could not be read"),
+            Err(e) => tracing::warn!(kind = e.kind(), "the care team could not be read"),
         }
         let now = time::OffsetDateTime::now_utc();
         let (outcome, completed) = match result {
@@ -245,11 +317,25 @@ impl Queue {
         unsafe {
             libc::malloc_trim(0);
         }
-        for id in completed {
-            if self.loop_days(&id).is_none()
-                && let Err(e) = self.close_loop(client, &id).await
-            {
-                tracing::warn!(error = %e, "a referral's loop could not be closed");
+        let mut todo: Vec<String> = self
+            .pending_loops
+            .write()
+            .expect("queue lock")
+            .drain()
+            .collect();
+        todo.extend(completed);
+        todo.sort();
+        todo.dedup();
+        for id in todo {
+            if self.loop_days(&id).is_some() {
+                continue;
+            }
+            if let Err(e) = self.close_loop(client, &id).await {
+                tracing::warn!(
+                    kind = e.kind(),
+                    "a referral's loop could not be closed; tried again at the next sync"
+                );
+                self.pending_loops.write().expect("queue lock").insert(id);
             }
         }
         outcome
@@ -266,8 +352,11 @@ impl Queue {
             .find_map(|o| o["valueReference"]["reference"].as_str())
             .filter(|r| r.starts_with("Procedure/"))
             .map(String::from);
-        let (Some(procedure), Some(sr_ref)) = (procedure, task["focus"]["reference"].as_str())
-        else {
+        let (Some(procedure), Some(sr_ref), Some(patient)) = (
+            procedure,
+            task["focus"]["reference"].as_str(),
+            task["for"]["reference"].as_str(),
+        ) else {
             return Ok(());
         };
         let Some(sr_id) = sr_ref.strip_prefix("ServiceRequest/") else {
@@ -275,8 +364,16 @@ impl Queue {
         };
         let read = client.read_json("ServiceRequest", sr_id).await?;
         let mut sr = read.resource;
-        let completed_on = task["lastModified"]
+        // Only the Task's own patient's records are touched.
+        if sr["subject"]["reference"].as_str() != Some(patient) {
+            tracing::warn!(
+                "a completed referral's ServiceRequest is about another patient: left alone"
+            );
+            return Ok(());
+        }
+        let completed_on = task["executionPeriod"]["end"]
             .as_str()
+            .or(task["lastModified"].as_str())
             .or(task["meta"]["lastUpdated"].as_str())
             .unwrap_or_default()
             .to_string();
@@ -288,13 +385,32 @@ impl Queue {
             .ok()
         };
         let days = match (sr["authoredOn"].as_str().and_then(day), day(&completed_on)) {
-            (Some(a), Some(c)) => (c - a).whole_days(),
-            _ => 0,
+            (Some(a), Some(c)) if c >= a => Some((c - a).whole_days()),
+            _ => None,
+        };
+        let guarded = |version: Option<String>, what: &str| {
+            version.ok_or_else(|| {
+                FhirError::Request(format!("the {what} has no version to update it safely"))
+            })
+        };
+        let validate = |r: &Value| match &self.schema {
+            Some(v) => v.validate(r),
+            None => Err(FhirError::Request("the R4 schema is not installed".into())),
         };
         if sr["status"] != "completed" {
             sr["status"] = json!("completed");
-            client.update(&sr, read.version.as_deref()).await?;
+            validate(&sr)?;
+            client
+                .update(&sr, Some(&guarded(read.version, "ServiceRequest")?))
+                .await?;
         }
+        let on = completed_on.get(..10).unwrap_or(&completed_on);
+        let text = match days {
+            Some(d) => {
+                format!("Referral completed ({procedure}) on {on}: loop closed in {d} day(s).")
+            }
+            None => format!("Referral completed ({procedure}) on {on}: loop closed."),
+        };
         for reason in sr["reasonReference"]
             .as_array()
             .cloned()
@@ -308,10 +424,9 @@ impl Queue {
             };
             let read = client.read_json("Condition", cid).await?;
             let mut c = read.resource;
-            let text = format!(
-                "Referral completed ({procedure}) on {}: loop closed in {days} day(s).",
-                completed_on.get(..10).unwrap_or(&completed_on)
-            );
+            if c["subject"]["reference"].as_str() != Some(patient) {
+                continue;
+            }
             let already = c["note"]
                 .as_array()
                 .into_iter()
@@ -322,14 +437,17 @@ impl Queue {
                     Some(notes) => notes.push(json!({ "text": text })),
                     None => c["note"] = json!([{ "text": text }]),
                 }
-                client.update(&c, read.version.as_deref()).await?;
+                validate(&c)?;
+                client
+                    .update(&c, Some(&guarded(read.version, "Condition")?))
+                    .await?;
             }
         }
         self.loops
             .write()
             .expect("queue lock")
-            .insert(task_id.to_string(), days);
-        tracing::info!(days, "referral loop closed");
+            .insert(task_id.to_string(), days.unwrap_or(-1));
+        tracing::info!(days = days.unwrap_or(-1), "referral loop closed");
         Ok(())
     }
 }
@@ -364,7 +482,10 @@ pub async fn poller(queue: Arc<Queue>, client: FhirClient, every: Duration) {
                 "queue synced"
             ),
             Err(e) => {
-                tracing::warn!(error = %e, "queue sync failed; trying again at the next interval")
+                tracing::warn!(
+                    kind = e.kind(),
+                    "queue sync failed; trying again at the next interval"
+                )
             }
         }
         // The interval, or sooner when a subscription notification arrives.
@@ -433,7 +554,12 @@ async fn subscribe(queue: &Queue, client: &FhirClient, public_url: Option<&url::
     };
     let capabilities = match client.capabilities().await {
         Ok(c) => c,
-        Err(e) => return format!("the CapabilityStatement could not be read ({e}): polling"),
+        Err(e) => {
+            return format!(
+                "the CapabilityStatement could not be read ({}): polling",
+                e.kind()
+            );
+        }
     };
     let Some(topic) = task_topic(&capabilities) else {
         return "the server offers no Task subscription topic (R4 backport, rest-hook): polling"
@@ -451,7 +577,7 @@ async fn subscribe(queue: &Queue, client: &FhirClient, public_url: Option<&url::
             *queue.subscribed.write().expect("queue lock") = created.reference.clone();
             format!("subscribed to {topic}")
         }
-        Err(e) => format!("the Subscription was refused ({e}): polling"),
+        Err(e) => format!("the Subscription was refused ({}): polling", e.kind()),
     }
 }
 
@@ -501,6 +627,7 @@ pub async fn run_for(
     );
     let fhir = FhirClient::new(http, ehr.config.iss.clone(), limits)
         .with_authorizer(Arc::new(BackendAuth::new(client)));
+    *queue.client.write().expect("queue lock") = Some(fhir.clone());
     let how = subscribe(&queue, &fhir, public_url.as_ref()).await;
     tracing::info!(
         every_s = backend.poll_seconds,

@@ -344,6 +344,7 @@ pub async fn run(args: SeedArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub mod generate;
+pub mod population;
 
 #[cfg(test)]
 mod tests {

@@ -23,8 +23,16 @@
         holder.innerHTML = html;
         var fresh = holder.querySelector('#queue-table');
         var old = document.getElementById('queue-table');
-        // Never replace the table while someone is typing in it.
-        if (fresh && old && !old.contains(document.activeElement)) old.replaceWith(fresh);
+        // Never replace the table while someone is typing in it: do it
+        // when they leave it.
+        if (!fresh || !old) return;
+        if (old.contains(document.activeElement)) {
+          old.addEventListener('focusout', function later(e) {
+            if (!old.contains(e.relatedTarget)) { old.removeEventListener('focusout', later); refresh(); }
+          });
+          return;
+        }
+        old.replaceWith(fresh);
       }, function () { pending = false; });
     }, 150);
   }

@@ -116,7 +116,7 @@ async fn a_referral_is_recorded_once_with_consent_and_taken_through_its_lifecycl
     let again = browser.post_form(&at(&visit, "/refer"), &form).await;
     assert_eq!(again.status, 200);
 
-    let id = form[1].1;
+    let id = format!("{}-referral", form[1].1);
     let srs = env
         .fhir_json(&format!(
             "ServiceRequest?identifier={REFERRAL_ID_SYSTEM}|{id}/service-request"
@@ -684,7 +684,7 @@ async fn a_medicine_cost_barrier_finds_the_programs_for_the_drug_and_a_patient_t
     assert_eq!(done.status, 200, "{}", done.body);
     let tasks = entries(
         &env.fhir_json(&format!(
-            "Task?identifier={REFERRAL_ID_SYSTEM}|{id}/patient-task"
+            "Task?identifier={REFERRAL_ID_SYSTEM}|{id}-call/make-contact"
         ))
         .await,
     );
@@ -702,8 +702,9 @@ async fn a_medicine_cost_barrier_finds_the_programs_for_the_drug_and_a_patient_t
         "the visit page lists it under Patient tasks"
     );
 
-    // Material to read: a review-material Task focused on the service's information.
-    let second = hidden_field(html.split("id=\"service-").nth(2).unwrap(), "referral_id");
+    // Material to read, from the same card: another write, its own Task,
+    // focused on the service's information.
+    let second = id.clone();
     let done = browser
         .post_form(
             &at(&visit, "/refer"),
@@ -719,7 +720,7 @@ async fn a_medicine_cost_barrier_finds_the_programs_for_the_drug_and_a_patient_t
     assert_eq!(done.status, 200, "{}", done.body);
     let t = &entries(
         &env.fhir_json(&format!(
-            "Task?identifier={REFERRAL_ID_SYSTEM}|{second}/patient-task"
+            "Task?identifier={REFERRAL_ID_SYSTEM}|{second}-read/review-material"
         ))
         .await,
     )[0];
@@ -729,4 +730,66 @@ async fn a_medicine_cost_barrier_finds_the_programs_for_the_drug_and_a_patient_t
         .await;
     assert_eq!(material["resourceType"], "DocumentReference");
     assert_eq!(material["content"][0]["attachment"]["language"], "fr");
+    // Both are there: the call and the material (a button pressed again
+    // records nothing new, and says so).
+    let again = browser
+        .post_form(
+            &at(&visit, "/refer"),
+            &[
+                ("csrf", &hidden_field(&html, "csrf")),
+                ("referral_id", &id),
+                ("domain", "medical-cost-burden"),
+                ("service", &hidden_field(&html, "service")),
+                ("action", "patient-task"),
+            ],
+        )
+        .await;
+    assert!(
+        common::unescape(&again.body)
+            .contains("This form had been sent already, nothing new was recorded."),
+        "{}",
+        again.body
+    );
+    let calls = entries(
+        &env.fhir_json(&format!(
+            "Task?identifier={REFERRAL_ID_SYSTEM}|{id}-call/make-contact"
+        ))
+        .await,
+    );
+    assert_eq!(calls.len(), 1);
+}
+
+#[tokio::test]
+async fn a_launch_for_one_patient_cannot_reach_the_queue_or_link_a_letter_to_another_patients_task()
+{
+    let env = smart_env(ClientAuthMethod::None, HOUR).await;
+    let browser = Browser::default();
+    let visit = ehr_launch(&env, &browser, "pas-p02").await;
+    // The queue shows every patient's tasks: not from a patient's chart.
+    let queue = browser.get(&at(&visit, "/queue")).await;
+    assert_eq!(queue.status, 400, "{}", queue.body);
+    // A letter form posted with another patient's Task (David Nguyen's appeal).
+    let draft = browser.get(&at(&visit, "/letter?kind=lmn")).await;
+    assert_eq!(draft.status, 200, "{}", draft.body);
+    let html = common::unescape(&draft.body);
+    let forged = browser
+        .post_form(
+            &at(&visit, "/letter"),
+            &[
+                ("csrf", &hidden_field(&html, "csrf")),
+                ("letter_id", &hidden_field(&html, "letter_id")),
+                ("kind", "lmn"),
+                ("task", "pas-task-05-appeal"),
+                ("lang", "en"),
+                ("title", "Letter"),
+                ("text", "To whom it may concern"),
+            ],
+        )
+        .await;
+    assert_eq!(forged.status, 400, "{}", forged.body);
+    assert!(forged.body.contains("not about this launch's patient"));
+    let letters = env
+        .fhir_json("DocumentReference?related=Task/pas-task-05-appeal")
+        .await;
+    assert!(entries(&letters).is_empty(), "nothing was stored");
 }

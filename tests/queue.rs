@@ -274,11 +274,25 @@ async fn ten_thousand_tasks_are_filtered_sorted_and_paged_and_two_coordinators_d
     assert_eq!(late.status, 409, "{}", late.body);
     let body = common::unescape(&late.body);
     assert!(
-        body.contains("while you were looking") && body.contains("owned by Jordan Lee"),
+        body.contains("while you were looking") && body.contains("assigned to Jordan Lee"),
         "{body}"
     );
     let task = env.fhir_json(&format!("Task/{target}")).await;
-    assert_eq!(task["owner"]["reference"], "Practitioner/pas-prac-lee");
+    // The referral stays the service's; the practice's follow-up is Lee's.
+    assert!(
+        task["owner"]["reference"]
+            .as_str()
+            .is_some_and(|o| o.starts_with("Organization/")),
+        "{task}"
+    );
+    assert_eq!(
+        task["extension"][0]["url"],
+        passerelle::domain::queue::FOLLOW_UP_BY
+    );
+    assert_eq!(
+        task["extension"][0]["valueReference"]["reference"],
+        "Practitioner/pas-prac-lee"
+    );
     assert_eq!(task["note"].as_array().unwrap().len(), 1);
     assert_eq!(task["note"][0]["text"], "Calling the pantry today");
     // Lee's queue shows it as theirs at once, without a sync.
@@ -345,6 +359,7 @@ async fn a_change_on_the_server_reaches_the_queue_and_a_completed_referral_close
         .unwrap();
     let mut task = env.fhir_json("Task/pas-task-10").await;
     task["status"] = json!("completed");
+    task["executionPeriod"] = json!({ "end": time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap() });
     task["output"] = json!([{ "type": { "text": "Service delivered" },
         "valueReference": { "reference": format!("Procedure/{}", procedure["id"].as_str().unwrap()) } }]);
     let listening = tokio::spawn({
@@ -381,7 +396,16 @@ async fn a_change_on_the_server_reaches_the_queue_and_a_completed_referral_close
                 .as_str()
                 .unwrap_or_default()
                 .to_string();
-            assert!(note.contains("loop closed in"), "{c}");
+            let authored = time::Date::parse(
+                &sr["authoredOn"].as_str().unwrap()[..10],
+                time::macros::format_description!("[year]-[month]-[day]"),
+            )
+            .unwrap();
+            let days = (time::OffsetDateTime::now_utc().date() - authored).whole_days();
+            assert!(
+                note.contains(&format!("loop closed in {days} day(s)")),
+                "{note} (referred {authored})"
+            );
             break;
         }
         assert!(Instant::now() < deadline, "the loop was not closed: {sr}");
@@ -395,7 +419,56 @@ async fn a_change_on_the_server_reaches_the_queue_and_a_completed_referral_close
         ))
         .await;
     assert_eq!(digest.status, 200, "{}", digest.body);
-    assert!(digest.body.contains("Overdue (") && digest.body.contains("Due within 14 days ("));
+    // Every open task with a deadline lands in its group, the others in none.
+    let group = |label: &str| {
+        digest
+            .body
+            .split(&format!("<h2>{label} ("))
+            .nth(1)
+            .unwrap_or_else(|| panic!("no group {label}"))
+            .split("<h2>")
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let today = time::OffsetDateTime::now_utc().date();
+    let mut placed = 0;
+    for t in all_tasks(&env)
+        .await
+        .iter()
+        .filter(|t| OPEN.contains(&t["status"].as_str().unwrap()))
+    {
+        let id = t["id"].as_str().unwrap();
+        let link = format!("/task/{id}\"");
+        let label = t["restriction"]["period"]["end"].as_str().and_then(|end| {
+            let due = time::Date::parse(
+                &end[..10],
+                time::macros::format_description!("[year]-[month]-[day]"),
+            )
+            .unwrap();
+            match (due - today).whole_days() {
+                ..0 => Some("Overdue"),
+                0 => Some("Due today"),
+                1..=3 => Some("Due within 3 days"),
+                4..=14 => Some("Due within 14 days"),
+                _ => None,
+            }
+        });
+        for g in [
+            "Overdue",
+            "Due today",
+            "Due within 3 days",
+            "Due within 14 days",
+        ] {
+            let expected = label == Some(g);
+            assert_eq!(group(g).contains(&link), expected, "{id} in {g}");
+            placed += usize::from(expected);
+        }
+    }
+    assert!(
+        placed >= 2,
+        "the fixtures have tasks due soon or overdue ({placed})"
+    );
 }
 
 #[tokio::test]

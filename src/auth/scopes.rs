@@ -90,6 +90,16 @@ impl Scopes {
             .any(|p| (p.resource == resource || p.resource == "*") && p.letters.contains(letter))
     }
 
+    /// `allows`, for a `user/` (or v1 `user/`) permission only: what a user
+    /// may see across patients, never a `patient/` grant.
+    pub fn allows_user(&self, resource: &str, letter: char) -> bool {
+        self.permissions.iter().any(|p| {
+            p.context == Context::User
+                && (p.resource == resource || p.resource == "*")
+                && p.letters.contains(letter)
+        })
+    }
+
     pub fn has(&self, other: &str) -> bool {
         self.other.contains(other)
     }

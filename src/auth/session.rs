@@ -195,6 +195,17 @@ impl Sessions {
 
     /// The launch `id`, if it belongs to `browser` and has been used recently.
     pub async fn open(self: &Arc<Self>, id: &str, browser: &str) -> Result<Launch, AuthError> {
+        self.open_with(id, browser, true).await
+    }
+
+    /// [`Self::open`]; `touch: false` for requests a page makes by itself
+    /// (the queue's live updates), which must not keep an idle launch alive.
+    pub async fn open_with(
+        self: &Arc<Self>,
+        id: &str,
+        browser: &str,
+        touch: bool,
+    ) -> Result<Launch, AuthError> {
         let stored = self
             .store
             .launch(id)
@@ -208,7 +219,9 @@ impl Sessions {
             self.store.delete_launch(id).await.map_err(store_error)?;
             return Err(AuthError::LaunchAgain);
         }
-        self.store.touch_launch(id).await.map_err(store_error)?;
+        if touch {
+            self.store.touch_launch(id).await.map_err(store_error)?;
+        }
         let context: LaunchContext =
             serde_json::from_str(&stored.context).map_err(|_| AuthError::LaunchAgain)?;
         Ok(Launch {

@@ -8,6 +8,7 @@ pub mod appeal;
 pub mod coverage;
 pub mod directory;
 pub mod letter;
+pub mod patterns;
 pub mod queue;
 pub mod referral;
 pub mod screening;

@@ -10,6 +10,12 @@ use super::coverage::{DeadlineWarning, deadline_warning};
 use super::sdoh::Domain;
 use super::visit::CLOSED_TASK_STATUSES;
 
+/// Extension naming the care-team member who follows a Task up when the
+/// Task's `owner` is someone else (the community service of a referral,
+/// the patient of a task for the patient): owners are never overwritten.
+pub const FOLLOW_UP_BY: &str =
+    "http://passerelle.example.org/fhir/StructureDefinition/follow-up-by";
+
 /// Code system of the team roles Passerelle knows (PractitionerRole.code,
 /// Task.performerType).
 pub const TEAM_ROLE_SYSTEM: &str = "http://passerelle.example.org/fhir/CodeSystem/team-role";
@@ -71,7 +77,8 @@ pub struct QueueTask {
     pub priority: String,
     pub patient_id: String,
     pub patient_name: String,
-    /// `Practitioner/…` (or another reference) of the owner, if any.
+    /// `Practitioner/…` of the care-team member the Task is assigned to: the
+    /// `owner` of an appeal, the [`FOLLOW_UP_BY`] extension otherwise.
     pub owner: Option<String>,
     pub owner_name: Option<String>,
     /// The role the Task is assigned to (`Task.performerType`), if any.

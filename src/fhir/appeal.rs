@@ -39,8 +39,8 @@ pub struct AppealRecord<'a> {
     pub encounter: Option<&'a str>,
     pub requester: Option<&'a str>,
     pub coverage: Option<&'a str>,
-    /// The ClaimResponse, or the denied request (MedicationRequest,
-    /// ServiceRequest…) when the denial was entered by hand.
+    /// The ClaimResponse of a denial read from the EHR; none for a denial
+    /// entered by hand (its details are then in the Task's inputs).
     pub focus: Option<&'a str>,
     pub plan: &'a AppealPlan,
     pub denial: DenialInputs<'a>,
@@ -107,6 +107,7 @@ pub fn task(r: &AppealRecord) -> Value {
         "description": description,
         "for": { "reference": r.patient },
         "authoredOn": r.authored,
+        "lastModified": r.authored,
         "input": inputs,
     });
     if let Some(f) = r.focus {

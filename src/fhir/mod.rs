@@ -18,6 +18,7 @@ pub mod context;
 pub mod decode;
 pub mod error;
 pub mod letter;
+pub mod patterns;
 pub mod questionnaire;
 pub mod queue;
 pub mod referral;

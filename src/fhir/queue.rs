@@ -73,6 +73,23 @@ pub fn kind_of(t: &Value) -> Option<Kind> {
     }
 }
 
+/// The care-team member a Task is assigned to: its `follow-up-by`
+/// extension, else its owner when that is a practitioner.
+pub fn assignee(t: &Value) -> Option<&Value> {
+    t["extension"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["url"] == crate::domain::queue::FOLLOW_UP_BY)
+        .map(|e| &e["valueReference"])
+        .or_else(|| {
+            t["owner"]["reference"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("Practitioner/"))
+                .then_some(&t["owner"])
+        })
+}
+
 /// A Task as the queue holds it, with what the search included.
 pub fn queue_task(t: &Value, included: &HashMap<String, Value>) -> Option<QueueTask> {
     let kind = kind_of(t)?;
@@ -129,8 +146,12 @@ pub fn queue_task(t: &Value, included: &HashMap<String, Value>) -> Option<QueueT
             .map(human_name)
             .unwrap_or_else(|| patient_id.clone()),
         patient_id,
-        owner: t["owner"]["reference"].as_str().map(String::from),
-        owner_name: t["owner"]["display"].as_str().map(String::from),
+        owner: assignee(t)
+            .and_then(|a| a["reference"].as_str())
+            .map(String::from),
+        owner_name: assignee(t)
+            .and_then(|a| a["display"].as_str())
+            .map(String::from),
         role,
         domain,
         payer,
@@ -280,6 +301,20 @@ mod tests {
         assert_eq!(q.patient_name, "Jean Dupont");
         assert_eq!(q.domain, Some(Domain::FoodInsecurity));
         assert_eq!(q.role.as_deref(), Some("nurse"));
+        assert_eq!(q.owner.as_deref(), Some("Practitioner/n1"));
+        let mut served = referral.clone();
+        served["owner"] = json!({ "reference": "Organization/pantry" });
+        assert_eq!(
+            queue_task(&served, &included).unwrap().owner,
+            None,
+            "a service owns it: unassigned at the practice"
+        );
+        served["extension"] = json!([{ "url": crate::domain::queue::FOLLOW_UP_BY, "valueReference": { "reference": "Practitioner/n2", "display": "Sam Ortiz" } }]);
+        let q = queue_task(&served, &included).unwrap();
+        assert_eq!(
+            (q.owner.as_deref(), q.owner_name.as_deref()),
+            (Some("Practitioner/n2"), Some("Sam Ortiz"))
+        );
         assert_eq!(q.version, "3");
         assert_eq!(q.due, Some(time::macros::date!(2026 - 12 - 01)));
         let appeal = json!({ "resourceType": "Task", "id": "t2", "status": "requested",

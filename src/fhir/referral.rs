@@ -274,7 +274,7 @@ pub struct PatientTaskRecord<'a> {
 /// The transaction creating a Task for the patient (status `requested`,
 /// owner the patient), idempotent like every write.
 pub fn patient_task(r: &PatientTaskRecord) -> Value {
-    let task_id = format!("{}/patient-task", r.id);
+    let task_id = format!("{}/{}", r.id, r.kind.code());
     let mut task = json!({
         "resourceType": "Task",
         "identifier": [{ "system": REFERRAL_ID_SYSTEM, "value": task_id }],

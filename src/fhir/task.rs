@@ -52,6 +52,19 @@ pub fn apply(mut task: Value, change: &Change) -> Result<Value, ChangeError> {
         }
     }
     task["lastModified"] = json!(change.now);
+    // When the work started and ended (Task.executionPeriod): the patterns
+    // view measures time to accept and time to close from it.
+    if matches!(change.to, Status::Accepted | Status::InProgress)
+        && task["executionPeriod"]["start"].is_null()
+    {
+        task["executionPeriod"] = json!({ "start": change.now });
+    }
+    if matches!(change.to, Status::Completed | Status::Failed) {
+        if task["executionPeriod"]["start"].is_null() {
+            task["executionPeriod"] = json!({ "start": change.now });
+        }
+        task["executionPeriod"]["end"] = json!(change.now);
+    }
     if let Some(text) = change.note.map(str::trim).filter(|n| !n.is_empty()) {
         let mut note = json!({ "text": text, "time": change.now });
         if let Some(a) = change.author {
@@ -110,6 +123,10 @@ mod tests {
             "Practitioner/p1"
         );
         assert_eq!(t["meta"]["versionId"], "3");
+        assert!(
+            t["executionPeriod"].is_null(),
+            "on hold from accepted: no start"
+        );
         let t = apply(t, &change(Status::InProgress, Party::Performer, None)).unwrap();
         assert!(
             t.get("statusReason").is_none(),

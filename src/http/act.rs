@@ -65,6 +65,15 @@ pub(super) fn now_fhir() -> Result<String, AppError> {
         .map_err(|e| AppError::Internal(e.to_string()))
 }
 
+/// The visit page showing what became of write `id`; `new` false when the
+/// same form had been sent before (nothing new was recorded).
+pub(super) fn done_url(launch: &str, id: &str, new: bool) -> String {
+    format!(
+        "/l/{launch}/visit?done={id}{}",
+        if new { "" } else { "&again=1" }
+    )
+}
+
 /// A write id made by a page and posted back: letters, digits, - and _.
 pub(super) fn check_write_id(id: &str) -> Result<(), AppError> {
     if id.len() < 16
@@ -437,6 +446,22 @@ async fn refer(
     let launch = open_launch(&state, &jar, &id).await?;
     check_csrf(&launch, &form.csrf)?;
     check_write_id(&form.referral_id)?;
+    // Each action of a card is its own write: a referral, a call or the
+    // material to read are three records, each recorded once.
+    let write_id = format!(
+        "{}-{}",
+        form.referral_id,
+        match form.action.as_str() {
+            "refer" => "referral",
+            "patient-task" => "call",
+            "patient-material" => "read",
+            _ => {
+                return Err(AppError::BadRequest(
+                    "Choose refer or give the patient the contact.".into(),
+                ));
+            }
+        }
+    );
     let patient_id = patient_of(&launch)?;
     let peer = !form.peer.is_empty();
     let domain = parse_domain(Some(&form.domain))?;
@@ -474,7 +499,7 @@ async fn refer(
                 .as_ref()
                 .map(|e| format!("Encounter/{e}"));
             let record = ReferralRecord {
-                id: &form.referral_id,
+                id: &write_id,
                 patient: &patient,
                 encounter: encounter.as_deref(),
                 requester: requester.as_deref(),
@@ -514,7 +539,7 @@ async fn refer(
                 PatientTaskKind::ReviewMaterial => reading_instruction(&lang, &service.name),
             };
             let record = PatientTaskRecord {
-                id: &form.referral_id,
+                id: &write_id,
                 patient: &patient,
                 requester: requester.as_deref(),
                 kind,
@@ -537,8 +562,8 @@ async fn refer(
     state.schema()?.validate_bundle(&bundle)?;
     launch.check_write(&bundle)?;
     let summary = serde_json::json!({ "what": what });
-    write_through_outbox(&state, &launch.id, &form.referral_id, &bundle, &summary).await?;
-    Ok(Redirect::to(&format!("/l/{}/visit?done={}", launch.id, form.referral_id)).into_response())
+    let new = write_through_outbox(&state, &launch.id, &write_id, &bundle, &summary).await?;
+    Ok(Redirect::to(&done_url(&launch.id, &write_id, new)).into_response())
 }
 
 // ------------------------------------------------------------------ appeal
@@ -924,6 +949,18 @@ async fn appeal(
     } else {
         None
     };
+    if read.is_some() && !form.notice.trim().is_empty() {
+        match parse_date(&form.notice) {
+            Some(d) if d > today() => errors.push("Notice date: it is in the future.".to_string()),
+            Some(d) if d.year() < 2000 => {
+                errors.push("Notice date: it is before 2000.".to_string())
+            }
+            Some(_) => {}
+            None => errors.push(
+                "Notice date: enter the date printed on the notice (YYYY-MM-DD).".to_string(),
+            ),
+        }
+    }
     let notice = match (&read, &hand) {
         (Some(r), _) => parse_date(&form.notice).or(r.denial.created),
         (_, Some(h)) => Some(h.notice),
@@ -1031,7 +1068,7 @@ async fn appeal(
             .map(|d| format!("; file by {d}"))
             .unwrap_or_default()
     );
-    write_through_outbox(
+    let new = write_through_outbox(
         &state,
         &launch.id,
         &form.appeal_id,
@@ -1039,7 +1076,7 @@ async fn appeal(
         &serde_json::json!({ "what": what }),
     )
     .await?;
-    Ok(Redirect::to(&format!("/l/{}/visit?done={}", launch.id, form.appeal_id)).into_response())
+    Ok(Redirect::to(&done_url(&launch.id, &form.appeal_id, new)).into_response())
 }
 
 // -------------------------------------------------------------------- task
@@ -1150,13 +1187,23 @@ fn value_text(v: &Value) -> String {
     String::new()
 }
 
+#[derive(Deserialize, Default)]
+struct TaskQuery {
+    /// A letter for this task had been stored already.
+    again: Option<String>,
+}
+
 async fn task_page(
     State(state): State<AppState>,
     jar: CookieJar,
     Path((id, tid)): Path<(String, String)>,
+    Query(q): Query<TaskQuery>,
 ) -> Result<Response, AppError> {
     let launch = open_launch(&state, &jar, &id).await?;
-    show_task(&state, &launch, &tid, None, ChangeForm::default()).await
+    let notice = q.again.map(|_| {
+        "This letter had been stored already: nothing new was recorded. Draft it again to store another version.".to_string()
+    });
+    show_task(&state, &launch, &tid, notice, ChangeForm::default()).await
 }
 
 pub(super) async fn read_task(
@@ -1198,11 +1245,13 @@ async fn show_task(
     kept: ChangeForm,
 ) -> Result<Response, AppError> {
     let client = launch.fhir_client(state.http().clone(), state.limits())?;
-    let letters_q = [
+    let mut letters_q = vec![
         ("related", format!("Task/{tid}")),
         ("_count", "20".to_string()),
-        ("_elements", "id,description,type,date".to_string()),
     ];
+    if let Some(p) = launch.patient_ref() {
+        letters_q.push(("subject", p));
+    }
     let (task, letters) = tokio::join!(
         read_task(&client, launch, tid),
         client.search("DocumentReference", &letters_q),
@@ -1362,13 +1411,27 @@ async fn change_task(
     let (current, version) = read_task(&client, &launch, &tid).await?;
     let author = practitioner_of(&launch);
     let now = now_fhir()?;
+    let is_appeal =
+        current["code"]["coding"][0]["system"] == crate::domain::visit::APPEAL_TASK_SYSTEM;
+    let outcome = AppealOutcome::parse(&form.outcome).filter(|_| is_appeal);
+    if is_appeal && to == Status::Completed && outcome.is_none() {
+        let page = show_task(
+            &state,
+            &launch,
+            &tid,
+            Some("Say how the appeal ended (overturned, partly overturned or upheld) to complete it.".into()),
+            form,
+        )
+        .await?;
+        return Ok((axum::http::StatusCode::UNPROCESSABLE_ENTITY, page).into_response());
+    }
     let change = crate::fhir::task::Change {
         to,
         party,
         reason: Some(form.reason.as_str()),
         note: Some(form.note.as_str()),
         author: author.as_deref(),
-        outcome: AppealOutcome::parse(&form.outcome),
+        outcome,
         now: &now,
     };
     // Someone changed the Task since this page was shown: nothing is sent,
@@ -1396,13 +1459,17 @@ async fn change_task(
     state.schema()?.validate(&updated)?;
     launch.check_write(&updated)?;
     match client.update(&updated, Some(&form.version)).await {
-        Ok(saved) => {
+        Ok(mut saved) => {
             if let Some(queue) = state.queue(&launch.iss) {
+                // The index keeps the version the server gave (its ETag).
+                if let Some(v) = &saved.version {
+                    saved.resource["meta"]["versionId"] = serde_json::json!(v);
+                }
                 queue.written(&saved.resource);
-                if to == Status::Completed
-                    && let Err(e) = queue.close_loop(&client, &tid).await
-                {
-                    tracing::warn!(error = %e, "a referral's loop could not be closed");
+                // A completed referral may close its loop: the queue's own
+                // sync (Backend Services) checks and does it, now.
+                if to == Status::Completed {
+                    queue.notify();
                 }
             }
             Ok(Redirect::to(&format!("/l/{}/task/{tid}", launch.id)).into_response())

@@ -214,6 +214,17 @@ pub(super) async fn open_launch(
     Ok(state.sessions()?.open(id, &browser).await?)
 }
 
+/// [`open_launch`] for requests a page makes by itself (live updates): the
+/// launch's idle clock is not reset by them.
+pub(super) async fn open_launch_quietly(
+    state: &AppState,
+    jar: &CookieJar,
+    id: &str,
+) -> Result<Launch, AppError> {
+    let browser = existing_browser(jar)?;
+    Ok(state.sessions()?.open_with(id, &browser, false).await?)
+}
+
 #[derive(Template)]
 #[template(path = "launch_patients.html")]
 struct LaunchPatients {
@@ -230,6 +241,8 @@ struct VisitQuery {
     done: Option<String>,
     /// Open the patient search even when a queue is available.
     pick: Option<String>,
+    /// The write had been sent before: nothing new was recorded.
+    again: Option<String>,
 }
 
 async fn visit(
@@ -332,6 +345,11 @@ async fn visit(
                     "sent" => what,
                     _ => format!("{what} ({})", i.last_error.unwrap_or_default()),
                 };
+                let words = if q.again.is_some() {
+                    format!("This form had been sent already, nothing new was recorded. {words}")
+                } else {
+                    words
+                };
                 (i.status, words)
             });
     }
@@ -366,6 +384,13 @@ async fn choose_patient(
 ) -> Result<Response, AppError> {
     let mut launch = open_launch(&state, &jar, &id).await?;
     check_csrf(&launch, &form.csrf)?;
+    // A coordinator's sign-in works the queue across patients: binding it
+    // to one patient would break the queue; a chart is another sign-in.
+    if state.queue(&launch.iss).is_some() {
+        return Err(AppError::BadRequest(
+            "This sign-in works the follow-up queue. To open a patient's chart, sign in again for a patient (Passerelle's sign-in page).".into(),
+        ));
+    }
     if launch.context.patient.is_some() {
         return Err(AppError::BadRequest(
             "This launch already has a patient.".into(),

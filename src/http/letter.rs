@@ -193,6 +193,11 @@ async fn store(
     if task.is_some_and(|t| !crate::fhir::client::is_valid_id(t)) {
         errors.push("The task id is not valid; reload the page.".to_string());
     }
+    // The letter is linked to a Task of this launch's patient only.
+    if let Some(t) = task.filter(|t| crate::fhir::client::is_valid_id(t)) {
+        let client = launch.fhir_client(state.http().clone(), state.limits())?;
+        read_task(&client, &launch, t).await?;
+    }
     if !errors.is_empty() {
         let page = render(LetterPage {
             launch_id: launch.id.clone(),
@@ -234,7 +239,7 @@ async fn store(
     });
     state.schema()?.validate_bundle(&bundle)?;
     launch.check_write(&bundle)?;
-    write_through_outbox(
+    let new = write_through_outbox(
         &state,
         &launch.id,
         &form.letter_id,
@@ -243,8 +248,9 @@ async fn store(
     )
     .await?;
     let to = match task {
-        Some(t) => format!("/l/{}/task/{t}", launch.id),
-        None => format!("/l/{}/visit?done={}", launch.id, form.letter_id),
+        Some(t) if new => format!("/l/{}/task/{t}", launch.id),
+        Some(t) => format!("/l/{}/task/{t}?again=1", launch.id),
+        None => super::act::done_url(&launch.id, &form.letter_id, new),
     };
     Ok(Redirect::to(&to).into_response())
 }
@@ -260,7 +266,11 @@ async fn pdf(
     }
     let client = launch.fhir_client(state.http().clone(), state.limits())?;
     let read = client.read_json("DocumentReference", &doc).await?;
-    if launch.patient_ref().as_deref() != read.resource["subject"]["reference"].as_str() {
+    // A chart's launch sees its patient's letters only; a coordinator's
+    // launch (user-level access, no patient) those of any patient.
+    if launch.patient_ref().is_some()
+        && launch.patient_ref().as_deref() != read.resource["subject"]["reference"].as_str()
+    {
         return Err(AppError::BadRequest(
             "This letter is not about this launch's patient.".into(),
         ));

@@ -8,6 +8,7 @@ mod act;
 mod error;
 mod launch;
 mod letter;
+mod patterns;
 mod queue;
 mod screen;
 mod visit;
@@ -270,7 +271,8 @@ impl AppState {
             .filter(|(e, _)| e.backend.is_some())
             .map(|(e, key)| {
                 let iss = normalise_base(&e.iss).to_string();
-                (iss.clone(), crate::queue::Queue::new(&iss, key))
+                let queue = crate::queue::Queue::new(&iss, key, settings.schema.clone());
+                (iss, queue)
             })
             .collect();
         Ok(AppState {
@@ -399,6 +401,7 @@ pub fn router(state: AppState, settings: &Settings) -> Router {
         .merge(act::router())
         .merge(letter::router())
         .merge(queue::router())
+        .merge(patterns::router())
         .with_state(state)
         // A page may set its own policy (the authorize-POST page allows its form's target).
         .layer(SetResponseHeaderLayer::if_not_present(
@@ -412,10 +415,20 @@ pub fn router(state: AppState, settings: &Settings) -> Router {
             header::CACHE_CONTROL,
             HeaderValue::from_static("no-store"),
         ))
-        .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(
-            // Log the route, not the query string (it holds patient ids).
-            |req: &axum::http::Request<_>| tracing::info_span!("http", method = %req.method(), path = %req.uri().path()),
-        ))
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http().make_span_with(
+                // Log the route template, never the path (it holds launch ids,
+                // task ids and the notification secret) nor the query.
+                |req: &axum::http::Request<_>| {
+                    let route = req
+                        .extensions()
+                        .get::<axum::extract::MatchedPath>()
+                        .map(|m| m.as_str().to_string())
+                        .unwrap_or_else(|| "(no route)".into());
+                    tracing::info_span!("http", method = %req.method(), route = %route)
+                },
+            ),
+        )
 }
 
 async fn stylesheet() -> impl IntoResponse {

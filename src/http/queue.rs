@@ -26,13 +26,13 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::act::{now_fhir, practitioner_of};
-use super::launch::{check_csrf, open_launch};
+use super::launch::{check_csrf, open_launch, open_launch_quietly};
 use super::visit::{render, today};
 use super::{AppError, AppState};
 use crate::auth::session::Launch;
 use crate::domain::queue::{
-    DueFilter, Filter, Kind, OwnerFilter, ROLES, Sort, TEAM_ROLE_SYSTEM, Viewer, digest, due_words,
-    role_label, view,
+    DueFilter, FOLLOW_UP_BY, Filter, Kind, OwnerFilter, ROLES, Sort, TEAM_ROLE_SYSTEM, Viewer,
+    digest, due_words, role_label, view,
 };
 use crate::domain::sdoh::Domain;
 use crate::queue::Queue;
@@ -59,14 +59,23 @@ async fn notified(State(state): State<AppState>, Path(secret): Path<String>) -> 
     }
 }
 
-/// The launch's queue, if its EHR has one and the user may read Tasks.
-fn queue_of<'a>(
+/// The launch's queue, if its EHR has one. Only a coordinator's launch (no
+/// patient in context) with a `user/` Task grant sees it: it shows every
+/// patient's tasks, which a launch for one patient, or a `patient/` grant,
+/// must not.
+pub(super) fn queue_of<'a>(
     state: &'a AppState,
     launch: &Launch,
 ) -> Result<&'a std::sync::Arc<Queue>, AppError> {
-    if !launch.granted.allows("Task", 's') {
+    if launch.context.patient.is_some() {
         return Err(AppError::BadRequest(
-            "The EHR did not grant this sign-in access to Tasks (user/Task.rs).".into(),
+            "The queue is for a coordinator's sign-in (the follow-up queue), not a patient's chart.".into(),
+        ));
+    }
+    if !launch.granted.allows_user("Task", 's') {
+        return Err(AppError::BadRequest(
+            "The EHR did not grant this sign-in access to Tasks across patients (user/Task.rs)."
+                .into(),
         ));
     }
     state.queue(&launch.iss).ok_or_else(|| {
@@ -225,7 +234,11 @@ async fn queue_page(
     Path(id): Path<String>,
     Query(q): Query<QueueQuery>,
 ) -> Result<Response, AppError> {
-    let launch = open_launch(&state, &jar, &id).await?;
+    let launch = if q.fragment.is_some() {
+        open_launch_quietly(&state, &jar, &id).await?
+    } else {
+        open_launch(&state, &jar, &id).await?
+    };
     let queue = queue_of(&state, &launch)?;
     render_queue(&launch, queue, &q, None)
 }
@@ -497,7 +510,7 @@ async fn events(
     jar: CookieJar,
     Path(id): Path<String>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, AppError> {
-    let launch = open_launch(&state, &jar, &id).await?;
+    let launch = open_launch_quietly(&state, &jar, &id).await?;
     let queue = queue_of(&state, &launch)?.clone();
     let rx = queue.subscribe();
     let stream = futures::stream::unfold(rx, |mut rx| async move {
@@ -618,9 +631,9 @@ async fn act_on(
             "Someone changed \"{}\" while you were looking: it is now {}{}. Nothing was changed; check the row and try again.",
             task["description"].as_str().unwrap_or("this task"),
             task["status"].as_str().unwrap_or("changed"),
-            task["owner"]["display"]
-                .as_str()
-                .map(|o| format!(", owned by {o}"))
+            crate::fhir::queue::assignee(&task)
+                .and_then(|a| a["display"].as_str())
+                .map(|o| format!(", assigned to {o}"))
                 .unwrap_or_default()
         );
         let page = render_queue(&launch, queue, &back, Some(notice))?;
@@ -634,33 +647,65 @@ async fn act_on(
             .map(|m| m.name.clone())
     };
     let now = now_fhir()?;
+    // Who follows the Task up at the practice. An appeal is the practice's
+    // own work: its owner. A referral is owned by the service, a task for
+    // the patient by the patient: those owners stay, and the team member is
+    // named in the follow-up-by extension.
+    let is_appeal = task["code"]["coding"][0]["system"] == crate::domain::visit::APPEAL_TASK_SYSTEM;
+    let set_assignee = |task: &mut serde_json::Value, reference: &str, name: Option<String>| {
+        let mut r = json!({ "reference": reference });
+        if let Some(n) = name {
+            r["display"] = json!(n);
+        }
+        if is_appeal {
+            task["owner"] = r;
+        } else {
+            let mut ext: Vec<serde_json::Value> = task["extension"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|e| e["url"] != FOLLOW_UP_BY)
+                .collect();
+            ext.push(json!({ "url": FOLLOW_UP_BY, "valueReference": r }));
+            task["extension"] = json!(ext);
+        }
+    };
+    let clear_assignee = |task: &mut serde_json::Value| {
+        if let Some(o) = task.as_object_mut() {
+            if is_appeal {
+                if o.get("owner")
+                    .and_then(|x| x["reference"].as_str())
+                    .is_some_and(|r| r.starts_with("Practitioner/"))
+                {
+                    o.remove("owner");
+                }
+            } else if let Some(ext) = o.get_mut("extension").and_then(|e| e.as_array_mut()) {
+                ext.retain(|e| e["url"] != FOLLOW_UP_BY);
+                if ext.is_empty() {
+                    o.remove("extension");
+                }
+            }
+        }
+    };
     match form.action.as_str() {
         "claim" => {
             let me = me.clone().ok_or_else(|| {
                 AppError::BadRequest("Only a signed-in practitioner can claim a task.".into())
             })?;
-            task["owner"] = match name_of(&me) {
-                Some(n) => json!({ "reference": me, "display": n }),
-                None => json!({ "reference": me }),
-            };
+            set_assignee(&mut task, &me, name_of(&me));
         }
         "assign" => {
             if let Some(role) = form.to.strip_prefix("role:") {
                 let label = role_label(role)
                     .ok_or_else(|| AppError::BadRequest("Unknown team role.".into()))?;
                 task["performerType"] = json!([{ "coding": [{ "system": TEAM_ROLE_SYSTEM, "code": role, "display": label }] }]);
-                if let Some(o) = task.as_object_mut()
-                    && o["owner"]["reference"]
-                        .as_str()
-                        .is_some_and(|r| r.starts_with("Practitioner/"))
-                {
-                    o.remove("owner");
-                }
+                clear_assignee(&mut task);
             } else {
                 let name = name_of(&form.to).ok_or_else(|| {
                     AppError::BadRequest("Choose someone of the care team.".into())
                 })?;
-                task["owner"] = json!({ "reference": form.to, "display": name });
+                set_assignee(&mut task, &form.to, Some(name));
             }
         }
         "note" => {}
@@ -683,7 +728,10 @@ async fn act_on(
     state.schema()?.validate(&task)?;
     launch.check_write(&task)?;
     match client.update(&task, Some(&form.version)).await {
-        Ok(saved) => {
+        Ok(mut saved) => {
+            if let Some(v) = &saved.version {
+                saved.resource["meta"]["versionId"] = json!(v);
+            }
             queue.written(&saved.resource);
             Ok(
                 Redirect::to(&format!("/l/{}/queue?{}", launch.id, back.with("", "")))

@@ -405,15 +405,22 @@ async fn record(
 
 /// Keep a write in Passerelle's store, then send it once now: nothing is
 /// lost if the FHIR server fails, the outbox sends it again. `id` is the
-/// write's idempotency key; a second POST with the same id sends nothing new.
+/// write's idempotency key; a second POST with the same id sends nothing
+/// new. Returns false when that id had been written before.
 pub(super) async fn write_through_outbox(
     state: &AppState,
     launch_id: &str,
     id: &str,
     bundle: &serde_json::Value,
     summary: &serde_json::Value,
-) -> Result<(), AppError> {
+) -> Result<bool, AppError> {
     let sessions = state.sessions()?;
+    let existed = sessions
+        .store()
+        .outbox(id)
+        .await
+        .map_err(|e| AppError::Internal(e.to_string()))?
+        .is_some();
     let payload = serde_json::to_vec(bundle).map_err(|e| AppError::Internal(e.to_string()))?;
     sessions
         .store()
@@ -429,7 +436,7 @@ pub(super) async fn write_through_outbox(
     {
         crate::outbox::send(sessions, &item, state.http().clone(), state.limits()).await;
     }
-    Ok(())
+    Ok(!existed)
 }
 
 /// The screening's state: recorded, saved here and sending, or refused.

@@ -1,0 +1,560 @@
+//! The patterns view: measures across the practice's patients over a
+//! period, as tables with server-rendered SVG charts, and the de-identified
+//! export (CSV and a FHIR MeasureReport of the aggregates only).
+//!
+//! * `GET /l/{launch}/patterns` shows the last result with its date (or
+//!   the progress of the computation running);
+//! * `POST /l/{launch}/patterns` (re)computes it for a period, in the
+//!   background, with the EHR's Backend Services token;
+//! * `GET /l/{launch}/patterns/export.csv` and `…/measure-report.json`
+//!   download the last result.
+//!
+//! Every count shown or exported has gone through the small-cell rule of
+//! [`crate::domain::patterns`]: no cell of fewer than 11 patients, and no
+//! total that would reveal one.
+
+use askama::Template;
+use axum::Router;
+use axum::extract::{Form as AxumForm, Path, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use axum_extra::extract::CookieJar;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::launch::{check_csrf, open_launch};
+use super::visit::{render, today};
+use super::{AppError, AppState};
+use crate::auth::session::Launch;
+use crate::domain::patterns::{Cell, Period, Report, SUPPRESSION_RULE};
+use crate::queue::Queue;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/l/{id}/patterns", get(page).post(refresh))
+        .route("/l/{id}/patterns/export.csv", get(export_csv))
+        .route(
+            "/l/{id}/patterns/measure-report.json",
+            get(export_measure_report),
+        )
+}
+
+/// Canonical base of the measures' definitions.
+pub const MEASURE_BASE: &str = "http://passerelle.example.org/fhir/Measure/";
+
+/// The same guard as the queue: a coordinator's launch with a `user/` grant.
+fn queue_of<'a>(
+    state: &'a AppState,
+    launch: &Launch,
+) -> Result<&'a std::sync::Arc<Queue>, AppError> {
+    super::queue::queue_of(state, launch)
+}
+
+/// A bar of a chart, laid out.
+struct Bar {
+    label: String,
+    value: String,
+    y: u32,
+    width: u32,
+    suppressed: bool,
+}
+
+/// A horizontal bar chart (or, for trends, one bar a month), as SVG.
+struct Chart {
+    id: String,
+    title: String,
+    definition: String,
+    unit: String,
+    dimension: String,
+    height: u32,
+    bars: Vec<Bar>,
+    total: String,
+    /// The table beside the chart: (category, value).
+    rows: Vec<(String, String)>,
+}
+
+const BAR_AREA: f64 = 380.0;
+const ROW: u32 = 22;
+const MAX_BARS: usize = 12;
+
+fn shown(c: &Cell) -> String {
+    match c.value {
+        Some(v) => v.to_string(),
+        None => "< 11".into(),
+    }
+}
+
+fn chart(
+    id: &str,
+    title: &str,
+    definition: &str,
+    unit: &str,
+    dimension: &str,
+    cells: &[Cell],
+    total: Option<Option<u64>>,
+) -> Chart {
+    let max = cells
+        .iter()
+        .filter_map(|c| c.value)
+        .max()
+        .unwrap_or(0)
+        .max(1) as f64;
+    let bars: Vec<Bar> = cells
+        .iter()
+        .take(MAX_BARS)
+        .enumerate()
+        .map(|(i, c)| Bar {
+            label: c.label.chars().take(34).collect(),
+            value: shown(c),
+            y: i as u32 * ROW,
+            width: c
+                .value
+                .map(|v| ((v as f64 / max) * BAR_AREA).round().max(1.0) as u32)
+                .unwrap_or(0),
+            suppressed: c.value.is_none(),
+        })
+        .collect();
+    Chart {
+        id: id.to_string(),
+        title: title.to_string(),
+        definition: definition.to_string(),
+        unit: unit.to_string(),
+        dimension: dimension.to_string(),
+        height: (bars.len() as u32).max(1) * ROW + 4,
+        bars,
+        total: match total {
+            Some(Some(t)) => t.to_string(),
+            Some(None) => "withheld".into(),
+            None => String::new(),
+        },
+        rows: cells.iter().map(|c| (c.label.clone(), shown(c))).collect(),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "patterns.html")]
+struct PatternsPage {
+    launch_id: String,
+    csrf: String,
+    start: String,
+    end: String,
+    running: Option<String>,
+    computed: Option<String>,
+    error: Option<String>,
+    rule: &'static str,
+    rates: Vec<(String, String, String, String)>,
+    medians: Vec<(String, String, String, String)>,
+    repeated: Vec<(String, String, String)>,
+    charts: Vec<Chart>,
+    trends: Vec<Chart>,
+}
+
+fn percent(p: Option<f64>) -> String {
+    p.map(|p| format!("{p:.1} %"))
+        .unwrap_or_else(|| "< 11 patients: withheld".into())
+}
+
+async fn page(
+    State(state): State<AppState>,
+    jar: CookieJar,
+    Path(id): Path<String>,
+) -> Result<Response, AppError> {
+    let launch = open_launch(&state, &jar, &id).await?;
+    let queue = queue_of(&state, &launch)?;
+    let last = queue.patterns();
+    let today = today();
+    let default = Period {
+        start: today - time::Duration::days(365),
+        end: today,
+    };
+    let (report, error) = match &last.result {
+        Some(Ok(r)) => (Some(r), None),
+        Some(Err(e)) => (None, Some(e.clone())),
+        None => (None, None),
+    };
+    let period = last.period.unwrap_or(default);
+    let mut page = PatternsPage {
+        launch_id: launch.id.clone(),
+        csrf: launch.csrf.clone(),
+        start: period.start.to_string(),
+        end: period.end.to_string(),
+        running: last.running.then(|| queue.patterns_progress()),
+        computed: report.map(|r| r.computed.clone()),
+        error,
+        rule: SUPPRESSION_RULE,
+        rates: vec![],
+        medians: vec![],
+        repeated: vec![],
+        charts: vec![],
+        trends: vec![],
+    };
+    if let Some(r) = report {
+        page.rates = r
+            .rates
+            .iter()
+            .map(|x| {
+                (
+                    x.title.clone(),
+                    percent(x.percent),
+                    match (x.numerator, x.denominator) {
+                        (Some(n), Some(d)) => format!("{n} of {d}"),
+                        _ => String::new(),
+                    },
+                    x.definition.clone(),
+                )
+            })
+            .collect();
+        page.medians = r
+            .medians
+            .iter()
+            .map(|m| {
+                (
+                    m.title.clone(),
+                    m.days
+                        .map(|d| format!("{d:.1} days"))
+                        .unwrap_or_else(|| "< 11 patients: withheld".into()),
+                    m.n.map(|n| format!("n = {n}")).unwrap_or_default(),
+                    m.definition.clone(),
+                )
+            })
+            .collect();
+        page.repeated = r
+            .repeated
+            .iter()
+            .map(|x| {
+                (
+                    x.payer.clone(),
+                    x.item.clone(),
+                    x.patients
+                        .map(|p| p.to_string())
+                        .unwrap_or_else(|| "< 11".into()),
+                )
+            })
+            .collect();
+        page.charts = r
+            .tables
+            .iter()
+            .map(|t| {
+                chart(
+                    &t.id,
+                    &t.title,
+                    &t.definition,
+                    &t.unit,
+                    &t.dimension,
+                    &t.cells,
+                    Some(t.total),
+                )
+            })
+            .collect();
+        page.trends = r
+            .trends
+            .iter()
+            .map(|t| {
+                chart(
+                    &t.id,
+                    &t.title,
+                    &t.definition,
+                    &t.unit,
+                    "month",
+                    &t.points,
+                    None,
+                )
+            })
+            .collect();
+    }
+    render(page)
+}
+
+#[derive(Deserialize)]
+struct RefreshForm {
+    csrf: String,
+    start: String,
+    end: String,
+}
+
+fn parse_date(s: &str) -> Option<time::Date> {
+    time::Date::parse(
+        s.trim(),
+        time::macros::format_description!("[year]-[month]-[day]"),
+    )
+    .ok()
+}
+
+async fn refresh(
+    State(state): State<AppState>,
+    jar: CookieJar,
+    Path(id): Path<String>,
+    AxumForm(form): AxumForm<RefreshForm>,
+) -> Result<Response, AppError> {
+    let launch = open_launch(&state, &jar, &id).await?;
+    check_csrf(&launch, &form.csrf)?;
+    let queue = queue_of(&state, &launch)?;
+    let (Some(start), Some(end)) = (parse_date(&form.start), parse_date(&form.end)) else {
+        return Err(AppError::BadRequest(
+            "Give the period as two dates (YYYY-MM-DD).".into(),
+        ));
+    };
+    if start > end || (end - start).whole_days() > 3 * 366 {
+        return Err(AppError::BadRequest(
+            "The period must start before it ends and last at most three years.".into(),
+        ));
+    }
+    if !queue.start_patterns(Period { start, end }) {
+        return Err(AppError::BadRequest(
+            "The measures cannot be computed yet: the EHR's Backend Services are not connected."
+                .into(),
+        ));
+    }
+    Ok(Redirect::to(&format!("/l/{}/patterns", launch.id)).into_response())
+}
+
+fn last_report(state: &AppState, launch: &Launch) -> Result<Report, AppError> {
+    match queue_of(state, launch)?.patterns().result {
+        Some(Ok(r)) => Ok(r),
+        _ => Err(AppError::BadRequest("Compute the measures first.".into())),
+    }
+}
+
+/// One CSV row per exported value: aggregates only, each with its
+/// measure's definition, the period and the suppression rule.
+pub fn csv(report: &Report) -> Result<Vec<u8>, csv::Error> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record([
+        "kind",
+        "measure",
+        "title",
+        "dimension",
+        "category",
+        "value",
+        "unit",
+        "period_start",
+        "period_end",
+        "definition",
+        "suppression_rule",
+    ])?;
+    let (ps, pe) = (&report.period.0, &report.period.1);
+    let mut row = |kind: &str,
+                   id: &str,
+                   title: &str,
+                   dim: &str,
+                   cat: &str,
+                   value: String,
+                   unit: &str,
+                   def: &str| {
+        w.write_record([
+            kind,
+            id,
+            title,
+            dim,
+            cat,
+            &value,
+            unit,
+            ps,
+            pe,
+            def,
+            SUPPRESSION_RULE,
+        ])
+    };
+    for t in &report.tables {
+        for c in &t.cells {
+            row(
+                "table",
+                &t.id,
+                &t.title,
+                &t.dimension,
+                &c.label,
+                shown(c),
+                &t.unit,
+                &t.definition,
+            )?;
+        }
+        row(
+            "table-total",
+            &t.id,
+            &t.title,
+            &t.dimension,
+            "total",
+            t.total
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "withheld".into()),
+            &t.unit,
+            &t.definition,
+        )?;
+    }
+    for r in &report.rates {
+        row(
+            "rate",
+            &r.id,
+            &r.title,
+            "",
+            "",
+            r.percent
+                .map(|p| format!("{p:.1}"))
+                .unwrap_or_else(|| "< 11".into()),
+            "percent",
+            &r.definition,
+        )?;
+    }
+    for m in &report.medians {
+        row(
+            "median",
+            &m.id,
+            &m.title,
+            "",
+            "",
+            m.days
+                .map(|d| format!("{d:.1}"))
+                .unwrap_or_else(|| "< 11".into()),
+            "days",
+            &m.definition,
+        )?;
+    }
+    for r in &report.repeated {
+        row(
+            "repeated-denial",
+            "repeated-denials",
+            "The same item denied by the same payer for several patients",
+            "payer and item",
+            &format!("{} | {}", r.payer, r.item),
+            r.patients
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| "< 11".into()),
+            "patients",
+            "Listed only when 11 or more patients.",
+        )?;
+    }
+    for t in &report.trends {
+        for c in &t.points {
+            row(
+                "trend",
+                &t.id,
+                &t.title,
+                "month",
+                &c.label,
+                shown(c),
+                &t.unit,
+                &t.definition,
+            )?;
+        }
+    }
+    w.into_inner().map_err(|e| e.into_error().into())
+}
+
+/// The aggregates as a FHIR R4 MeasureReport (type `summary`): one group per
+/// measure, strata for its categories; a suppressed stratum has no score
+/// and the `data-absent-reason` `masked`.
+pub fn measure_report(report: &Report) -> Value {
+    let masked = json!([{ "url": "http://hl7.org/fhir/StructureDefinition/data-absent-reason", "valueCode": "masked" }]);
+    let score = |v: Option<f64>, unit: &str| match v {
+        Some(v) => json!({ "value": v, "unit": unit }),
+        None => Value::Null,
+    };
+    let mut groups = Vec::new();
+    for t in &report.tables {
+        let strata: Vec<Value> = t
+            .cells
+            .iter()
+            .map(|c| match c.value {
+                Some(v) => json!({ "value": { "text": c.label }, "measureScore": { "value": v, "unit": t.unit } }),
+                None => json!({ "value": { "text": c.label }, "extension": masked }),
+            })
+            .collect();
+        let mut g = json!({
+            "id": t.id,
+            "code": { "text": format!("{}. {}", t.title, t.definition) },
+            "stratifier": [{ "code": [{ "text": t.dimension }], "stratum": strata }]
+        });
+        match t.total {
+            Some(total) => g["measureScore"] = json!({ "value": total, "unit": t.unit }),
+            None => g["extension"] = masked.clone(),
+        }
+        groups.push(g);
+    }
+    for r in &report.rates {
+        let mut g =
+            json!({ "id": r.id, "code": { "text": format!("{}. {}", r.title, r.definition) } });
+        match score(r.percent, "%") {
+            Value::Null => g["extension"] = masked.clone(),
+            s => g["measureScore"] = s,
+        }
+        groups.push(g);
+    }
+    for m in &report.medians {
+        let mut g =
+            json!({ "id": m.id, "code": { "text": format!("{}. {}", m.title, m.definition) } });
+        match score(m.days, "d") {
+            Value::Null => g["extension"] = masked.clone(),
+            s => g["measureScore"] = s,
+        }
+        groups.push(g);
+    }
+    for t in &report.trends {
+        let strata: Vec<Value> = t
+            .points
+            .iter()
+            .map(|c| match c.value {
+                Some(v) => json!({ "value": { "text": c.label }, "measureScore": { "value": v, "unit": t.unit } }),
+                None => json!({ "value": { "text": c.label }, "extension": masked }),
+            })
+            .collect();
+        groups.push(json!({
+            "id": t.id,
+            "code": { "text": format!("{}. {}", t.title, t.definition) },
+            "stratifier": [{ "code": [{ "text": "month" }], "stratum": strata }]
+        }));
+    }
+    json!({
+        "resourceType": "MeasureReport",
+        "status": "complete",
+        "type": "summary",
+        "measure": format!("{MEASURE_BASE}passerelle-patterns"),
+        "date": report.computed,
+        "period": { "start": report.period.0, "end": report.period.1 },
+        "extension": [{ "url": "http://passerelle.example.org/fhir/StructureDefinition/suppression-rule", "valueString": SUPPRESSION_RULE }],
+        "group": groups,
+    })
+}
+
+async fn export_csv(
+    State(state): State<AppState>,
+    jar: CookieJar,
+    Path(id): Path<String>,
+) -> Result<Response, AppError> {
+    let launch = open_launch(&state, &jar, &id).await?;
+    let report = last_report(&state, &launch)?;
+    let body = csv(&report).map_err(|e| AppError::Internal(e.to_string()))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"passerelle-patterns.csv\"",
+            ),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+async fn export_measure_report(
+    State(state): State<AppState>,
+    jar: CookieJar,
+    Path(id): Path<String>,
+) -> Result<Response, AppError> {
+    let launch = open_launch(&state, &jar, &id).await?;
+    let report = last_report(&state, &launch)?;
+    let mr = measure_report(&report);
+    state.schema()?.validate(&mr)?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/fhir+json"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"passerelle-patterns-measure-report.json\"",
+            ),
+        ],
+        serde_json::to_vec_pretty(&mr).map_err(|e| AppError::Internal(e.to_string()))?,
+    )
+        .into_response())
+}

@@ -1,0 +1,381 @@
+//! A generated population for the patterns view and its benchmark: per
+//! patient, a visit, a screening (most visits), three referrals in various
+//! states, a denial, and an appeal of it or a task for the patient: four
+//! Tasks a patient, so 5,000 patients give 20,000 Tasks and 5,000 denials.
+//!
+//! Everything derives from [`facts`] of the patient's number, so what the
+//! measures must find is known from the generator alone. Ids start with
+//! `pas-pop-`; dates are written for the fixtures' anchor day and shifted
+//! by `seed` like them.
+
+use serde_json::{Value, json};
+
+use crate::domain::sdoh::SDOHCC_TEMPORARY_CODES;
+use crate::domain::visit::{APPEAL_TASK_SYSTEM, TASK_CODE_SYSTEM};
+
+/// ZIP codes cycled through: three postal areas (627, 606, 618).
+pub const ZIPS: [&str; 5] = ["62701", "62702", "60601", "60602", "61801"];
+pub const LANGS: [&str; 4] = ["en", "es", "fr", "pt"];
+/// (payer id, payer name, PHDSC payer type, plan type label)
+pub const PAYERS: [(&str, &str, &str, &str); 5] = [
+    (
+        "pas-org-sunrise",
+        "Sunrise Health Plan (Medicaid managed care)",
+        "211",
+        "Medicaid HMO",
+    ),
+    (
+        "pas-org-medicare",
+        "Medicare (CMS), Parts A and B",
+        "121",
+        "Medicare FFS",
+    ),
+    (
+        "pas-org-harbor-ma",
+        "Harbor Medicare Advantage",
+        "111",
+        "Medicare HMO",
+    ),
+    (
+        "pas-org-cascade",
+        "Cascade Marketplace Health",
+        "512",
+        "Commercial Managed Care - PPO",
+    ),
+    (
+        "pas-org-northwind",
+        "Northwind Employer Health Plan",
+        "522",
+        "Self-insured (ERISA) Administrative Services Only (ASO) plan",
+    ),
+];
+pub const DOMAINS: [&str; 4] = [
+    "food-insecurity",
+    "housing-instability",
+    "transportation-insecurity",
+    "utility-insecurity",
+];
+/// (system, code, display) of what is denied.
+pub const ITEMS: [(&str, &str, &str); 4] = [
+    (
+        "http://www.nlm.nih.gov/research/umls/rxnorm",
+        "1364445",
+        "apixaban 5 MG Oral Tablet",
+    ),
+    (
+        "http://www.nlm.nih.gov/research/umls/rxnorm",
+        "1606149",
+        "adalimumab 40 MG/0.4ML Prefilled Syringe",
+    ),
+    (
+        "http://www.ama-assn.org/go/cpt",
+        "72148",
+        "MRI lumbar spine without contrast",
+    ),
+    (
+        "https://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets",
+        "E0601",
+        "Continuous positive airway pressure (CPAP) device",
+    ),
+];
+pub const REASONS: [&str; 3] = ["204", "197", "50"];
+pub const REFERRAL_STATUSES: [&str; 6] = [
+    "requested",
+    "accepted",
+    "in-progress",
+    "completed",
+    "rejected",
+    "cancelled",
+];
+
+/// One referral of a generated patient.
+#[derive(Debug, Clone)]
+pub struct ReferralFacts {
+    pub domain: &'static str,
+    pub status: &'static str,
+    /// Days after the anchor (negative: before).
+    pub authored: i64,
+    pub accepted: Option<i64>,
+    pub closed: Option<i64>,
+}
+
+/// An appeal of the patient's denial.
+#[derive(Debug, Clone)]
+pub struct AppealFacts {
+    pub expedited: bool,
+    /// Hours from filing to decision, when decided.
+    pub decided_after_hours: Option<i64>,
+    pub outcome: Option<&'static str>,
+}
+
+/// Everything about generated patient `i`.
+#[derive(Debug, Clone)]
+pub struct Facts {
+    pub id: String,
+    pub sex: &'static str,
+    pub lang: &'static str,
+    pub zip: &'static str,
+    pub age: i64,
+    pub payer: usize,
+    pub visit: i64,
+    /// (domain, positive) screened at the visit, if screened.
+    pub screen: Option<(&'static str, bool)>,
+    pub referrals: [ReferralFacts; 3],
+    pub item: usize,
+    pub reason: usize,
+    pub denial: i64,
+    /// The denial is appealed, else the patient gets a task to call.
+    pub appeal: Option<AppealFacts>,
+    /// The coverage ended (a lapse) this many days after the anchor.
+    pub coverage_end: Option<i64>,
+}
+
+/// The facts of patient `i`.
+pub fn facts(i: usize) -> Facts {
+    let visit = -(1 + (i % 300) as i64);
+    let referral = |k: usize| {
+        let status = REFERRAL_STATUSES[(i + k) % REFERRAL_STATUSES.len()];
+        let authored = visit + k as i64;
+        let accepted = matches!(status, "accepted" | "in-progress" | "completed")
+            .then_some(authored + (i % 10) as i64);
+        let closed = (status == "completed").then_some(authored + 20 + (i % 50) as i64);
+        ReferralFacts {
+            domain: DOMAINS[(i + k) % DOMAINS.len()],
+            status,
+            authored,
+            accepted,
+            closed: closed.map(|c| c.min(-1)),
+        }
+    };
+    Facts {
+        id: format!("pas-pop-{i:06}"),
+        sex: if i.is_multiple_of(2) {
+            "female"
+        } else {
+            "male"
+        },
+        lang: LANGS[i % LANGS.len()],
+        zip: ZIPS[i % ZIPS.len()],
+        age: 5 + (i % 85) as i64,
+        payer: i % PAYERS.len(),
+        visit,
+        screen: (i % 5 != 4).then_some((DOMAINS[i % DOMAINS.len()], i % 3 != 2)),
+        referrals: [referral(0), referral(1), referral(2)],
+        item: i % ITEMS.len(),
+        reason: i % REASONS.len(),
+        denial: visit,
+        appeal: (i % 4 != 3).then(|| {
+            let expedited = i.is_multiple_of(5);
+            let decided = i.is_multiple_of(2);
+            AppealFacts {
+                expedited,
+                decided_after_hours: decided.then(|| {
+                    if expedited {
+                        48 + (i % 3) as i64 * 24
+                    } else {
+                        24 * (1 + (i % 10) as i64)
+                    }
+                }),
+                outcome: decided.then(|| {
+                    if i.is_multiple_of(4) {
+                        "overturned"
+                    } else {
+                        "upheld"
+                    }
+                }),
+            }
+        }),
+        coverage_end: i
+            .is_multiple_of(10)
+            .then_some(visit + 30)
+            .filter(|d| *d < 0),
+    }
+}
+
+fn day(offset: i64) -> String {
+    (crate::seed::ANCHOR + time::Duration::days(offset)).to_string()
+}
+
+fn instant(offset_days: i64, hours: i64) -> String {
+    let t = crate::seed::ANCHOR.midnight().assume_utc()
+        + time::Duration::days(offset_days)
+        + time::Duration::hours(9 + hours);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .expect("a valid instant")
+}
+
+/// The resources of patient `i`.
+pub fn resources(i: usize) -> Vec<Value> {
+    let f = facts(i);
+    let pid = f.id.clone();
+    let subject = json!({ "reference": format!("Patient/{pid}") });
+    let (payer, _, payer_type, plan) = PAYERS[f.payer];
+    let coverage_id = format!("{pid}-cov");
+    let mut coverage = json!({
+        "resourceType": "Coverage", "id": coverage_id, "status": "active",
+        "type": { "coding": [{ "system": "urn:oid:2.16.840.1.113883.3.221.5", "code": payer_type, "display": plan }], "text": plan },
+        "subscriberId": format!("POP-{i:06}"), "beneficiary": subject,
+        "period": { "start": day(-700) }, "payor": [{ "reference": format!("Organization/{payer}") }]
+    });
+    if let Some(end) = f.coverage_end {
+        coverage["period"]["end"] = json!(day(end));
+    }
+    let mut out = vec![
+        json!({
+            "resourceType": "Patient", "id": pid,
+            "name": [{ "family": "Population", "given": [format!("P{i}")] }],
+            "gender": f.sex,
+            "birthDate": day(-(365 * f.age + 30)),
+            "address": [{ "postalCode": f.zip, "country": "US" }],
+            "communication": [{ "language": { "coding": [{ "system": "urn:ietf:bcp:47", "code": f.lang }] }, "preferred": true }]
+        }),
+        json!({
+            "resourceType": "Encounter", "id": format!("{pid}-enc"), "status": "finished",
+            "class": { "system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB" },
+            "subject": subject, "period": { "start": day(f.visit), "end": day(f.visit) }
+        }),
+        coverage,
+    ];
+    if let Some((domain, positive)) = f.screen {
+        let mut obs = json!({
+            "resourceType": "Observation", "id": format!("{pid}-scr"), "status": "final",
+            "category": [
+                { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "survey" }] },
+                { "coding": [{ "system": "http://hl7.org/fhir/us/core/CodeSystem/us-core-category", "code": "sdoh" }] },
+                { "coding": [{ "system": SDOHCC_TEMPORARY_CODES, "code": domain }] }
+            ],
+            "code": { "coding": [{ "system": "http://loinc.org", "code": "88122-7" }] },
+            "subject": subject, "effectiveDateTime": day(f.visit),
+            "valueCodeableConcept": { "coding": [{ "system": "http://loinc.org", "code": if positive { "LA28397-0" } else { "LA28398-8" } }] }
+        });
+        if positive {
+            obs["interpretation"] = json!([{ "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation", "code": "POS" }] }]);
+        }
+        out.push(obs);
+    }
+    for (k, r) in f.referrals.iter().enumerate() {
+        let sr_id = format!("{pid}-sr{k}");
+        out.push(json!({
+            "resourceType": "ServiceRequest", "id": sr_id,
+            "status": if r.status == "completed" { "completed" } else if matches!(r.status, "rejected" | "cancelled") { "revoked" } else { "active" },
+            "intent": "order",
+            "category": [{ "coding": [{ "system": SDOHCC_TEMPORARY_CODES, "code": r.domain }] }],
+            "code": { "text": format!("Referral for {}", r.domain) }, "subject": subject, "authoredOn": day(r.authored),
+            "performer": [{ "display": format!("{} service", r.domain) }]
+        }));
+        let mut task = json!({
+            "resourceType": "Task", "id": format!("{pid}-ref{k}"), "status": r.status, "intent": "order",
+            "code": { "coding": [{ "system": TASK_CODE_SYSTEM, "code": "fulfill" }] },
+            "focus": { "reference": format!("ServiceRequest/{sr_id}") }, "for": subject,
+            "authoredOn": day(r.authored)
+        });
+        if let Some(a) = r.accepted {
+            task["executionPeriod"] = json!({ "start": day(a) });
+        }
+        if let Some(c) = r.closed {
+            task["executionPeriod"]["end"] = json!(day(c));
+        }
+        if matches!(r.status, "rejected" | "cancelled") {
+            task["statusReason"] = json!({ "text": "No capacity" });
+        }
+        out.push(task);
+    }
+    let (system, code, display) = ITEMS[f.item];
+    let cr_id = format!("{pid}-cr");
+    let claim_id = format!("{pid}-claim");
+    out.push(json!({
+        "resourceType": "Claim", "id": claim_id, "status": "active",
+        "type": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/claim-type", "code": "pharmacy" }] },
+        "use": "preauthorization", "patient": subject, "created": day(f.denial - 3),
+        "provider": { "reference": "Organization/pas-org-practice" },
+        "priority": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/processpriority", "code": "normal" }] },
+        "insurance": [{ "sequence": 1, "focal": true, "coverage": { "reference": format!("Coverage/{coverage_id}") } }],
+        "item": [{ "sequence": 1, "productOrService": { "coding": [{ "system": system, "code": code, "display": display }], "text": display } }]
+    }));
+    out.push(json!({
+        "resourceType": "ClaimResponse", "id": cr_id, "status": "active",
+        "type": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/claim-type", "code": "pharmacy" }] },
+        "use": "preauthorization", "patient": subject, "created": day(f.denial),
+        "insurer": { "reference": format!("Organization/{payer}") },
+        "request": { "reference": format!("Claim/{claim_id}") },
+        "outcome": "complete", "disposition": "Denied.",
+        "item": [{ "itemSequence": 1, "adjudication": [{
+            "category": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/adjudication", "code": "submitted" }] },
+            "reason": { "coding": [{ "system": "https://x12.org/codes/claim-adjustment-reason-codes", "code": REASONS[f.reason] }] }
+        }] }]
+    }));
+    match &f.appeal {
+        Some(a) => {
+            let filed = instant(f.denial + 1, 0);
+            let mut task = json!({
+                "resourceType": "Task", "id": format!("{pid}-appeal"),
+                "status": if a.outcome.is_some() { "completed" } else { "in-progress" }, "intent": "order",
+                "priority": if a.expedited { "stat" } else { "routine" },
+                "code": { "coding": [{ "system": APPEAL_TASK_SYSTEM, "code": if a.expedited { "expedited-appeal" } else { "internal-appeal" } }] },
+                "focus": { "reference": format!("ClaimResponse/{cr_id}") }, "for": subject,
+                "insurance": [{ "reference": format!("Coverage/{coverage_id}") }],
+                "authoredOn": filed
+            });
+            if let (Some(h), Some(outcome)) = (a.decided_after_hours, a.outcome) {
+                task["executionPeriod"] = json!({ "start": filed, "end": instant(f.denial + 1, h) });
+                task["output"] = json!([{
+                    "type": { "coding": [{ "system": crate::fhir::appeal::APPEAL_INPUT_SYSTEM, "code": "appeal-outcome" }] },
+                    "valueCodeableConcept": { "coding": [{ "system": crate::fhir::appeal::APPEAL_INPUT_SYSTEM, "code": outcome }] }
+                }]);
+            }
+            out.push(task);
+        }
+        None => out.push(json!({
+            "resourceType": "Task", "id": format!("{pid}-call"), "status": "requested", "intent": "order",
+            "code": { "coding": [{ "system": SDOHCC_TEMPORARY_CODES, "code": "make-contact" }] },
+            "description": "Call the plan about the denial", "for": subject, "owner": subject,
+            "authoredOn": day(f.denial + 1)
+        })),
+    }
+    out
+}
+
+/// The `n` patients, `per_bundle` to a transaction Bundle.
+pub fn bundles(n: usize, per_bundle: usize) -> Vec<Value> {
+    (0..n)
+        .collect::<Vec<_>>()
+        .chunks(per_bundle.max(1))
+        .map(|chunk| {
+            let entries: Vec<Value> = chunk
+                .iter()
+                .flat_map(|&i| resources(i))
+                .map(|r| json!({ "resource": r }))
+                .collect();
+            json!({ "resourceType": "Bundle", "type": "transaction", "entry": entries })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn five_thousand_patients_give_twenty_thousand_tasks_and_five_thousand_denials() {
+        let count = |t: &str| {
+            (0..5000)
+                .flat_map(resources)
+                .filter(|r| r["resourceType"] == t)
+                .count()
+        };
+        assert_eq!(count("Task"), 20_000);
+        assert_eq!(count("ClaimResponse"), 5_000);
+        assert_eq!(count("Patient"), 5_000);
+        assert_eq!(resources(7), resources(7), "deterministic");
+    }
+
+    #[test]
+    fn the_population_is_valid_r4() {
+        let v = crate::fhir::SchemaValidator::load(&crate::config::cache_dir().join("definitions"))
+            .expect("the FHIR schema is installed by ./scripts/test");
+        for b in bundles(40, 40) {
+            let b = crate::seed::prepare("population", b, 0).unwrap();
+            v.validate_bundle(&b).unwrap();
+        }
+    }
+}
