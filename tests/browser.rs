@@ -587,3 +587,46 @@ async fn a_coordinator_claims_and_starts_a_task_and_a_second_browser_sees_it_wit
     first.close().await;
     second.close().await;
 }
+
+#[tokio::test]
+async fn the_patterns_page_shows_a_chart_with_its_table_and_the_export_downloads() {
+    let env = common::smart::smart_env_with(common::smart::EnvOptions {
+        method: passerelle::auth::smart::ClientAuthMethod::PrivateKeyJwt,
+        queue_poll_seconds: Some(900),
+        population: 300,
+        ..Default::default()
+    })
+    .await;
+    let browser = Browser::start().await;
+    let c = &browser.client;
+    sign_in_to_queue(c, &env, "pas-prac-lee").await;
+    let mut clicks = 0;
+    click(c, Locator::Id("patterns"), &mut clicks).await;
+    click(c, Locator::Id("compute"), &mut clicks).await;
+    // The page refreshes itself while computing, then shows the charts.
+    let chart = c
+        .wait()
+        .at_most(Duration::from_secs(120))
+        .for_element(Locator::Css("section#denials-by-payer svg rect.bar"))
+        .await
+        .unwrap();
+    assert!(chart.attr("width").await.unwrap().is_some());
+    let table = text_now(c, "section#denials-by-payer table.chart-table").await;
+    assert!(table.contains("Sunrise Health Plan"), "{table}");
+    // Small cells are withheld in the table as in the chart.
+    assert!(table.contains("< 11") && table.contains("Total"), "{table}");
+    click(c, Locator::Id("export-csv"), &mut clicks).await;
+    let file = browser.downloads().join("passerelle-patterns.csv");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !file.is_file() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the CSV did not download"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let csv = std::fs::read_to_string(&file).unwrap();
+    assert!(csv.starts_with("kind,measure,title"), "{csv}");
+    assert!(csv.contains("denials-by-payer"));
+    browser.close().await;
+}

@@ -132,7 +132,9 @@ pub struct Facts {
 
 /// The facts of patient `i`.
 pub fn facts(i: usize) -> Facts {
-    let visit = -(1 + (i % 300) as i64);
+    // Two days back at least, so that every referral (up to two days after
+    // the visit) is in the past.
+    let visit = -(3 + (i % 300) as i64);
     let referral = |k: usize| {
         let status = REFERRAL_STATUSES[(i + k) % REFERRAL_STATUSES.len()];
         let authored = visit + k as i64;

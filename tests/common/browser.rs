@@ -56,7 +56,12 @@ impl Browser {
                     "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                     "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
                     "--window-size=1280,1000", format!("--user-data-dir={}", profile.display())
-                ]
+                ],
+                // Downloads land in the profile, without asking.
+                "prefs": {
+                    "download.default_directory": profile.join("downloads").display().to_string(),
+                    "download.prompt_for_download": false
+                }
             }),
         );
         let client = ClientBuilder::new(HttpConnector::new())
@@ -69,6 +74,11 @@ impl Browser {
             _driver: driver,
             profile,
         }
+    }
+
+    /// Where downloads land.
+    pub fn downloads(&self) -> PathBuf {
+        self.profile.join("downloads")
     }
 
     pub async fn close(self) {

@@ -50,6 +50,10 @@ pub struct EnvOptions {
     pub queue_poll_seconds: Option<u64>,
     /// Generated patients seeded besides the fixtures (`seed --generate`).
     pub generate: usize,
+    /// Generated population patients (`seed::population`) seeded too.
+    pub population: usize,
+    /// Only the fixture files whose names start with one of these (all when `None`).
+    pub fixtures: Option<Vec<&'static str>>,
     /// Run the app as this binary (`passerelle serve`) in its own process,
     /// configured through its environment, instead of in this process.
     pub app_binary: Option<std::path::PathBuf>,
@@ -79,6 +83,8 @@ impl Default for EnvOptions {
             database: None,
             queue_poll_seconds: None,
             generate: 0,
+            population: 0,
+            fixtures: None,
             app_binary: None,
         }
     }
@@ -134,7 +140,7 @@ pub async fn smart_env_with(o: EnvOptions) -> SmartEnv {
     opts.public_base = Some(launcher.fhir_base());
     let hfs = Hfs::start(&opts).await.expect("hfs with auth starts");
     launcher.set_upstream(hfs.base().clone());
-    seed_with_token(&launcher, o.generate).await;
+    seed_with_token(&launcher, o.generate, o.population, o.fixtures.as_deref()).await;
 
     let ehr_json = serde_json::json!({
         "name": "Development EHR",
@@ -282,12 +288,20 @@ impl SmartEnv {
 }
 
 /// Load the fixtures through the launcher's proxy with a system token.
-async fn seed_with_token(launcher: &Launcher, generate: usize) {
+async fn seed_with_token(
+    launcher: &Launcher,
+    generate: usize,
+    population: usize,
+    only: Option<&[&str]>,
+) {
     let token = launcher.system_token("system/*.cruds");
     let http = reqwest::Client::new();
     let schema = super::schema();
     let shift = passerelle::seed::shift_for(time::OffsetDateTime::now_utc().date());
     for (file, bundle) in passerelle::seed::fixture_bundles(None).unwrap() {
+        if only.is_some_and(|o| !o.iter().any(|p| file.starts_with(p))) {
+            continue;
+        }
         let bundle = passerelle::seed::prepare(&file, bundle, shift).unwrap();
         schema.validate_bundle(&bundle).unwrap();
         let r = http
@@ -302,7 +316,10 @@ async fn seed_with_token(launcher: &Launcher, generate: usize) {
     }
     // Generated patients, one transaction at a time (hfs answers 503 to
     // concurrent transactions on its one SQLite database).
-    for b in passerelle::seed::generate::bundles(generate, 100) {
+    let generated = passerelle::seed::generate::bundles(generate, 100)
+        .into_iter()
+        .chain(passerelle::seed::population::bundles(population, 50));
+    for b in generated {
         let b = passerelle::seed::prepare("generated", b, shift).unwrap();
         {
             let r = http

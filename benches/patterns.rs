@@ -1,0 +1,119 @@
+//! `cargo bench --bench patterns`: every measure of the patterns view over
+//! a generated population, then over twice as many patients, in the same
+//! run, on a real FHIR server (hfs enforcing SMART scopes, behind the
+//! development EHR launcher), Passerelle in its own process.
+//!
+//! * `patients`, `tasks`, `denials`: the data (5,000 patients: 20,000 Tasks
+//!   and 5,000 denials);
+//! * `compute_s`: from "compute" to the result, every resource read in
+//!   pages of 500 (target: under 30 s);
+//! * `peak_mb`: the Passerelle process's resident memory, sampled every
+//!   50 ms during the computation, and `before_mb` just before it;
+//! * the same at twice the data (`*_2x`), and the ratios `time_ratio` and
+//!   `memory_ratio` (2× data over 1×; memory flat means a ratio near 1).
+//!
+//! Prints one line: `BENCH patterns …`.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::smart::{Browser, EnvOptions, approve_standalone_as, smart_env_with};
+use passerelle::auth::smart::ClientAuthMethod;
+
+const PATIENTS: usize = 5_000;
+
+fn rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+/// (compute seconds, RSS before, sampled peak RSS)
+async fn run(patients: usize) -> (f64, f64, f64) {
+    let env = smart_env_with(EnvOptions {
+        method: ClientAuthMethod::PrivateKeyJwt,
+        queue_poll_seconds: Some(900),
+        population: patients,
+        fixtures: Some(vec!["00-"]),
+        app_binary: Some(env!("CARGO_BIN_EXE_passerelle").into()),
+        ..Default::default()
+    })
+    .await;
+    let pid = env.process.as_ref().unwrap().id().unwrap();
+    let browser = Browser::default();
+    let picker = browser
+        .get(&format!(
+            "{}/standalone/start?queue=1&iss={}",
+            env.app,
+            common::enc(env.launcher.fhir_base().as_str())
+        ))
+        .await;
+    let queue = approve_standalone_as(&browser, &picker, "pas-prac-lee", "").await;
+    // Let the queue's first sync finish, so it is not measured here.
+    loop {
+        if browser
+            .get(queue.url.as_str())
+            .await
+            .body
+            .contains("synced with the EHR at")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let url = queue.url.as_str().replace("/queue", "/patterns");
+    let page = browser.get(&url).await;
+    let today = time::OffsetDateTime::now_utc().date();
+    let before = rss_mb(pid);
+    let started = Instant::now();
+    let posted = browser
+        .post_form(
+            &url,
+            &[
+                ("csrf", &common::smart::hidden_field(&page.body, "csrf")),
+                ("start", &(today - time::Duration::days(365)).to_string()),
+                ("end", &today.to_string()),
+            ],
+        )
+        .await;
+    assert_eq!(posted.status, 200, "{}", posted.body);
+    let mut peak = before;
+    let mut checked = Instant::now();
+    loop {
+        peak = peak.max(rss_mb(pid));
+        if checked.elapsed() > Duration::from_millis(500) {
+            checked = Instant::now();
+            let page = browser.get(&url).await;
+            if page.body.contains("id=\"export-csv\"") && !page.body.contains("id=\"progress\"") {
+                break;
+            }
+            assert!(
+                !page.body.contains("The last computation failed"),
+                "{}",
+                page.body
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (started.elapsed().as_secs_f64(), before, peak)
+}
+
+#[tokio::main]
+async fn main() {
+    let (t1, b1, p1) = run(PATIENTS).await;
+    let (t2, b2, p2) = run(2 * PATIENTS).await;
+    println!(
+        "BENCH patterns patients={PATIENTS} tasks={} denials={PATIENTS} compute_s={t1:.1} before_mb={b1:.0} peak_mb={p1:.0} patients_2x={} compute_s_2x={t2:.1} before_mb_2x={b2:.0} peak_mb_2x={p2:.0} time_ratio={:.2} memory_ratio={:.2} target_s=30",
+        4 * PATIENTS,
+        2 * PATIENTS,
+        t2 / t1,
+        p2 / p1,
+    );
+}
