@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::proxy::{Fault, Proxy};
-use common::smart::{Browser, Page, hidden_field, iframe_src, smart_env};
+use common::smart::{Browser, Page, hidden_field, smart_env};
 use passerelle::auth::smart::ClientAuthMethod;
 use passerelle::fhir::appeal::APPEAL_ID_SYSTEM;
 use passerelle::fhir::referral::REFERRAL_ID_SYSTEM;
@@ -19,15 +19,7 @@ use serde_json::Value;
 const HOUR: Duration = Duration::from_secs(3600);
 
 async fn ehr_launch(env: &common::smart::SmartEnv, browser: &Browser, patient: &str) -> Page {
-    let ehr = browser
-        .get(
-            env.launcher
-                .ehr_url(patient, None, "pas-prac-moreau")
-                .as_str(),
-        )
-        .await;
-    assert_eq!(ehr.status, 200, "{}", ehr.body);
-    let visit = browser.get(&iframe_src(&ehr.body)).await;
+    let visit = common::smart::ehr_launch(env, browser, patient).await;
     assert_eq!(visit.status, 200, "{}", visit.body);
     visit
 }

@@ -8,27 +8,13 @@ mod common;
 use std::time::Duration;
 
 use common::proxy::Proxy;
-use common::smart::{
-    Browser, Page, authorize_at_ehr, begin_launch, field, iframe_src, query, smart_env,
-};
+use common::smart::{Browser, Page, authorize_at_ehr, begin_launch, field, query, smart_env};
 use passerelle::auth::smart::ClientAuthMethod;
 use passerelle::dev::launcher::Simulation;
 
 const HOUR: Duration = Duration::from_secs(3600);
 
-/// An EHR launch, as the launcher's EHR page starts it: the page frames the
-/// app; the app redirects to authorize, back to the callback, to the visit.
-async fn ehr_launch(env: &common::smart::SmartEnv, browser: &Browser, patient: &str) -> Page {
-    let ehr = browser
-        .get(
-            env.launcher
-                .ehr_url(patient, None, "pas-prac-moreau")
-                .as_str(),
-        )
-        .await;
-    assert_eq!(ehr.status, 200, "{}", ehr.body);
-    browser.get(&iframe_src(&ehr.body)).await
-}
+use common::smart::ehr_launch;
 
 #[tokio::test]
 async fn ehr_launch_public_client_reaches_the_visit_page_with_context_and_user() {

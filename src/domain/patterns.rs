@@ -400,17 +400,46 @@ struct PatientState {
     flags: u32,
 }
 
+/// A set of patients (their indexes) as bits: one bit per patient per key,
+/// so distinct-patient counts cost a few hundred bytes per key whatever the
+/// number of records.
+#[derive(Default, Clone)]
+struct Bits(Vec<u64>);
+
+impl Bits {
+    fn insert(&mut self, p: u32) {
+        let (w, b) = (p as usize / 64, 1u64 << (p % 64));
+        if self.0.len() <= w {
+            self.0.resize(w + 1, 0);
+        }
+        self.0[w] |= b;
+    }
+    fn count(&self) -> u64 {
+        self.0.iter().map(|w| u64::from(w.count_ones())).sum()
+    }
+    fn union_into(&self, seen: &mut Seen) {
+        for (i, w) in self.0.iter().enumerate() {
+            let mut w = *w;
+            while w != 0 {
+                let b = w.trailing_zeros();
+                seen.insert((i * 64) as u32 + b);
+                w &= w - 1;
+            }
+        }
+    }
+}
+
 /// Records and distinct patients per key.
 struct Keyed<K> {
     values: HashMap<K, u64>,
-    pairs: HashSet<(K, u32)>,
+    patients: HashMap<K, Bits>,
 }
 
 impl<K> Default for Keyed<K> {
     fn default() -> Self {
         Keyed {
             values: HashMap::new(),
-            pairs: HashSet::new(),
+            patients: HashMap::new(),
         }
     }
 }
@@ -418,21 +447,17 @@ impl<K> Default for Keyed<K> {
 impl<K: Hash + Eq + Copy> Keyed<K> {
     fn add(&mut self, key: K, patient: u32) {
         *self.values.entry(key).or_default() += 1;
-        self.pairs.insert((key, patient));
+        self.patients.entry(key).or_default().insert(patient);
     }
 
     fn patients_by_key(&self) -> HashMap<K, u64> {
-        let mut out = HashMap::with_capacity(self.values.len());
-        for (k, _) in &self.pairs {
-            *out.entry(*k).or_default() += 1;
-        }
-        out
+        self.patients.iter().map(|(k, b)| (*k, b.count())).collect()
     }
 
     fn distinct_patients(&self, n: usize) -> u64 {
         let mut seen = Seen::new(n);
-        for (_, p) in &self.pairs {
-            seen.insert(*p);
+        for b in self.patients.values() {
+            b.union_into(&mut seen);
         }
         seen.count
     }
@@ -450,25 +475,22 @@ impl<K: Hash + Eq + Copy> Keyed<K> {
 /// Records and distinct patients per month of the period.
 struct Monthly {
     values: Vec<u64>,
-    pairs: HashSet<(u32, u32)>,
+    patients: Vec<Bits>,
 }
 
 impl Monthly {
     fn new(months: usize) -> Self {
         Monthly {
             values: vec![0; months],
-            pairs: HashSet::new(),
+            patients: vec![Bits::default(); months],
         }
     }
     fn add(&mut self, month: usize, patient: u32) {
         self.values[month] += 1;
-        self.pairs.insert((month as u32, patient));
+        self.patients[month].insert(patient);
     }
     fn points(&self, period: &Period) -> Vec<(String, u64, u64)> {
-        let mut patients = vec![0u64; self.values.len()];
-        for (m, _) in &self.pairs {
-            patients[*m as usize] += 1;
-        }
+        let patients: Vec<u64> = self.patients.iter().map(Bits::count).collect();
         period
             .months()
             .into_iter()

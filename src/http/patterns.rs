@@ -382,33 +382,21 @@ pub fn csv(report: &Report) -> Result<Vec<u8>, csv::Error> {
             &t.definition,
         )?;
     }
-    for r in &report.rates {
-        row(
-            "rate",
-            &r.id,
-            &r.title,
-            "",
-            "",
-            r.percent
-                .map(|p| format!("{p:.1}"))
-                .unwrap_or_else(|| "< 11".into()),
-            "percent",
-            &r.definition,
-        )?;
-    }
-    for m in &report.medians {
-        row(
-            "median",
-            &m.id,
-            &m.title,
-            "",
-            "",
-            m.days
-                .map(|d| format!("{d:.1}"))
-                .unwrap_or_else(|| "< 11".into()),
-            "days",
-            &m.definition,
-        )?;
+    let measured = report
+        .rates
+        .iter()
+        .map(|r| ("rate", &r.id, &r.title, r.percent, "percent", &r.definition))
+        .chain(
+            report
+                .medians
+                .iter()
+                .map(|m| ("median", &m.id, &m.title, m.days, "days", &m.definition)),
+        );
+    for (kind, id, title, value, unit, definition) in measured {
+        let value = value
+            .map(|v| format!("{v:.1}"))
+            .unwrap_or_else(|| "< 11".into());
+        row(kind, id, title, "", "", value, unit, definition)?;
     }
     for r in &report.repeated {
         row(

@@ -673,6 +673,20 @@ pub async fn id_token_for(
         .expect("an id_token for openid fhirUser")
 }
 
+/// An EHR launch, as the launcher's EHR page starts it: the page frames the
+/// app; the app redirects to authorize, back to the callback, to the visit.
+pub async fn ehr_launch(env: &SmartEnv, browser: &Browser, patient: &str) -> Page {
+    let ehr = browser
+        .get(
+            env.launcher
+                .ehr_url(patient, None, "pas-prac-moreau")
+                .as_str(),
+        )
+        .await;
+    assert_eq!(ehr.status, 200, "{}", ehr.body);
+    browser.get(&iframe_src(&ehr.body)).await
+}
+
 /// Start an EHR launch for `patient` and stop before the EHR is asked:
 /// the authorize form's action and fields (the `state` among them).
 pub async fn begin_launch(
