@@ -396,6 +396,11 @@ async fn a_change_on_the_server_reaches_the_queue_and_a_completed_referral_close
                 .as_str()
                 .unwrap_or_default()
                 .to_string();
+            // The ServiceRequest is completed first, then the concern noted.
+            if note.is_empty() && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                continue;
+            }
             let authored = time::Date::parse(
                 &sr["authoredOn"].as_str().unwrap()[..10],
                 time::macros::format_description!("[year]-[month]-[day]"),

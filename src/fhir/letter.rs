@@ -105,12 +105,20 @@ pub async fn read_chart(
         patient: patient?.resource,
         conditions: conditions?.raw("Condition").cloned().collect(),
         medications: meds?.raw("MedicationRequest").cloned().collect(),
-        coverage: coverages.raw("Coverage").next().cloned(),
+        // Only this patient's coverage and denial, whatever the server sent
+        // (a Task's references are not trusted to stay within the patient).
+        coverage: coverages
+            .raw("Coverage")
+            .find(|c| c["beneficiary"]["reference"] == subject.as_str())
+            .cloned(),
         organizations,
         task,
         // A denial that cannot be read still leaves the Task's own copy of
         // its words, so the letter is drafted without it.
-        claim_response: claim_response.ok().flatten(),
+        claim_response: claim_response
+            .ok()
+            .flatten()
+            .filter(|c| c["patient"]["reference"] == subject.as_str()),
     })
 }
 

@@ -643,11 +643,14 @@ async fn read_denial(
             .as_str()
             .map(String::from)
     });
+    // The server was asked for this patient's denial; checked here too, so a
+    // lenient server cannot put another patient's denial in this appeal.
+    let patient_ref = format!("Patient/{patient_id}");
     let cr = page
         .resources::<ClaimResponse>("ClaimResponse")
         .items
         .into_iter()
-        .next()
+        .find(|c| c.patient.reference.as_deref() == Some(patient_ref.as_str()))
         .ok_or_else(|| AppError::BadRequest("There is no such denial for this patient.".into()))?;
     let denial = views::denial(
         &cr,
