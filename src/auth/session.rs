@@ -413,8 +413,7 @@ impl Launch {
         // A coordinator's launch (no patient: the queue across patients)
         // may update existing Tasks, and nothing else.
         let Some(patient) = self.patient_ref() else {
-            let updates_a_task = resource["resourceType"] == "Task" && resource["id"].is_string();
-            return if updates_a_task {
+            return if coordinator_may_write(resource) {
                 Ok(())
             } else {
                 Err(AuthError::WrongLaunch)
@@ -468,10 +467,35 @@ pub fn write_is_about(resource: &Value, patient: &str) -> bool {
             .all(|r| *r == patient || r.ends_with(&format!("/{patient}")))
 }
 
+/// What a coordinator's launch (no patient in context) may write: an update
+/// of an existing Task, nothing else (no new resource, no transaction).
+pub fn coordinator_may_write(resource: &Value) -> bool {
+    resource["resourceType"] == "Task" && resource["id"].is_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_coordinator_updates_tasks_and_writes_nothing_else() {
+        assert!(coordinator_may_write(
+            &json!({"resourceType": "Task", "id": "t1", "status": "accepted"})
+        ));
+        assert!(
+            !coordinator_may_write(&json!({"resourceType": "Task", "status": "requested"})),
+            "a new Task"
+        );
+        assert!(!coordinator_may_write(
+            &json!({"resourceType": "ServiceRequest", "id": "s1"})
+        ));
+        assert!(!coordinator_may_write(
+            &json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+                {"resource": {"resourceType": "Task", "id": "t1"}}
+            ]})
+        ));
+    }
 
     #[test]
     fn writes_must_be_about_the_launch_patient() {
