@@ -377,13 +377,7 @@ impl Queue {
             .or(task["meta"]["lastUpdated"].as_str())
             .unwrap_or_default()
             .to_string();
-        let day = |s: &str| {
-            time::Date::parse(
-                s.get(..10)?,
-                time::macros::format_description!("[year]-[month]-[day]"),
-            )
-            .ok()
-        };
+        let day = |s: &str| crate::domain::iso_date(s.get(..10)?);
         let days = match (sr["authoredOn"].as_str().and_then(day), day(&completed_on)) {
             (Some(a), Some(c)) if c >= a => Some((c - a).whole_days()),
             _ => None,

@@ -237,21 +237,17 @@ impl HandDenial {
         if payer.is_empty() {
             errors.push("Payer: enter the payer named on the notice.".to_string());
         }
-        let notice = Date::parse(
-            f.notice.trim(),
-            time::macros::format_description!("[year]-[month]-[day]"),
-        );
-        let notice = match notice {
-            Ok(d) if d > today => {
+        let notice = match super::iso_date(f.notice) {
+            Some(d) if d > today => {
                 errors.push("Notice date: it is in the future.".to_string());
                 None
             }
-            Ok(d) if d.year() < 2000 => {
+            Some(d) if d.year() < 2000 => {
                 errors.push("Notice date: it is before 2000.".to_string());
                 None
             }
-            Ok(d) => Some(d),
-            Err(_) => {
+            Some(d) => Some(d),
+            None => {
                 errors.push(
                     "Notice date: enter the date printed on the notice (YYYY-MM-DD).".to_string(),
                 );

@@ -16,3 +16,13 @@ pub mod sdoh;
 pub mod visit;
 
 pub use time::Date;
+
+/// A calendar date written `YYYY-MM-DD` (a form field, a FHIR `date`); the
+/// only parser of such dates, so every page and rule reads them alike.
+pub fn iso_date(s: &str) -> Option<Date> {
+    Date::parse(
+        s.trim(),
+        time::macros::format_description!("[year]-[month]-[day]"),
+    )
+    .ok()
+}

@@ -282,7 +282,7 @@ fn section_error(what: &str, err: &FhirError) -> SectionError {
 }
 
 /// `Organization/id` → name, from the Organizations a search `_include`d.
-fn organization_names(
+pub fn organization_names(
     page: &SearchPage,
     note_skipped: &mut impl FnMut(&str, usize),
 ) -> HashMap<String, String> {
@@ -294,6 +294,7 @@ fn organization_names(
         .collect()
 }
 
-fn lookup(names: &HashMap<String, String>, r: &Reference) -> Option<String> {
+/// The name of the Organization `r` refers to, from [`organization_names`].
+pub fn lookup(names: &HashMap<String, String>, r: &Reference) -> Option<String> {
     r.reference.as_ref().and_then(|k| names.get(k)).cloned()
 }

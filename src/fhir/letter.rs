@@ -122,15 +122,6 @@ pub async fn read_chart(
     })
 }
 
-fn date_of(v: &Value) -> Option<Date> {
-    let s = v.as_str()?;
-    Date::parse(
-        s.get(..10)?,
-        time::macros::format_description!("[year]-[month]-[day]"),
-    )
-    .ok()
-}
-
 fn is_sdoh(c: &Value) -> bool {
     c["category"].as_array().into_iter().flatten().any(|cat| {
         cat["coding"]
@@ -158,24 +149,7 @@ pub fn facts(
     practice: Option<String>,
 ) -> LetterFacts {
     let p = &chart.patient;
-    let patient_name = p["name"][0]["text"]
-        .as_str()
-        .map(String::from)
-        .unwrap_or_else(|| {
-            let given: Vec<&str> = p["name"][0]["given"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect();
-            format!(
-                "{} {}",
-                given.join(" "),
-                p["name"][0]["family"].as_str().unwrap_or_default()
-            )
-            .trim()
-            .to_string()
-        });
+    let patient_name = views::json_human_name(p).unwrap_or_default();
     let diagnoses = chart
         .conditions
         .iter()
@@ -210,7 +184,7 @@ pub fn facts(
             Some(Treatment {
                 medication,
                 status: m["status"].as_str().unwrap_or("unknown").to_string(),
-                started: date_of(&m["authoredOn"]),
+                started: views::json_date(&m["authoredOn"]),
                 reason_stopped: m["statusReason"]["text"].as_str().map(String::from),
             })
         })
@@ -255,7 +229,7 @@ pub fn facts(
                     .or(c["identifier"][0]["value"].as_str())
                     .map(String::from)
             }),
-            notice_date: inputs(t, "notice-date").find_map(|i| date_of(&i["valueDate"])),
+            notice_date: inputs(t, "notice-date").find_map(|i| views::json_date(&i["valueDate"])),
             reasons: inputs(t, "denial-reason")
                 .filter_map(|i| {
                     let k = &i["valueCodeableConcept"]["coding"][0];
@@ -290,7 +264,7 @@ pub fn facts(
         lang: lang.to_string(),
         today,
         patient_name,
-        birth_date: date_of(&p["birthDate"]),
+        birth_date: views::json_date(&p["birthDate"]),
         member_id,
         payer: payer.or_else(|| {
             task.and_then(|t| {
@@ -305,7 +279,7 @@ pub fn facts(
         denial,
         appeal_kind: task.and_then(|t| t["code"]["coding"][0]["code"].as_str().map(String::from)),
         expedited: task.is_some_and(|t| t["priority"] == "stat"),
-        deadline: task.and_then(|t| date_of(&t["restriction"]["period"]["end"])),
+        deadline: task.and_then(|t| views::json_date(&t["restriction"]["period"]["end"])),
         clinician,
         practice,
     }

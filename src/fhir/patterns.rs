@@ -9,10 +9,11 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::Value;
-use time::{Date, OffsetDateTime};
+use time::OffsetDateTime;
 
 use super::client::{FhirClient, SearchPage};
 use super::error::FhirError;
+use super::views;
 use crate::domain::patterns::{
     Accumulator, Appeal, CoverageSpan, Denial, PatientFacts, Period, Referral, Report, Screen,
     Visit,
@@ -48,20 +49,11 @@ impl Progress {
     }
 }
 
-fn date_of(v: &Value) -> Option<Date> {
-    let s = v.as_str()?;
-    Date::parse(
-        s.get(..10)?,
-        time::macros::format_description!("[year]-[month]-[day]"),
-    )
-    .ok()
-}
-
 fn instant_of(v: &Value) -> Option<OffsetDateTime> {
     let s = v.as_str()?;
     OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
         .ok()
-        .or_else(|| date_of(v).map(|d| d.midnight().assume_utc()))
+        .or_else(|| views::json_date(v).map(|d| d.midnight().assume_utc()))
 }
 
 fn id_of<'a>(reference: &'a Value, kind: &str) -> Option<&'a str> {
@@ -147,7 +139,7 @@ pub async fn compute(
                         .map(|z| z[..3].to_string()),
                     language,
                     sex: p["gender"].as_str().map(String::from),
-                    birth_date: date_of(&p["birthDate"]),
+                    birth_date: views::json_date(&p["birthDate"]),
                 },
             );
         }
@@ -172,8 +164,8 @@ pub async fn compute(
             }
             acc.coverage(CoverageSpan {
                 patient: patient.to_string(),
-                start: date_of(&c["period"]["start"]),
-                end: date_of(&c["period"]["end"]),
+                start: views::json_date(&c["period"]["start"]),
+                end: views::json_date(&c["period"]["end"]),
                 active: c["status"] == "active",
             });
         }
@@ -220,7 +212,7 @@ pub async fn compute(
             let (Some(id), Some(patient), Some(date)) = (
                 cr["id"].as_str(),
                 id_of(&cr["patient"], "Patient"),
-                date_of(&cr["created"]),
+                views::json_date(&cr["created"]),
             ) else {
                 continue;
             };
@@ -324,7 +316,7 @@ pub async fn compute(
                 let (Some(id), Some(patient), Some(authored)) = (
                     t["id"].as_str(),
                     id_of(&t["for"], "Patient"),
-                    date_of(&t["authoredOn"]),
+                    views::json_date(&t["authoredOn"]),
                 ) else {
                     continue;
                 };
@@ -337,11 +329,11 @@ pub async fn compute(
                     service: sr
                         .and_then(|s| s["performer"][0]["display"].as_str().map(String::from)),
                     authored,
-                    accepted: date_of(&t["executionPeriod"]["start"]),
+                    accepted: views::json_date(&t["executionPeriod"]["start"]),
                     closed: (status == "completed")
                         .then(|| {
-                            date_of(&t["executionPeriod"]["end"])
-                                .or_else(|| date_of(&t["lastModified"]))
+                            views::json_date(&t["executionPeriod"]["end"])
+                                .or_else(|| views::json_date(&t["lastModified"]))
                         })
                         .flatten(),
                     status: status.to_string(),
@@ -361,7 +353,8 @@ pub async fn compute(
             for o in page.raw("Observation") {
                 let (Some(patient), Some(date), Some(domain)) = (
                     id_of(&o["subject"], "Patient"),
-                    date_of(&o["effectiveDateTime"]).or_else(|| date_of(&o["issued"])),
+                    views::json_date(&o["effectiveDateTime"])
+                        .or_else(|| views::json_date(&o["issued"])),
                     sdoh_domain(&o["category"]),
                 ) else {
                     continue;
@@ -387,7 +380,7 @@ pub async fn compute(
         for e in page.raw("Encounter") {
             if let (Some(patient), Some(date)) = (
                 id_of(&e["subject"], "Patient"),
-                date_of(&e["period"]["start"]),
+                views::json_date(&e["period"]["start"]),
             ) {
                 acc.visit(Visit {
                     patient: patient.to_string(),

@@ -6,10 +6,10 @@
 use std::collections::HashMap;
 
 use serde_json::Value;
-use time::Date;
 
 use super::client::FhirClient;
 use super::error::FhirError;
+use super::views;
 use crate::domain::queue::{Kind, QueueTask, TEAM_ROLE_SYSTEM};
 use crate::domain::sdoh::{Domain, SDOHCC_TEMPORARY_CODES};
 use crate::domain::visit::{APPEAL_TASK_SYSTEM, TASK_CODE_SYSTEM};
@@ -19,35 +19,6 @@ use crate::domain::visit::{APPEAL_TASK_SYSTEM, TASK_CODE_SYSTEM};
 pub const PAGE_SIZE: usize = 200;
 /// Pages followed in one sync at most (a million Tasks).
 pub const MAX_PAGES: usize = 5000;
-
-fn date_of(v: &Value) -> Option<Date> {
-    let s = v.as_str()?;
-    Date::parse(
-        s.get(..10)?,
-        time::macros::format_description!("[year]-[month]-[day]"),
-    )
-    .ok()
-}
-
-fn human_name(p: &Value) -> String {
-    let n = &p["name"][0];
-    if let Some(t) = n["text"].as_str() {
-        return t.to_string();
-    }
-    let given: Vec<&str> = n["given"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
-    format!(
-        "{} {}",
-        given.join(" "),
-        n["family"].as_str().unwrap_or_default()
-    )
-    .trim()
-    .to_string()
-}
 
 /// What kind of queue work a Task is; `None` for Tasks that are not
 /// referrals, appeals or patient tasks.
@@ -143,7 +114,7 @@ pub fn queue_task(t: &Value, included: &HashMap<String, Value>) -> Option<QueueT
         priority: t["priority"].as_str().unwrap_or("routine").to_string(),
         patient_name: included
             .get(patient_ref)
-            .map(human_name)
+            .and_then(views::json_human_name)
             .unwrap_or_else(|| patient_id.clone()),
         patient_id,
         owner: assignee(t)
@@ -155,8 +126,8 @@ pub fn queue_task(t: &Value, included: &HashMap<String, Value>) -> Option<QueueT
         role,
         domain,
         payer,
-        authored: date_of(&t["authoredOn"]),
-        due: date_of(&t["restriction"]["period"]["end"]),
+        authored: views::json_date(&t["authoredOn"]),
+        due: views::json_date(&t["restriction"]["period"]["end"]),
         last_updated: t["meta"]["lastUpdated"]
             .as_str()
             .unwrap_or_default()
@@ -244,7 +215,12 @@ pub async fn read_team(client: &FhirClient) -> Result<Vec<TeamMember>, FhirError
         .await?;
     let names: HashMap<String, String> = page
         .raw("Practitioner")
-        .filter_map(|p| Some((format!("Practitioner/{}", p["id"].as_str()?), human_name(p))))
+        .filter_map(|p| {
+            Some((
+                format!("Practitioner/{}", p["id"].as_str()?),
+                views::json_human_name(p)?,
+            ))
+        })
         .collect();
     let mut team: Vec<TeamMember> = page
         .raw("PractitionerRole")

@@ -404,3 +404,42 @@ pub fn denial(
         disposition,
     })
 }
+
+// ---- FHIR JSON read without decoding (paged readers, builders' inputs)
+
+/// The day of a FHIR `date`, `dateTime` or `instant` given as JSON.
+pub fn json_date(v: &serde_json::Value) -> Option<Date> {
+    crate::domain::iso_date(v.as_str()?.get(..10)?)
+}
+
+/// The official (else first) name: its text, else prefix, given and family.
+pub fn json_human_name(resource: &serde_json::Value) -> Option<String> {
+    let names = resource.get("name")?.as_array()?;
+    let name = names
+        .iter()
+        .find(|n| n.get("use").and_then(serde_json::Value::as_str) == Some("official"))
+        .or_else(|| names.first())?;
+    if let Some(text) = name.get("text").and_then(serde_json::Value::as_str)
+        && !text.trim().is_empty()
+    {
+        return Some(text.trim().to_string());
+    }
+    let strings = |key: &str| -> Vec<String> {
+        name.get(key)
+            .and_then(serde_json::Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(serde_json::Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut parts = strings("prefix");
+    parts.extend(strings("given"));
+    if let Some(family) = name.get("family").and_then(serde_json::Value::as_str) {
+        parts.push(family.to_string());
+    }
+    let joined = parts.join(" ");
+    (!joined.trim().is_empty()).then_some(joined)
+}

@@ -614,7 +614,7 @@ async fn read_denial(
     patient_id: &str,
     cr_id: &str,
 ) -> Result<ReadDenial, AppError> {
-    use fhir_sdk::r4b::resources::{ClaimResponse, Organization};
+    use fhir_sdk::r4b::resources::ClaimResponse;
     if !crate::fhir::client::is_valid_id(cr_id) {
         return Err(AppError::BadRequest(
             "The denial id is not a valid FHIR id.".into(),
@@ -632,12 +632,7 @@ async fn read_denial(
         )
         .await?;
     let claim = page.raw("Claim").next().cloned();
-    let names: std::collections::HashMap<String, String> = page
-        .resources::<Organization>("Organization")
-        .items
-        .iter()
-        .filter_map(|o| Some((format!("Organization/{}", o.id.clone()?), o.name.clone()?)))
-        .collect();
+    let names = crate::fhir::context::organization_names(&page, &mut |_, _| {});
     let service = claim.as_ref().and_then(|c| {
         c["item"][0]["productOrService"]["text"]
             .as_str()
@@ -652,12 +647,8 @@ async fn read_denial(
         .into_iter()
         .find(|c| c.patient.reference.as_deref() == Some(patient_ref.as_str()))
         .ok_or_else(|| AppError::BadRequest("There is no such denial for this patient.".into()))?;
-    let denial = views::denial(
-        &cr,
-        |r| r.reference.as_ref().and_then(|k| names.get(k)).cloned(),
-        service,
-    )
-    .ok_or_else(|| AppError::BadRequest("This claim response denies nothing.".into()))?;
+    let denial = views::denial(&cr, |r| crate::fhir::context::lookup(&names, r), service)
+        .ok_or_else(|| AppError::BadRequest("This claim response denies nothing.".into()))?;
     Ok(ReadDenial {
         denial,
         coverage: claim.as_ref().and_then(|c| {
@@ -688,7 +679,7 @@ async fn coverage_choices(
     ),
     AppError,
 > {
-    use fhir_sdk::r4b::resources::{Coverage, Organization};
+    use fhir_sdk::r4b::resources::Coverage;
     let page = client
         .search(
             "Coverage",
@@ -699,21 +690,12 @@ async fn coverage_choices(
             ],
         )
         .await?;
-    let names: std::collections::HashMap<String, String> = page
-        .resources::<Organization>("Organization")
-        .items
-        .iter()
-        .filter_map(|o| Some((format!("Organization/{}", o.id.clone()?), o.name.clone()?)))
-        .collect();
+    let names = crate::fhir::context::organization_names(&page, &mut |_, _| {});
     let facts: Vec<_> = page
         .resources::<Coverage>("Coverage")
         .items
         .iter()
-        .map(|c| {
-            views::coverage(c, |r| {
-                r.reference.as_ref().and_then(|k| names.get(k)).cloned()
-            })
-        })
+        .map(|c| views::coverage(c, |r| crate::fhir::context::lookup(&names, r)))
         .collect();
     let today = today();
     let first_active = facts
@@ -881,14 +863,6 @@ async fn appeal_form_page(
     })
 }
 
-fn parse_date(s: &str) -> Option<time::Date> {
-    time::Date::parse(
-        s.trim(),
-        time::macros::format_description!("[year]-[month]-[day]"),
-    )
-    .ok()
-}
-
 async fn appeal(
     State(state): State<AppState>,
     jar: CookieJar,
@@ -907,7 +881,7 @@ async fn appeal(
     }
     let stated = match form.deadline.trim() {
         "" => None,
-        d => match parse_date(d) {
+        d => match crate::domain::iso_date(d) {
             Some(d) => Some(d),
             None => {
                 errors.push("Deadline on the notice: use YYYY-MM-DD.".to_string());
@@ -953,7 +927,7 @@ async fn appeal(
         None
     };
     if read.is_some() && !form.notice.trim().is_empty() {
-        match parse_date(&form.notice) {
+        match crate::domain::iso_date(&form.notice) {
             Some(d) if d > today() => errors.push("Notice date: it is in the future.".to_string()),
             Some(d) if d.year() < 2000 => {
                 errors.push("Notice date: it is before 2000.".to_string())
@@ -965,7 +939,7 @@ async fn appeal(
         }
     }
     let notice = match (&read, &hand) {
-        (Some(r), _) => parse_date(&form.notice).or(r.denial.created),
+        (Some(r), _) => crate::domain::iso_date(&form.notice).or(r.denial.created),
         (_, Some(h)) => Some(h.notice),
         _ => None,
     };
@@ -1269,7 +1243,7 @@ async fn show_task(
         .as_str()
         .map(|d| d.chars().take(10).collect::<String>())
         .unwrap_or_default();
-    let warning = parse_date(&deadline)
+    let warning = crate::domain::iso_date(&deadline)
         .and_then(|d| deadline_warning(d, today()))
         .map(|w| match w {
             DeadlineWarning::Overdue { days_late } => format!("Overdue by {days_late} day(s)"),

@@ -64,16 +64,7 @@ async fn clinician_name(
 ) -> Option<String> {
     let id = practitioner?.strip_prefix("Practitioner/")?;
     let p = client.read_json("Practitioner", id).await.ok()?.resource;
-    let n = &p["name"][0];
-    let parts: Vec<&str> = n["prefix"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .chain(n["given"].as_array().into_iter().flatten())
-        .filter_map(|v| v.as_str())
-        .chain(n["family"].as_str())
-        .collect();
-    (!parts.is_empty()).then(|| parts.join(" "))
+    crate::fhir::views::json_human_name(&p)
 }
 
 async fn draft(

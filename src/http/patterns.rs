@@ -273,14 +273,6 @@ struct RefreshForm {
     end: String,
 }
 
-fn parse_date(s: &str) -> Option<time::Date> {
-    time::Date::parse(
-        s.trim(),
-        time::macros::format_description!("[year]-[month]-[day]"),
-    )
-    .ok()
-}
-
 async fn refresh(
     State(state): State<AppState>,
     jar: CookieJar,
@@ -290,7 +282,10 @@ async fn refresh(
     let launch = open_launch(&state, &jar, &id).await?;
     check_csrf(&launch, &form.csrf)?;
     let queue = queue_of(&state, &launch)?;
-    let (Some(start), Some(end)) = (parse_date(&form.start), parse_date(&form.end)) else {
+    let (Some(start), Some(end)) = (
+        crate::domain::iso_date(&form.start),
+        crate::domain::iso_date(&form.end),
+    ) else {
         return Err(AppError::BadRequest(
             "Give the period as two dates (YYYY-MM-DD).".into(),
         ));
@@ -434,63 +429,69 @@ pub fn csv(report: &Report) -> Result<Vec<u8>, csv::Error> {
 /// and the `data-absent-reason` `masked`.
 pub fn measure_report(report: &Report) -> Value {
     let masked = json!([{ "url": "http://hl7.org/fhir/StructureDefinition/data-absent-reason", "valueCode": "masked" }]);
-    let score = |v: Option<f64>, unit: &str| match v {
-        Some(v) => json!({ "value": v, "unit": unit }),
-        None => Value::Null,
+    // A group with a stratum per cell (a table by its dimension, a trend by month).
+    let stratified = |id: &str,
+                      title: &str,
+                      definition: &str,
+                      dimension: &str,
+                      unit: &str,
+                      cells: &[Cell]| {
+        let strata: Vec<Value> = cells
+            .iter()
+            .map(|c| match c.value {
+                Some(v) => json!({ "value": { "text": c.label }, "measureScore": { "value": v, "unit": unit } }),
+                None => json!({ "value": { "text": c.label }, "extension": masked }),
+            })
+            .collect();
+        json!({
+            "id": id,
+            "code": { "text": format!("{title}. {definition}") },
+            "stratifier": [{ "code": [{ "text": dimension }], "stratum": strata }]
+        })
+    };
+    // A score, or the masked extension when it is withheld.
+    let scored = |mut g: Value, value: Option<Value>, unit: &str| {
+        match value {
+            Some(v) => g["measureScore"] = json!({ "value": v, "unit": unit }),
+            None => g["extension"] = masked.clone(),
+        }
+        g
     };
     let mut groups = Vec::new();
     for t in &report.tables {
-        let strata: Vec<Value> = t
-            .cells
-            .iter()
-            .map(|c| match c.value {
-                Some(v) => json!({ "value": { "text": c.label }, "measureScore": { "value": v, "unit": t.unit } }),
-                None => json!({ "value": { "text": c.label }, "extension": masked }),
-            })
-            .collect();
-        let mut g = json!({
-            "id": t.id,
-            "code": { "text": format!("{}. {}", t.title, t.definition) },
-            "stratifier": [{ "code": [{ "text": t.dimension }], "stratum": strata }]
-        });
-        match t.total {
-            Some(total) => g["measureScore"] = json!({ "value": total, "unit": t.unit }),
-            None => g["extension"] = masked.clone(),
-        }
-        groups.push(g);
+        let g = stratified(
+            &t.id,
+            &t.title,
+            &t.definition,
+            &t.dimension,
+            &t.unit,
+            &t.cells,
+        );
+        groups.push(scored(g, t.total.map(|v| json!(v)), &t.unit));
     }
-    for r in &report.rates {
-        let mut g =
-            json!({ "id": r.id, "code": { "text": format!("{}. {}", r.title, r.definition) } });
-        match score(r.percent, "%") {
-            Value::Null => g["extension"] = masked.clone(),
-            s => g["measureScore"] = s,
-        }
-        groups.push(g);
-    }
-    for m in &report.medians {
-        let mut g =
-            json!({ "id": m.id, "code": { "text": format!("{}. {}", m.title, m.definition) } });
-        match score(m.days, "d") {
-            Value::Null => g["extension"] = masked.clone(),
-            s => g["measureScore"] = s,
-        }
-        groups.push(g);
+    let measured = report
+        .rates
+        .iter()
+        .map(|r| (&r.id, &r.title, &r.definition, r.percent, "%"))
+        .chain(
+            report
+                .medians
+                .iter()
+                .map(|m| (&m.id, &m.title, &m.definition, m.days, "d")),
+        );
+    for (id, title, definition, value, unit) in measured {
+        let g = json!({ "id": id, "code": { "text": format!("{title}. {definition}") } });
+        groups.push(scored(g, value.map(|v| json!(v)), unit));
     }
     for t in &report.trends {
-        let strata: Vec<Value> = t
-            .points
-            .iter()
-            .map(|c| match c.value {
-                Some(v) => json!({ "value": { "text": c.label }, "measureScore": { "value": v, "unit": t.unit } }),
-                None => json!({ "value": { "text": c.label }, "extension": masked }),
-            })
-            .collect();
-        groups.push(json!({
-            "id": t.id,
-            "code": { "text": format!("{}. {}", t.title, t.definition) },
-            "stratifier": [{ "code": [{ "text": "month" }], "stratum": strata }]
-        }));
+        groups.push(stratified(
+            &t.id,
+            &t.title,
+            &t.definition,
+            "month",
+            &t.unit,
+            &t.points,
+        ));
     }
     json!({
         "resourceType": "MeasureReport",

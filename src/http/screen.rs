@@ -310,15 +310,7 @@ async fn record(
     };
     check_csrf(&launch, &field("csrf"))?;
     let screening_id = field("screening_id");
-    if screening_id.len() < 16
-        || !screening_id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
-        return Err(AppError::BadRequest(
-            "This form has no valid screening id; reload the page.".into(),
-        ));
-    }
+    super::act::check_write_id(&screening_id)?;
     let form_id = field("form");
     let form = active_forms(&state)
         .into_iter()
@@ -365,21 +357,15 @@ async fn record(
         .encounter
         .as_ref()
         .map(|e| format!("Encounter/{e}"));
-    let author = launch
-        .context
-        .fhir_user
-        .as_deref()
-        .and_then(relative_reference);
-    let authored = time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .map_err(|e| AppError::Internal(e.to_string()))?;
+    let author = super::act::practitioner_of(&launch);
+    let authored = super::act::now_fhir()?;
     let canonical = form.canonical();
     let bundle = transaction(
         &ScreeningRecord {
             id: &screening_id,
             patient: &patient,
             encounter: encounter.as_deref(),
-            author: author.as_deref().filter(|a| a.starts_with("Practitioner/")),
+            author: author.as_deref(),
             questionnaire: &canonical,
             language: if lang.is_empty() { "en" } else { &lang },
             authored: &authored,

@@ -202,37 +202,7 @@ fn str_at(resource: &Value, key: &str) -> Option<String> {
     resource.get(key)?.as_str().map(str::to_string)
 }
 
-/// The official (else first) name: its text, else prefix, given and family.
-pub fn human_name(resource: &Value) -> Option<String> {
-    let names = resource.get("name")?.as_array()?;
-    let name = names
-        .iter()
-        .find(|n| n.get("use").and_then(Value::as_str) == Some("official"))
-        .or_else(|| names.first())?;
-    if let Some(text) = name.get("text").and_then(Value::as_str)
-        && !text.trim().is_empty()
-    {
-        return Some(text.trim().to_string());
-    }
-    let strings = |key: &str| -> Vec<String> {
-        name.get(key)
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let mut parts = strings("prefix");
-    parts.extend(strings("given"));
-    if let Some(family) = name.get("family").and_then(Value::as_str) {
-        parts.push(family.to_string());
-    }
-    let joined = parts.join(" ");
-    (!joined.trim().is_empty()).then_some(joined)
-}
+pub use crate::fhir::views::json_human_name as human_name;
 
 #[cfg(test)]
 mod tests {
