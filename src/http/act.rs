@@ -667,18 +667,23 @@ async fn read_denial(
     })
 }
 
-async fn coverage_choices(
-    state: &AppState,
+/// [`read_denial`] when the form names a denial.
+async fn read_denial_if_any(
     client: &FhirClient,
     patient_id: &str,
-    selected: Option<&str>,
-) -> Result<
-    (
-        Vec<CoverageChoice>,
-        Vec<crate::domain::coverage::CoverageFacts>,
-    ),
-    AppError,
-> {
+    denial: &str,
+) -> Result<Option<ReadDenial>, AppError> {
+    if denial.is_empty() {
+        return Ok(None);
+    }
+    read_denial(client, patient_id, denial).await.map(Some)
+}
+
+/// The patient's coverages, with their payers' names (one search).
+async fn patient_coverages(
+    client: &FhirClient,
+    patient_id: &str,
+) -> Result<Vec<crate::domain::coverage::CoverageFacts>, AppError> {
     use fhir_sdk::r4b::resources::Coverage;
     let page = client
         .search(
@@ -691,19 +696,27 @@ async fn coverage_choices(
         )
         .await?;
     let names = crate::fhir::context::organization_names(&page, &mut |_, _| {});
-    let facts: Vec<_> = page
+    Ok(page
         .resources::<Coverage>("Coverage")
         .items
         .iter()
         .map(|c| views::coverage(c, |r| crate::fhir::context::lookup(&names, r)))
-        .collect();
+        .collect())
+}
+
+/// The coverage choices of the appeal form: `selected`, else the first active.
+fn coverage_choices(
+    state: &AppState,
+    facts: &[crate::domain::coverage::CoverageFacts],
+    selected: Option<&str>,
+) -> Vec<CoverageChoice> {
     let today = today();
     let first_active = facts
         .iter()
         .find(|c| c.is_active_on(today))
         .map(|c| c.id.clone());
     let selected = selected.map(String::from).or(first_active);
-    let choices = facts
+    facts
         .iter()
         .map(|c| CoverageChoice {
             id: c.id.clone(),
@@ -726,8 +739,7 @@ async fn coverage_choices(
                 .unwrap_or_else(|| "no regime: enter the deadline from the notice".into()),
             selected: selected.as_deref() == Some(c.id.as_str()),
         })
-        .collect();
-    Ok((choices, facts))
+        .collect()
 }
 
 #[derive(Deserialize, Default, Clone)]
@@ -789,17 +801,10 @@ async fn appeal_form_page(
 ) -> Result<Response, AppError> {
     let patient_id = patient_of(launch)?;
     let client = launch.fhir_client(state.http().clone(), state.limits())?;
-    let (read, patient) = tokio::join!(
-        async {
-            if form.denial.is_empty() {
-                Ok(None)
-            } else {
-                read_denial(&client, &patient_id, &form.denial)
-                    .await
-                    .map(Some)
-            }
-        },
+    let (read, patient, facts) = tokio::join!(
+        read_denial_if_any(&client, &patient_id, &form.denial),
         client.read::<fhir_sdk::r4b::resources::Patient>("Patient", &patient_id),
+        patient_coverages(&client, &patient_id),
     );
     let read = read?;
     let patient = views::patient(&patient?.resource);
@@ -808,8 +813,7 @@ async fn appeal_form_page(
     } else {
         Some(form.coverage.clone())
     };
-    let (coverages, _) =
-        coverage_choices(state, &client, &patient_id, selected_coverage.as_deref()).await?;
+    let coverages = coverage_choices(state, &facts?, selected_coverage.as_deref());
     let suggested = read
         .as_ref()
         .map(|r| AppealKind::suggested_for(r.denial.disposition.as_deref().unwrap_or_default()))
@@ -889,20 +893,18 @@ async fn appeal(
             }
         },
     };
-    let (coverages, facts) =
-        coverage_choices(&state, &client, &patient_id, Some(&form.coverage)).await?;
+    // The coverage and the denial, read again from the EHR at once.
+    let (facts, read) = tokio::join!(
+        patient_coverages(&client, &patient_id),
+        read_denial_if_any(&client, &patient_id, &form.denial),
+    );
+    let (facts, read) = (facts?, read?);
     let coverage = facts.iter().find(|c| c.id == form.coverage);
     if !form.coverage.is_empty() && coverage.is_none() {
         errors.push("Coverage: it is not one of this patient's.".to_string());
     }
-    drop(coverages);
     let regime = coverage.and_then(|c| state.regimes().regime_for(&c.types));
-    // The denial: read again from the EHR, or checked field by field.
-    let read = if form.denial.is_empty() {
-        None
-    } else {
-        Some(read_denial(&client, &patient_id, &form.denial).await?)
-    };
+    // A denial entered by hand is checked field by field.
     let hand = if read.is_none() {
         match HandDenial::parse(
             &HandDenialFields {

@@ -210,8 +210,7 @@ pub(super) async fn open_launch(
     jar: &CookieJar,
     id: &str,
 ) -> Result<Launch, AppError> {
-    let browser = existing_browser(jar)?;
-    Ok(state.sessions()?.open(id, &browser).await?)
+    open_launch_with(state, jar, id, true).await
 }
 
 /// [`open_launch`] for requests a page makes by itself (live updates): the
@@ -221,8 +220,17 @@ pub(super) async fn open_launch_quietly(
     jar: &CookieJar,
     id: &str,
 ) -> Result<Launch, AppError> {
+    open_launch_with(state, jar, id, false).await
+}
+
+async fn open_launch_with(
+    state: &AppState,
+    jar: &CookieJar,
+    id: &str,
+    touch: bool,
+) -> Result<Launch, AppError> {
     let browser = existing_browser(jar)?;
-    Ok(state.sessions()?.open_with(id, &browser, false).await?)
+    Ok(state.sessions()?.open_with(id, &browser, touch).await?)
 }
 
 #[derive(Template)]

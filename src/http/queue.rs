@@ -86,14 +86,12 @@ pub(super) fn queue_of<'a>(
 }
 
 /// Who is looking: their practitioner reference and team role.
-fn viewer(queue: &Queue, launch: &Launch) -> Viewer {
+fn viewer(team: &[crate::fhir::queue::TeamMember], launch: &Launch) -> Viewer {
     let me = practitioner_of(launch);
     let role = me.as_ref().and_then(|m| {
-        queue
-            .team()
-            .into_iter()
+        team.iter()
             .find(|t| &t.reference == m)
-            .map(|t| t.role)
+            .map(|t| t.role.clone())
     });
     Viewer { me, role }
 }
@@ -249,10 +247,10 @@ fn render_queue(
     q: &QueueQuery,
     notice: Option<String>,
 ) -> Result<Response, AppError> {
-    let who = viewer(queue, launch);
+    let team = queue.team();
+    let who = viewer(&team, launch);
     let today = today();
     let filter = q.filter();
-    let team = queue.team();
     let page = queue.with_tasks(|tasks| {
         let v = view(tasks.values(), &filter, &who, today);
         let count = |m: &std::collections::BTreeMap<&'static str, usize>, k: &str| {
