@@ -7,10 +7,14 @@
 //!   and 5,000 denials);
 //! * `compute_s`: from "compute" to the result, every resource read in
 //!   pages of 500 (target: under 30 s);
-//! * `peak_mb`: the Passerelle process's resident memory, sampled every
-//!   50 ms during the computation, and `before_mb` just before it;
-//! * the same at twice the data (`*_2x`), and the ratios `time_ratio` and
-//!   `memory_ratio` (2× data over 1×; memory flat means a ratio near 1).
+//! * `before_mb`: the Passerelle process's resident memory just before
+//!   (mostly the coordinator queue's in-memory index of open Tasks, which
+//!   grows with them: see `BENCH queue`); `peak_mb`: its exact peak during
+//!   the computation (the kernel's high-water mark, reset at the start);
+//!   `compute_mb`: the difference, the memory the computation itself took;
+//! * the same at twice the data (`*_2x`), and the 2×-over-1× ratios
+//!   `time_ratio`, `compute_memory_ratio` (flat means near 1) and
+//!   `peak_ratio` (which includes the queue index's growth).
 //!
 //! Prints one line: `BENCH patterns …`.
 
@@ -24,11 +28,13 @@ use passerelle::auth::smart::ClientAuthMethod;
 
 const PATIENTS: usize = 5_000;
 
-fn rss_mb(pid: u32) -> f64 {
+/// A line of `/proc/PID/status` in MB: `VmRSS` (resident now) or `VmHWM`
+/// (the most resident since start, or since the last reset).
+fn status_mb(pid: u32, field: &str) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))
+        .find(|l| l.starts_with(field))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse::<f64>().ok())
         .unwrap_or(0.0)
@@ -71,7 +77,10 @@ async fn run(patients: usize) -> (f64, f64, f64) {
     let url = queue.url.as_str().replace("/queue", "/patterns");
     let page = browser.get(&url).await;
     let today = time::OffsetDateTime::now_utc().date();
-    let before = rss_mb(pid);
+    let before = status_mb(pid, "VmRSS:");
+    // Reset the process's high-water mark to its present size, so that
+    // VmHWM afterwards is the exact peak of the computation (not a sample).
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").expect("reset VmHWM");
     let started = Instant::now();
     let posted = browser
         .post_form(
@@ -84,36 +93,33 @@ async fn run(patients: usize) -> (f64, f64, f64) {
         )
         .await;
     assert_eq!(posted.status, 200, "{}", posted.body);
-    let mut peak = before;
-    let mut checked = Instant::now();
     loop {
-        peak = peak.max(rss_mb(pid));
-        if checked.elapsed() > Duration::from_millis(500) {
-            checked = Instant::now();
-            let page = browser.get(&url).await;
-            if page.body.contains("id=\"export-csv\"") && !page.body.contains("id=\"progress\"") {
-                break;
-            }
-            assert!(
-                !page.body.contains("The last computation failed"),
-                "{}",
-                page.body
-            );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let page = browser.get(&url).await;
+        if page.body.contains("id=\"export-csv\"") && !page.body.contains("id=\"progress\"") {
+            break;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !page.body.contains("The last computation failed"),
+            "{}",
+            page.body
+        );
     }
-    (started.elapsed().as_secs_f64(), before, peak)
+    let elapsed = started.elapsed().as_secs_f64();
+    (elapsed, before, status_mb(pid, "VmHWM:"))
 }
 
 #[tokio::main]
 async fn main() {
     let (t1, b1, p1) = run(PATIENTS).await;
     let (t2, b2, p2) = run(2 * PATIENTS).await;
+    let (c1, c2) = (p1 - b1, p2 - b2);
     println!(
-        "BENCH patterns patients={PATIENTS} tasks={} denials={PATIENTS} compute_s={t1:.1} before_mb={b1:.0} peak_mb={p1:.0} patients_2x={} compute_s_2x={t2:.1} before_mb_2x={b2:.0} peak_mb_2x={p2:.0} time_ratio={:.2} memory_ratio={:.2} target_s=30",
+        "BENCH patterns patients={PATIENTS} tasks={} denials={PATIENTS} compute_s={t1:.1} before_mb={b1:.0} peak_mb={p1:.0} compute_mb={c1:.0} patients_2x={} compute_s_2x={t2:.1} before_mb_2x={b2:.0} peak_mb_2x={p2:.0} compute_mb_2x={c2:.0} time_ratio={:.2} compute_memory_ratio={:.2} peak_ratio={:.2} target_s=30",
         4 * PATIENTS,
         2 * PATIENTS,
         t2 / t1,
+        c2 / c1,
         p2 / p1,
     );
 }

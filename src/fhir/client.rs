@@ -11,7 +11,9 @@
 //!   (servers answer R4; fhir-sdk's R4B models decode it);
 //! * searches ask for `Prefer: handling=strict`, so an unsupported search
 //!   parameter is an error instead of a silently wider result;
-//! * searchsets are decoded entry by entry ([`SearchPage::resources`]);
+//! * searchsets are decoded entry by entry ([`SearchPage::resources`]), and
+//!   reads of many pages can keep each page as text and decode a resource
+//!   only when it is reached ([`LazyPage`]);
 //! * `next` links are followed only when they point back to the same server,
 //!   so a server cannot send us (and, with auth, our token) elsewhere.
 
@@ -22,8 +24,10 @@ use std::sync::Arc;
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use reqwest::{Method, StatusCode, header};
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use serde_json::value::RawValue;
 use url::Url;
 
 use super::decode::{decode, operation_outcome_message};
@@ -141,6 +145,64 @@ impl SearchPage {
             .map(|(_, v)| v)
             .filter(move |v| v.get("resourceType").and_then(Value::as_str) == Some(resource_type))
     }
+}
+
+/// A search page whose resources stay JSON text until read, one at a time:
+/// about the size of the response instead of a decoded tree per resource
+/// (roughly ten times larger), for reading many pages in little memory.
+#[derive(Debug)]
+pub struct LazyPage {
+    /// `(resourceType, resource JSON)` for every entry that has a resource.
+    entries: Vec<(String, Box<RawValue>)>,
+    pub next: Option<Url>,
+}
+
+impl LazyPage {
+    /// The entries of `resource_type`, each decoded as it is reached and
+    /// dropped by the caller before the next.
+    pub fn resources<'a>(&'a self, resource_type: &'a str) -> impl Iterator<Item = Value> + 'a {
+        self.entries
+            .iter()
+            .filter(move |(t, _)| t == resource_type)
+            .filter_map(|(_, raw)| serde_json::from_str(raw.get()).ok())
+    }
+
+    /// How many entries are of `resource_type`.
+    pub fn count(&self, resource_type: &str) -> usize {
+        self.entries
+            .iter()
+            .filter(|(t, _)| t == resource_type)
+            .count()
+    }
+}
+
+/// A searchset as [`LazyPage`] reads it: entries kept as text.
+#[derive(Deserialize)]
+struct LazyBundle {
+    #[serde(rename = "resourceType")]
+    resource_type: Option<String>,
+    #[serde(default)]
+    link: Vec<LazyLink>,
+    #[serde(default)]
+    entry: Option<Vec<LazyEntry>>,
+}
+
+#[derive(Deserialize)]
+struct LazyLink {
+    relation: Option<String>,
+    url: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct LazyEntry {
+    resource: Option<Box<RawValue>>,
+}
+
+/// Only the `resourceType` of a resource's text.
+#[derive(Deserialize)]
+struct ResourceKind {
+    #[serde(rename = "resourceType")]
+    resource_type: Option<String>,
 }
 
 /// What a create returned.
@@ -327,6 +389,81 @@ impl FhirClient {
             .await?;
         let bundle = parse_json(&answer.body, &what)?;
         self.page_from_bundle(bundle, &what)
+    }
+
+    /// A search read as a [`LazyPage`].
+    pub async fn search_lazy(
+        &self,
+        resource_type: &str,
+        params: &[(&str, String)],
+    ) -> Result<LazyPage, FhirError> {
+        if !is_valid_type(resource_type) {
+            return Err(FhirError::Request(format!(
+                "{resource_type} is not a resource type"
+            )));
+        }
+        let mut url = self.url(resource_type);
+        url.query_pairs_mut()
+            .extend_pairs(params.iter().map(|(k, v)| (*k, v.as_str())));
+        self.lazy_url(url, resource_type).await
+    }
+
+    /// The page after `page`, if any, read as a [`LazyPage`].
+    pub async fn next_lazy(
+        &self,
+        page: &LazyPage,
+        resource_type: &str,
+    ) -> Result<Option<LazyPage>, FhirError> {
+        match &page.next {
+            Some(url) => self.lazy_url(url.clone(), resource_type).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn lazy_url(&self, url: Url, resource_type: &str) -> Result<LazyPage, FhirError> {
+        let what = format!("the {resource_type} search");
+        let strict = [("prefer", "handling=strict".to_string())];
+        let answer = self
+            .send(Method::GET, url, None, &strict, true, &what)
+            .await?;
+        self.lazy_page(&answer.body, &what)
+    }
+
+    /// A searchset's text as a [`LazyPage`]; an entry without a resource or
+    /// a `resourceType` is left out, as [`SearchPage`] does.
+    fn lazy_page(&self, body: &[u8], what: &str) -> Result<LazyPage, FhirError> {
+        let invalid = |detail: String| FhirError::Invalid {
+            what: what.into(),
+            detail,
+        };
+        let bundle: LazyBundle = serde_json::from_slice(body).map_err(|e| {
+            invalid(format!(
+                "malformed search Bundle at line {} column {}",
+                e.line(),
+                e.column()
+            ))
+        })?;
+        if bundle.resource_type.as_deref() != Some("Bundle") {
+            return Err(invalid("expected a Bundle".into()));
+        }
+        let next = bundle
+            .link
+            .iter()
+            .find(|l| l.relation.as_deref() == Some("next"))
+            .and_then(|l| l.url.as_deref())
+            .map(|u| self.same_server(u))
+            .transpose()?;
+        let entries = bundle
+            .entry
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|e| {
+                let raw = e.resource?;
+                let kind: ResourceKind = serde_json::from_str(raw.get()).ok()?;
+                Some((kind.resource_type?, raw))
+            })
+            .collect();
+        Ok(LazyPage { entries, next })
     }
 
     fn page_from_bundle(&self, mut bundle: Value, what: &str) -> Result<SearchPage, FhirError> {
@@ -758,6 +895,58 @@ mod tests {
         assert!(!is_valid_id("a/b"));
         assert!(!is_valid_id("a?b"));
         assert!(!is_valid_id(&"a".repeat(65)));
+    }
+
+    #[test]
+    fn lazy_pages_decode_entries_as_they_are_read() {
+        let client = FhirClient::new(
+            FhirClient::http_client(),
+            Url::parse("http://h/fhir/").unwrap(),
+            Limits::default(),
+        );
+        let body = br#"{"resourceType":"Bundle","type":"searchset",
+            "link":[{"relation":"self","url":"http://h/fhir/Task"},
+                    {"relation":"next","url":"http://h/fhir/Task?page=2"}],
+            "entry":[{"resource":{"resourceType":"Task","id":"t1","status":"requested"}},
+                     {"resource":{"resourceType":"ServiceRequest","id":"s1"},"search":{"mode":"include"}},
+                     {"fullUrl":"http://h/fhir/Task/gone"},
+                     {"resource":{"id":"no-type"}},
+                     {"resource":{"resourceType":"Task","id":"t2","status":"completed"}}]}"#;
+        let page = client.lazy_page(body, "the Task search").unwrap();
+        assert_eq!(page.count("Task"), 2);
+        assert_eq!(page.count("ServiceRequest"), 1);
+        let ids: Vec<String> = page
+            .resources("Task")
+            .map(|t| t["id"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(ids, ["t1", "t2"]);
+        assert_eq!(
+            page.next.as_ref().map(Url::as_str),
+            Some("http://h/fhir/Task?page=2")
+        );
+
+        // A page with no entries, then what is refused, each with a clear error.
+        let empty = client
+            .lazy_page(br#"{"resourceType":"Bundle","type":"searchset"}"#, "w")
+            .unwrap();
+        assert_eq!(empty.count("Task"), 0);
+        assert!(empty.next.is_none());
+        let error = |body: &[u8]| {
+            client
+                .lazy_page(body, "the Task search")
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(error(b"{\"resourceType\":\"Bundle\",").contains("malformed search Bundle"));
+        assert!(error(br#"{"resourceType":"Patient"}"#).contains("expected a Bundle"));
+        assert!(
+            error(br#"{"resourceType":"Bundle","entry":{"resource":{}}}"#)
+                .contains("malformed search Bundle")
+        );
+        assert!(
+            error(br#"{"resourceType":"Bundle","link":[{"relation":"next","url":"http://elsewhere/fhir/Task"}]}"#)
+                .contains("another server")
+        );
     }
 
     #[test]

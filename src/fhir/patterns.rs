@@ -1,7 +1,10 @@
 //! Reading the practice's data for the patterns view: one paged search per
-//! resource type (500 a page), each page turned into the compact records of
-//! [`crate::domain::patterns`] and dropped before the next is read, so the
-//! memory does not grow with the number of resources. Progress is shared
+//! resource type (500 a page). A page stays the server's text
+//! ([`LazyPage`]); each resource is decoded when its turn comes, turned into
+//! the compact records of [`crate::domain::patterns`] and dropped, and the
+//! page is dropped before the next is read, so the memory does not grow with
+//! the number of resources (decoded at once, a page of 500 claim responses
+//! with their claims took about 24 MB). Progress is shared
 //! for the page that shows it.
 
 use std::collections::HashMap;
@@ -11,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use super::client::{FhirClient, SearchPage};
+use super::client::{FhirClient, LazyPage};
 use super::error::FhirError;
 use super::views;
 use crate::domain::patterns::{
@@ -69,16 +72,16 @@ async fn each_page(
     resource_type: &str,
     params: &[(&str, String)],
     progress: &Progress,
-    mut each: impl FnMut(&SearchPage),
+    mut each: impl FnMut(&LazyPage),
 ) -> Result<(), FhirError> {
     let mut params: Vec<(&str, String)> = params.to_vec();
     params.push(("_count", PAGE_SIZE.to_string()));
-    let mut page = client.search(resource_type, &params).await?;
+    let mut page = client.search_lazy(resource_type, &params).await?;
     for pages in 1.. {
         progress.pages.fetch_add(1, Ordering::Relaxed);
         progress
             .resources
-            .fetch_add(page.raw(resource_type).count(), Ordering::Relaxed);
+            .fetch_add(page.count(resource_type), Ordering::Relaxed);
         each(&page);
         // Each page is parsed and dropped: hand the freed memory back so
         // the process stays near its baseline whatever the data's size
@@ -91,7 +94,7 @@ async fn each_page(
         if pages >= MAX_PAGES {
             break;
         }
-        match client.next_page(&page, resource_type).await? {
+        match client.next_lazy(&page, resource_type).await? {
             Some(next) => page = next,
             None => break,
         }
@@ -119,7 +122,7 @@ pub async fn compute(
 
     progress.stage("patients");
     each_page(client, "Patient", &[], progress, |page| {
-        for p in page.raw("Patient") {
+        for p in page.resources("Patient") {
             let Some(id) = p["id"].as_str() else { continue };
             let language = p["communication"]
                 .as_array()
@@ -150,7 +153,7 @@ pub async fn compute(
     // Coverage id → plan type label, for the denials' plan type.
     let mut plan_types: HashMap<String, String> = HashMap::new();
     each_page(client, "Coverage", &[], progress, |page| {
-        for c in page.raw("Coverage") {
+        for c in page.resources("Coverage") {
             let Some(patient) = id_of(&c["beneficiary"], "Patient") else {
                 continue;
             };
@@ -183,15 +186,28 @@ pub async fn compute(
     q.push(("_include", "ClaimResponse:request".into()));
     q.push(("_include", "ClaimResponse:insurer".into()));
     each_page(client, "ClaimResponse", &q, progress, |page| {
-        let names: HashMap<&str, &str> = page
-            .raw("Organization")
-            .filter_map(|o| Some((o["id"].as_str()?, o["name"].as_str()?)))
+        let names: HashMap<String, String> = page
+            .resources("Organization")
+            .filter_map(|o| Some((o["id"].as_str()?.into(), o["name"].as_str()?.into())))
             .collect();
-        let claims: HashMap<&str, &Value> = page
-            .raw("Claim")
-            .filter_map(|c| Some((c["id"].as_str()?, c)))
+        // Claim id → (the item denied, the coverage id).
+        let claims: HashMap<String, (Option<String>, Option<String>)> = page
+            .resources("Claim")
+            .filter_map(|c| {
+                let k = &c["item"][0]["productOrService"];
+                let code = k["coding"][0]["code"].as_str();
+                let words = k["coding"][0]["display"].as_str().or(k["text"].as_str());
+                let item = match (code, words) {
+                    (Some(c), Some(w)) => Some(format!("{c} {w}")),
+                    (Some(c), None) => Some(c.to_string()),
+                    (None, Some(w)) => Some(w.to_string()),
+                    (None, None) => None,
+                };
+                let coverage = id_of(&c["insurance"][0]["coverage"], "Coverage").map(String::from);
+                Some((c["id"].as_str()?.to_string(), (item, coverage)))
+            })
             .collect();
-        for cr in page.raw("ClaimResponse") {
+        for cr in page.resources("ClaimResponse") {
             let reasons: Vec<String> = cr["item"]
                 .as_array()
                 .into_iter()
@@ -217,22 +233,12 @@ pub async fn compute(
                 continue;
             };
             let claim = id_of(&cr["request"], "Claim").and_then(|c| claims.get(c));
-            let item = claim.and_then(|c| {
-                let k = &c["item"][0]["productOrService"];
-                let code = k["coding"][0]["code"].as_str();
-                let words = k["coding"][0]["display"].as_str().or(k["text"].as_str());
-                match (code, words) {
-                    (Some(c), Some(w)) => Some(format!("{c} {w}")),
-                    (Some(c), None) => Some(c.to_string()),
-                    (None, Some(w)) => Some(w.to_string()),
-                    (None, None) => None,
-                }
-            });
+            let item = claim.and_then(|(item, _)| item.clone());
             let plan_type = claim
-                .and_then(|c| id_of(&c["insurance"][0]["coverage"], "Coverage"))
+                .and_then(|(_, coverage)| coverage.as_deref())
                 .and_then(|cov| plan_types.get(cov).cloned());
             let payer = id_of(&cr["insurer"], "Organization")
-                .and_then(|o| names.get(o).map(|n| n.to_string()))
+                .and_then(|o| names.get(o).cloned())
                 .or_else(|| cr["insurer"]["display"].as_str().map(String::from))
                 .unwrap_or_else(|| "unknown payer".into());
             acc.denial(Denial {
@@ -256,7 +262,7 @@ pub async fn compute(
         &[("code", format!("{APPEAL_TASK_SYSTEM}|"))],
         progress,
         |page| {
-            for t in page.raw("Task") {
+            for t in page.resources("Task") {
                 let (Some(id), Some(patient), Some(filed)) = (
                     t["id"].as_str(),
                     id_of(&t["for"], "Patient"),
@@ -304,11 +310,20 @@ pub async fn compute(
         ],
         progress,
         |page| {
-            let requests: HashMap<&str, &Value> = page
-                .raw("ServiceRequest")
-                .filter_map(|s| Some((s["id"].as_str()?, s)))
+            // ServiceRequest id → (SDOH domain, service).
+            let requests: HashMap<String, (Option<String>, Option<String>)> = page
+                .resources("ServiceRequest")
+                .filter_map(|s| {
+                    Some((
+                        s["id"].as_str()?.to_string(),
+                        (
+                            sdoh_domain(&s["category"]),
+                            s["performer"][0]["display"].as_str().map(String::from),
+                        ),
+                    ))
+                })
                 .collect();
-            for t in page.raw("Task") {
+            for t in page.resources("Task") {
                 // Tasks for the patient share the code; referrals focus a ServiceRequest.
                 let Some(sr) = id_of(&t["focus"], "ServiceRequest") else {
                     continue;
@@ -325,9 +340,8 @@ pub async fn compute(
                 acc.referral(Referral {
                     id: id.to_string(),
                     patient: patient.to_string(),
-                    domain: sr.and_then(|s| sdoh_domain(&s["category"])),
-                    service: sr
-                        .and_then(|s| s["performer"][0]["display"].as_str().map(String::from)),
+                    domain: sr.and_then(|(domain, _)| domain.clone()),
+                    service: sr.and_then(|(_, service)| service.clone()),
                     authored,
                     accepted: views::json_date(&t["executionPeriod"]["start"]),
                     closed: (status == "completed")
@@ -350,7 +364,7 @@ pub async fn compute(
         &[("category", "sdoh".into())],
         progress,
         |page| {
-            for o in page.raw("Observation") {
+            for o in page.resources("Observation") {
                 let (Some(patient), Some(date), Some(domain)) = (
                     id_of(&o["subject"], "Patient"),
                     views::json_date(&o["effectiveDateTime"])
@@ -377,7 +391,7 @@ pub async fn compute(
 
     progress.stage("visits");
     each_page(client, "Encounter", &period_q("date"), progress, |page| {
-        for e in page.raw("Encounter") {
+        for e in page.resources("Encounter") {
             if let (Some(patient), Some(date)) = (
                 id_of(&e["subject"], "Patient"),
                 views::json_date(&e["period"]["start"]),
