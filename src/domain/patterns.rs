@@ -137,10 +137,11 @@ pub fn age_band(birth: Date, on: Date) -> &'static str {
     }
 }
 
-/// A denied claim or prior authorization (a ClaimResponse).
+/// A denied claim or prior authorization: a ClaimResponse, or a denial
+/// entered by hand from the payer's notice, which its appeal Task records.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Denial {
-    /// ClaimResponse id.
+    /// ClaimResponse id, or `Task/{id}` of the appeal recording a hand-entered one.
     pub id: String,
     pub patient: String,
     pub payer: String,
@@ -159,7 +160,7 @@ pub struct Denial {
 pub struct Appeal {
     pub id: String,
     pub patient: String,
-    /// ClaimResponse id of the denial it answers.
+    /// Id of the denial it answers (as in [`Denial::id`]).
     pub denial: Option<String>,
     pub kind: String,
     pub expedited: bool,
@@ -1081,7 +1082,7 @@ impl Accumulator {
         tables.push(keyed(
             "denials-by-payer",
             "Denials by payer",
-            "Claims and prior authorizations denied with a notice dated in the period, by the payer that denied them.",
+            "Claims and prior authorizations denied with a notice dated in the period (claim responses, and denials entered by hand from the notice in the appeal form), by the payer that denied them.",
             "payer",
             "denials",
             &self.by_payer,

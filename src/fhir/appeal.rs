@@ -48,6 +48,15 @@ pub struct AppealRecord<'a> {
     pub authored: &'a str,
 }
 
+/// The inputs of an appeal Task with type `code` (see [`task`]).
+pub fn inputs<'a>(task: &'a Value, code: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
+    task["input"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(move |i| i["type"]["coding"][0]["code"] == code)
+}
+
 fn input(code: &str, value_key: &str, value: Value) -> Value {
     let mut i = json!({ "type": { "coding": [{ "system": APPEAL_INPUT_SYSTEM, "code": code }] } });
     i[value_key] = value;

@@ -12,6 +12,7 @@ use base64::Engine;
 use serde_json::{Value, json};
 use time::Date;
 
+use super::appeal::inputs;
 use super::client::FhirClient;
 use super::error::FhirError;
 use super::views;
@@ -130,14 +131,6 @@ fn is_sdoh(c: &Value) -> bool {
             .flatten()
             .any(|k| k["code"] == "sdoh" || k["code"] == "health-concern")
     })
-}
-
-fn inputs<'a>(task: &'a Value, code: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
-    task["input"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(move |i| i["type"]["coding"][0]["code"] == code)
 }
 
 /// The facts of a letter, from the chart alone.

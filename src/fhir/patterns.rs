@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use serde_json::Value;
 use time::OffsetDateTime;
 
+use super::appeal::inputs;
 use super::client::{FhirClient, LazyPage};
 use super::error::FhirError;
 use super::views;
@@ -102,6 +103,72 @@ async fn each_page(
     Ok(())
 }
 
+/// A coverage's plan type and payer name, for the denials made under it.
+struct Plan {
+    plan_type: Option<String>,
+    payer: Option<String>,
+}
+
+/// Organization id → name, from the resources included in a page.
+fn organization_names(page: &LazyPage) -> HashMap<String, String> {
+    page.resources("Organization")
+        .filter_map(|o| Some((o["id"].as_str()?.into(), o["name"].as_str()?.into())))
+        .collect()
+}
+
+/// "code words" of a drug or service, from its code and display (or text).
+fn item_label(concept: &Value) -> Option<String> {
+    let code = concept["coding"][0]["code"].as_str();
+    let words = concept["coding"][0]["display"]
+        .as_str()
+        .or(concept["text"].as_str());
+    match (code, words) {
+        (Some(c), Some(w)) => Some(format!("{c} {w}")),
+        (Some(c), None) => Some(c.to_string()),
+        (None, Some(w)) => Some(w.to_string()),
+        (None, None) => None,
+    }
+}
+
+/// The denial an appeal Task records in its inputs when the denial was
+/// entered by hand from the payer's notice (no ClaimResponse to focus on):
+/// counted like a ClaimResponse, under the id `Task/{id}`, dated by its
+/// notice. Its payer is the payer of the coverage the appeal names, so it
+/// counts with the same payer's ClaimResponses, else the payer as typed.
+fn hand_denial(
+    task: &Value,
+    id: &str,
+    patient: &str,
+    coverages: &HashMap<String, Plan>,
+) -> Option<Denial> {
+    let date = inputs(task, "notice-date").find_map(|i| views::json_date(&i["valueDate"]))?;
+    let plan = id_of(&task["insurance"][0], "Coverage").and_then(|c| coverages.get(c));
+    let payer = plan
+        .and_then(|p| p.payer.clone())
+        .or_else(|| {
+            inputs(task, "payer")
+                .find_map(|i| i["valueString"].as_str())
+                .map(|p| p.split_whitespace().collect::<Vec<_>>().join(" "))
+                .filter(|p| !p.is_empty())
+        })
+        .unwrap_or_else(|| UNKNOWN_PAYER.into());
+    Some(Denial {
+        id: format!("Task/{id}"),
+        patient: patient.to_string(),
+        payer,
+        plan_type: plan.and_then(|p| p.plan_type.clone()),
+        item: inputs(task, "denied-item").find_map(|i| item_label(&i["valueCodeableConcept"])),
+        reasons: inputs(task, "denial-reason")
+            .filter_map(|i| i["valueCodeableConcept"]["coding"][0]["code"].as_str())
+            .map(String::from)
+            .collect(),
+        date,
+    })
+}
+
+/// The payer label of a denial that names none.
+const UNKNOWN_PAYER: &str = "unknown payer";
+
 fn sdoh_domain(categories: &Value) -> Option<String> {
     categories.as_array()?.iter().find_map(|c| {
         c["coding"].as_array()?.iter().find_map(|k| {
@@ -150,20 +217,25 @@ pub async fn compute(
     .await?;
 
     progress.stage("coverage");
-    // Coverage id → plan type label, for the denials' plan type.
-    let mut plan_types: HashMap<String, String> = HashMap::new();
-    each_page(client, "Coverage", &[], progress, |page| {
+    // Coverage id → its plan type and payer, for the denials.
+    let mut coverages: HashMap<String, Plan> = HashMap::new();
+    let q = [("_include", "Coverage:payor".to_string())];
+    each_page(client, "Coverage", &q, progress, |page| {
+        let names = organization_names(page);
         for c in page.resources("Coverage") {
             let Some(patient) = id_of(&c["beneficiary"], "Patient") else {
                 continue;
             };
-            if let (Some(id), Some(label)) = (
-                c["id"].as_str(),
-                c["type"]["text"]
-                    .as_str()
-                    .or(c["type"]["coding"][0]["display"].as_str()),
-            ) {
-                plan_types.insert(id.to_string(), label.to_string());
+            if let Some(id) = c["id"].as_str() {
+                let plan = Plan {
+                    plan_type: c["type"]["text"]
+                        .as_str()
+                        .or(c["type"]["coding"][0]["display"].as_str())
+                        .map(String::from),
+                    payer: id_of(&c["payor"][0], "Organization")
+                        .and_then(|o| names.get(o).cloned()),
+                };
+                coverages.insert(id.to_string(), plan);
             }
             acc.coverage(CoverageSpan {
                 patient: patient.to_string(),
@@ -186,23 +258,12 @@ pub async fn compute(
     q.push(("_include", "ClaimResponse:request".into()));
     q.push(("_include", "ClaimResponse:insurer".into()));
     each_page(client, "ClaimResponse", &q, progress, |page| {
-        let names: HashMap<String, String> = page
-            .resources("Organization")
-            .filter_map(|o| Some((o["id"].as_str()?.into(), o["name"].as_str()?.into())))
-            .collect();
+        let names = organization_names(page);
         // Claim id → (the item denied, the coverage id).
         let claims: HashMap<String, (Option<String>, Option<String>)> = page
             .resources("Claim")
             .filter_map(|c| {
-                let k = &c["item"][0]["productOrService"];
-                let code = k["coding"][0]["code"].as_str();
-                let words = k["coding"][0]["display"].as_str().or(k["text"].as_str());
-                let item = match (code, words) {
-                    (Some(c), Some(w)) => Some(format!("{c} {w}")),
-                    (Some(c), None) => Some(c.to_string()),
-                    (None, Some(w)) => Some(w.to_string()),
-                    (None, None) => None,
-                };
+                let item = item_label(&c["item"][0]["productOrService"]);
                 let coverage = id_of(&c["insurance"][0]["coverage"], "Coverage").map(String::from);
                 Some((c["id"].as_str()?.to_string(), (item, coverage)))
             })
@@ -236,11 +297,12 @@ pub async fn compute(
             let item = claim.and_then(|(item, _)| item.clone());
             let plan_type = claim
                 .and_then(|(_, coverage)| coverage.as_deref())
-                .and_then(|cov| plan_types.get(cov).cloned());
+                .and_then(|cov| coverages.get(cov))
+                .and_then(|plan| plan.plan_type.clone());
             let payer = id_of(&cr["insurer"], "Organization")
                 .and_then(|o| names.get(o).cloned())
                 .or_else(|| cr["insurer"]["display"].as_str().map(String::from))
-                .unwrap_or_else(|| "unknown payer".into());
+                .unwrap_or_else(|| UNKNOWN_PAYER.into());
             acc.denial(Denial {
                 id: id.to_string(),
                 patient: patient.to_string(),
@@ -253,7 +315,6 @@ pub async fn compute(
         }
     })
     .await?;
-    drop(plan_types);
 
     progress.stage("appeals");
     each_page(
@@ -278,6 +339,13 @@ pub async fn compute(
                     .find(|o| o["type"]["coding"][0]["code"] == "appeal-outcome")
                     .and_then(|o| o["valueCodeableConcept"]["coding"][0]["code"].as_str())
                     .map(String::from);
+                let mut denial = id_of(&t["focus"], "ClaimResponse").map(String::from);
+                if denial.is_none()
+                    && let Some(hand) = hand_denial(&t, id, patient, &coverages)
+                {
+                    denial = Some(hand.id.clone());
+                    acc.denial(hand);
+                }
                 let decided = (t["status"] == "completed")
                     .then(|| {
                         instant_of(&t["executionPeriod"]["end"])
@@ -287,7 +355,7 @@ pub async fn compute(
                 acc.appeal(Appeal {
                     id: id.to_string(),
                     patient: patient.to_string(),
-                    denial: id_of(&t["focus"], "ClaimResponse").map(String::from),
+                    denial,
                     kind: kind.to_string(),
                     expedited: t["priority"] == "stat" || kind == "expedited-appeal",
                     filed,
@@ -299,6 +367,7 @@ pub async fn compute(
         },
     )
     .await?;
+    drop(coverages);
 
     progress.stage("referrals");
     each_page(
@@ -407,4 +476,66 @@ pub async fn compute(
 
     progress.stage("done");
     Ok(acc.finish(OffsetDateTime::now_utc()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn appeal_task(insurance: Option<&str>) -> Value {
+        let mut t = json!({
+            "resourceType": "Task", "id": "a1", "status": "requested",
+            "for": { "reference": "Patient/p1" },
+            "input": [
+                { "type": { "coding": [{ "code": "notice-date" }] }, "valueDate": "2026-10-02" },
+                { "type": { "coding": [{ "code": "payer" }] }, "valueString": "  Keystone   Rx " },
+                { "type": { "coding": [{ "code": "denied-item" }] }, "valueCodeableConcept": {
+                    "coding": [{ "system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "1364445" }],
+                    "text": "apixaban 5 MG Oral Tablet" } },
+                { "type": { "coding": [{ "code": "denial-reason" }] }, "valueCodeableConcept": { "coding": [{ "code": "50" }] } },
+                { "type": { "coding": [{ "code": "denial-reason" }] }, "valueCodeableConcept": { "coding": [{ "code": "N386" }] } },
+                { "type": { "coding": [{ "code": "denial-text" }] }, "valueString": "Not medically necessary for this member." }
+            ]
+        });
+        if let Some(c) = insurance {
+            t["insurance"] = json!([{ "reference": c }]);
+        }
+        t
+    }
+
+    #[test]
+    fn a_denial_entered_by_hand_counts_under_its_coverages_payer_and_keeps_no_free_text() {
+        let coverages = HashMap::from([(
+            "c1".to_string(),
+            Plan {
+                plan_type: Some("Medicare HMO".into()),
+                payer: Some("Harbor Medicare Advantage".into()),
+            },
+        )]);
+        let t = appeal_task(Some("Coverage/c1"));
+        let d = hand_denial(&t, "a1", "p1", &coverages).unwrap();
+        assert_eq!(
+            d,
+            Denial {
+                id: "Task/a1".into(),
+                patient: "p1".into(),
+                payer: "Harbor Medicare Advantage".into(),
+                plan_type: Some("Medicare HMO".into()),
+                item: Some("1364445 apixaban 5 MG Oral Tablet".into()),
+                reasons: vec!["50".into(), "N386".into()],
+                date: time::macros::date!(2026 - 10 - 02),
+            }
+        );
+
+        // No coverage on file: the payer as typed, its spaces tidied.
+        let d = hand_denial(&appeal_task(Some("Coverage/gone")), "a1", "p1", &coverages).unwrap();
+        assert_eq!(d.payer, "Keystone Rx");
+        assert_eq!(d.plan_type, None);
+
+        // An appeal without a notice date records no denial of its own.
+        let mut t = appeal_task(None);
+        t["input"].as_array_mut().unwrap().remove(0);
+        assert_eq!(hand_denial(&t, "a1", "p1", &coverages), None);
+    }
 }

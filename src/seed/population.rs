@@ -2,6 +2,9 @@
 //! patient, a visit, a screening (most visits), three referrals in various
 //! states, a denial, and an appeal of it or a task for the patient: four
 //! Tasks a patient, so 5,000 patients give 20,000 Tasks and 5,000 denials.
+//! One denial in eight was entered by hand in the appeal form (no
+//! ClaimResponse: the appeal Task records it), the others are
+//! ClaimResponses with their Claims.
 //!
 //! Everything derives from [`facts`] of the patient's number, so what the
 //! measures must find is known from the generator alone. Ids start with
@@ -124,6 +127,9 @@ pub struct Facts {
     pub item: usize,
     pub reason: usize,
     pub denial: i64,
+    /// The denial was entered by hand from the payer's notice: no
+    /// ClaimResponse, and always appealed (the appeal form records it).
+    pub hand_entered: bool,
     /// The denial is appealed, else the patient gets a task to call.
     pub appeal: Option<AppealFacts>,
     /// The coverage ended (a lapse) this many days after the anchor.
@@ -166,6 +172,7 @@ pub fn facts(i: usize) -> Facts {
         item: i % ITEMS.len(),
         reason: i % REASONS.len(),
         denial: visit,
+        hand_entered: i % 8 == 1,
         appeal: (i % 4 != 3).then(|| {
             let expedited = i.is_multiple_of(5);
             let decided = i.is_multiple_of(2);
@@ -285,6 +292,10 @@ pub fn resources(i: usize) -> Vec<Value> {
     let (system, code, display) = ITEMS[f.item];
     let cr_id = format!("{pid}-cr");
     let claim_id = format!("{pid}-claim");
+    if let (true, Some(a)) = (f.hand_entered, &f.appeal) {
+        out.push(hand_entered_appeal(&f, a, &coverage_id));
+        return out;
+    }
     out.push(json!({
         "resourceType": "Claim", "id": claim_id, "status": "active",
         "type": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/claim-type", "code": "pharmacy" }] },
@@ -337,6 +348,57 @@ pub fn resources(i: usize) -> Vec<Value> {
     out
 }
 
+/// The appeal of a denial entered by hand, made by the appeal form's own
+/// Task builder: the denial is in its inputs (the payer as a person would
+/// type it, shorter than the payer's name on file).
+fn hand_entered_appeal(f: &Facts, a: &AppealFacts, coverage_id: &str) -> Value {
+    use crate::domain::appeal::{AppealKind, ReasonSystem, plan};
+    use crate::fhir::appeal::{AppealRecord, DenialInputs, task};
+    let (_, payer, _, _) = PAYERS[f.payer];
+    let (system, code, display) = ITEMS[f.item];
+    let filed = instant(f.denial + 1, 0);
+    let kind = if a.expedited {
+        AppealKind::ExpeditedAppeal
+    } else {
+        AppealKind::InternalAppeal
+    };
+    let notice = crate::seed::ANCHOR + time::Duration::days(f.denial);
+    let now = time::OffsetDateTime::parse(&filed, &time::format_description::well_known::Rfc3339)
+        .expect("a valid instant");
+    let plan = plan(kind, a.expedited, notice, None, None, now);
+    let patient = format!("Patient/{}", f.id);
+    let coverage = format!("Coverage/{coverage_id}");
+    let mut t = task(&AppealRecord {
+        id: &f.id,
+        patient: &patient,
+        encounter: None,
+        requester: None,
+        coverage: Some(&coverage),
+        focus: None,
+        plan: &plan,
+        denial: DenialInputs {
+            payer: payer.split(' ').next(),
+            service: Some(display),
+            service_code: Some((system, code)),
+            reasons: vec![(ReasonSystem::Carc.uri(), REASONS[f.reason], None)],
+            text: Some("Denied: not medically necessary."),
+        },
+        authored: &filed,
+    });
+    t["id"] = json!(format!("{}-appeal", f.id));
+    if let (Some(h), Some(outcome)) = (a.decided_after_hours, a.outcome) {
+        t["status"] = json!("completed");
+        t["executionPeriod"] = json!({ "start": filed, "end": instant(f.denial + 1, h) });
+        t["output"] = json!([{
+            "type": { "coding": [{ "system": crate::fhir::appeal::APPEAL_INPUT_SYSTEM, "code": "appeal-outcome" }] },
+            "valueCodeableConcept": { "coding": [{ "system": crate::fhir::appeal::APPEAL_INPUT_SYSTEM, "code": outcome }] }
+        }]);
+    } else {
+        t["status"] = json!("in-progress");
+    }
+    t
+}
+
 /// The `n` patients, `per_bundle` to a transaction Bundle.
 pub fn bundles(n: usize, per_bundle: usize) -> Vec<Value> {
     (0..n)
@@ -358,7 +420,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn five_thousand_patients_give_twenty_thousand_tasks_and_five_thousand_denials() {
+    fn five_thousand_patients_give_twenty_thousand_tasks_and_five_thousand_denials_625_by_hand() {
         let count = |t: &str| {
             (0..5000)
                 .flat_map(resources)
@@ -366,7 +428,15 @@ mod tests {
                 .count()
         };
         assert_eq!(count("Task"), 20_000);
-        assert_eq!(count("ClaimResponse"), 5_000);
+        // 625 denials entered by hand, recorded on their appeal Tasks.
+        assert_eq!(count("ClaimResponse"), 4_375);
+        let hand = (0..5000)
+            .flat_map(resources)
+            .filter(|r| {
+                r["resourceType"] == "Task" && r["input"].is_array() && r["focus"].is_null()
+            })
+            .count();
+        assert_eq!(hand, 625);
         assert_eq!(count("Patient"), 5_000);
         assert_eq!(resources(7), resources(7), "deterministic");
     }
