@@ -110,12 +110,17 @@ pub struct Queue {
     pending_loops: RwLock<std::collections::HashSet<String>>,
 }
 
-/// The patterns view's last result, cached with its date, and whether a
-/// computation is running.
+/// The patterns view's last result, cached with its date and period, and
+/// whether a computation is running. A failed refresh keeps the last good
+/// result and says why it failed.
 #[derive(Debug, Clone, Default)]
 pub struct PatternsState {
+    /// The period last asked for (being computed, or of the last attempt).
     pub period: Option<crate::domain::patterns::Period>,
-    pub result: Option<Result<crate::domain::patterns::Report, String>>,
+    /// The last successful computation (its own period and date inside).
+    pub report: Option<crate::domain::patterns::Report>,
+    /// Why the last attempt failed, if it did.
+    pub error: Option<String>,
     pub running: bool,
 }
 
@@ -199,14 +204,31 @@ impl Queue {
             .store(0, std::sync::atomic::Ordering::Relaxed);
         tokio::spawn(async move {
             let started = Instant::now();
-            let result = crate::fhir::patterns::compute(&client, period, &progress).await;
+            // In a task of its own, so that even a panic ends the run and
+            // is reported instead of leaving it "running" for ever.
+            let run = tokio::spawn(async move {
+                crate::fhir::patterns::compute(&client, period, &progress).await
+            });
+            let result = match run.await {
+                Ok(r) => r.map_err(|e| e.to_string()),
+                Err(e) => {
+                    tracing::error!(panicked = e.is_panic(), "patterns computation stopped");
+                    Err("the computation stopped on an internal error".to_string())
+                }
+            };
             tracing::info!(
                 ms = started.elapsed().as_millis() as u64,
                 ok = result.is_ok(),
                 "patterns computed"
             );
             let mut st = state.write().expect("patterns lock");
-            st.result = Some(result.map_err(|e| e.to_string()));
+            match result {
+                Ok(report) => {
+                    st.report = Some(report);
+                    st.error = None;
+                }
+                Err(e) => st.error = Some(e),
+            }
             st.running = false;
         });
         true

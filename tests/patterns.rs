@@ -82,6 +82,35 @@ fn values(csv_text: &str) -> HashMap<(String, String), String> {
         .collect()
 }
 
+/// What a table's cells must read when each counts one patient: the count,
+/// "< 11" for 1 to 10, and when exactly one cell is small, the smallest
+/// other non-zero cell too (complementary suppression; ties by label).
+fn expected(counts: &HashMap<String, usize>) -> HashMap<String, String> {
+    let small = |n: usize| (1..11).contains(&n);
+    let mut out: HashMap<String, String> = counts
+        .iter()
+        .map(|(k, &n)| {
+            (
+                k.clone(),
+                if small(n) {
+                    "< 11".into()
+                } else {
+                    n.to_string()
+                },
+            )
+        })
+        .collect();
+    if counts.values().filter(|&&n| small(n)).count() == 1
+        && let Some((k, _)) = counts
+            .iter()
+            .filter(|(_, n)| **n >= 11)
+            .min_by_key(|(k, n)| (**n, (*k).clone()))
+    {
+        out.insert(k.clone(), "< 11".into());
+    }
+    out
+}
+
 fn pct(n: usize, d: usize) -> String {
     format!("{:.1}", 100.0 * n as f64 / d as f64)
 }
@@ -112,20 +141,77 @@ async fn measures_over_five_thousand_patients_match_the_generator_and_the_export
     };
     let all: Vec<_> = (0..PATIENTS).map(facts).collect();
 
-    // Denials: one per patient, by payer and by postal area. One in eight
-    // was entered by hand (no ClaimResponse: the appeal Task records it,
-    // with the payer typed shorter than its name on file); each counts
-    // under its coverage's payer, so every patient's denial is here.
+    let today = time::OffsetDateTime::now_utc().date();
+    let day = |offset: i64| today + time::Duration::days(offset);
+    // Every table and trend of the export, cell by cell, against what the
+    // generator made (with the suppression rule applied to those counts).
+    let check = |measure: &str, counts: Vec<(String, usize)>| {
+        let mut by: HashMap<String, usize> = HashMap::new();
+        for (label, n) in counts {
+            *by.entry(label).or_default() += n;
+        }
+        for (label, want) in expected(&by) {
+            assert_eq!(get(measure, &label), want, "{measure} / {label}");
+        }
+    };
+    let per_patient = |label: &dyn Fn(&population::Facts) -> String| {
+        all.iter().map(|f| (label(f), 1)).collect::<Vec<_>>()
+    };
+
+    // Denials: one per patient. One in eight was entered by hand (no
+    // ClaimResponse: the appeal Task records it, with the payer typed
+    // shorter than its name on file); each counts under its coverage's
+    // payer, so every patient's denial is here.
     assert_eq!(all.iter().filter(|f| f.hand_entered).count(), 625);
-    for (k, (_, name, _, _)) in population::PAYERS.iter().enumerate() {
-        let n = all.iter().filter(|f| f.payer == k).count();
-        assert_eq!(get("denials-by-payer", name), n.to_string(), "{name}");
-    }
-    for area in ["627", "606", "618"] {
-        let n = all.iter().filter(|f| f.zip.starts_with(area)).count();
-        assert_eq!(get("denials-by-postal-area", area), n.to_string(), "{area}");
-    }
-    // Appeals: rate, overturns among decisions.
+    check(
+        "denials-by-payer",
+        per_patient(&|f| population::PAYERS[f.payer].1.to_string()),
+    );
+    check(
+        "denials-by-plan-type",
+        per_patient(&|f| population::PAYERS[f.payer].3.to_string()),
+    );
+    check(
+        "denials-by-item",
+        per_patient(&|f| {
+            let (_, code, display) = population::ITEMS[f.item];
+            format!("{code} {display}")
+        }),
+    );
+    check(
+        "denials-by-reason",
+        per_patient(&|f| population::REASONS[f.reason].to_string()),
+    );
+    // Breakdowns: a rare language and a Safe Harbor ZIP area make small
+    // cells, each with its complementary suppression.
+    let area = |f: &population::Facts| {
+        if f.zip == population::RARE_ZIP {
+            "000".to_string()
+        } else {
+            f.zip[..3].to_string()
+        }
+    };
+    check("denials-by-postal-area", per_patient(&area));
+    assert_eq!(get("denials-by-postal-area", "000"), "< 11");
+    assert!(
+        !v.keys().any(|(_, c)| c == "036"),
+        "a restricted area shown"
+    );
+    check("denials-by-language", per_patient(&|f| f.lang.to_string()));
+    assert_eq!(get("denials-by-language", population::RARE_LANG), "< 11");
+    check("denials-by-sex", per_patient(&|f| f.sex.to_string()));
+    let band = |age: i64| match age {
+        ..=17 => "0-17",
+        18..=39 => "18-39",
+        40..=64 => "40-64",
+        _ => "65+",
+    };
+    check(
+        "denials-by-age-band",
+        per_patient(&|f| band(f.age).to_string()),
+    );
+
+    // Appeals: rate, overturns among decisions, decisions later than the clocks.
     let appealed = all.iter().filter(|f| f.appeal.is_some()).count();
     assert_eq!(get("appeal-rate", ""), pct(appealed, PATIENTS));
     let decided: Vec<_> = all
@@ -138,30 +224,123 @@ async fn measures_over_five_thousand_patients_match_the_generator_and_the_export
         .filter(|a| a.outcome == Some("overturned"))
         .count();
     assert_eq!(get("overturn-rate", ""), pct(overturned, decided.len()));
-    let expedited: Vec<_> = decided.iter().filter(|a| a.expedited).collect();
-    let late = expedited
-        .iter()
-        .filter(|a| a.decided_after_hours.unwrap() > 72)
-        .count();
-    assert_eq!(
-        get("late-decisions-expedited", ""),
-        pct(late, expedited.len())
-    );
-    // Referrals by domain: three per patient.
-    for d in population::DOMAINS {
-        let n = all
+    let late = |expedited: bool| {
+        let clock = if expedited { 72 } else { 7 * 24 };
+        let of: Vec<_> = decided
             .iter()
-            .flat_map(|f| f.referrals.iter())
-            .filter(|r| r.domain == d)
+            .filter(|a| a.expedited == expedited)
+            .collect();
+        let late = of
+            .iter()
+            .filter(|a| a.decided_after_hours.unwrap() > clock)
             .count();
-        assert_eq!(get("referrals-by-domain", d), n.to_string(), "{d}");
+        (late, of.len())
+    };
+    let (late_e, expedited) = late(true);
+    let (late_s, standard) = late(false);
+    assert_eq!(get("late-decisions-expedited", ""), pct(late_e, expedited));
+    assert_eq!(get("late-decisions-standard", ""), pct(late_s, standard));
+    assert_eq!(
+        get("late-decisions", ""),
+        pct(late_e + late_s, expedited + standard)
+    );
+    // The same item denied by the same payer: every (payer, item) pair, 250
+    // patients each, given as a band.
+    for (_, payer, _, _) in population::PAYERS {
+        for (_, code, display) in population::ITEMS {
+            assert_eq!(
+                get("repeated-denials", &format!("{payer} | {code} {display}")),
+                "100 or more"
+            );
+        }
     }
-    // Screening: the share of visits screened.
-    let screened = all.iter().filter(|f| f.screen.is_some()).count();
-    assert_eq!(get("visits-screened", ""), pct(screened, PATIENTS));
-    // The same item denied by the same payer: every (payer, item) pair.
     let repeated = v.keys().filter(|(m, _)| m == "repeated-denials").count();
     assert_eq!(repeated, population::PAYERS.len() * population::ITEMS.len());
+
+    // Referrals: three per patient, by domain; those rejected, cancelled or
+    // still unanswered after 30 days.
+    let referrals = || all.iter().flat_map(|f| f.referrals.iter());
+    check(
+        "referrals-by-domain",
+        referrals().map(|r| (r.domain.to_string(), 1)).collect(),
+    );
+    check(
+        "referrals-unanswered-by-domain",
+        referrals()
+            .filter(|r| {
+                matches!(r.status, "rejected" | "cancelled")
+                    || (r.status == "requested" && r.authored < -30)
+            })
+            .map(|r| (r.domain.to_string(), 1))
+            .collect(),
+    );
+    // Closed within 60 days of the positive screen in their domain: the
+    // first referral shares the screened domain, on the visit's day.
+    let positive: Vec<_> = all
+        .iter()
+        .filter(|f| f.screen.is_some_and(|(_, p)| p))
+        .collect();
+    let in_time = positive
+        .iter()
+        .filter(|f| {
+            let r = &f.referrals[0];
+            r.closed.is_some_and(|c| (0..=60).contains(&(c - f.visit)))
+        })
+        .count();
+    assert_eq!(
+        get("referrals-closed-within-60-days", ""),
+        pct(in_time, positive.len())
+    );
+
+    // Screening: visits screened, positivity by domain, unmet needs (every
+    // positive screen here has a referral in its domain).
+    let screened = all.iter().filter(|f| f.screen.is_some()).count();
+    assert_eq!(get("visits-screened", ""), pct(screened, PATIENTS));
+    check(
+        "positive-screens-by-domain",
+        positive
+            .iter()
+            .map(|f| (f.screen.unwrap().0.to_string(), 1))
+            .collect(),
+    );
+    for d in population::DOMAINS {
+        let of: Vec<_> = all
+            .iter()
+            .filter_map(|f| f.screen)
+            .filter(|(domain, _)| *domain == d)
+            .collect();
+        let pos = of.iter().filter(|(_, p)| *p).count();
+        assert_eq!(
+            get(&format!("positivity-{d}"), ""),
+            pct(pos, of.len()),
+            "{d}"
+        );
+    }
+    assert_eq!(get("unmet-needs", ""), "0.0");
+
+    // Coverage: lapses in the month a coverage ended with no other, and
+    // patients without coverage at each month's end.
+    let ended: Vec<time::Date> = all.iter().filter_map(|f| f.coverage_end).map(day).collect();
+    assert!(ended.len() > 400, "{} lapses", ended.len());
+    let month = |d: time::Date| format!("{:04}-{:02}", d.year(), d.month() as u8);
+    check(
+        "coverage-lapses-by-month",
+        ended.iter().map(|d| (month(*d), 1)).collect(),
+    );
+    let start = today - time::Duration::days(365);
+    let mut gaps = Vec::new();
+    let mut first = start.replace_day(1).unwrap();
+    while first <= today {
+        let next = first
+            .checked_add(time::Duration::days(32))
+            .unwrap()
+            .replace_day(1)
+            .unwrap();
+        let last = next.previous_day().unwrap().min(today);
+        gaps.push((month(first), ended.iter().filter(|e| **e < last).count()));
+        first = next;
+    }
+    check("coverage-gaps-by-month", gaps);
 
     // The export: aggregates only, no identifier, name, birth date or free text.
     let report = browser.get(&format!("{url}/measure-report.json")).await;

@@ -33,7 +33,7 @@ use time::{Date, Duration, Month, OffsetDateTime};
 pub const SMALL_CELL: u64 = 11;
 
 /// The suppression rule in one sentence, stated in exports.
-pub const SUPPRESSION_RULE: &str = "Any count that rests on 1 to 10 distinct patients is shown as \"< 11\" (a zero is shown, since it reveals nobody); when a table or monthly series has exactly one such cell, which its total would let a reader recover by subtraction, the smallest other non-zero cell is suppressed too (or the total withheld if there is none); a rate is withheld when its numerator, its denominator or their difference rests on 1 to 10 patients, a median when it rests on fewer than 11; and an item denied by one payer is listed as repeated only for 11 or more patients.";
+pub const SUPPRESSION_RULE: &str = "Any count that rests on 1 to 10 distinct patients is shown as \"< 11\" (a zero is shown, since it reveals nobody); when a table or monthly series has exactly one such cell, which its total would let a reader recover by subtraction, the smallest other non-zero cell is suppressed too (or the total withheld if there is none); a rate is withheld when its numerator, its denominator or their difference rests on 1 to 10 patients, a median when it rests on fewer than 11; a rate whose numerator a table also shows (positivity by domain, unmet needs) is withheld with the table's figure, and loses its denominator too when its numerator is withheld but the table shows it; the share of late appeal decisions is withheld when the expedited or the standard share it adds up is; an item denied by one payer is listed as repeated only for 11 or more patients, with their number as a band (11-19, 20-49, 50-99, 100 or more), never exact; postal areas are the first three digits of the ZIP code, and the areas of fewer than 20,000 people that HIPAA's Safe Harbor names are shown as 000.";
 
 /// How a suppressed value is shown.
 pub const SUPPRESSED: &str = "< 11";
@@ -52,6 +52,8 @@ pub const UNANSWERED_AFTER_DAYS: i64 = 30;
 /// A referral closed within this many days of the positive screen it
 /// answers counts as closed in time.
 pub const CLOSED_WITHIN_DAYS: i64 = 60;
+/// The dimensions of the breakdowns by the patients' facts, as table ids end.
+pub const DIMENSIONS: [&str; 4] = ["postal-area", "language", "age-band", "sex"];
 /// Age bands, youngest first.
 pub const AGE_BANDS: [&str; 4] = ["0-17", "18-39", "40-64", "65+"];
 
@@ -267,12 +269,48 @@ pub struct Median {
 }
 
 /// The same item denied by the same payer for several patients; listed only
-/// when at least 11 patients, and otherwise not listed at all.
+/// when at least 11 patients, and otherwise not listed at all. The number of
+/// patients is given as a band ([`patient_band`]): exact, it could be
+/// subtracted from the payer's or the item's cell to recover a suppressed one.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Repeated {
     pub payer: String,
     pub item: String,
-    pub patients: Option<u64>,
+    /// "11-19", "20-49", "50-99" or "100 or more".
+    pub patients: &'static str,
+}
+
+/// The band of a repeated denial's patients (11 or more).
+pub fn patient_band(patients: u64) -> &'static str {
+    match patients {
+        ..=19 => "11-19",
+        20..=49 => "20-49",
+        50..=99 => "50-99",
+        _ => "100 or more",
+    }
+}
+
+/// 3-digit ZIP areas of 20,000 people or fewer, which HIPAA's Safe Harbor
+/// method (45 CFR 164.514(b)(2)(i)(B)) has shown as 000 (the list HHS gives
+/// from the 2000 census).
+pub const RESTRICTED_ZIP3: [&str; 17] = [
+    "036", "059", "063", "102", "203", "556", "692", "790", "821", "823", "830", "831", "878",
+    "879", "884", "890", "893",
+];
+
+/// The postal area of a US ZIP code: its first three digits, 000 for the
+/// areas Safe Harbor restricts; none when the code does not start with
+/// three digits.
+pub fn postal_area(zip: &str) -> Option<String> {
+    let first: &str = zip.trim().get(..3)?;
+    if !first.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(if RESTRICTED_ZIP3.contains(&first) {
+        "000".to_string()
+    } else {
+        first.to_string()
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -1186,7 +1224,7 @@ impl Accumulator {
                 "Patients who screened positive in a domain in the period with no referral in that domain in the period",
             ),
         ];
-        let dims: [(&str, &str, &str); 4] = [
+        let dims: [(&str, &str, &str); DIMENSIONS.len()] = [
             (
                 "postal-area",
                 "postal area",
@@ -1337,6 +1375,46 @@ impl Accumulator {
             ));
         }
 
+        // --- rates that other figures would reveal --------------------------
+        // A rate whose numerator a table also shows: withheld with the
+        // table's figure; and with its numerator withheld while the table
+        // shows it, the denominator goes too (it would give the difference).
+        let shown_cell = |table: &str, label: &str| {
+            tables
+                .iter()
+                .find(|t| t.id == table)
+                .and_then(|t| t.cells.iter().find(|c| c.label == label))
+                .is_some_and(|c| c.value.is_some())
+        };
+        let totals_shown = DIMENSIONS.iter().all(|d| {
+            tables
+                .iter()
+                .find(|t| t.id == format!("unmet-needs-by-{d}"))
+                .is_some_and(|t| t.total.is_some())
+        });
+        for r in rates.iter_mut() {
+            let published = match r.id.strip_prefix("positivity-") {
+                Some(domain) => shown_cell("positive-screens-by-domain", domain),
+                None if r.id == "unmet-needs" => totals_shown,
+                None => continue,
+            };
+            if !published {
+                r.numerator = None;
+                r.percent = None;
+            } else if r.numerator.is_none() {
+                withhold(r);
+            }
+        }
+        // The late share overall adds up the expedited and standard ones:
+        // with one of those withheld, the overall would give it back.
+        let part_hidden = rates
+            .iter()
+            .filter(|r| r.id == "late-decisions-expedited" || r.id == "late-decisions-standard")
+            .any(|r| r.numerator.is_none() || r.denominator.is_none());
+        if part_hidden && let Some(r) = rates.iter_mut().find(|r| r.id == "late-decisions") {
+            withhold(r);
+        }
+
         // --- medians -----------------------------------------------------
         medians.push(median(
             "time-to-decision",
@@ -1372,12 +1450,19 @@ impl Accumulator {
             .map(|((payer, item), p)| Repeated {
                 payer: labels.name(payer).to_owned(),
                 item: labels.name(item).to_owned(),
-                patients: Some(p),
+                patients: patient_band(p),
             })
             .collect();
+        // By band, largest first, then by name: no order within a band that
+        // would rank the exact counts.
+        let rank = |band: &str| {
+            ["100 or more", "50-99", "20-49", "11-19"]
+                .iter()
+                .position(|b| *b == band)
+        };
         repeated.sort_by(|a, b| {
-            b.patients
-                .cmp(&a.patients)
+            rank(a.patients)
+                .cmp(&rank(b.patients))
                 .then_with(|| (&a.payer, &a.item).cmp(&(&b.payer, &b.item)))
         });
 
@@ -1546,6 +1631,13 @@ fn rate(
         denominator: den_shown.then_some(den),
         percent,
     }
+}
+
+/// Withhold a whole rate: numerator, denominator and share.
+fn withhold(r: &mut Rate) {
+    r.numerator = None;
+    r.denominator = None;
+    r.percent = None;
 }
 
 fn median(
@@ -2475,10 +2567,12 @@ mod tests {
             ));
         }
         let r = a.finish(NOW);
+        // Food's 11 is withheld in the table to protect housing's 3 (the
+        // total 14 would give it back), so its rate goes with it.
         let f = r.rate("positivity-food-insecurity").unwrap();
         assert_eq!(
             (f.numerator, f.denominator, f.percent),
-            (Some(11), Some(44), Some(25.0))
+            (None, Some(44), None)
         );
         let h = r.rate("positivity-housing-instability").unwrap();
         assert_eq!(
@@ -2558,8 +2652,117 @@ mod tests {
             [Repeated {
                 payer: "Sunrise".into(),
                 item: "1364445 apixaban 5 MG Oral Tablet".into(),
-                patients: Some(11)
+                patients: "11-19"
             }]
+        );
+        assert_eq!(
+            [11, 19, 20, 49, 50, 99, 100, 5000].map(patient_band),
+            [
+                "11-19",
+                "11-19",
+                "20-49",
+                "20-49",
+                "50-99",
+                "50-99",
+                "100 or more",
+                "100 or more"
+            ]
+        );
+    }
+
+    #[test]
+    fn postal_areas_are_three_digits_and_safe_harbor_areas_are_000() {
+        assert_eq!(postal_area("62701").as_deref(), Some("627"));
+        assert_eq!(postal_area(" 60601-1234").as_deref(), Some("606"));
+        assert_eq!(postal_area("03601").as_deref(), Some("000"));
+        assert_eq!(postal_area("89301").as_deref(), Some("000"));
+        assert_eq!(postal_area("H2X 1Y4"), None);
+        assert_eq!(postal_area("12"), None);
+        // Not ASCII: no panic, no area.
+        assert_eq!(postal_area("é1234"), None);
+        assert_eq!(postal_area("1é234"), None);
+    }
+
+    #[test]
+    fn a_rate_whose_numerator_a_table_shows_goes_with_the_tables_figure() {
+        let screen = |p: &str, domain: &str, positive: bool| Screen {
+            patient: p.into(),
+            date: date!(2025 - 05 - 01),
+            domain: domain.into(),
+            positive,
+        };
+        let mut a = acc();
+        // food: 30 positive of 60; housing: 40 positive of 45 (5 negatives,
+        // a small difference); transport: 3 positive of 40; utilities: 50
+        // positive of 70.
+        for (prefix, domain, positive, all) in [
+            ("f", "food-insecurity", 30, 60),
+            ("h", "housing-instability", 40, 45),
+            ("t", "transportation-insecurity", 3, 40),
+            ("u", "utility-insecurity", 50, 70),
+        ] {
+            for i in 0..all {
+                a.screen(screen(&format!("{prefix}{i}"), domain, i < positive));
+            }
+        }
+        let r = a.finish(NOW);
+        let positives = r.table("positive-screens-by-domain").unwrap();
+        // Transport is small; food (the smallest other) is withheld with it.
+        let cell = |d: &str| positives.cell(d).unwrap().value;
+        assert_eq!(cell("transportation-insecurity"), None);
+        assert_eq!(cell("food-insecurity"), None);
+        assert_eq!(cell("housing-instability"), Some(40));
+        assert_eq!(cell("utility-insecurity"), Some(50));
+        let whole = |id: &str| {
+            let x = r.rate(id).unwrap();
+            (x.numerator, x.denominator, x.percent)
+        };
+        // Food's 30 shown as a rate would undo the complementary suppression.
+        assert_eq!(whole("positivity-food-insecurity"), (None, Some(60), None));
+        assert_eq!(
+            whole("positivity-transportation-insecurity"),
+            (None, Some(40), None)
+        );
+        // Housing's numerator is in the table; its 5 negatives would follow
+        // from the denominator: withheld too.
+        assert_eq!(whole("positivity-housing-instability"), (None, None, None));
+        assert_eq!(
+            whole("positivity-utility-insecurity"),
+            (Some(50), Some(70), Some(71.4))
+        );
+    }
+
+    #[test]
+    fn the_late_share_is_withheld_when_a_part_of_it_is() {
+        let mut a = acc();
+        let filed = datetime!(2025-03-01 09:00 UTC);
+        let appeal = |i: usize, expedited: bool, hours: i64| Appeal {
+            id: format!("a{i}"),
+            patient: format!("p{i}"),
+            denial: None,
+            kind: "internal-appeal".into(),
+            expedited,
+            filed,
+            decided: Some(filed + Duration::hours(hours)),
+            outcome: Some("upheld".into()),
+            status: "completed".into(),
+        };
+        // 5 expedited (2 late): withheld; 40 standard (20 late): shown.
+        for i in 0..5 {
+            a.appeal(appeal(i, true, if i < 2 { 100 } else { 24 }));
+        }
+        for i in 5..45 {
+            a.appeal(appeal(i, false, if i < 25 { 24 * 10 } else { 24 }));
+        }
+        let r = a.finish(NOW);
+        let rate = |id: &str| r.rate(id).unwrap().clone();
+        assert_eq!(rate("late-decisions-expedited").percent, None);
+        assert_eq!(rate("late-decisions-standard").percent, Some(50.0));
+        // 22 of 45 overall, less 20 of 40 standard, would give 2 of 5.
+        let overall = rate("late-decisions");
+        assert_eq!(
+            (overall.numerator, overall.denominator, overall.percent),
+            (None, None, None)
         );
     }
 

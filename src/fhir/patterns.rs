@@ -20,14 +20,15 @@ use super::error::FhirError;
 use super::views;
 use crate::domain::patterns::{
     Accumulator, Appeal, CoverageSpan, Denial, PatientFacts, Period, Referral, Report, Screen,
-    Visit,
+    Visit, postal_area,
 };
 use crate::domain::sdoh::SDOHCC_TEMPORARY_CODES;
 use crate::domain::visit::{APPEAL_TASK_SYSTEM, TASK_CODE_SYSTEM};
 
 /// Resources asked for per page.
 pub const PAGE_SIZE: usize = 500;
-/// Pages followed per resource type at most (5 million resources).
+/// Pages followed per resource type at most (5 million resources); a search
+/// with more is an error, not a silently partial count.
 pub const MAX_PAGES: usize = 10_000;
 
 /// How far a computation has got, for the page that shows it.
@@ -92,8 +93,16 @@ async fn each_page(
         unsafe {
             libc::malloc_trim(0);
         }
-        if pages >= MAX_PAGES {
-            break;
+        // Measures over part of the data would be wrong, not smaller: stop
+        // with a clear error rather than count a truncated set.
+        if pages >= MAX_PAGES && page.next.is_some() {
+            return Err(FhirError::Invalid {
+                what: format!("the {resource_type} search"),
+                detail: format!(
+                    "more than {} resources, the most Passerelle reads for one measure; choose a shorter period",
+                    MAX_PAGES * PAGE_SIZE
+                ),
+            });
         }
         match client.next_lazy(&page, resource_type).await? {
             Some(next) => page = next,
@@ -116,48 +125,80 @@ fn organization_names(page: &LazyPage) -> HashMap<String, String> {
         .collect()
 }
 
-/// "code words" of a drug or service, from its code and display (or text).
-fn item_label(concept: &Value) -> Option<String> {
-    let code = concept["coding"][0]["code"].as_str();
-    let words = concept["coding"][0]["display"]
+/// Distinct item codes whose display is remembered, at most.
+const MAX_ITEM_NAMES: usize = 10_000;
+
+/// "code display" of a drug or service: its code, with the code's display
+/// (its own, else one a Claim gave for the code). Never the concept's
+/// free text: what a person typed does not reach a label, and so not an
+/// export. A concept without a code has no label (it counts as unknown).
+fn item_label(concept: &Value, names: &HashMap<String, String>) -> Option<String> {
+    let code = concept["coding"][0]["code"].as_str()?;
+    let display = concept["coding"][0]["display"]
         .as_str()
-        .or(concept["text"].as_str());
-    match (code, words) {
-        (Some(c), Some(w)) => Some(format!("{c} {w}")),
-        (Some(c), None) => Some(c.to_string()),
-        (None, Some(w)) => Some(w.to_string()),
-        (None, None) => None,
+        .or_else(|| names.get(code).map(String::as_str));
+    Some(match display {
+        Some(d) => format!("{code} {d}"),
+        None => code.to_string(),
+    })
+}
+
+/// The service a referral went to, by the performer's name when the
+/// performer is a service or an organization (a directory entry, a
+/// HealthcareService, an Organization); a person is never named.
+fn service_label(performer: &Value) -> Option<String> {
+    let kind = performer["reference"]
+        .as_str()
+        .map(|r| r.split('/').rev().nth(1).unwrap_or_default());
+    match kind {
+        None | Some("HealthcareService" | "Organization") => {
+            performer["display"].as_str().map(String::from)
+        }
+        Some(_) => Some(PERSON_PERFORMER.to_string()),
     }
+}
+
+/// The service label of a referral to a person.
+const PERSON_PERFORMER: &str = "a person (not named)";
+
+/// Whether a ClaimResponse item was paid: an adjudication `benefit` above 0.
+fn item_paid(item: &Value) -> bool {
+    item["adjudication"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|a| {
+            a["category"]["coding"][0]["code"] == "benefit"
+                && a["amount"]["value"].as_f64().is_some_and(|v| v > 0.0)
+        })
 }
 
 /// The denial an appeal Task records in its inputs when the denial was
 /// entered by hand from the payer's notice (no ClaimResponse to focus on):
 /// counted like a ClaimResponse, under the id `Task/{id}`, dated by its
 /// notice. Its payer is the payer of the coverage the appeal names, so it
-/// counts with the same payer's ClaimResponses, else the payer as typed.
+/// counts with the same payer's ClaimResponses; without a coverage on file
+/// it counts under "unknown payer" (the payer's name as typed is free text,
+/// which never reaches a label).
 fn hand_denial(
     task: &Value,
     id: &str,
     patient: &str,
     coverages: &HashMap<String, Plan>,
+    item_names: &HashMap<String, String>,
 ) -> Option<Denial> {
     let date = inputs(task, "notice-date").find_map(|i| views::json_date(&i["valueDate"]))?;
     let plan = id_of(&task["insurance"][0], "Coverage").and_then(|c| coverages.get(c));
     let payer = plan
         .and_then(|p| p.payer.clone())
-        .or_else(|| {
-            inputs(task, "payer")
-                .find_map(|i| i["valueString"].as_str())
-                .map(|p| p.split_whitespace().collect::<Vec<_>>().join(" "))
-                .filter(|p| !p.is_empty())
-        })
         .unwrap_or_else(|| UNKNOWN_PAYER.into());
     Some(Denial {
         id: format!("Task/{id}"),
         patient: patient.to_string(),
         payer,
         plan_type: plan.and_then(|p| p.plan_type.clone()),
-        item: inputs(task, "denied-item").find_map(|i| item_label(&i["valueCodeableConcept"])),
+        item: inputs(task, "denied-item")
+            .find_map(|i| item_label(&i["valueCodeableConcept"], item_names)),
         reasons: inputs(task, "denial-reason")
             .filter_map(|i| i["valueCodeableConcept"]["coding"][0]["code"].as_str())
             .map(String::from)
@@ -203,10 +244,7 @@ pub async fn compute(
             acc.patient(
                 id,
                 PatientFacts {
-                    postal_area: p["address"][0]["postalCode"]
-                        .as_str()
-                        .filter(|z| z.len() >= 3)
-                        .map(|z| z[..3].to_string()),
+                    postal_area: p["address"][0]["postalCode"].as_str().and_then(postal_area),
                     language,
                     sex: p["gender"].as_str().map(String::from),
                     birth_date: views::json_date(&p["birthDate"]),
@@ -228,9 +266,9 @@ pub async fn compute(
             };
             if let Some(id) = c["id"].as_str() {
                 let plan = Plan {
-                    plan_type: c["type"]["text"]
+                    plan_type: c["type"]["coding"][0]["display"]
                         .as_str()
-                        .or(c["type"]["coding"][0]["display"].as_str())
+                        .or(c["type"]["coding"][0]["code"].as_str())
                         .map(String::from),
                     payer: id_of(&c["payor"][0], "Organization")
                         .and_then(|o| names.get(o).cloned()),
@@ -254,6 +292,9 @@ pub async fn compute(
             (param, format!("le{}", period.end)),
         ]
     };
+    // Code → display of the drugs and services the Claims name, to label
+    // the codes of denials entered by hand (which have only the typed words).
+    let mut item_names: HashMap<String, String> = HashMap::new();
     let mut q = period_q("created");
     q.push(("_include", "ClaimResponse:request".into()));
     q.push(("_include", "ClaimResponse:insurer".into()));
@@ -263,16 +304,29 @@ pub async fn compute(
         let claims: HashMap<String, (Option<String>, Option<String>)> = page
             .resources("Claim")
             .filter_map(|c| {
-                let item = item_label(&c["item"][0]["productOrService"]);
+                let concept = &c["item"][0]["productOrService"];
+                if let (Some(code), Some(display)) = (
+                    concept["coding"][0]["code"].as_str(),
+                    concept["coding"][0]["display"].as_str(),
+                ) && item_names.len() < MAX_ITEM_NAMES
+                {
+                    item_names
+                        .entry(code.to_string())
+                        .or_insert_with(|| display.to_string());
+                }
+                let item = item_label(concept, &item_names);
                 let coverage = id_of(&c["insurance"][0]["coverage"], "Coverage").map(String::from);
                 Some((c["id"].as_str()?.to_string(), (item, coverage)))
             })
             .collect();
         for cr in page.resources("ClaimResponse") {
+            // Reasons of the items not paid: an adjustment reason on a
+            // paid item (a contractual write-off) is not a denial.
             let reasons: Vec<String> = cr["item"]
                 .as_array()
                 .into_iter()
                 .flatten()
+                .filter(|i| !item_paid(i))
                 .flat_map(|i| i["adjudication"].as_array().into_iter().flatten())
                 .filter_map(|a| a["reason"]["coding"][0]["code"].as_str().map(String::from))
                 .chain(
@@ -341,7 +395,7 @@ pub async fn compute(
                     .map(String::from);
                 let mut denial = id_of(&t["focus"], "ClaimResponse").map(String::from);
                 if denial.is_none()
-                    && let Some(hand) = hand_denial(&t, id, patient, &coverages)
+                    && let Some(hand) = hand_denial(&t, id, patient, &coverages, &item_names)
                 {
                     denial = Some(hand.id.clone());
                     acc.denial(hand);
@@ -387,7 +441,7 @@ pub async fn compute(
                         s["id"].as_str()?.to_string(),
                         (
                             sdoh_domain(&s["category"]),
-                            s["performer"][0]["display"].as_str().map(String::from),
+                            service_label(&s["performer"][0]),
                         ),
                     ))
                 })
@@ -513,8 +567,12 @@ mod tests {
                 payer: Some("Harbor Medicare Advantage".into()),
             },
         )]);
+        let names = HashMap::from([(
+            "1364445".to_string(),
+            "apixaban 5 MG Oral Tablet".to_string(),
+        )]);
         let t = appeal_task(Some("Coverage/c1"));
-        let d = hand_denial(&t, "a1", "p1", &coverages).unwrap();
+        let d = hand_denial(&t, "a1", "p1", &coverages, &names).unwrap();
         assert_eq!(
             d,
             Denial {
@@ -528,14 +586,73 @@ mod tests {
             }
         );
 
-        // No coverage on file: the payer as typed, its spaces tidied.
-        let d = hand_denial(&appeal_task(Some("Coverage/gone")), "a1", "p1", &coverages).unwrap();
-        assert_eq!(d.payer, "Keystone Rx");
+        // No coverage on file: an unknown payer (what was typed is free
+        // text), and the code alone when no Claim named it.
+        let d = hand_denial(
+            &appeal_task(Some("Coverage/gone")),
+            "a1",
+            "p1",
+            &coverages,
+            &HashMap::new(),
+        )
+        .unwrap();
+        assert_eq!(d.payer, UNKNOWN_PAYER);
         assert_eq!(d.plan_type, None);
+        assert_eq!(d.item.as_deref(), Some("1364445"));
+        let words = format!("{d:?}");
+        for typed in ["Keystone", "apixaban", "medically"] {
+            assert!(!words.contains(typed), "{typed} kept");
+        }
 
         // An appeal without a notice date records no denial of its own.
         let mut t = appeal_task(None);
         t["input"].as_array_mut().unwrap().remove(0);
-        assert_eq!(hand_denial(&t, "a1", "p1", &coverages), None);
+        assert_eq!(hand_denial(&t, "a1", "p1", &coverages, &names), None);
+    }
+
+    #[test]
+    fn labels_come_from_codes_and_services_never_from_typed_words_or_people() {
+        let names = HashMap::new();
+        let concept = json!({ "coding": [{ "code": "72148", "display": "MRI lumbar spine" }], "text": "MRI for Jane" });
+        assert_eq!(
+            item_label(&concept, &names).as_deref(),
+            Some("72148 MRI lumbar spine")
+        );
+        assert_eq!(item_label(&json!({ "text": "MRI for Jane" }), &names), None);
+
+        let service = |p: Value| service_label(&p);
+        assert_eq!(
+            service(json!({ "identifier": { "value": "s1" }, "display": "Eastside Food Pantry" }))
+                .as_deref(),
+            Some("Eastside Food Pantry")
+        );
+        assert_eq!(
+            service(json!({ "reference": "HealthcareService/h1", "display": "Ride Line" }))
+                .as_deref(),
+            Some("Ride Line")
+        );
+        assert_eq!(
+            service(json!({ "reference": "Practitioner/x", "display": "Dr Jane Roe" })).as_deref(),
+            Some(PERSON_PERFORMER)
+        );
+        assert_eq!(
+            service(json!({ "reference": "http://h/fhir/RelatedPerson/r", "display": "Sam Roe" }))
+                .as_deref(),
+            Some(PERSON_PERFORMER)
+        );
+    }
+
+    #[test]
+    fn only_unpaid_items_give_denial_reasons() {
+        let paid = json!({ "adjudication": [
+            { "category": { "coding": [{ "code": "benefit" }] }, "amount": { "value": 12.5 } },
+            { "category": { "coding": [{ "code": "submitted" }] }, "reason": { "coding": [{ "code": "45" }] } }
+        ] });
+        let zero = json!({ "adjudication": [
+            { "category": { "coding": [{ "code": "benefit" }] }, "amount": { "value": 0 } }
+        ] });
+        assert!(item_paid(&paid));
+        assert!(!item_paid(&zero));
+        assert!(!item_paid(&json!({})));
     }
 }

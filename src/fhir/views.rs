@@ -364,8 +364,10 @@ pub fn referral(s: &ServiceRequest) -> Referral {
 }
 
 /// A ClaimResponse as a denial, when it denies anything: outcome `error`, or
-/// an adjudication or error carrying a reason. `service` names what was
-/// denied, from the `_include`d Claim when the server sent it.
+/// an error or the adjudication of an unpaid item carrying a reason (a
+/// reason on a paid item, such as a contractual adjustment, is no denial).
+/// `service` names what was denied, from the `_include`d Claim when the
+/// server sent it.
 pub fn denial(
     c: &ClaimResponse,
     payer_name: impl Fn(&Reference) -> Option<String>,
@@ -375,6 +377,19 @@ pub fn denial(
         .item
         .iter()
         .flatten()
+        .filter(|i| {
+            !i.adjudication.iter().flatten().any(|a| {
+                a.category
+                    .coding
+                    .iter()
+                    .flatten()
+                    .any(|k| k.code.as_deref() == Some("benefit"))
+                    && a.amount
+                        .as_ref()
+                        .and_then(|m| m.value)
+                        .is_some_and(|v| v > 0.0)
+            })
+        })
         .flat_map(|i| i.adjudication.iter().flatten())
         .filter_map(|a| a.reason.as_ref())
         .flat_map(codes)
@@ -442,4 +457,45 @@ pub fn json_human_name(resource: &serde_json::Value) -> Option<String> {
     }
     let joined = parts.join(" ");
     (!joined.trim().is_empty()).then_some(joined)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claim_response(items: serde_json::Value) -> ClaimResponse {
+        serde_json::from_value(serde_json::json!({
+            "resourceType": "ClaimResponse", "id": "cr1", "status": "active",
+            "type": { "coding": [{ "code": "pharmacy" }] }, "use": "claim",
+            "patient": { "reference": "Patient/p1" }, "created": "2026-10-01",
+            "insurer": { "display": "Sunrise" }, "outcome": "complete",
+            "item": items
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_reason_on_a_paid_item_is_no_denial() {
+        let reason = |code: &str| serde_json::json!({ "coding": [{ "system": "https://x12.org/codes/claim-adjustment-reason-codes", "code": code }] });
+        // Paid, with a contractual adjustment (CARC 45): not a denial.
+        let paid = claim_response(serde_json::json!([{ "itemSequence": 1, "adjudication": [
+            { "category": { "coding": [{ "code": "benefit" }] }, "amount": { "value": 80.0, "currency": "USD" } },
+            { "category": { "coding": [{ "code": "submitted" }] }, "reason": reason("45") }
+        ] }]));
+        assert!(denial(&paid, |_| None, None).is_none());
+        // Unpaid (no benefit, or a benefit of 0) with a reason: a denial.
+        let denied = claim_response(serde_json::json!([
+            { "itemSequence": 1, "adjudication": [
+                { "category": { "coding": [{ "code": "benefit" }] }, "amount": { "value": 0.0, "currency": "USD" } },
+                { "category": { "coding": [{ "code": "submitted" }] }, "reason": reason("50") }
+            ] },
+            { "itemSequence": 2, "adjudication": [
+                { "category": { "coding": [{ "code": "benefit" }] }, "amount": { "value": 20.0, "currency": "USD" } },
+                { "category": { "coding": [{ "code": "submitted" }] }, "reason": reason("45") }
+            ] }
+        ]));
+        let d = denial(&denied, |_| None, None).unwrap();
+        let codes: Vec<&str> = d.reasons.iter().map(|c| c.code.as_str()).collect();
+        assert_eq!(codes, ["50"], "only the unpaid item's reason");
+    }
 }

@@ -140,7 +140,8 @@ struct PatternsPage {
     start: String,
     end: String,
     running: Option<String>,
-    computed: Option<String>,
+    /// (computed at, period start, period end) of the result shown.
+    computed: Option<(String, String, String)>,
     error: Option<String>,
     rule: &'static str,
     rates: Vec<(String, String, String, String)>,
@@ -168,11 +169,8 @@ async fn page(
         start: today - time::Duration::days(365),
         end: today,
     };
-    let (report, error) = match &last.result {
-        Some(Ok(r)) => (Some(r), None),
-        Some(Err(e)) => (None, Some(e.clone())),
-        None => (None, None),
-    };
+    let report = last.report.as_ref();
+    let error = last.error.clone();
     let period = last.period.unwrap_or(default);
     let mut page = PatternsPage {
         launch_id: launch.id.clone(),
@@ -180,7 +178,7 @@ async fn page(
         start: period.start.to_string(),
         end: period.end.to_string(),
         running: last.running.then(|| queue.patterns_progress()),
-        computed: report.map(|r| r.computed.clone()),
+        computed: report.map(|r| (r.computed.clone(), r.period.0.clone(), r.period.1.clone())),
         error,
         rule: SUPPRESSION_RULE,
         rates: vec![],
@@ -222,15 +220,7 @@ async fn page(
         page.repeated = r
             .repeated
             .iter()
-            .map(|x| {
-                (
-                    x.payer.clone(),
-                    x.item.clone(),
-                    x.patients
-                        .map(|p| p.to_string())
-                        .unwrap_or_else(|| "< 11".into()),
-                )
-            })
+            .map(|x| (x.payer.clone(), x.item.clone(), x.patients.to_string()))
             .collect();
         page.charts = r
             .tables
@@ -305,10 +295,10 @@ async fn refresh(
 }
 
 fn last_report(state: &AppState, launch: &Launch) -> Result<Report, AppError> {
-    match queue_of(state, launch)?.patterns().result {
-        Some(Ok(r)) => Ok(r),
-        _ => Err(AppError::BadRequest("Compute the measures first.".into())),
-    }
+    queue_of(state, launch)?
+        .patterns()
+        .report
+        .ok_or_else(|| AppError::BadRequest("Compute the measures first.".into()))
 }
 
 /// One CSV row per exported value: aggregates only, each with its
@@ -400,11 +390,9 @@ pub fn csv(report: &Report) -> Result<Vec<u8>, csv::Error> {
             "The same item denied by the same payer for several patients",
             "payer and item",
             &format!("{} | {}", r.payer, r.item),
-            r.patients
-                .map(|p| p.to_string())
-                .unwrap_or_else(|| "< 11".into()),
+            r.patients.to_string(),
             "patients",
-            "Listed only when 11 or more patients.",
+            "Listed only when 11 or more patients, their number given as a band (11-19, 20-49, 50-99, 100 or more).",
         )?;
     }
     for t in &report.trends {

@@ -16,9 +16,15 @@ use serde_json::{Value, json};
 use crate::domain::sdoh::SDOHCC_TEMPORARY_CODES;
 use crate::domain::visit::{APPEAL_TASK_SYSTEM, TASK_CODE_SYSTEM};
 
-/// ZIP codes cycled through: three postal areas (627, 606, 618).
+/// ZIP codes cycled through: three postal areas (627, 606, 618), and
+/// [`RARE_ZIP`].
 pub const ZIPS: [&str; 5] = ["62701", "62702", "60601", "60602", "61801"];
 pub const LANGS: [&str; 4] = ["en", "es", "fr", "pt"];
+/// A language one patient in a thousand speaks: a small cell at 5,000.
+pub const RARE_LANG: &str = "vi";
+/// A ZIP code one patient in 500 lives in, in a 3-digit area that HIPAA's
+/// Safe Harbor restricts (shown as 000): a small cell at 5,000.
+pub const RARE_ZIP: &str = "03601";
 /// (payer id, payer name, PHDSC payer type, plan type label)
 pub const PAYERS: [(&str, &str, &str, &str); 5] = [
     (
@@ -162,8 +168,16 @@ pub fn facts(i: usize) -> Facts {
         } else {
             "male"
         },
-        lang: LANGS[i % LANGS.len()],
-        zip: ZIPS[i % ZIPS.len()],
+        lang: if i % 1000 == 7 {
+            RARE_LANG
+        } else {
+            LANGS[i % LANGS.len()]
+        },
+        zip: if i % 500 == 3 {
+            RARE_ZIP
+        } else {
+            ZIPS[i % ZIPS.len()]
+        },
         age: 5 + (i % 85) as i64,
         payer: i % PAYERS.len(),
         visit,
