@@ -12,9 +12,14 @@
 //!   grows with them: see `BENCH queue`); `peak_mb`: its exact peak during
 //!   the computation (the kernel's high-water mark, reset at the start);
 //!   `compute_mb`: the difference, the memory the computation itself took;
+//! * `alone_peak_mb`, `alone_kept_mb`: the same computation run again in
+//!   the bench's own process (where the launcher's FHIR proxy also runs),
+//!   with freed memory handed back before and after: its peak above the
+//!   resting size, and what it keeps once done (the result held);
 //! * the same at twice the data (`*_2x`), and the 2×-over-1× ratios
-//!   `time_ratio`, `compute_memory_ratio` (flat means near 1) and
-//!   `peak_ratio` (which includes the queue index's growth).
+//!   `time_ratio`, `compute_memory_ratio` and `alone_peak_ratio` (flat
+//!   means near 1) and `peak_ratio` (which includes the queue index's
+//!   growth).
 //!
 //! Prints one line: `BENCH patterns …`.
 
@@ -23,8 +28,14 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use common::smart::{Browser, EnvOptions, approve_standalone_as, smart_env_with};
+use futures::future::BoxFuture;
 use passerelle::auth::smart::ClientAuthMethod;
+use passerelle::domain::patterns::Period;
+use passerelle::fhir::patterns::{Progress, compute};
+use passerelle::fhir::{Authorizer, FhirError};
 
 const PATIENTS: usize = 5_000;
 
@@ -41,8 +52,50 @@ fn status_mb(pid: u32, field: &str) -> f64 {
         / 1024.0
 }
 
-/// (compute seconds, RSS before, sampled peak RSS)
-async fn run(patients: usize) -> (f64, f64, f64) {
+/// A fixed bearer token, for the computation run inside the bench.
+struct Token(String);
+
+impl Authorizer for Token {
+    fn token(&self) -> BoxFuture<'_, Result<String, FhirError>> {
+        Box::pin(async move { Ok(self.0.clone()) })
+    }
+    fn after_unauthorized<'a>(
+        &'a self,
+        _rejected: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, FhirError>> {
+        Box::pin(async { Ok(None) })
+    }
+}
+
+/// The computation alone, in this process, through the development
+/// launcher's FHIR proxy (the address hfs gives its paging links; the proxy
+/// runs in this process too and holds one answer at a time): (peak above the
+/// resting size, kept once done while the result is held), in MB. Freed
+/// memory is handed back first so the resting size is honest.
+async fn alone(env: &common::smart::SmartEnv, period: Period) -> (f64, f64) {
+    let client = common::fhir_client(&env.launcher.fhir_base())
+        .with_authorizer(Arc::new(Token(env.launcher.system_token("system/*.rs"))));
+    // SAFETY: malloc_trim only releases free heap pages.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    let me = std::process::id();
+    let before = status_mb(me, "VmRSS:");
+    std::fs::write("/proc/self/clear_refs", "5").expect("reset VmHWM");
+    let report = compute(&client, period, &Progress::default())
+        .await
+        .expect("the measures compute");
+    // SAFETY: as above.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    let (peak, kept) = (status_mb(me, "VmHWM:"), status_mb(me, "VmRSS:"));
+    assert!(!report.tables.is_empty());
+    (peak - before, kept - before)
+}
+
+/// (compute seconds, RSS before, exact peak RSS, alone: peak and kept)
+async fn run(patients: usize) -> (f64, f64, f64, (f64, f64)) {
     let env = smart_env_with(EnvOptions {
         method: ClientAuthMethod::PrivateKeyJwt,
         queue_poll_seconds: Some(900),
@@ -106,20 +159,26 @@ async fn run(patients: usize) -> (f64, f64, f64) {
         );
     }
     let elapsed = started.elapsed().as_secs_f64();
-    (elapsed, before, status_mb(pid, "VmHWM:"))
+    let peak = status_mb(pid, "VmHWM:");
+    let period = Period {
+        start: today - time::Duration::days(365),
+        end: today,
+    };
+    (elapsed, before, peak, alone(&env, period).await)
 }
 
 #[tokio::main]
 async fn main() {
-    let (t1, b1, p1) = run(PATIENTS).await;
-    let (t2, b2, p2) = run(2 * PATIENTS).await;
+    let (t1, b1, p1, (a1, k1)) = run(PATIENTS).await;
+    let (t2, b2, p2, (a2, k2)) = run(2 * PATIENTS).await;
     let (c1, c2) = (p1 - b1, p2 - b2);
     println!(
-        "BENCH patterns patients={PATIENTS} tasks={} denials={PATIENTS} compute_s={t1:.1} before_mb={b1:.0} peak_mb={p1:.0} compute_mb={c1:.0} patients_2x={} compute_s_2x={t2:.1} before_mb_2x={b2:.0} peak_mb_2x={p2:.0} compute_mb_2x={c2:.0} time_ratio={:.2} compute_memory_ratio={:.2} peak_ratio={:.2} target_s=30",
+        "BENCH patterns patients={PATIENTS} tasks={} denials={PATIENTS} compute_s={t1:.1} before_mb={b1:.0} peak_mb={p1:.0} compute_mb={c1:.0} alone_peak_mb={a1:.1} alone_kept_mb={k1:.1} patients_2x={} compute_s_2x={t2:.1} before_mb_2x={b2:.0} peak_mb_2x={p2:.0} compute_mb_2x={c2:.0} alone_peak_mb_2x={a2:.1} alone_kept_mb_2x={k2:.1} time_ratio={:.2} compute_memory_ratio={:.2} alone_peak_ratio={:.2} peak_ratio={:.2} target_s=30",
         4 * PATIENTS,
         2 * PATIENTS,
         t2 / t1,
         c2 / c1,
+        a2 / a1,
         p2 / p1,
     );
 }

@@ -264,6 +264,20 @@ async fn measures_over_five_thousand_patients_match_the_generator_and_the_export
         "referrals-by-domain",
         referrals().map(|r| (r.domain.to_string(), 1)).collect(),
     );
+    // By the payer of the coverage active on the period's last day (none
+    // for those whose coverage lapsed).
+    check(
+        "referrals-by-payer",
+        all.iter()
+            .map(|f| {
+                let payer = match f.coverage_end {
+                    Some(_) => "unknown".to_string(),
+                    None => population::PAYERS[f.payer].1.to_string(),
+                };
+                (payer, 3)
+            })
+            .collect(),
+    );
     check(
         "referrals-unanswered-by-domain",
         referrals()

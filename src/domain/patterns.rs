@@ -53,7 +53,7 @@ pub const UNANSWERED_AFTER_DAYS: i64 = 30;
 /// answers counts as closed in time.
 pub const CLOSED_WITHIN_DAYS: i64 = 60;
 /// The dimensions of the breakdowns by the patients' facts, as table ids end.
-pub const DIMENSIONS: [&str; 4] = ["postal-area", "language", "age-band", "sex"];
+pub const DIMENSIONS: [&str; 5] = ["payer", "postal-area", "language", "age-band", "sex"];
 /// Age bands, youngest first.
 pub const AGE_BANDS: [&str; 4] = ["0-17", "18-39", "40-64", "65+"];
 
@@ -216,6 +216,8 @@ pub struct CoverageSpan {
     pub end: Option<Date>,
     /// Status active.
     pub active: bool,
+    /// The payer's name, for the breakdowns by the patient's payer.
+    pub payer: Option<String>,
 }
 
 /// One count of a table or a series.
@@ -433,6 +435,9 @@ struct PatientState {
     language: Option<u32>,
     sex: Option<u32>,
     birth: Option<Date>,
+    /// The payer of the coverage active on the period's last day (the one
+    /// that began last, when several are), with its start.
+    payer: Option<(u32, Option<Date>)>,
     denials: u32,
     referrals: u32,
     positives: u32,
@@ -941,6 +946,18 @@ impl Accumulator {
             return;
         }
         let p = self.pid(&c.patient);
+        let covers_end = c.start.is_none_or(|s| s <= self.period.end)
+            && c.end.is_none_or(|e| self.period.end <= e);
+        if c.active
+            && covers_end
+            && let Some(payer) = c.payer.as_deref()
+        {
+            let payer = self.labels.id(payer);
+            let st = &mut self.patients[p as usize];
+            if st.payer.is_none_or(|(_, start)| c.start > start) {
+                st.payer = Some((payer, c.start));
+            }
+        }
         self.spans.push(Span {
             patient: p,
             start: c.start,
@@ -1226,6 +1243,11 @@ impl Accumulator {
         ];
         let dims: [(&str, &str, &str); DIMENSIONS.len()] = [
             (
+                "payer",
+                "payer",
+                "by the payer of the patient's coverage active on the last day of the period",
+            ),
+            (
                 "postal-area",
                 "postal area",
                 "by the first three digits of the patient's ZIP code",
@@ -1244,6 +1266,10 @@ impl Accumulator {
         ];
         for (mi, (mid, mtitle, unit, mdef)) in measures.iter().enumerate() {
             for (did, dname, ddef) in dims {
+                // Denials by payer are by the payer that denied them (above).
+                if *mid == "denials" && did == "payer" {
+                    continue;
+                }
                 let mut groups: BTreeMap<String, (u64, u64)> = BTreeMap::new();
                 if did == "age-band" {
                     for band in AGE_BANDS {
@@ -1266,6 +1292,7 @@ impl Accumulator {
                         "postal-area" => st.postal.map(|l| labels.name(l)).unwrap_or(UNKNOWN),
                         "language" => st.language.map(|l| labels.name(l)).unwrap_or(UNKNOWN),
                         "sex" => st.sex.map(|l| labels.name(l)).unwrap_or(UNKNOWN),
+                        "payer" => st.payer.map(|(l, _)| labels.name(l)).unwrap_or(UNKNOWN),
                         _ => st.birth.map(|b| age_band(b, period.end)).unwrap_or(UNKNOWN),
                     };
                     let g = groups.entry(label.to_owned()).or_default();
@@ -1744,6 +1771,7 @@ mod tests {
             start,
             end,
             active,
+            payer: Some("Sunrise".into()),
         }
     }
 
@@ -2671,6 +2699,69 @@ mod tests {
     }
 
     #[test]
+    fn breakdowns_by_payer_use_the_coverage_active_on_the_last_day() {
+        let mut a = acc();
+        let cover = |p: &str, payer: &str, start: Date, end: Option<Date>| CoverageSpan {
+            patient: p.into(),
+            start: Some(start),
+            end,
+            active: true,
+            payer: Some(payer.into()),
+        };
+        for i in 0..12 {
+            let p = format!("h{i}");
+            // An older coverage and a newer one, both active: the newer's payer.
+            a.coverage(cover(&p, "Sunrise", date!(2020 - 01 - 01), None));
+            a.coverage(cover(&p, "Harbor", date!(2025 - 02 - 01), None));
+            a.referral(referral(
+                &format!("rh{i}"),
+                &p,
+                "food-insecurity",
+                date!(2025 - 03 - 01),
+                "requested",
+            ));
+        }
+        for i in 0..11 {
+            let p = format!("s{i}");
+            a.coverage(cover(&p, "Sunrise", date!(2020 - 01 - 01), None));
+            a.referral(referral(
+                &format!("rs{i}"),
+                &p,
+                "food-insecurity",
+                date!(2025 - 03 - 01),
+                "requested",
+            ));
+        }
+        for i in 0..11 {
+            // Ended before the period's last day: no payer then.
+            let p = format!("x{i}");
+            a.coverage(cover(
+                &p,
+                "Sunrise",
+                date!(2020 - 01 - 01),
+                Some(date!(2025 - 06 - 30)),
+            ));
+            a.referral(referral(
+                &format!("rx{i}"),
+                &p,
+                "food-insecurity",
+                date!(2025 - 03 - 01),
+                "requested",
+            ));
+        }
+        let r = a.finish(NOW);
+        assert_eq!(
+            values(r.table("referrals-by-payer").unwrap()),
+            [
+                ("Harbor", Some(12)),
+                ("Sunrise", Some(11)),
+                ("unknown", Some(11))
+            ]
+        );
+        assert!(r.table("denials-by-payer").is_some());
+    }
+
+    #[test]
     fn postal_areas_are_three_digits_and_safe_harbor_areas_are_000() {
         assert_eq!(postal_area("62701").as_deref(), Some("627"));
         assert_eq!(postal_area(" 60601-1234").as_deref(), Some("606"));
@@ -2923,14 +3014,15 @@ mod tests {
         assert_eq!(r.counted.patients, 22);
         // Every table and trend is there, empty or not.
         for id in ["denials", "referrals", "positive-screens", "unmet-needs"] {
-            for dim in ["postal-area", "language", "age-band", "sex"] {
+            for dim in DIMENSIONS {
                 assert!(
                     r.table(&format!("{id}-by-{dim}")).is_some(),
                     "{id}-by-{dim}"
                 );
             }
         }
-        assert_eq!(r.tables.len(), 9 + 16);
+        // Denials by payer are by the denying payer: one table, not two.
+        assert_eq!(r.tables.len(), 9 + 4 * 5 - 1);
         assert_eq!(r.trends.len(), 4);
     }
 

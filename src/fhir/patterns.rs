@@ -264,14 +264,14 @@ pub async fn compute(
             let Some(patient) = id_of(&c["beneficiary"], "Patient") else {
                 continue;
             };
+            let payer = id_of(&c["payor"][0], "Organization").and_then(|o| names.get(o).cloned());
             if let Some(id) = c["id"].as_str() {
                 let plan = Plan {
                     plan_type: c["type"]["coding"][0]["display"]
                         .as_str()
                         .or(c["type"]["coding"][0]["code"].as_str())
                         .map(String::from),
-                    payer: id_of(&c["payor"][0], "Organization")
-                        .and_then(|o| names.get(o).cloned()),
+                    payer: payer.clone(),
                 };
                 coverages.insert(id.to_string(), plan);
             }
@@ -280,6 +280,7 @@ pub async fn compute(
                 start: views::json_date(&c["period"]["start"]),
                 end: views::json_date(&c["period"]["end"]),
                 active: c["status"] == "active",
+                payer,
             });
         }
     })
