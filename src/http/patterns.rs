@@ -72,6 +72,9 @@ struct Chart {
     total: String,
     /// The table beside the chart: (category, value).
     rows: Vec<(String, String)>,
+    /// Categories in the table but not drawn (a table's chart draws the
+    /// largest [`MAX_BARS`]; a trend draws every month).
+    more: usize,
 }
 
 const BAR_AREA: f64 = 380.0;
@@ -100,9 +103,14 @@ fn chart(
         .max()
         .unwrap_or(0)
         .max(1) as f64;
+    let drawn = if total.is_some() {
+        MAX_BARS
+    } else {
+        cells.len()
+    };
     let bars: Vec<Bar> = cells
         .iter()
-        .take(MAX_BARS)
+        .take(drawn)
         .enumerate()
         .map(|(i, c)| Bar {
             label: c.label.chars().take(34).collect(),
@@ -129,6 +137,7 @@ fn chart(
             None => String::new(),
         },
         rows: cells.iter().map(|c| (c.label.clone(), shown(c))).collect(),
+        more: cells.len().saturating_sub(drawn),
     }
 }
 
@@ -534,4 +543,111 @@ async fn export_measure_report(
         serde_json::to_vec_pretty(&mr).map_err(|e| AppError::Internal(e.to_string()))?,
     )
         .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::patterns::{Accumulator, Denial};
+    use time::macros::{date, datetime};
+
+    /// 30 denials by Sunrise, 4 by Harbor (suppressed, and Sunrise with it,
+    /// since the total would give Harbor back), over a year.
+    fn report() -> Report {
+        let mut a = Accumulator::new(Period {
+            start: date!(2025 - 01 - 01),
+            end: date!(2025 - 12 - 31),
+        });
+        for (prefix, payer, n) in [("s", "Sunrise", 30), ("h", "Harbor", 4)] {
+            for i in 0..n {
+                a.denial(Denial {
+                    id: format!("{prefix}{i}"),
+                    patient: format!("{prefix}{i}"),
+                    payer: payer.into(),
+                    plan_type: None,
+                    item: Some("72148 MRI lumbar spine".into()),
+                    reasons: vec!["50".into()],
+                    date: date!(2025 - 03 - 01),
+                });
+            }
+        }
+        a.finish(datetime!(2026-01-05 09:00 UTC))
+    }
+
+    #[test]
+    fn the_csv_states_period_definition_and_rule_on_every_row_and_shows_no_small_count() {
+        let text = String::from_utf8(csv(&report()).unwrap()).unwrap();
+        let mut rows = ::csv::Reader::from_reader(text.as_bytes());
+        let header = rows.headers().unwrap().clone();
+        assert_eq!(&header[5], "value");
+        let rows: Vec<_> = rows.records().map(Result::unwrap).collect();
+        assert!(rows.len() > 20);
+        for r in &rows {
+            assert_eq!((&r[7], &r[8]), ("2025-01-01", "2025-12-31"));
+            assert!(!r[9].is_empty(), "a definition on {r:?}");
+            assert_eq!(&r[10], SUPPRESSION_RULE);
+        }
+        let value = |measure: &str, category: &str| {
+            rows.iter()
+                .find(|r| &r[1] == measure && &r[4] == category)
+                .map(|r| r[5].to_string())
+                .unwrap_or_else(|| panic!("no {measure} / {category}"))
+        };
+        assert_eq!(value("denials-by-payer", "Harbor"), "< 11");
+        // Harbor's 4 would follow from Sunrise's 30 and a total of 34.
+        assert_eq!(value("denials-by-payer", "Sunrise"), "< 11");
+        assert_eq!(
+            value("repeated-denials", "Sunrise | 72148 MRI lumbar spine"),
+            "20-49"
+        );
+        // Both withheld, the total reveals neither.
+        assert_eq!(value("denials-by-payer", "total"), "34");
+    }
+
+    #[test]
+    fn the_measure_report_is_valid_r4_and_masks_what_is_withheld() {
+        let mr = measure_report(&report());
+        let schema =
+            crate::fhir::SchemaValidator::load(&crate::config::cache_dir().join("definitions"))
+                .expect("the FHIR schema is installed by ./scripts/test");
+        schema.validate(&mr).unwrap();
+        assert_eq!(mr["period"]["start"], "2025-01-01");
+        assert_eq!(mr["extension"][0]["valueString"], SUPPRESSION_RULE);
+        let payers = mr["group"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["id"] == "denials-by-payer")
+            .unwrap();
+        assert!(
+            payers["code"]["text"]
+                .as_str()
+                .unwrap()
+                .contains("by the payer")
+        );
+        for stratum in payers["stratifier"][0]["stratum"].as_array().unwrap() {
+            assert!(stratum["measureScore"].is_null(), "{stratum}");
+            assert_eq!(stratum["extension"][0]["valueCode"], "masked");
+        }
+        assert_eq!(payers["measureScore"]["value"], 34, "the total");
+    }
+
+    #[test]
+    fn a_trend_draws_every_month_and_a_long_table_says_what_it_leaves_out() {
+        let cells = |n: u64| -> Vec<Cell> {
+            (0..n)
+                .map(|i| Cell {
+                    label: format!("c{i}"),
+                    value: Some(100 - i),
+                    patients: 100,
+                })
+                .collect()
+        };
+        // A year from the 22nd touches 13 months: all are drawn.
+        let c = chart("t", "T", "d", "denials", "month", &cells(13), None);
+        assert_eq!((c.bars.len(), c.more), (13, 0));
+        let cells = cells(15);
+        let c = chart("t", "T", "d", "denials", "payer", &cells, Some(Some(1395)));
+        assert_eq!((c.bars.len(), c.rows.len(), c.more), (MAX_BARS, 15, 3));
+    }
 }
