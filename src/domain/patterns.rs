@@ -568,7 +568,7 @@ impl Seen {
 
 /// A histogram of durations (minutes or days): exact medians in memory
 /// bounded by the distinct durations.
-#[derive(Default)]
+#[derive(Debug, Clone, Default)]
 struct Histogram(BTreeMap<i64, u64>);
 
 impl Histogram {
@@ -966,7 +966,14 @@ impl Accumulator {
         });
     }
 
-    pub fn finish(mut self, computed: OffsetDateTime) -> Report {
+    /// Every measure, suppressed by [`SUPPRESSION_RULE`].
+    pub fn finish(self, computed: OffsetDateTime) -> Report {
+        self.finish_raw().suppress(computed)
+    }
+
+    /// Every measure's counts before suppression: what the computations of
+    /// disjoint sets of patients add up ([`Raw::merge`]).
+    pub fn finish_raw(mut self) -> Raw {
         let n = self.patients.len();
         let period = self.period;
         let mut tables = Vec::new();
@@ -1124,7 +1131,7 @@ impl Accumulator {
                 .into_iter()
                 .map(|(key, v, p)| (labels.name(key).to_owned(), v, p))
                 .collect();
-            table(
+            raw_table(
                 id,
                 title,
                 definition,
@@ -1203,7 +1210,7 @@ impl Accumulator {
                 .iter()
                 .map(|(d, v)| (labels.name(*d).to_owned(), *v, *v))
                 .collect();
-            tables.push(table(
+            tables.push(raw_table(
                 "unmet-needs-by-domain",
                 "Unmet needs by domain",
                 "Patients who screened positive in a domain in the period with no referral in that domain authored in the period.",
@@ -1300,7 +1307,7 @@ impl Accumulator {
                     g.1 += 1;
                 }
                 let cells = groups.into_iter().map(|(l, (v, p))| (l, v, p)).collect();
-                tables.push(table(
+                tables.push(raw_table(
                     &format!("{mid}-by-{did}"),
                     &format!("{mtitle} by {dname}"),
                     &format!("{mdef}, {ddef} (unknown when not recorded)."),
@@ -1314,7 +1321,7 @@ impl Accumulator {
 
         // --- rates -------------------------------------------------------
         let count = |flag: u32| self.patients.iter().filter(|s| s.flags & flag != 0).count() as u64;
-        rates.push(rate(
+        rates.push(RawRate::new(
             "appeal-rate",
             "Appeal rate",
             "Share of denials noticed in the period that an appeal answers (whenever it was filed).",
@@ -1322,7 +1329,7 @@ impl Accumulator {
             (self.denials.len() as u64, denied_p.count),
             unappealed_p.count,
         ));
-        rates.push(rate(
+        rates.push(RawRate::new(
             "overturn-rate",
             "Overturn rate",
             "Share of appeals filed in the period and decided whose denial was overturned in full or in part.",
@@ -1330,7 +1337,7 @@ impl Accumulator {
             (self.outcomes, count(F_OUTCOME)),
             count(F_UPHELD),
         ));
-        rates.push(rate(
+        rates.push(RawRate::new(
             "late-decisions",
             "Appeal decisions later than the clock",
             "Share of appeals filed in the period and decided whose decision came later than the clock: 72 hours from filing for an expedited appeal, 7 days for a standard one (the clock for standard pre-service decisions, 42 CFR 422.568(b)).",
@@ -1338,7 +1345,7 @@ impl Accumulator {
             (self.timed[0], count(F_TIMED)),
             count(F_ON_TIME),
         ));
-        rates.push(rate(
+        rates.push(RawRate::new(
             "late-decisions-expedited",
             "Expedited appeal decisions later than 72 hours",
             "Share of expedited appeals filed in the period and decided whose decision came more than 72 hours after filing.",
@@ -1346,7 +1353,7 @@ impl Accumulator {
             (self.timed[1], count(F_EXP_TIMED)),
             count(F_EXP_ON_TIME),
         ));
-        rates.push(rate(
+        rates.push(RawRate::new(
             "late-decisions-standard",
             "Standard appeal decisions later than 7 days",
             "Share of standard appeals filed in the period and decided whose decision came more than 7 days after filing (the clock for standard pre-service decisions, 42 CFR 422.568(b), used here for every kind of appeal).",
@@ -1354,7 +1361,7 @@ impl Accumulator {
             (self.timed[2], count(F_STD_TIMED)),
             count(F_STD_ON_TIME),
         ));
-        rates.push(rate(
+        rates.push(RawRate::new(
             "referrals-closed-within-60-days",
             "Referrals closed within 60 days of a positive screen",
             "Of the referrals authored in the period whose patient screened positive in the referral's domain on or before the day it was authored, the share completed within 60 days of the latest such screen.",
@@ -1362,7 +1369,7 @@ impl Accumulator {
             (linked, linked_p.count),
             late_p.count,
         ));
-        rates.push(rate(
+        rates.push(RawRate::new(
             "visits-screened",
             "Visits with a screening",
             "Share of visits in the period (one per patient and day) on whose day the patient had a screening for social needs.",
@@ -1370,7 +1377,7 @@ impl Accumulator {
             (self.visits.len() as u64, visit_p.count),
             unscreened_p.count,
         ));
-        rates.push(rate(
+        rates.push(RawRate::new(
             "unmet-needs",
             "Patients with an unmet need",
             "Of the patients who screened positive in the period, the share with a positive domain for which no referral in that domain was authored in the period.",
@@ -1392,7 +1399,7 @@ impl Accumulator {
         for (name, d) in domains {
             let pos = self.positive_by_domain.values.get(&d).copied().unwrap_or(0);
             let all = self.screened_by_domain.values[&d];
-            rates.push(rate(
+            rates.push(RawRate::new(
                 &format!("positivity-{name}"),
                 &format!("Screening positivity: {name}"),
                 &format!("Share of screening results in the domain {name} in the period that found the need."),
@@ -1401,6 +1408,343 @@ impl Accumulator {
                 of(&negative_p, d),
             ));
         }
+
+        // --- medians -----------------------------------------------------
+        medians.push(RawMedian::new(
+            "time-to-decision",
+            "Time to appeal decision",
+            "Median days from filing to decision of the appeals filed in the period and decided.",
+            self.decision_minutes.clone(),
+            1440.0,
+            count(F_TIMED),
+        ));
+        medians.push(RawMedian::new(
+            "time-to-accept",
+            "Time for a service to accept a referral",
+            "Median days from authoring to acceptance of the referrals authored in the period and accepted.",
+            self.accept_days.clone(),
+            1.0,
+            count(F_ACCEPTED),
+        ));
+        medians.push(RawMedian::new(
+            "time-to-close",
+            "Time to close a referral",
+            "Median days from authoring to completion of the referrals authored in the period and completed.",
+            self.close_days.clone(),
+            1.0,
+            count(F_CLOSED),
+        ));
+
+        // --- repeated denials ----------------------------------------------
+        let repeated: BTreeMap<(String, String), u64> = self
+            .by_payer_item
+            .patients_by_key()
+            .into_iter()
+            .map(|((payer, item), p)| {
+                (
+                    (labels.name(payer).to_owned(), labels.name(item).to_owned()),
+                    p,
+                )
+            })
+            .collect();
+
+        // --- trends --------------------------------------------------------
+        trends.push(RawTrend::new(
+            "denials-by-month",
+            "Denials by month",
+            "Denials by the month of their notice.",
+            "denials",
+            self.denials_monthly.points(&period),
+        ));
+        trends.push(RawTrend::new(
+            "coverage-lapses-by-month",
+            "Coverage lapses by month",
+            "Coverages ending in the month with no other active coverage of the patient on the next day (one lapse per patient and day; a coverage no longer active without an end date cannot be placed in a month and is not counted).",
+            "lapses",
+            lapses.points(&period),
+        ));
+        trends.push(RawTrend::new(
+            "coverage-gaps-by-month",
+            "Patients without coverage, by month",
+            "Patients with a coverage on record that began on or before the last day of the month (or of the period) but none active on that day.",
+            "patients",
+            gaps.points(&period),
+        ));
+        trends.push(RawTrend::new(
+            "positive-screens-by-month",
+            "Positive screens by month",
+            "Screening results that found a social need, by the month of the screening.",
+            "positive screens",
+            self.positives_monthly.points(&period),
+        ));
+
+        Raw {
+            period: Some(period),
+            tables,
+            rates,
+            medians,
+            trends,
+            repeated,
+            counted: self.counted,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Counts before suppression, added up over batches of patients
+
+/// The measures' counts before any suppression. The computations of
+/// disjoint sets of patients add up ([`Raw::merge`]): every count and every
+/// number of distinct patients is a sum over patients. Suppression is
+/// applied once, to the whole ([`Raw::suppress`]).
+#[derive(Debug, Clone, Default)]
+pub struct Raw {
+    period: Option<Period>,
+    tables: Vec<RawTable>,
+    rates: Vec<RawRate>,
+    medians: Vec<RawMedian>,
+    trends: Vec<RawTrend>,
+    /// (payer, item) → distinct patients.
+    repeated: BTreeMap<(String, String), u64>,
+    counted: Counted,
+}
+
+#[derive(Debug, Clone)]
+struct RawTable {
+    id: String,
+    title: String,
+    definition: String,
+    dimension: String,
+    unit: String,
+    /// (label, value, distinct patients)
+    cells: Vec<(String, u64, u64)>,
+    total_patients: u64,
+}
+
+fn raw_table(
+    id: &str,
+    title: &str,
+    definition: &str,
+    dimension: &str,
+    unit: &str,
+    cells: Vec<(String, u64, u64)>,
+    total_patients: u64,
+) -> RawTable {
+    RawTable {
+        id: id.to_owned(),
+        title: title.to_owned(),
+        definition: definition.to_owned(),
+        dimension: dimension.to_owned(),
+        unit: unit.to_owned(),
+        cells,
+        total_patients,
+    }
+}
+
+#[derive(Debug, Clone)]
+struct RawRate {
+    id: String,
+    title: String,
+    definition: String,
+    num: (u64, u64),
+    den: (u64, u64),
+    rest_patients: u64,
+}
+
+impl RawRate {
+    fn new(
+        id: &str,
+        title: &str,
+        definition: &str,
+        num: (u64, u64),
+        den: (u64, u64),
+        rest_patients: u64,
+    ) -> Self {
+        RawRate {
+            id: id.to_owned(),
+            title: title.to_owned(),
+            definition: definition.to_owned(),
+            num,
+            den,
+            rest_patients,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct RawMedian {
+    id: String,
+    title: String,
+    definition: String,
+    values: Histogram,
+    /// What a value is divided by to give days.
+    per_day: f64,
+    patients: u64,
+}
+
+impl RawMedian {
+    fn new(
+        id: &str,
+        title: &str,
+        definition: &str,
+        values: Histogram,
+        per_day: f64,
+        patients: u64,
+    ) -> Self {
+        RawMedian {
+            id: id.to_owned(),
+            title: title.to_owned(),
+            definition: definition.to_owned(),
+            values,
+            per_day,
+            patients,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct RawTrend {
+    id: String,
+    title: String,
+    definition: String,
+    unit: String,
+    points: Vec<(String, u64, u64)>,
+}
+
+impl RawTrend {
+    fn new(
+        id: &str,
+        title: &str,
+        definition: &str,
+        unit: &str,
+        points: Vec<(String, u64, u64)>,
+    ) -> Self {
+        RawTrend {
+            id: id.to_owned(),
+            title: title.to_owned(),
+            definition: definition.to_owned(),
+            unit: unit.to_owned(),
+            points,
+        }
+    }
+}
+
+/// Add `more` cells into `into`, by label (new labels at the end).
+fn add_cells(into: &mut Vec<(String, u64, u64)>, more: Vec<(String, u64, u64)>) {
+    for (label, v, p) in more {
+        match into.iter_mut().find(|c| c.0 == label) {
+            Some(c) => {
+                c.1 += v;
+                c.2 += p;
+            }
+            None => into.push((label, v, p)),
+        }
+    }
+}
+
+impl Raw {
+    /// Add the counts of another set of patients, disjoint from these.
+    pub fn merge(&mut self, other: Raw) {
+        self.period = self.period.or(other.period);
+        for t in other.tables {
+            match self.tables.iter_mut().find(|x| x.id == t.id) {
+                Some(x) => {
+                    add_cells(&mut x.cells, t.cells);
+                    x.total_patients += t.total_patients;
+                }
+                None => self.tables.push(t),
+            }
+        }
+        for r in other.rates {
+            match self.rates.iter_mut().find(|x| x.id == r.id) {
+                Some(x) => {
+                    x.num = (x.num.0 + r.num.0, x.num.1 + r.num.1);
+                    x.den = (x.den.0 + r.den.0, x.den.1 + r.den.1);
+                    x.rest_patients += r.rest_patients;
+                }
+                None => self.rates.push(r),
+            }
+        }
+        for m in other.medians {
+            match self.medians.iter_mut().find(|x| x.id == m.id) {
+                Some(x) => {
+                    for (v, c) in m.values.0 {
+                        *x.values.0.entry(v).or_default() += c;
+                    }
+                    x.patients += m.patients;
+                }
+                None => self.medians.push(m),
+            }
+        }
+        for t in other.trends {
+            match self.trends.iter_mut().find(|x| x.id == t.id) {
+                Some(x) => add_cells(&mut x.points, t.points),
+                None => self.trends.push(t),
+            }
+        }
+        for (k, p) in other.repeated {
+            *self.repeated.entry(k).or_default() += p;
+        }
+        let (a, b) = (&mut self.counted, other.counted);
+        a.patients += b.patients;
+        a.denials += b.denials;
+        a.appeals += b.appeals;
+        a.referrals += b.referrals;
+        a.screens += b.screens;
+        a.visits += b.visits;
+        a.coverages += b.coverages;
+    }
+
+    /// The report: every count suppressed by [`SUPPRESSION_RULE`].
+    pub fn suppress(self, computed: OffsetDateTime) -> Report {
+        let tables: Vec<Table> = self
+            .tables
+            .into_iter()
+            .map(|t| {
+                table(
+                    &t.id,
+                    &t.title,
+                    &t.definition,
+                    &t.dimension,
+                    &t.unit,
+                    t.cells,
+                    t.total_patients,
+                )
+            })
+            .collect();
+        let mut rates: Vec<Rate> = self
+            .rates
+            .into_iter()
+            .map(|r| {
+                rate(
+                    &r.id,
+                    &r.title,
+                    &r.definition,
+                    r.num,
+                    r.den,
+                    r.rest_patients,
+                )
+            })
+            .collect();
+        let medians = self
+            .medians
+            .into_iter()
+            .map(|m| {
+                median(
+                    &m.id,
+                    &m.title,
+                    &m.definition,
+                    m.values.median().map(|v| v / m.per_day),
+                    m.values.n(),
+                    m.patients,
+                )
+            })
+            .collect();
+        let trends = self
+            .trends
+            .into_iter()
+            .map(|t| trend(&t.id, &t.title, &t.definition, &t.unit, t.points))
+            .collect();
 
         // --- rates that other figures would reveal --------------------------
         // A rate whose numerator a table also shows: withheld with the
@@ -1442,41 +1786,14 @@ impl Accumulator {
             withhold(r);
         }
 
-        // --- medians -----------------------------------------------------
-        medians.push(median(
-            "time-to-decision",
-            "Time to appeal decision",
-            "Median days from filing to decision of the appeals filed in the period and decided.",
-            self.decision_minutes.median().map(|m| m / 1440.0),
-            self.decision_minutes.n(),
-            count(F_TIMED),
-        ));
-        medians.push(median(
-            "time-to-accept",
-            "Time for a service to accept a referral",
-            "Median days from authoring to acceptance of the referrals authored in the period and accepted.",
-            self.accept_days.median(),
-            self.accept_days.n(),
-            count(F_ACCEPTED),
-        ));
-        medians.push(median(
-            "time-to-close",
-            "Time to close a referral",
-            "Median days from authoring to completion of the referrals authored in the period and completed.",
-            self.close_days.median(),
-            self.close_days.n(),
-            count(F_CLOSED),
-        ));
-
         // --- repeated denials ----------------------------------------------
         let mut repeated: Vec<Repeated> = self
-            .by_payer_item
-            .patients_by_key()
+            .repeated
             .into_iter()
             .filter(|(_, p)| *p >= SMALL_CELL)
             .map(|((payer, item), p)| Repeated {
-                payer: labels.name(payer).to_owned(),
-                item: labels.name(item).to_owned(),
+                payer,
+                item,
                 patients: patient_band(p),
             })
             .collect();
@@ -1493,38 +1810,9 @@ impl Accumulator {
                 .then_with(|| (&a.payer, &a.item).cmp(&(&b.payer, &b.item)))
         });
 
-        // --- trends --------------------------------------------------------
-        trends.push(trend(
-            "denials-by-month",
-            "Denials by month",
-            "Denials by the month of their notice.",
-            "denials",
-            self.denials_monthly.points(&period),
-        ));
-        trends.push(trend(
-            "coverage-lapses-by-month",
-            "Coverage lapses by month",
-            "Coverages ending in the month with no other active coverage of the patient on the next day (one lapse per patient and day; a coverage no longer active without an end date cannot be placed in a month and is not counted).",
-            "lapses",
-            lapses.points(&period),
-        ));
-        trends.push(trend(
-            "coverage-gaps-by-month",
-            "Patients without coverage, by month",
-            "Patients with a coverage on record that began on or before the last day of the month (or of the period) but none active on that day.",
-            "patients",
-            gaps.points(&period),
-        ));
-        trends.push(trend(
-            "positive-screens-by-month",
-            "Positive screens by month",
-            "Screening results that found a social need, by the month of the screening.",
-            "positive screens",
-            self.positives_monthly.points(&period),
-        ));
-
+        let period = self.period.map(|p| (iso_date(p.start), iso_date(p.end)));
         Report {
-            period: (iso_date(period.start), iso_date(period.end)),
+            period: period.unwrap_or_default(),
             computed: computed.format(&Rfc3339).unwrap_or_default(),
             tables,
             rates,
@@ -3024,6 +3312,111 @@ mod tests {
         // Denials by payer are by the denying payer: one table, not two.
         assert_eq!(r.tables.len(), 9 + 4 * 5 - 1);
         assert_eq!(r.trends.len(), 4);
+    }
+
+    /// Patient `i` of a mixed population: a denial and its appeal, a
+    /// referral, two screens, two visits, two coverages, the facts.
+    fn one_patient(a: &mut Accumulator, i: usize) {
+        let domains = [
+            "food-insecurity",
+            "housing-instability",
+            "transportation-insecurity",
+        ];
+        let p = format!("patient-{i}");
+        let day = YEAR.start + Duration::days((i % 365) as i64);
+        a.denial(denial(
+            &format!("d{i}"),
+            &p,
+            ["A", "B", "C", "D"][i % 4],
+            ["X", "Y"][i % 2],
+            day,
+        ));
+        let mut ap = appeal(
+            &format!("a{i}"),
+            &p,
+            Some(&format!("d{i}")),
+            datetime!(2025-06-01 10:00 UTC),
+        );
+        if !i.is_multiple_of(3) {
+            ap.decided = Some(datetime!(2025-06-01 10:00 UTC) + Duration::hours((i % 200) as i64));
+            ap.outcome = Some(
+                if i.is_multiple_of(4) {
+                    "overturned"
+                } else {
+                    "upheld"
+                }
+                .into(),
+            );
+        }
+        a.appeal(ap);
+        let mut r = referral(
+            &format!("r{i}"),
+            &p,
+            domains[i % 3],
+            day,
+            ["completed", "requested", "rejected"][i % 3],
+        );
+        r.accepted = i
+            .is_multiple_of(3)
+            .then(|| day + Duration::days((i % 9) as i64));
+        r.closed = i
+            .is_multiple_of(3)
+            .then(|| day + Duration::days((i % 90) as i64));
+        a.referral(r);
+        a.screen(screen(&p, day, domains[i % 3], i.is_multiple_of(2)));
+        a.screen(screen(&p, day, domains[(i + 1) % 3], i.is_multiple_of(5)));
+        a.visit(Visit {
+            patient: p.clone(),
+            date: day,
+        });
+        a.coverage(span(&p, None, Some(day), true));
+        a.coverage(span(
+            &p,
+            Some(day + Duration::days(1)),
+            None,
+            !i.is_multiple_of(10),
+        ));
+        a.patient(
+            &p,
+            PatientFacts {
+                postal_area: Some(["627", "606", "618", "000"][i % 4].into()),
+                language: Some(
+                    if i % 300 == 7 {
+                        "vi"
+                    } else {
+                        ["en", "es"][i % 2]
+                    }
+                    .into(),
+                ),
+                sex: Some(["female", "male"][i % 2].into()),
+                birth_date: Some(date!(1960 - 01 - 01) + Duration::days((i * 7) as i64)),
+            },
+        );
+    }
+
+    #[test]
+    fn batches_of_patients_add_up_to_the_same_report_as_all_at_once() {
+        let mut whole = Accumulator::new(YEAR);
+        for i in 0..3000 {
+            one_patient(&mut whole, i);
+        }
+        let whole = whole.finish(NOW);
+        // In three uneven batches, each computed on its own, then added up.
+        let mut merged = Raw::default();
+        for batch in [0..1100, 1100..1900, 1900..3000] {
+            let mut a = Accumulator::new(YEAR);
+            for i in batch {
+                one_patient(&mut a, i);
+            }
+            merged.merge(a.finish_raw());
+        }
+        let merged = merged.suppress(NOW);
+        assert_eq!(merged, whole);
+        // Not a vacuous equality: there are small cells, and shown ones.
+        let language = whole.table("denials-by-language").unwrap();
+        assert_eq!(language.cell("vi").unwrap().value, None);
+        assert!(whole.median("time-to-decision").unwrap().days.is_some());
+        assert!(whole.rates.iter().filter(|r| r.percent.is_some()).count() > 5);
     }
 
     #[test]

@@ -1,11 +1,18 @@
-//! Reading the practice's data for the patterns view: one paged search per
-//! resource type (500 a page). A page stays the server's text
-//! ([`LazyPage`]); each resource is decoded when its turn comes, turned into
-//! the compact records of [`crate::domain::patterns`] and dropped, and the
-//! page is dropped before the next is read, so the memory does not grow with
-//! the number of resources (decoded at once, a page of 500 claim responses
-//! with their claims took about 24 MB). Progress is shared
-//! for the page that shows it.
+//! Reading the practice's data for the patterns view, a batch of patients
+//! at a time: a page of 500 Patients, then their records (coverages,
+//! denials, appeals, referrals, screenings, visits) with `patient=` searches
+//! of 100 ids at a time. Every measure joins records of one patient only
+//! (an appeal to its denial, a referral to the positive screen before it),
+//! so each batch is counted on its own ([`Accumulator::finish_raw`]) and
+//! added to the total ([`Raw::merge`]); nothing of a batch is kept after it,
+//! and memory does not grow with the number of patients. Suppression is
+//! applied once, to the total. Records of a patient the Patient search does
+//! not return are not counted.
+//!
+//! A page stays the server's text ([`LazyPage`]); each resource is decoded
+//! when its turn comes, turned into a compact record and dropped (decoded at
+//! once, a page of 500 claim responses with their claims took about 24 MB).
+//! Progress is shared for the page that shows it.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -19,7 +26,7 @@ use super::client::{FhirClient, LazyPage};
 use super::error::FhirError;
 use super::views;
 use crate::domain::patterns::{
-    Accumulator, Appeal, CoverageSpan, Denial, PatientFacts, Period, Referral, Report, Screen,
+    Accumulator, Appeal, CoverageSpan, Denial, PatientFacts, Period, Raw, Referral, Report, Screen,
     Visit, postal_area,
 };
 use crate::domain::sdoh::SDOHCC_TEMPORARY_CODES;
@@ -226,10 +233,22 @@ pub async fn compute(
     period: Period,
     progress: &Progress,
 ) -> Result<Report, FhirError> {
-    let mut acc = Accumulator::new(period);
-
-    progress.stage("patients");
-    each_page(client, "Patient", &[], progress, |page| {
+    let mut total = Raw::default();
+    // Code → display of the drugs and services the Claims name, to label
+    // the codes of denials entered by hand (which have only the typed words).
+    let mut item_names: HashMap<String, String> = HashMap::new();
+    let params = [("_count", PAGE_SIZE.to_string())];
+    let mut page = client.search_lazy("Patient", &params).await?;
+    for pages in 1.. {
+        progress.stage("patients");
+        progress.pages.fetch_add(1, Ordering::Relaxed);
+        progress
+            .resources
+            .fetch_add(page.count("Patient"), Ordering::Relaxed);
+        // One batch: these patients' facts and records, counted apart and
+        // added to the total; nothing of them is kept after.
+        let mut acc = Accumulator::new(period);
+        let mut ids: Vec<String> = Vec::new();
         for p in page.resources("Patient") {
             let Some(id) = p["id"].as_str() else { continue };
             let language = p["communication"]
@@ -241,6 +260,7 @@ pub async fn compute(
                         .and_then(|c| c["language"]["coding"][0]["code"].as_str())
                 })
                 .map(|l| l.split('-').next().unwrap_or(l).to_lowercase());
+            ids.push(id.to_string());
             acc.patient(
                 id,
                 PatientFacts {
@@ -251,13 +271,53 @@ pub async fn compute(
                 },
             );
         }
-    })
-    .await?;
+        for chunk in ids.chunks(IDS_PER_SEARCH) {
+            read_records(client, period, chunk, &mut acc, &mut item_names, progress).await?;
+        }
+        total.merge(acc.finish_raw());
+        if pages >= MAX_PAGES && page.next.is_some() {
+            return Err(FhirError::Invalid {
+                what: "the Patient search".into(),
+                detail: format!(
+                    "more than {} patients, the most Passerelle reads",
+                    MAX_PAGES * PAGE_SIZE
+                ),
+            });
+        }
+        match client.next_lazy(&page, "Patient").await? {
+            Some(next) => page = next,
+            None => break,
+        }
+    }
+    progress.stage("done");
+    Ok(total.suppress(OffsetDateTime::now_utc()))
+}
 
+/// Patients whose records one search asks for (`patient=` with their ids).
+const IDS_PER_SEARCH: usize = 100;
+
+/// The records of `ids` (their coverages, denials, appeals, referrals,
+/// screenings and visits), each search restricted to them, into `acc`.
+async fn read_records(
+    client: &FhirClient,
+    period: Period,
+    ids: &[String],
+    acc: &mut Accumulator,
+    item_names: &mut HashMap<String, String>,
+    progress: &Progress,
+) -> Result<(), FhirError> {
+    let who = ids
+        .iter()
+        .map(|id| format!("Patient/{id}"))
+        .collect::<Vec<_>>()
+        .join(",");
     progress.stage("coverage");
     // Coverage id → its plan type and payer, for the denials.
     let mut coverages: HashMap<String, Plan> = HashMap::new();
-    let q = [("_include", "Coverage:payor".to_string())];
+    let q = [
+        ("beneficiary", who.clone()),
+        ("_include", "Coverage:payor".to_string()),
+    ];
     each_page(client, "Coverage", &q, progress, |page| {
         let names = organization_names(page);
         for c in page.resources("Coverage") {
@@ -293,10 +353,8 @@ pub async fn compute(
             (param, format!("le{}", period.end)),
         ]
     };
-    // Code → display of the drugs and services the Claims name, to label
-    // the codes of denials entered by hand (which have only the typed words).
-    let mut item_names: HashMap<String, String> = HashMap::new();
     let mut q = period_q("created");
+    q.push(("patient", who.clone()));
     q.push(("_include", "ClaimResponse:request".into()));
     q.push(("_include", "ClaimResponse:insurer".into()));
     each_page(client, "ClaimResponse", &q, progress, |page| {
@@ -315,7 +373,7 @@ pub async fn compute(
                         .entry(code.to_string())
                         .or_insert_with(|| display.to_string());
                 }
-                let item = item_label(concept, &item_names);
+                let item = item_label(concept, item_names);
                 let coverage = id_of(&c["insurance"][0]["coverage"], "Coverage").map(String::from);
                 Some((c["id"].as_str()?.to_string(), (item, coverage)))
             })
@@ -375,7 +433,10 @@ pub async fn compute(
     each_page(
         client,
         "Task",
-        &[("code", format!("{APPEAL_TASK_SYSTEM}|"))],
+        &[
+            ("code", format!("{APPEAL_TASK_SYSTEM}|")),
+            ("patient", who.clone()),
+        ],
         progress,
         |page| {
             for t in page.resources("Task") {
@@ -396,7 +457,7 @@ pub async fn compute(
                     .map(String::from);
                 let mut denial = id_of(&t["focus"], "ClaimResponse").map(String::from);
                 if denial.is_none()
-                    && let Some(hand) = hand_denial(&t, id, patient, &coverages, &item_names)
+                    && let Some(hand) = hand_denial(&t, id, patient, &coverages, item_names)
                 {
                     denial = Some(hand.id.clone());
                     acc.denial(hand);
@@ -430,6 +491,7 @@ pub async fn compute(
         "Task",
         &[
             ("code", format!("{TASK_CODE_SYSTEM}|fulfill")),
+            ("patient", who.clone()),
             ("_include", "Task:focus".into()),
         ],
         progress,
@@ -485,7 +547,7 @@ pub async fn compute(
     each_page(
         client,
         "Observation",
-        &[("category", "sdoh".into())],
+        &[("category", "sdoh".into()), ("patient", who.clone())],
         progress,
         |page| {
             for o in page.resources("Observation") {
@@ -514,7 +576,9 @@ pub async fn compute(
     .await?;
 
     progress.stage("visits");
-    each_page(client, "Encounter", &period_q("date"), progress, |page| {
+    let mut q = period_q("date");
+    q.push(("patient", who));
+    each_page(client, "Encounter", &q, progress, |page| {
         for e in page.resources("Encounter") {
             if let (Some(patient), Some(date)) = (
                 id_of(&e["subject"], "Patient"),
@@ -529,8 +593,7 @@ pub async fn compute(
     })
     .await?;
 
-    progress.stage("done");
-    Ok(acc.finish(OffsetDateTime::now_utc()))
+    Ok(())
 }
 
 #[cfg(test)]
