@@ -15,7 +15,8 @@
 //! * `alone_peak_mb`, `alone_kept_mb`: the same computation run again in
 //!   the bench's own process (where the launcher's FHIR proxy also runs),
 //!   with freed memory handed back before and after: its peak above the
-//!   resting size, and what it keeps once done (the result held);
+//!   resting size, and what it keeps once done (the result held); the
+//!   largest of three runs;
 //! * the same at twice the data (`*_2x`), and the 2×-over-1× ratios
 //!   `time_ratio`, `compute_memory_ratio` and `alone_peak_ratio` (flat
 //!   means near 1) and `peak_ratio` (which includes the queue index's
@@ -164,7 +165,14 @@ async fn run(patients: usize) -> (f64, f64, f64, (f64, f64)) {
         start: today - time::Duration::days(365),
         end: today,
     };
-    (elapsed, before, peak, alone(&env, period).await)
+    // Three runs alone, the largest figures kept: one run's peak moves by
+    // a megabyte or so with the allocator.
+    let mut most = (0.0f64, f64::MIN);
+    for _ in 0..3 {
+        let (p, k) = alone(&env, period).await;
+        most = (most.0.max(p), most.1.max(k));
+    }
+    (elapsed, before, peak, most)
 }
 
 #[tokio::main]

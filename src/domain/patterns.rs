@@ -380,7 +380,7 @@ pub struct Counted {
 
 /// A 128-bit hash of an id: the joins keep this instead of the id's text
 /// (two SipHash runs; a collision among a billion ids has odds near 1e-21).
-fn id_key(id: &str) -> u128 {
+pub fn id_key(id: &str) -> u128 {
     let mut a = DefaultHasher::new();
     id.hash(&mut a);
     let mut b = DefaultHasher::new();
@@ -1695,8 +1695,36 @@ impl Raw {
         a.coverages += b.coverages;
     }
 
+    /// Rename the drugs and services (the cells of denials by item, the
+    /// items of repeated denials), once every batch is in: they are counted
+    /// by code and named from what all the batches read.
+    pub fn rename_items(&mut self, name: impl Fn(&str) -> String) {
+        for t in self.tables.iter_mut().filter(|t| t.id == "denials-by-item") {
+            for cell in t.cells.iter_mut().filter(|c| c.0 != UNKNOWN) {
+                cell.0 = name(&cell.0);
+            }
+        }
+        self.repeated = std::mem::take(&mut self.repeated)
+            .into_iter()
+            .map(|((payer, item), p)| ((payer, name(&item)), p))
+            .collect();
+    }
+
     /// The report: every count suppressed by [`SUPPRESSION_RULE`].
-    pub fn suppress(self, computed: OffsetDateTime) -> Report {
+    pub fn suppress(mut self, computed: OffsetDateTime) -> Report {
+        // Positivity rates by domain in the domains' order, whichever batch
+        // saw a domain first.
+        let (mut fixed, mut by_domain): (Vec<RawRate>, Vec<RawRate>) = self
+            .rates
+            .into_iter()
+            .partition(|r| !r.id.starts_with("positivity-"));
+        by_domain.sort_by(|a, b| a.id.cmp(&b.id));
+        let at = fixed
+            .iter()
+            .position(|r| r.id == "unmet-needs")
+            .map_or(fixed.len(), |i| i + 1);
+        fixed.splice(at..at, by_domain);
+        self.rates = fixed;
         let tables: Vec<Table> = self
             .tables
             .into_iter()
@@ -3417,6 +3445,24 @@ mod tests {
         assert_eq!(language.cell("vi").unwrap().value, None);
         assert!(whole.median("time-to-decision").unwrap().days.is_some());
         assert!(whole.rates.iter().filter(|r| r.percent.is_some()).count() > 5);
+    }
+
+    #[test]
+    fn items_counted_by_code_are_named_once_all_batches_are_in() {
+        let mut total = Raw::default();
+        for (prefix, payer) in [("a", "Sunrise"), ("b", "Sunrise")] {
+            let mut a = acc();
+            deny_many(&mut a, prefix, 6, payer, "1364445");
+            total.merge(a.finish_raw());
+        }
+        total.rename_items(|code| format!("{code} apixaban 5 MG Oral Tablet"));
+        let r = total.suppress(NOW);
+        assert_eq!(
+            values(r.table("denials-by-item").unwrap()),
+            [("1364445 apixaban 5 MG Oral Tablet", Some(12))]
+        );
+        assert_eq!(r.repeated[0].item, "1364445 apixaban 5 MG Oral Tablet");
+        assert_eq!(r.repeated[0].patients, "11-19");
     }
 
     #[test]

@@ -14,7 +14,7 @@
 //! once, a page of 500 claim responses with their claims took about 24 MB).
 //! Progress is shared for the page that shows it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -27,7 +27,7 @@ use super::error::FhirError;
 use super::views;
 use crate::domain::patterns::{
     Accumulator, Appeal, CoverageSpan, Denial, PatientFacts, Period, Raw, Referral, Report, Screen,
-    Visit, postal_area,
+    Visit, id_key, postal_area,
 };
 use crate::domain::sdoh::SDOHCC_TEMPORARY_CODES;
 use crate::domain::visit::{APPEAL_TASK_SYSTEM, TASK_CODE_SYSTEM};
@@ -135,19 +135,22 @@ fn organization_names(page: &LazyPage) -> HashMap<String, String> {
 /// Distinct item codes whose display is remembered, at most.
 const MAX_ITEM_NAMES: usize = 10_000;
 
-/// "code display" of a drug or service: its code, with the code's display
-/// (its own, else one a Claim gave for the code). Never the concept's
+/// A drug or service is counted by its code; once every batch is read, the
+/// code is named with the display a Claim gave it ([`named_item`]), so a
+/// hand-entered denial (which has only the typed words) counts with the
+/// Claims of the same code whichever batch they are in. Never the concept's
 /// free text: what a person typed does not reach a label, and so not an
 /// export. A concept without a code has no label (it counts as unknown).
-fn item_label(concept: &Value, names: &HashMap<String, String>) -> Option<String> {
-    let code = concept["coding"][0]["code"].as_str()?;
-    let display = concept["coding"][0]["display"]
-        .as_str()
-        .or_else(|| names.get(code).map(String::as_str));
-    Some(match display {
-        Some(d) => format!("{code} {d}"),
+fn item_label(concept: &Value) -> Option<String> {
+    concept["coding"][0]["code"].as_str().map(String::from)
+}
+
+/// "code display" of an item code, when a Claim named the code.
+fn named_item(code: &str, names: &HashMap<String, String>) -> String {
+    match names.get(code) {
+        Some(display) => format!("{code} {display}"),
         None => code.to_string(),
-    })
+    }
 }
 
 /// The service a referral went to, by the performer's name when the
@@ -192,7 +195,6 @@ fn hand_denial(
     id: &str,
     patient: &str,
     coverages: &HashMap<String, Plan>,
-    item_names: &HashMap<String, String>,
 ) -> Option<Denial> {
     let date = inputs(task, "notice-date").find_map(|i| views::json_date(&i["valueDate"]))?;
     let plan = id_of(&task["insurance"][0], "Coverage").and_then(|c| coverages.get(c));
@@ -204,8 +206,7 @@ fn hand_denial(
         patient: patient.to_string(),
         payer,
         plan_type: plan.and_then(|p| p.plan_type.clone()),
-        item: inputs(task, "denied-item")
-            .find_map(|i| item_label(&i["valueCodeableConcept"], item_names)),
+        item: inputs(task, "denied-item").find_map(|i| item_label(&i["valueCodeableConcept"])),
         reasons: inputs(task, "denial-reason")
             .filter_map(|i| i["valueCodeableConcept"]["coding"][0]["code"].as_str())
             .map(String::from)
@@ -237,6 +238,10 @@ pub async fn compute(
     // Code → display of the drugs and services the Claims name, to label
     // the codes of denials entered by hand (which have only the typed words).
     let mut item_names: HashMap<String, String> = HashMap::new();
+    // Hashes of the patients counted: a page that shifts (patients added
+    // while the server pages by offset) must not count one twice (16 bytes
+    // a patient).
+    let mut seen: HashSet<u128> = HashSet::new();
     let params = [("_count", PAGE_SIZE.to_string())];
     let mut page = client.search_lazy("Patient", &params).await?;
     for pages in 1.. {
@@ -251,6 +256,9 @@ pub async fn compute(
         let mut ids: Vec<String> = Vec::new();
         for p in page.resources("Patient") {
             let Some(id) = p["id"].as_str() else { continue };
+            if !seen.insert(id_key(id)) {
+                continue;
+            }
             let language = p["communication"]
                 .as_array()
                 .and_then(|c| {
@@ -290,6 +298,7 @@ pub async fn compute(
         }
     }
     progress.stage("done");
+    total.rename_items(|code| named_item(code, &item_names));
     Ok(total.suppress(OffsetDateTime::now_utc()))
 }
 
@@ -373,7 +382,7 @@ async fn read_records(
                         .entry(code.to_string())
                         .or_insert_with(|| display.to_string());
                 }
-                let item = item_label(concept, item_names);
+                let item = item_label(concept);
                 let coverage = id_of(&c["insurance"][0]["coverage"], "Coverage").map(String::from);
                 Some((c["id"].as_str()?.to_string(), (item, coverage)))
             })
@@ -457,7 +466,7 @@ async fn read_records(
                     .map(String::from);
                 let mut denial = id_of(&t["focus"], "ClaimResponse").map(String::from);
                 if denial.is_none()
-                    && let Some(hand) = hand_denial(&t, id, patient, &coverages, item_names)
+                    && let Some(hand) = hand_denial(&t, id, patient, &coverages)
                 {
                     denial = Some(hand.id.clone());
                     acc.denial(hand);
@@ -631,12 +640,8 @@ mod tests {
                 payer: Some("Harbor Medicare Advantage".into()),
             },
         )]);
-        let names = HashMap::from([(
-            "1364445".to_string(),
-            "apixaban 5 MG Oral Tablet".to_string(),
-        )]);
         let t = appeal_task(Some("Coverage/c1"));
-        let d = hand_denial(&t, "a1", "p1", &coverages, &names).unwrap();
+        let d = hand_denial(&t, "a1", "p1", &coverages).unwrap();
         assert_eq!(
             d,
             Denial {
@@ -644,22 +649,15 @@ mod tests {
                 patient: "p1".into(),
                 payer: "Harbor Medicare Advantage".into(),
                 plan_type: Some("Medicare HMO".into()),
-                item: Some("1364445 apixaban 5 MG Oral Tablet".into()),
+                item: Some("1364445".into()),
                 reasons: vec!["50".into(), "N386".into()],
                 date: time::macros::date!(2026 - 10 - 02),
             }
         );
 
         // No coverage on file: an unknown payer (what was typed is free
-        // text), and the code alone when no Claim named it.
-        let d = hand_denial(
-            &appeal_task(Some("Coverage/gone")),
-            "a1",
-            "p1",
-            &coverages,
-            &HashMap::new(),
-        )
-        .unwrap();
+        // text); the item is its code (named later from the Claims).
+        let d = hand_denial(&appeal_task(Some("Coverage/gone")), "a1", "p1", &coverages).unwrap();
         assert_eq!(d.payer, UNKNOWN_PAYER);
         assert_eq!(d.plan_type, None);
         assert_eq!(d.item.as_deref(), Some("1364445"));
@@ -671,18 +669,17 @@ mod tests {
         // An appeal without a notice date records no denial of its own.
         let mut t = appeal_task(None);
         t["input"].as_array_mut().unwrap().remove(0);
-        assert_eq!(hand_denial(&t, "a1", "p1", &coverages, &names), None);
+        assert_eq!(hand_denial(&t, "a1", "p1", &coverages), None);
     }
 
     #[test]
     fn labels_come_from_codes_and_services_never_from_typed_words_or_people() {
-        let names = HashMap::new();
         let concept = json!({ "coding": [{ "code": "72148", "display": "MRI lumbar spine" }], "text": "MRI for Jane" });
-        assert_eq!(
-            item_label(&concept, &names).as_deref(),
-            Some("72148 MRI lumbar spine")
-        );
-        assert_eq!(item_label(&json!({ "text": "MRI for Jane" }), &names), None);
+        assert_eq!(item_label(&concept).as_deref(), Some("72148"));
+        assert_eq!(item_label(&json!({ "text": "MRI for Jane" })), None);
+        let names = HashMap::from([("72148".to_string(), "MRI lumbar spine".to_string())]);
+        assert_eq!(named_item("72148", &names), "72148 MRI lumbar spine");
+        assert_eq!(named_item("E0601", &names), "E0601");
 
         let service = |p: Value| service_label(&p);
         assert_eq!(
