@@ -5,8 +5,8 @@
 //!
 //! * `patients`, `tasks`, `denials`: the data (5,000 patients: 20,000 Tasks
 //!   and 5,000 denials);
-//! * `compute_s`: from "compute" to the result, every resource read in
-//!   pages of 500 (target: under 30 s);
+//! * `compute_s`: from "compute" to the result, a batch of 500 patients at
+//!   a time (target: under 30 s);
 //! * `before_mb`: the Passerelle process's resident memory just before
 //!   (mostly the coordinator queue's in-memory index of open Tasks, which
 //!   grows with them: see `BENCH queue`); `peak_mb`: its exact peak during
