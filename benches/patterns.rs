@@ -32,11 +32,10 @@ use std::time::{Duration, Instant};
 use std::sync::Arc;
 
 use common::smart::{Browser, EnvOptions, approve_standalone_as, smart_env_with};
-use futures::future::BoxFuture;
+use passerelle::auth::StaticToken;
 use passerelle::auth::smart::ClientAuthMethod;
 use passerelle::domain::patterns::Period;
 use passerelle::fhir::patterns::{Progress, compute};
-use passerelle::fhir::{Authorizer, FhirError};
 
 const PATIENTS: usize = 5_000;
 
@@ -53,29 +52,15 @@ fn status_mb(pid: u32, field: &str) -> f64 {
         / 1024.0
 }
 
-/// A fixed bearer token, for the computation run inside the bench.
-struct Token(String);
-
-impl Authorizer for Token {
-    fn token(&self) -> BoxFuture<'_, Result<String, FhirError>> {
-        Box::pin(async move { Ok(self.0.clone()) })
-    }
-    fn after_unauthorized<'a>(
-        &'a self,
-        _rejected: &'a str,
-    ) -> BoxFuture<'a, Result<Option<String>, FhirError>> {
-        Box::pin(async { Ok(None) })
-    }
-}
-
 /// The computation alone, in this process, through the development
 /// launcher's FHIR proxy (the address hfs gives its paging links; the proxy
 /// runs in this process too and holds one answer at a time): (peak above the
 /// resting size, kept once done while the result is held), in MB. Freed
 /// memory is handed back first so the resting size is honest.
 async fn alone(env: &common::smart::SmartEnv, period: Period) -> (f64, f64) {
-    let client = common::fhir_client(&env.launcher.fhir_base())
-        .with_authorizer(Arc::new(Token(env.launcher.system_token("system/*.rs"))));
+    let client = common::fhir_client(&env.launcher.fhir_base()).with_authorizer(Arc::new(
+        StaticToken(env.launcher.system_token("system/*.rs")),
+    ));
     // SAFETY: malloc_trim only releases free heap pages.
     unsafe {
         libc::malloc_trim(0);

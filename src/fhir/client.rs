@@ -336,6 +336,16 @@ impl FhirClient {
         resource_type: &str,
         params: &[(&str, String)],
     ) -> Result<SearchPage, FhirError> {
+        let url = self.search_address(resource_type, params)?;
+        self.search_url(url, resource_type).await
+    }
+
+    /// `[base]/[type]?params`, for a resource type's name only.
+    fn search_address(
+        &self,
+        resource_type: &str,
+        params: &[(&str, String)],
+    ) -> Result<Url, FhirError> {
         if !is_valid_type(resource_type) {
             return Err(FhirError::Request(format!(
                 "{resource_type} is not a resource type"
@@ -344,7 +354,15 @@ impl FhirClient {
         let mut url = self.url(resource_type);
         url.query_pairs_mut()
             .extend_pairs(params.iter().map(|(k, v)| (*k, v.as_str())));
-        self.search_url(url, resource_type).await
+        Ok(url)
+    }
+
+    /// GET one page of a search. Strict: a server that does not know one of
+    /// our search parameters must say so, not ignore it and return every
+    /// patient's resources.
+    async fn get_page(&self, url: Url, what: &str) -> Result<Answer, FhirError> {
+        let strict = [("prefer", "handling=strict".to_string())];
+        self.send(Method::GET, url, None, &strict, true, what).await
     }
 
     /// The page after `page`, if any.
@@ -381,12 +399,7 @@ impl FhirClient {
 
     async fn search_url(&self, url: Url, resource_type: &str) -> Result<SearchPage, FhirError> {
         let what = format!("the {resource_type} search");
-        // Strict: a server that does not know one of our search parameters
-        // must say so, not ignore it and return every patient's resources.
-        let strict = [("prefer", "handling=strict".to_string())];
-        let answer = self
-            .send(Method::GET, url, None, &strict, true, &what)
-            .await?;
+        let answer = self.get_page(url, &what).await?;
         let bundle = parse_json(&answer.body, &what)?;
         self.page_from_bundle(bundle, &what)
     }
@@ -397,14 +410,7 @@ impl FhirClient {
         resource_type: &str,
         params: &[(&str, String)],
     ) -> Result<LazyPage, FhirError> {
-        if !is_valid_type(resource_type) {
-            return Err(FhirError::Request(format!(
-                "{resource_type} is not a resource type"
-            )));
-        }
-        let mut url = self.url(resource_type);
-        url.query_pairs_mut()
-            .extend_pairs(params.iter().map(|(k, v)| (*k, v.as_str())));
+        let url = self.search_address(resource_type, params)?;
         self.lazy_url(url, resource_type).await
     }
 
@@ -422,10 +428,7 @@ impl FhirClient {
 
     async fn lazy_url(&self, url: Url, resource_type: &str) -> Result<LazyPage, FhirError> {
         let what = format!("the {resource_type} search");
-        let strict = [("prefer", "handling=strict".to_string())];
-        let answer = self
-            .send(Method::GET, url, None, &strict, true, &what)
-            .await?;
+        let answer = self.get_page(url, &what).await?;
         self.lazy_page(&answer.body, &what)
     }
 
