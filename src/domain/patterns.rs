@@ -1344,7 +1344,8 @@ impl Accumulator {
             (self.late[0], count(F_LATE)),
             (self.timed[0], count(F_TIMED)),
             count(F_ON_TIME),
-        ));
+        )
+        .shown_with(ShownWith::SumOf(&["late-decisions-expedited", "late-decisions-standard"])));
         rates.push(RawRate::new(
             "late-decisions-expedited",
             "Expedited appeal decisions later than 72 hours",
@@ -1384,7 +1385,10 @@ impl Accumulator {
             (unmet_patients.count, unmet_patients.count),
             (positive_patients.count, positive_patients.count),
             positive_patients.count - unmet_patients.count,
-        ));
+        )
+        .shown_with(ShownWith::Totals(
+            DIMENSIONS.iter().map(|d| format!("unmet-needs-by-{d}")).collect(),
+        )));
         let mut domains: Vec<(String, u32)> = self
             .screened_by_domain
             .values
@@ -1406,7 +1410,11 @@ impl Accumulator {
                 (pos, of(&positive_p, d)),
                 (all, of(&screened_p, d)),
                 of(&negative_p, d),
-            ));
+            )
+            .shown_with(ShownWith::Cell {
+                table: "positive-screens-by-domain",
+                label: name.clone(),
+            }));
         }
 
         // --- medians -----------------------------------------------------
@@ -1549,9 +1557,30 @@ struct RawRate {
     num: (u64, u64),
     den: (u64, u64),
     rest_patients: u64,
+    /// Another figure that would give back what this rate withholds.
+    shown_with: ShownWith,
+}
+
+/// What else shows a rate's figures, so that suppression withholds them
+/// together.
+#[derive(Debug, Clone, Default)]
+enum ShownWith {
+    #[default]
+    Nothing,
+    /// Its numerator is this table's cell.
+    Cell { table: &'static str, label: String },
+    /// Its numerator is the total of each of these tables.
+    Totals(Vec<String>),
+    /// It adds up these rates (numerators and denominators).
+    SumOf(&'static [&'static str]),
 }
 
 impl RawRate {
+    fn shown_with(mut self, link: ShownWith) -> Self {
+        self.shown_with = link;
+        self
+    }
+
     fn new(
         id: &str,
         title: &str,
@@ -1567,6 +1596,7 @@ impl RawRate {
             num,
             den,
             rest_patients,
+            shown_with: ShownWith::Nothing,
         }
     }
 }
@@ -1740,6 +1770,7 @@ impl Raw {
                 )
             })
             .collect();
+        let links: Vec<ShownWith> = self.rates.iter().map(|r| r.shown_with.clone()).collect();
         let mut rates: Vec<Rate> = self
             .rates
             .into_iter()
@@ -1778,24 +1809,28 @@ impl Raw {
         // A rate whose numerator a table also shows: withheld with the
         // table's figure; and with its numerator withheld while the table
         // shows it, the denominator goes too (it would give the difference).
-        let shown_cell = |table: &str, label: &str| {
-            tables
-                .iter()
-                .find(|t| t.id == table)
-                .and_then(|t| t.cells.iter().find(|c| c.label == label))
-                .is_some_and(|c| c.value.is_some())
-        };
-        let totals_shown = DIMENSIONS.iter().all(|d| {
-            tables
-                .iter()
-                .find(|t| t.id == format!("unmet-needs-by-{d}"))
-                .is_some_and(|t| t.total.is_some())
-        });
-        for r in rates.iter_mut() {
-            let published = match r.id.strip_prefix("positivity-") {
-                Some(domain) => shown_cell("positive-screens-by-domain", domain),
-                None if r.id == "unmet-needs" => totals_shown,
-                None => continue,
+        // A rate that adds up others: withheld when one of them is.
+        let table = |id: &str| tables.iter().find(|t| t.id == id);
+        let withheld: Vec<String> = rates
+            .iter()
+            .filter(|r| r.numerator.is_none() || r.denominator.is_none())
+            .map(|r| r.id.clone())
+            .collect();
+        for (r, link) in rates.iter_mut().zip(&links) {
+            let published = match link {
+                ShownWith::Nothing => continue,
+                ShownWith::Cell { table: t, label } => table(t)
+                    .and_then(|t| t.cell(label))
+                    .is_some_and(|c| c.value.is_some()),
+                ShownWith::Totals(ids) => ids
+                    .iter()
+                    .all(|id| table(id).is_some_and(|t| t.total.is_some())),
+                ShownWith::SumOf(parts) => {
+                    if parts.iter().any(|p| withheld.iter().any(|w| w == p)) {
+                        withhold(r);
+                    }
+                    continue;
+                }
             };
             if !published {
                 r.numerator = None;
@@ -1803,15 +1838,6 @@ impl Raw {
             } else if r.numerator.is_none() {
                 withhold(r);
             }
-        }
-        // The late share overall adds up the expedited and standard ones:
-        // with one of those withheld, the overall would give it back.
-        let part_hidden = rates
-            .iter()
-            .filter(|r| r.id == "late-decisions-expedited" || r.id == "late-decisions-standard")
-            .any(|r| r.numerator.is_none() || r.denominator.is_none());
-        if part_hidden && let Some(r) = rates.iter_mut().find(|r| r.id == "late-decisions") {
-            withhold(r);
         }
 
         // --- repeated denials ----------------------------------------------

@@ -75,6 +75,78 @@ fn id_of<'a>(reference: &'a Value, kind: &str) -> Option<&'a str> {
         .strip_prefix('/')
 }
 
+/// The pages of one search, read one at a time: each counted in the
+/// progress, and the memory of the one before handed back.
+struct Pages<'a> {
+    client: &'a FhirClient,
+    resource_type: &'a str,
+    progress: &'a Progress,
+    next: Option<LazyPage>,
+    read: usize,
+}
+
+impl<'a> Pages<'a> {
+    async fn start(
+        client: &'a FhirClient,
+        resource_type: &'a str,
+        params: &[(&str, String)],
+        progress: &'a Progress,
+    ) -> Result<Pages<'a>, FhirError> {
+        let mut params: Vec<(&str, String)> = params.to_vec();
+        params.push(("_count", PAGE_SIZE.to_string()));
+        let first = client.search_lazy(resource_type, &params).await?;
+        Ok(Pages {
+            client,
+            resource_type,
+            progress,
+            next: Some(first),
+            read: 0,
+        })
+    }
+
+    /// The next page, or none when the search is done. Measures over part
+    /// of the data would be wrong, not smaller: past [`MAX_PAGES`] this is
+    /// a clear error rather than a truncated count.
+    async fn next(&mut self, before: Option<LazyPage>) -> Result<Option<LazyPage>, FhirError> {
+        let page = match (self.next.take(), before) {
+            (Some(first), _) => first,
+            (None, None) => return Ok(None),
+            (None, Some(before)) => {
+                if self.read >= MAX_PAGES && before.next.is_some() {
+                    return Err(FhirError::Invalid {
+                        what: format!("the {} search", self.resource_type),
+                        detail: format!(
+                            "more than {} {} resources, the most Passerelle reads for one search",
+                            MAX_PAGES * PAGE_SIZE,
+                            self.resource_type
+                        ),
+                    });
+                }
+                let next = self.client.next_lazy(&before, self.resource_type).await?;
+                drop(before);
+                // Each page is parsed and dropped: hand the freed memory
+                // back so the process stays near its baseline whatever the
+                // data's size (glibc keeps freed arenas otherwise).
+                #[cfg(all(target_os = "linux", target_env = "gnu"))]
+                // SAFETY: malloc_trim only releases free heap pages.
+                unsafe {
+                    libc::malloc_trim(0);
+                }
+                match next {
+                    Some(page) => page,
+                    None => return Ok(None),
+                }
+            }
+        };
+        self.read += 1;
+        self.progress.pages.fetch_add(1, Ordering::Relaxed);
+        self.progress
+            .resources
+            .fetch_add(page.count(self.resource_type), Ordering::Relaxed);
+        Ok(Some(page))
+    }
+}
+
 /// Every page of a search, each handed to `each` and dropped.
 async fn each_page(
     client: &FhirClient,
@@ -83,38 +155,11 @@ async fn each_page(
     progress: &Progress,
     mut each: impl FnMut(&LazyPage),
 ) -> Result<(), FhirError> {
-    let mut params: Vec<(&str, String)> = params.to_vec();
-    params.push(("_count", PAGE_SIZE.to_string()));
-    let mut page = client.search_lazy(resource_type, &params).await?;
-    for pages in 1.. {
-        progress.pages.fetch_add(1, Ordering::Relaxed);
-        progress
-            .resources
-            .fetch_add(page.count(resource_type), Ordering::Relaxed);
+    let mut pages = Pages::start(client, resource_type, params, progress).await?;
+    let mut before = None;
+    while let Some(page) = pages.next(before.take()).await? {
         each(&page);
-        // Each page is parsed and dropped: hand the freed memory back so
-        // the process stays near its baseline whatever the data's size
-        // (glibc keeps freed arenas otherwise).
-        #[cfg(all(target_os = "linux", target_env = "gnu"))]
-        // SAFETY: malloc_trim only releases free heap pages.
-        unsafe {
-            libc::malloc_trim(0);
-        }
-        // Measures over part of the data would be wrong, not smaller: stop
-        // with a clear error rather than count a truncated set.
-        if pages >= MAX_PAGES && page.next.is_some() {
-            return Err(FhirError::Invalid {
-                what: format!("the {resource_type} search"),
-                detail: format!(
-                    "more than {} resources, the most Passerelle reads for one measure; choose a shorter period",
-                    MAX_PAGES * PAGE_SIZE
-                ),
-            });
-        }
-        match client.next_lazy(&page, resource_type).await? {
-            Some(next) => page = next,
-            None => break,
-        }
+        before = Some(page);
     }
     Ok(())
 }
@@ -242,14 +287,10 @@ pub async fn compute(
     // while the server pages by offset) must not count one twice (16 bytes
     // a patient).
     let mut seen: HashSet<u128> = HashSet::new();
-    let params = [("_count", PAGE_SIZE.to_string())];
-    let mut page = client.search_lazy("Patient", &params).await?;
-    for pages in 1.. {
-        progress.stage("patients");
-        progress.pages.fetch_add(1, Ordering::Relaxed);
-        progress
-            .resources
-            .fetch_add(page.count("Patient"), Ordering::Relaxed);
+    let mut pages = Pages::start(client, "Patient", &[], progress).await?;
+    let mut before = None;
+    progress.stage("patients");
+    while let Some(page) = pages.next(before.take()).await? {
         // One batch: these patients' facts and records, counted apart and
         // added to the total; nothing of them is kept after.
         let mut acc = Accumulator::new(period);
@@ -283,19 +324,8 @@ pub async fn compute(
             read_records(client, period, chunk, &mut acc, &mut item_names, progress).await?;
         }
         total.merge(acc.finish_raw());
-        if pages >= MAX_PAGES && page.next.is_some() {
-            return Err(FhirError::Invalid {
-                what: "the Patient search".into(),
-                detail: format!(
-                    "more than {} patients, the most Passerelle reads",
-                    MAX_PAGES * PAGE_SIZE
-                ),
-            });
-        }
-        match client.next_lazy(&page, "Patient").await? {
-            Some(next) => page = next,
-            None => break,
-        }
+        before = Some(page);
+        progress.stage("patients");
     }
     progress.stage("done");
     total.rename_items(|code| named_item(code, &item_names));

@@ -160,9 +160,12 @@ struct PatternsPage {
     trends: Vec<Chart>,
 }
 
+/// How the page shows a withheld rate or median.
+const WITHHELD: &str = "< 11 patients: withheld";
+
 fn percent(p: Option<f64>) -> String {
     p.map(|p| format!("{p:.1} %"))
-        .unwrap_or_else(|| "< 11 patients: withheld".into())
+        .unwrap_or_else(|| WITHHELD.into())
 }
 
 async fn page(
@@ -220,7 +223,7 @@ async fn page(
                     m.title.clone(),
                     m.days
                         .map(|d| format!("{d:.1} days"))
-                        .unwrap_or_else(|| "< 11 patients: withheld".into()),
+                        .unwrap_or_else(|| WITHHELD.into()),
                     m.n.map(|n| format!("n = {n}")).unwrap_or_default(),
                     m.definition.clone(),
                 )
