@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::proxy::{Fault, Proxy};
-use common::smart::{Browser, Page, hidden_field, smart_env};
+use common::smart::{Browser, Page, SmartEnv, hidden_field, smart_env};
 use passerelle::auth::smart::ClientAuthMethod;
 use passerelle::fhir::appeal::APPEAL_ID_SYSTEM;
 use passerelle::fhir::referral::REFERRAL_ID_SYSTEM;
@@ -30,6 +30,13 @@ fn at(visit: &Page, path: &str) -> String {
 }
 
 /// The href of the link with `id`.
+/// Open the link with `id` on `page`, as a click would.
+async fn follow(env: &SmartEnv, browser: &Browser, page: &Page, id: &str) -> Page {
+    browser
+        .get(&format!("{}{}", env.app, link(&page.body, id)))
+        .await
+}
+
 fn link(html: &str, id: &str) -> String {
     let html = common::unescape(html);
     let before = html
@@ -79,13 +86,7 @@ async fn a_referral_is_recorded_once_with_consent_and_taken_through_its_lifecycl
     let browser = Browser::default();
     // James Wilson screened positive for food insecurity.
     let visit = ehr_launch(&env, &browser, "pas-p08").await;
-    let refer = browser
-        .get(&format!(
-            "{}{}",
-            env.app,
-            link(&visit.body, "refer-food-insecurity")
-        ))
-        .await;
+    let refer = follow(&env, &browser, &visit, "refer-food-insecurity").await;
     assert_eq!(refer.status, 200, "{}", refer.body);
     let html = common::unescape(&refer.body);
     assert!(html.contains("Services for food insecurity"), "{html}");
@@ -274,13 +275,7 @@ async fn an_appeal_of_a_fixture_denial_gets_its_deadline_lifecycle_and_a_letter(
     let browser = Browser::default();
     // Jean Dupont: Part D denied apixaban (not on formulary).
     let visit = ehr_launch(&env, &browser, "pas-p02").await;
-    let form = browser
-        .get(&format!(
-            "{}{}",
-            env.app,
-            link(&visit.body, "appeal-pas-cr-02")
-        ))
-        .await;
+    let form = follow(&env, &browser, &visit, "appeal-pas-cr-02").await;
     assert_eq!(form.status, 200, "{}", form.body);
     let html = common::unescape(&form.body);
     assert!(
@@ -344,13 +339,7 @@ async fn an_appeal_of_a_fixture_denial_gets_its_deadline_lifecycle_and_a_letter(
     // The appeal letter, drafted from the chart.
     let task_url = at(&visit, &format!("/task/{task_id}"));
     let task_page = browser.get(&task_url).await;
-    let draft = browser
-        .get(&format!(
-            "{}{}",
-            env.app,
-            link(&task_page.body, "draft-appeal-letter")
-        ))
-        .await;
+    let draft = follow(&env, &browser, &task_page, "draft-appeal-letter").await;
     assert_eq!(draft.status, 200, "{}", draft.body);
     let letter_html = common::unescape(&draft.body);
     let text = letter_html
@@ -431,9 +420,7 @@ async fn a_denial_entered_by_hand_is_checked_field_by_field_then_appealed() {
     let browser = Browser::default();
     // Thomas Lee: commercial PPO, no denial on file.
     let visit = ehr_launch(&env, &browser, "pas-p12").await;
-    let form = browser
-        .get(&format!("{}{}", env.app, link(&visit.body, "hand-denial")))
-        .await;
+    let form = follow(&env, &browser, &visit, "hand-denial").await;
     let html = common::unescape(&form.body);
     let csrf = hidden_field(&html, "csrf");
     let appeal_id = hidden_field(&html, "appeal_id");
@@ -636,13 +623,7 @@ async fn a_medicine_cost_barrier_finds_the_programs_for_the_drug_and_a_patient_t
     let browser = Browser::default();
     // Jean Dupont: medical-cost burden, on apixaban, French-speaking.
     let visit = ehr_launch(&env, &browser, "pas-p02").await;
-    let help = browser
-        .get(&format!(
-            "{}{}",
-            env.app,
-            link(&visit.body, "refer-medical-cost-burden")
-        ))
-        .await;
+    let help = follow(&env, &browser, &visit, "refer-medical-cost-burden").await;
     assert_eq!(help.status, 200, "{}", help.body);
     let html = common::unescape(&help.body);
     assert!(
