@@ -1,7 +1,7 @@
 //! The test harness: a real Helios FHIR Server seeded with the fixtures, and
 //! Passerelle on port 0 (`spawn_app()`), plus a fault-injecting proxy
 //! ([`proxy`]) to put failures between them.
-#![allow(dead_code)] // each test binary uses its own part of the harness
+#![allow(dead_code)] // the log-capture binaries use only a part of the harness
 
 pub mod browser;
 pub mod proxy;

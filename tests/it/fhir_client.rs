@@ -1,7 +1,7 @@
 //! The FHIR client against a real server: paging, `_include`, conditional
 //! create, `If-Match`, and retries for idempotent requests only.
 
-mod common;
+use crate::common;
 
 use common::proxy::{Fault, Proxy};
 use passerelle::fhir::FhirError;

@@ -6,7 +6,7 @@
 //! Tests that need no FHIR server (discovery, client authentication, codes,
 //! the proxy) run without one; the others each start their own hfs.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

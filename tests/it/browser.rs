@@ -2,7 +2,7 @@
 //! README starts it, a patient picked from the list, the patient banner and a
 //! coverage card; the search used by keyboard; Ctrl-C stops everything.
 
-mod common;
+use crate::common;
 
 use std::process::Stdio;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! what the generator says, and the conformance probe reports what the
 //! server can do. The binary itself is run too, as an integrator would.
 
-mod common;
+use crate::common;
 
 use passerelle::dev::hfs::Hfs;
 use passerelle::seed::{self, generate};

@@ -2,7 +2,7 @@
 //! expected resources, references that resolve, and no duplicate when the
 //! transaction is sent again after a lost response or a server error.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -4,7 +4,7 @@
 //! lifecycle; a stale update refused with the user's change kept; letters
 //! drafted from the chart, stored and printable; nothing recorded twice.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! an unreachable server, 500 and 429, malformed and schema-invalid
 //! resources, an oversize answer, a server that hangs.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -5,7 +5,7 @@
 //! conflict and no lost update; a change made on the server reaches the
 //! queue and its event stream; a completed referral closes the loop.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -3,7 +3,7 @@
 //! symmetric and asymmetric clients, every simulated error, and every forged
 //! or replayed input the issue lists.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

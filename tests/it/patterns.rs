@@ -3,7 +3,7 @@
 //! 5,000 denials): the measures match what the generator made, and the
 //! export holds aggregates only.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

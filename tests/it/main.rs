@@ -1,0 +1,22 @@
+//! Passerelle's integration and browser tests, in one binary so the harness
+//! and the ~390 crates behind it are compiled and linked once, not once per
+//! file. Each module is one area, against a real Helios FHIR Server started
+//! by [`common`] (and, for [`browser`], a headless Chromium).
+//!
+//! The two log-capture tests (`tests/logs.rs`, `tests/smart_logs.rs`) stay
+//! binaries of their own: each installs the process's log subscriber.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod act;
+mod browser;
+mod directory;
+mod fhir_client;
+mod launcher;
+mod patterns;
+mod queue;
+mod screening;
+mod seed_and_check;
+mod smart;
+mod visit;
