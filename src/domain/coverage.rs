@@ -105,8 +105,9 @@ impl Regime {
     }
 }
 
-/// Days before a filing deadline at which an appeal is flagged (DESIGN.md:
-/// warnings at 14, 3 and 1 days before it).
+/// Days before a filing deadline at which an appeal is flagged: warnings at
+/// 14, 3 and 1 days before it, so a two-week notice leaves time to gather
+/// records and the last two catch an appeal nobody has filed yet.
 pub const WARNING_DAYS: [i64; 3] = [14, 3, 1];
 
 /// How close an appeal is to its filing deadline.

@@ -12,8 +12,8 @@
 //! placeholder in the letter's language, such as
 //! `[member id not found in the chart]`. The gaps are computed here, not in
 //! the templates, so an edited template cannot lose them and they are tested.
-//! The payer's denial text is quoted verbatim, never paraphrased (DESIGN.md,
-//! "Standards": free text always kept verbatim).
+//! The payer's denial text is quoted verbatim, never paraphrased: a letter
+//! that restates the denial in other words could misstate what is appealed.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -334,8 +334,9 @@ pub fn score(rules: &Rules, items: &[ItemResponse], ordinal: &BTreeMap<String, i
 mod tests {
     use super::*;
 
-    /// The rules of DESIGN.md, written here so the scorer is tested against
-    /// the published instruments independently of the shipped table.
+    /// The positive answers of each published instrument, written here from
+    /// the instruments' own guides (cited per rule) so the scorer is tested
+    /// independently of the shipped table.
     const TABLE: &str = r#"{
       "rules": [
         {"question": "88122-7", "positive_answers": ["LA28397-0", "LA6729-3"], "domain": "food-insecurity", "source": "Hunger Vital Sign (Hager et al., Pediatrics 2010): often or sometimes true to either item"},
