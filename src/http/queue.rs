@@ -31,9 +31,10 @@ use super::visit::{render, today};
 use super::{AppError, AppState};
 use crate::auth::session::Launch;
 use crate::domain::queue::{
-    DueFilter, FOLLOW_UP_BY, Filter, Kind, OwnerFilter, ROLES, Sort, TEAM_ROLE_SYSTEM, Viewer,
-    digest, due_words, role_label, view,
+    DueFilter, FOLLOW_UP_BY, Filter, Kind, OwnerFilter, ROLES, STATUS_FILTERS, Sort,
+    TEAM_ROLE_SYSTEM, Viewer, digest, due_words, role_label, view,
 };
+use crate::domain::referral::Status;
 use crate::domain::sdoh::Domain;
 use crate::queue::Queue;
 
@@ -269,26 +270,16 @@ fn render_queue(
                     q,
                     "status",
                     &q.status,
-                    [
-                        "open",
-                        "requested",
-                        "accepted",
-                        "in-progress",
-                        "on-hold",
-                        "completed",
-                        "cancelled",
-                        "rejected",
-                        "failed",
-                    ]
-                    .into_iter()
-                    .map(|s| {
-                        (
-                            s.to_string(),
-                            s.to_string(),
-                            v.by_status.get(s).copied().unwrap_or(0),
-                        )
-                    })
-                    .collect(),
+                    std::iter::once("open")
+                        .chain(STATUS_FILTERS.map(Status::code))
+                        .map(|s| {
+                            (
+                                s.to_string(),
+                                s.to_string(),
+                                v.by_status.get(s).copied().unwrap_or(0),
+                            )
+                        })
+                        .collect(),
                 ),
             ),
             (
