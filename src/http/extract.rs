@@ -27,7 +27,7 @@ use crate::auth::session::Launch;
 use crate::auth::smart::AuthError;
 use crate::queue::Queue;
 
-/// The one cookie Passerelle sets: the browser's id (see [`super::launch`]).
+/// The one cookie Passerelle sets: the browser's id, given by a launch.
 pub const BROWSER_COOKIE: &str = "__Host-passerelle";
 
 /// The browser's id, from its cookie.

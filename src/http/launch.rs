@@ -3,13 +3,13 @@
 //! * `GET /launch?iss=…&launch=…`: EHR launch;
 //! * `GET /standalone`, `GET /standalone/start?iss=…`: standalone launch;
 //! * `GET /callback`: the redirect back from the EHR, to the launch's visit
-//!   page ([`super::visit`]);
+//!   page;
 //! * `POST /l/{launch}/patient`, `POST /l/{launch}/logout` (CSRF-protected);
 //! * `GET /.well-known/jwks.json`: Passerelle's public keys.
 //!
 //! The browser keeps one cookie, `__Host-passerelle` (HttpOnly, Secure,
 //! SameSite=None so it works inside the EHR's iframe, Partitioned so it is
-//! the EHR's alone), set here and read by [`super::extract`]; tokens never
+//! the EHR's alone), set here and read by the launch extractors; tokens never
 //! leave the server.
 
 use askama::Template;
