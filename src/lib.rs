@@ -8,12 +8,17 @@
 //! The modules follow the data:
 //!
 //! * [`config`]: every setting, as flags and `PASSERELLE_…` environment variables;
-//! * [`http`]: the web app (routes, pages, errors turned into clear answers);
+//! * [`http`]: the web app, one module per feature (launch, visit, screen,
+//!   refer, appeal, task, letter, queue, patterns) over a few shared leaves
+//!   (the launch extractors, the outbox write-through, the clock, errors
+//!   turned into clear answers); it never decodes FHIR itself;
 //! * [`fhir`]: the only module that speaks HTTP to FHIR servers and knows FHIR
-//!   JSON: a thin R4 client, decoding into R4B models, the visit context
+//!   JSON: a thin R4 client, decoding into R4B models, every feature's reads
+//!   (returning plain values of [`domain`]) and writes, the visit context
 //!   loader, schema validation of what we write;
-//! * [`domain`]: the rules (coverage gaps, appeal regimes, SDOH domains), free
-//!   of I/O so they are tested in microseconds;
+//! * [`domain`]: the rules (coverage gaps, appeal regimes, SDOH domains, the
+//!   Task statuses and state machine), free of I/O so they are tested in
+//!   microseconds;
 //! * [`seed`] and [`check`]: the integrator's tools (fixtures in, conformance
 //!   probe out);
 //! * [`dev`]: the local Helios FHIR Server runner used by `demo` and the tests.

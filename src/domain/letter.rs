@@ -23,6 +23,8 @@ use minijinja::value::Value;
 use minijinja::{AutoEscape, Environment, UndefinedBehavior, context};
 use time::{Date, Month};
 
+use super::appeal::AppealKind;
+
 /// The templates shipped with Passerelle, by file name, as in `profiles/letters/`.
 const SHIPPED: [(&str, &str); 4] = [
     (
@@ -45,16 +47,6 @@ const SHIPPED: [(&str, &str); 4] = [
 
 /// The languages a letter is written in; any other language falls back to the first.
 pub const LANGUAGES: [&str; 2] = ["en", "fr"];
-
-/// The appeal kinds a letter knows (`Task.code` of an appeal Task, see
-/// `profiles/appeal-task.md`).
-pub const APPEAL_KINDS: [&str; 5] = [
-    "internal-appeal",
-    "expedited-appeal",
-    "external-review",
-    "step-therapy-exception",
-    "formulary-exception",
-];
 
 /// Which letter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -161,7 +153,8 @@ pub struct LetterFacts {
     /// The drug or service asked for (or denied).
     pub requested: Option<String>,
     pub denial: Option<DenialFacts>,
-    /// One of [`APPEAL_KINDS`].
+    /// The code of an [`AppealKind`] (`Task.code` of an appeal Task, see
+    /// `profiles/appeal-task.md`).
     pub appeal_kind: Option<String>,
     pub expedited: bool,
     pub deadline: Option<Date>,
@@ -195,7 +188,7 @@ impl LetterFacts {
 
     /// Expedited review is asked for: the flag, or an `expedited-appeal`.
     pub fn is_expedited(&self) -> bool {
-        self.expedited || self.appeal_kind.as_deref() == Some("expedited-appeal")
+        self.expedited || self.appeal_kind.as_deref() == Some(AppealKind::ExpeditedAppeal.code())
     }
 }
 
@@ -308,7 +301,7 @@ impl Gap {
         {
             gaps.push(Gap::DenialText);
         }
-        if facts.appeal_kind.as_deref() == Some("step-therapy-exception")
+        if facts.appeal_kind.as_deref() == Some(AppealKind::StepTherapyException.code())
             && !listed_treatments(facts).any(|t| t.was_tried())
         {
             gaps.push(Gap::StepTherapyHistory);
@@ -349,7 +342,7 @@ pub enum LetterError {
         line: Option<usize>,
         detail: String,
     },
-    #[error("unknown appeal kind {0:?} (expected one of: {kinds})", kinds = APPEAL_KINDS.join(", "))]
+    #[error("unknown appeal kind {0:?} (expected one of: {kinds})", kinds = AppealKind::ALL.map(AppealKind::code).join(", "))]
     UnknownAppealKind(String),
 }
 
@@ -481,8 +474,8 @@ impl LetterTemplates {
                     practice: Some("P".into()),
                     ..LetterFacts::new(lang, today, "N")
                 };
-                for appeal_kind in APPEAL_KINDS {
-                    full.appeal_kind = Some(appeal_kind.to_string());
+                for appeal_kind in AppealKind::ALL {
+                    full.appeal_kind = Some(appeal_kind.code().to_string());
                     self.draft(kind, &full)?;
                 }
                 self.draft(kind, &LetterFacts::new(lang, today, "N"))?;
@@ -494,7 +487,7 @@ impl LetterTemplates {
     /// Draft a letter of `kind` from `facts`.
     pub fn draft(&self, kind: LetterKind, facts: &LetterFacts) -> Result<Draft, LetterError> {
         if let Some(k) = facts.appeal_kind.as_deref()
-            && !APPEAL_KINDS.contains(&k)
+            && AppealKind::parse(k).is_none()
         {
             return Err(LetterError::UnknownAppealKind(k.to_string()));
         }
@@ -715,23 +708,23 @@ fn status_words(status: &str, lang: &str) -> String {
 /// The subject line of an appeal letter, by appeal kind.
 fn appeal_subject(kind: Option<&str>, lang: &str) -> &'static str {
     let fr = letter_lang(lang) == "fr";
-    match kind {
-        Some("internal-appeal") if fr => "Demande de recours interne",
-        Some("internal-appeal") => "Request for internal appeal",
-        Some("expedited-appeal") if fr => "Demande de recours accéléré",
-        Some("expedited-appeal") => "Request for expedited appeal",
-        Some("external-review") if fr => "Demande de révision externe",
-        Some("external-review") => "Request for external review",
-        Some("step-therapy-exception") if fr => {
+    match kind.and_then(AppealKind::parse) {
+        Some(AppealKind::InternalAppeal) if fr => "Demande de recours interne",
+        Some(AppealKind::InternalAppeal) => "Request for internal appeal",
+        Some(AppealKind::ExpeditedAppeal) if fr => "Demande de recours accéléré",
+        Some(AppealKind::ExpeditedAppeal) => "Request for expedited appeal",
+        Some(AppealKind::ExternalReview) if fr => "Demande de révision externe",
+        Some(AppealKind::ExternalReview) => "Request for external review",
+        Some(AppealKind::StepTherapyException) if fr => {
             "Demande d’exception au protocole de traitement par étapes"
         }
-        Some("step-therapy-exception") => "Request for a step-therapy exception",
-        Some("formulary-exception") if fr => {
+        Some(AppealKind::StepTherapyException) => "Request for a step-therapy exception",
+        Some(AppealKind::FormularyException) if fr => {
             "Demande d’exception à la liste des médicaments couverts"
         }
-        Some("formulary-exception") => "Request for a formulary exception",
-        _ if fr => "Recours contre un refus de prise en charge",
-        _ => "Appeal of a coverage denial",
+        Some(AppealKind::FormularyException) => "Request for a formulary exception",
+        None if fr => "Recours contre un refus de prise en charge",
+        None => "Appeal of a coverage denial",
     }
 }
 

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use time::Date;
 
 use super::coverage::{DeadlineWarning, deadline_warning};
+use super::referral::Status;
 use super::sdoh::Domain;
-use super::visit::CLOSED_TASK_STATUSES;
 
 /// Extension naming the care-team member who follows a Task up when the
 /// Task's `owner` is someone else (the community service of a referral,
@@ -96,7 +96,7 @@ pub struct QueueTask {
 
 impl QueueTask {
     pub fn is_open(&self) -> bool {
-        !CLOSED_TASK_STATUSES.contains(&self.status.as_str())
+        Status::is_open_code(&self.status)
     }
 }
 
@@ -190,6 +190,21 @@ impl Sort {
         }
     }
 }
+
+/// The statuses the queue can be filtered by, besides `open`: the course of
+/// a Task once sent, then how it ended. `draft` (not sent yet), `received`
+/// and `ready` (unused by referrals) and `entered-in-error` (a mistake) are
+/// not offered.
+pub const STATUS_FILTERS: [Status; 8] = [
+    Status::Requested,
+    Status::Accepted,
+    Status::InProgress,
+    Status::OnHold,
+    Status::Completed,
+    Status::Cancelled,
+    Status::Rejected,
+    Status::Failed,
+];
 
 /// A coordinator's view of the queue.
 #[derive(Debug, Clone, Default)]

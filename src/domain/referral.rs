@@ -1,5 +1,8 @@
-//! The referral Task state machine of the Gravity SDOH Clinical Care IG STU
-//! 2.3.0 (Task for referral management), in one table.
+//! FHIR `Task.status`: the one list of its codes, which of them leave work
+//! to do (open) and which end it (closed), for every Task Passerelle reads
+//! (referrals, appeals, tasks for the patient); and the referral Task state
+//! machine of the Gravity SDOH Clinical Care IG STU 2.3.0 (Task for referral
+//! management), in one table.
 //!
 //! `draft → requested`; `requested → accepted | rejected | cancelled`;
 //! `accepted → in-progress | on-hold | completed | failed | cancelled`;
@@ -59,9 +62,42 @@ impl Status {
         }
     }
 
+    /// The statuses that leave work to do, in [`Status::ALL`]'s order.
+    pub const OPEN: [Status; 7] = [
+        Status::Draft,
+        Status::Requested,
+        Status::Received,
+        Status::Accepted,
+        Status::Ready,
+        Status::InProgress,
+        Status::OnHold,
+    ];
+
+    /// The statuses after which nothing is left to do: the work was done,
+    /// could not be, was refused or withdrawn, or the Task was a mistake.
+    pub const CLOSED: [Status; 5] = [
+        Status::Completed,
+        Status::Cancelled,
+        Status::EnteredInError,
+        Status::Failed,
+        Status::Rejected,
+    ];
+
     /// The status named by a FHIR code; `None` for an unknown code.
     pub fn parse(code: &str) -> Option<Status> {
         Status::ALL.into_iter().find(|s| s.code() == code)
+    }
+
+    /// Work is left to do: the status is not one of [`Status::CLOSED`].
+    pub fn is_open(self) -> bool {
+        !Status::CLOSED.contains(&self)
+    }
+
+    /// Whether a `Task.status` code, as a server sent it, leaves work to do.
+    /// A code Passerelle does not know counts as open: nothing says the work
+    /// is done.
+    pub fn is_open_code(code: &str) -> bool {
+        Status::parse(code).is_none_or(Status::is_open)
     }
 }
 
@@ -248,6 +284,22 @@ mod tests {
             check(Requested, Cancelled, Party::Performer, Some("no capacity")).is_ok(),
             "either party may cancel"
         );
+    }
+
+    #[test]
+    fn every_status_is_open_or_closed_and_never_both() {
+        for s in Status::ALL {
+            assert_ne!(
+                Status::OPEN.contains(&s),
+                Status::CLOSED.contains(&s),
+                "{}",
+                s.code()
+            );
+            assert_eq!(s.is_open(), Status::OPEN.contains(&s), "{}", s.code());
+        }
+        assert!(Status::is_open_code("on-hold"));
+        assert!(!Status::is_open_code("entered-in-error"));
+        assert!(Status::is_open_code("done"), "an unknown code is open");
     }
 
     #[test]

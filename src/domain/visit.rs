@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use time::Date;
 
 use super::coverage::{Code, CoverageSummary};
+use super::referral::Status;
 use super::sdoh::Domain;
 
 /// Canonical base of the few codes and tags Passerelle defines itself
@@ -142,15 +143,6 @@ pub enum TaskKind {
     Other,
 }
 
-/// Task statuses after which nothing is left to do.
-pub const CLOSED_TASK_STATUSES: [&str; 5] = [
-    "completed",
-    "cancelled",
-    "entered-in-error",
-    "failed",
-    "rejected",
-];
-
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskSummary {
     pub id: String,
@@ -166,7 +158,7 @@ pub struct TaskSummary {
 
 impl TaskSummary {
     pub fn is_open(&self) -> bool {
-        !CLOSED_TASK_STATUSES.contains(&self.status.as_str())
+        Status::is_open_code(&self.status)
     }
 }
 

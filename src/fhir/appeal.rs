@@ -6,11 +6,22 @@
 //! the reason codes, the payer's words verbatim, the notice date and the
 //! basis of the deadline, as `Task.input` typed by
 //! [`APPEAL_INPUT_SYSTEM`].
+//!
+//! What an appeal is built from is read here too: the denial appealed
+//! ([`read_denial`], with its claim's coverage and item code) and the
+//! patient's coverages to choose the appeal regime from
+//! ([`patient_coverages`]).
 
+use fhir_sdk::r4b::resources::{ClaimResponse, Coverage};
 use serde_json::{Value, json};
 
+use super::client::{FhirClient, is_valid_id};
+use super::context::{lookup, organization_names};
+use super::error::{FhirError, ReadError};
+use super::views;
 use crate::domain::appeal::AppealPlan;
-use crate::domain::visit::APPEAL_TASK_SYSTEM;
+use crate::domain::coverage::CoverageFacts;
+use crate::domain::visit::{APPEAL_TASK_SYSTEM, Denial};
 
 /// Identifier system of appeals Passerelle files.
 pub const APPEAL_ID_SYSTEM: &str = "http://passerelle.example.org/fhir/sid/appeal";
@@ -145,6 +156,100 @@ pub fn transaction(r: &AppealRecord) -> Value {
         "type": "transaction",
         "entry": [super::bundle::conditional_create(APPEAL_ID_SYSTEM, &task_id, task(r))],
     })
+}
+
+/// A denial read from the EHR, with what the appeal needs of it.
+#[derive(Debug, Clone)]
+pub struct ReadDenial {
+    pub denial: Denial,
+    /// The Coverage the claim was made under, if the Claim says.
+    pub coverage: Option<String>,
+    /// The item's code (system, code).
+    pub item_code: Option<(String, String)>,
+}
+
+/// The patient's denial `cr_id` (a ClaimResponse), with its claim and
+/// insurer; `None` when `cr_id` is empty (a denial entered by hand).
+pub async fn read_denial(
+    client: &FhirClient,
+    patient_id: &str,
+    cr_id: &str,
+) -> Result<Option<ReadDenial>, ReadError> {
+    if cr_id.is_empty() {
+        return Ok(None);
+    }
+    if !is_valid_id(cr_id) {
+        return Err(ReadError::refused("The denial id is not a valid FHIR id."));
+    }
+    let page = client
+        .search(
+            "ClaimResponse",
+            &[
+                ("_id", cr_id.to_string()),
+                ("patient", format!("Patient/{patient_id}")),
+                ("_include", "ClaimResponse:request".into()),
+                ("_include", "ClaimResponse:insurer".into()),
+            ],
+        )
+        .await?;
+    let claim = page.raw("Claim").next().cloned();
+    let names = organization_names(&page, &mut |_, _| {});
+    let service = claim.as_ref().and_then(|c| {
+        c["item"][0]["productOrService"]["text"]
+            .as_str()
+            .map(String::from)
+    });
+    // The server was asked for this patient's denial; checked here too, so a
+    // lenient server cannot put another patient's denial in this appeal.
+    let patient_ref = format!("Patient/{patient_id}");
+    let cr = page
+        .resources::<ClaimResponse>("ClaimResponse")
+        .items
+        .into_iter()
+        .find(|c| c.patient.reference.as_deref() == Some(patient_ref.as_str()))
+        .ok_or_else(|| ReadError::refused("There is no such denial for this patient."))?;
+    let denial = views::denial(&cr, |r| lookup(&names, r), service)
+        .ok_or_else(|| ReadError::refused("This claim response denies nothing."))?;
+    Ok(Some(ReadDenial {
+        denial,
+        coverage: claim.as_ref().and_then(|c| {
+            c["insurance"][0]["coverage"]["reference"]
+                .as_str()
+                .and_then(|r| r.strip_prefix("Coverage/"))
+                .map(String::from)
+        }),
+        item_code: claim.as_ref().and_then(|c| {
+            let k = &c["item"][0]["productOrService"]["coding"][0];
+            Some((
+                k["system"].as_str()?.to_string(),
+                k["code"].as_str()?.to_string(),
+            ))
+        }),
+    }))
+}
+
+/// The patient's coverages, with their payers' names (one search).
+pub async fn patient_coverages(
+    client: &FhirClient,
+    patient_id: &str,
+) -> Result<Vec<CoverageFacts>, FhirError> {
+    let page = client
+        .search(
+            "Coverage",
+            &[
+                ("beneficiary", format!("Patient/{patient_id}")),
+                ("_include", "Coverage:payor".into()),
+                ("_count", "50".into()),
+            ],
+        )
+        .await?;
+    let names = organization_names(&page, &mut |_, _| {});
+    Ok(page
+        .resources::<Coverage>("Coverage")
+        .items
+        .iter()
+        .map(|c| views::coverage(c, |r| lookup(&names, r)))
+        .collect())
 }
 
 #[cfg(test)]

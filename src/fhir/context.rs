@@ -17,12 +17,11 @@ use super::client::{Decoded, FhirClient, SearchPage};
 use super::error::FhirError;
 use super::views;
 use crate::domain::coverage::{RegimeTable, assess};
+use crate::domain::referral::Status;
 use crate::domain::visit::{
     Section, SectionError, TaskKind, TaskSummary, VisitContext, latest_screenings, pair_referrals,
 };
 
-/// Task statuses worth showing as open work (everything not closed).
-const OPEN_TASK_STATUSES: &str = "draft,requested,received,accepted,ready,in-progress,on-hold";
 /// How many resources of each kind one visit page asks for.
 const PAGE: &str = "100";
 
@@ -63,6 +62,8 @@ pub async fn load_visit_with(
     fetch: Fetch,
 ) -> Result<VisitContext, FhirError> {
     let subject = format!("Patient/{patient_id}");
+    // Tasks worth showing as open work (everything not closed).
+    let open_tasks = Status::OPEN.map(Status::code).join(",");
     let by_subject = |extra: &[(&'static str, &str)]| {
         let mut p: Vec<(&str, String)> = vec![("_count", PAGE.to_string())];
         p.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
@@ -91,7 +92,7 @@ pub async fn load_visit_with(
         ),
         (
             "Task",
-            by_subject(&[("patient", &subject), ("status", OPEN_TASK_STATUSES)]),
+            by_subject(&[("patient", &subject), ("status", &open_tasks)]),
         ),
         (
             "ClaimResponse",

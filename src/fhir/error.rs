@@ -1,6 +1,9 @@
 //! The FHIR layer's one error type: each variant says, in words a clinician or
 //! an integrator can act on, what went wrong with the FHIR server. None of
 //! them carries patient data: decoding errors name a JSON path, never a value.
+//!
+//! [`ReadError`] is what a read on behalf of a page can also answer: that what
+//! the page asked for is not to be shown (not a valid id, another patient's).
 
 use std::time::Duration;
 
@@ -75,5 +78,22 @@ impl FhirError {
             FhirError::Schema { .. } => "schema",
             FhirError::Request(_) => "request",
         }
+    }
+}
+
+/// Why a read a page asked for gives nothing: the server failed, or what
+/// was named cannot be shown (it is not a valid id, or it is not about the
+/// patient in context), which is said in words for the user.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum ReadError {
+    #[error(transparent)]
+    Fhir(#[from] FhirError),
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl ReadError {
+    pub(crate) fn refused(words: &str) -> ReadError {
+        ReadError::Refused(words.to_string())
     }
 }

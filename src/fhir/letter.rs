@@ -5,6 +5,9 @@
 //!
 //! Nothing is invented here: a fact the chart does not have stays `None`
 //! (or an empty list) and [`crate::domain::letter`] lists it as missing.
+//!
+//! Also the reads around a stored letter: the letters of a Task, and a
+//! letter's PDF to print.
 
 use std::collections::HashMap;
 
@@ -14,7 +17,7 @@ use time::Date;
 
 use super::appeal::inputs;
 use super::client::FhirClient;
-use super::error::FhirError;
+use super::error::{FhirError, ReadError};
 use super::views;
 use crate::domain::letter::{DenialFacts, Diagnosis, LetterFacts, LetterKind, Treatment};
 
@@ -364,6 +367,43 @@ pub fn summary(doc: &Value) -> Option<(String, String, String)> {
             .map(|d| d.chars().take(10).collect())
             .unwrap_or_default(),
     ))
+}
+
+/// The letters related to the Task `task_id` (of `patient`, when the launch
+/// has one), as [`summary`] gives them: for the task page's list.
+pub async fn related(
+    client: &FhirClient,
+    task_id: &str,
+    patient: Option<&str>,
+) -> Result<Vec<(String, String, String)>, FhirError> {
+    let mut letters_q = vec![
+        ("related", format!("Task/{task_id}")),
+        ("_count", "20".to_string()),
+    ];
+    if let Some(p) = patient {
+        letters_q.push(("subject", p.to_string()));
+    }
+    let page = client.search("DocumentReference", &letters_q).await?;
+    Ok(page.raw("DocumentReference").filter_map(summary).collect())
+}
+
+/// The PDF of the stored letter `id`. With `patient` (a chart's launch),
+/// only that patient's letters are given; without (a coordinator's launch,
+/// user-level access), any patient's.
+pub async fn read_pdf(
+    client: &FhirClient,
+    id: &str,
+    patient: Option<&str>,
+) -> Result<Vec<u8>, ReadError> {
+    let read = client.read_json("DocumentReference", id).await?;
+    if patient.is_some() && patient != read.resource["subject"]["reference"].as_str() {
+        return Err(ReadError::refused(
+            "This letter is not about this launch's patient.",
+        ));
+    }
+    pdf_of(&read.resource)
+        .filter(|b| b.starts_with(b"%PDF-"))
+        .ok_or_else(|| ReadError::refused("This document has no PDF."))
 }
 
 /// Patient display name from the typed view (used by pages that already

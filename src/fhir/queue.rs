@@ -1,16 +1,17 @@
 //! Reading the practice's Tasks for the coordinators' queue: one paged
 //! search with the patient, the focus (ServiceRequest or ClaimResponse) and
 //! the ClaimResponse's insurer included, read 200 Tasks a page; later syncs ask only for what changed
-//! since (`_lastUpdated`).
+//! since (`_lastUpdated`). And what a coordinator changes on a Task from
+//! the queue ([`hand_over`]): who follows it up, and notes.
 
 use std::collections::HashMap;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::client::FhirClient;
 use super::error::FhirError;
 use super::views;
-use crate::domain::queue::{Kind, QueueTask, TEAM_ROLE_SYSTEM};
+use crate::domain::queue::{FOLLOW_UP_BY, Kind, QueueTask, TEAM_ROLE_SYSTEM};
 use crate::domain::sdoh::{Domain, SDOHCC_TEMPORARY_CODES};
 use crate::domain::visit::{APPEAL_TASK_SYSTEM, TASK_CODE_SYSTEM};
 
@@ -51,7 +52,7 @@ pub fn assignee(t: &Value) -> Option<&Value> {
         .as_array()
         .into_iter()
         .flatten()
-        .find(|e| e["url"] == crate::domain::queue::FOLLOW_UP_BY)
+        .find(|e| e["url"] == FOLLOW_UP_BY)
         .map(|e| &e["valueReference"])
         .or_else(|| {
             t["owner"]["reference"]
@@ -59,6 +60,100 @@ pub fn assignee(t: &Value) -> Option<&Value> {
                 .is_some_and(|r| r.starts_with("Practitioner/"))
                 .then_some(&t["owner"])
         })
+}
+
+/// The name of the care-team member a Task is assigned to ([`assignee`]),
+/// as the Task gives it.
+pub fn assignee_name(t: &Value) -> Option<&str> {
+    assignee(t).and_then(|a| a["display"].as_str())
+}
+
+/// Who follows a Task up at the practice, as a coordinator sets it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FollowUp<'a> {
+    /// A member of the care team (`Practitioner/…`), with their name if known.
+    Person {
+        reference: &'a str,
+        name: Option<String>,
+    },
+    /// A team role (a code of [`TEAM_ROLE_SYSTEM`]) and its label.
+    Role { code: &'a str, label: &'a str },
+}
+
+/// One change a coordinator makes to a Task from the queue.
+#[derive(Debug, Clone)]
+pub struct Handover<'a> {
+    /// Who follows the Task up from now on, when that changes.
+    pub to: Option<FollowUp<'a>>,
+    /// A note to add, if any.
+    pub note: Option<&'a str>,
+    /// `Practitioner/…` of the coordinator, if known.
+    pub author: Option<&'a str>,
+    /// FHIR dateTime of the change.
+    pub now: &'a str,
+}
+
+/// The Task after a coordinator's `change`, to be sent with `If-Match`.
+///
+/// Who follows the Task up at the practice: an appeal is the practice's own
+/// work, so its owner; a referral is owned by the service, a task for the
+/// patient by the patient: those owners stay, and the team member is named
+/// in the follow-up-by extension. Giving the Task to a role sets its
+/// `performerType` and takes it from whoever followed it up.
+pub fn hand_over(mut task: Value, change: &Handover) -> Value {
+    let is_appeal = task["code"]["coding"][0]["system"] == APPEAL_TASK_SYSTEM;
+    match &change.to {
+        Some(FollowUp::Person { reference, name }) => {
+            let mut r = json!({ "reference": reference });
+            if let Some(n) = name {
+                r["display"] = json!(n);
+            }
+            if is_appeal {
+                task["owner"] = r;
+            } else {
+                let mut ext: Vec<Value> = task["extension"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|e| e["url"] != FOLLOW_UP_BY)
+                    .collect();
+                ext.push(json!({ "url": FOLLOW_UP_BY, "valueReference": r }));
+                task["extension"] = json!(ext);
+            }
+        }
+        Some(FollowUp::Role { code, label }) => {
+            task["performerType"] = json!([{ "coding": [{ "system": TEAM_ROLE_SYSTEM, "code": code, "display": label }] }]);
+            if let Some(o) = task.as_object_mut() {
+                if is_appeal {
+                    if o.get("owner")
+                        .and_then(|x| x["reference"].as_str())
+                        .is_some_and(|r| r.starts_with("Practitioner/"))
+                    {
+                        o.remove("owner");
+                    }
+                } else if let Some(ext) = o.get_mut("extension").and_then(|e| e.as_array_mut()) {
+                    ext.retain(|e| e["url"] != FOLLOW_UP_BY);
+                    if ext.is_empty() {
+                        o.remove("extension");
+                    }
+                }
+            }
+        }
+        None => {}
+    }
+    if let Some(text) = change.note {
+        let mut n = json!({ "text": text, "time": change.now });
+        if let Some(m) = change.author {
+            n["authorReference"] = json!({ "reference": m });
+        }
+        match task["note"].as_array_mut() {
+            Some(notes) => notes.push(n),
+            None => task["note"] = json!([n]),
+        }
+    }
+    task["lastModified"] = json!(change.now);
+    task
 }
 
 /// A Task as the queue holds it, with what the search included.

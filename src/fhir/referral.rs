@@ -10,14 +10,141 @@
 //! `orderDetail` = `contacting-subject-prohibited` (SDOHCC ServiceRequest,
 //! slice SubjectContactDetail), so the service does not contact the patient.
 //! This builder is the one path by which Passerelle creates referrals.
+//!
+//! What a referral is built from is read here too ([`read_context`]): the
+//! patient, their SDOH screenings and concerns (the referral's reasons),
+//! their coverage (which services they are eligible for) and medicines.
 
+use std::collections::BTreeSet;
+
+use fhir_sdk::r4b::resources::{Condition, Coverage, Observation, Patient};
 use serde_json::{Value, json};
+use time::Date;
 
 use super::bundle::urn;
+use super::client::FhirClient;
+use super::error::FhirError;
+use super::views;
 
-use crate::domain::directory::Service;
+use crate::domain::directory::{Service, chart_facts};
 use crate::domain::sdoh::{Domain, SDOHCC_TEMPORARY_CODES};
-use crate::domain::visit::{Concern, DomainScreening, TASK_CODE_SYSTEM};
+use crate::domain::visit::{
+    Concern, DomainScreening, PatientSummary, TASK_CODE_SYSTEM, latest_screenings,
+};
+
+/// What a referral is built from, read from the EHR.
+#[derive(Debug, Clone)]
+pub struct ReferContext {
+    pub patient: PatientSummary,
+    /// What the directory's eligibility rules know of the patient
+    /// ([`chart_facts`]).
+    pub facts: BTreeSet<String>,
+    pub screenings: Vec<DomainScreening>,
+    pub concerns: Vec<Concern>,
+    /// References to the SDOH Conditions and Observations per domain.
+    pub reasons: Vec<(Domain, String)>,
+    /// Active medications (display text).
+    pub medications: Vec<String>,
+}
+
+/// Read what a referral for `patient_id` is built from, concurrently.
+/// `payer_type_system` is the regime table's code system of payer types
+/// (it tells Medicaid from the rest), `today` the date the age and the
+/// coverage are taken on.
+pub async fn read_context(
+    client: &FhirClient,
+    patient_id: &str,
+    payer_type_system: &str,
+    today: Date,
+) -> Result<ReferContext, FhirError> {
+    let subject = format!("Patient/{patient_id}");
+    let sdoh = |extra: &[(&'static str, &str)]| {
+        let mut p: Vec<(&str, String)> = vec![
+            ("subject", subject.clone()),
+            ("category", "sdoh".into()),
+            ("_count", "200".into()),
+        ];
+        p.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+        p
+    };
+    let obs_q = sdoh(&[("_sort", "-date")]);
+    let cond_q = sdoh(&[]);
+    let cov_q = [("beneficiary", subject.clone()), ("_count", "50".into())];
+    let med_q = [
+        ("subject", subject.clone()),
+        ("status", "active".to_string()),
+        ("_count", "50".to_string()),
+    ];
+    let (patient, observations, conditions, coverages, meds) = tokio::join!(
+        client.read::<Patient>("Patient", patient_id),
+        client.search("Observation", &obs_q),
+        client.search("Condition", &cond_q),
+        client.search("Coverage", &cov_q),
+        client.search("MedicationRequest", &med_q),
+    );
+    let patient = views::patient(&patient?.resource);
+    let observations = observations?;
+    let conditions = conditions?;
+    let obs = observations.resources::<Observation>("Observation").items;
+    let screening_obs: Vec<_> = obs.iter().map(views::screening_observation).collect();
+    let screenings = latest_screenings(&screening_obs);
+    let concerns: Vec<Concern> = conditions
+        .resources::<Condition>("Condition")
+        .items
+        .iter()
+        .map(views::concern)
+        .collect();
+    let mut reasons: Vec<(Domain, String)> = concerns
+        .iter()
+        .filter(|c| c.verification.as_deref() != Some("refuted"))
+        .filter(|c| c.clinical_status.as_deref() != Some("resolved"))
+        .flat_map(|c| {
+            c.domains
+                .iter()
+                .map(|d| (*d, format!("Condition/{}", c.id)))
+        })
+        .collect();
+    // Without a concern, the positive screening answer is the reason.
+    for (o, s) in obs.iter().zip(&screening_obs) {
+        let Some(id) = o.id.as_ref().filter(|_| s.positive) else {
+            continue;
+        };
+        for d in &s.domains {
+            if !reasons.iter().any(|(rd, _)| rd == d) {
+                reasons.push((*d, format!("Observation/{id}")));
+            }
+        }
+    }
+    let coverage_facts: Vec<_> = coverages?
+        .resources::<Coverage>("Coverage")
+        .items
+        .iter()
+        .map(|c| views::coverage(c, |_| None))
+        .collect();
+    let facts = chart_facts(
+        &coverage_facts,
+        payer_type_system,
+        patient.age_on(today),
+        today,
+    );
+    let medications = meds?
+        .raw("MedicationRequest")
+        .filter_map(|m| {
+            m["medicationCodeableConcept"]["text"]
+                .as_str()
+                .or(m["medicationCodeableConcept"]["coding"][0]["display"].as_str())
+                .map(String::from)
+        })
+        .collect();
+    Ok(ReferContext {
+        patient,
+        facts,
+        screenings,
+        concerns,
+        reasons,
+        medications,
+    })
+}
 
 /// Identifier system of referrals Passerelle makes.
 pub const REFERRAL_ID_SYSTEM: &str = "http://passerelle.example.org/fhir/sid/referral";

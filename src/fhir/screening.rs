@@ -17,6 +17,10 @@
 //! twice. When intimate-partner violence is positive, every resource is
 //! labelled restricted (`meta.security` R), so that nothing reaches a portal
 //! without review.
+//!
+//! Also the reads a screening needs: the patient's screening history (what
+//! was screened lately is not asked again), and a health concern as it is
+//! now, for the clinician's verdict on it.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -24,9 +28,13 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::bundle::urn;
+use super::client::FhirClient;
+use super::error::FhirError;
+use super::views;
 
 use crate::domain::screening::{Absent, Answer, Scored};
 use crate::domain::sdoh::{Domain, SDOHCC_TEMPORARY_CODES, US_CORE_CATEGORY};
+use crate::domain::visit::ScreeningObservation;
 
 /// Identifier system of everything a screening records.
 pub const SCREENING_ID_SYSTEM: &str = "http://passerelle.example.org/fhir/sid/screening";
@@ -191,6 +199,38 @@ pub fn decide(mut condition: Value, verdict: Verdict) -> Value {
         }
     }
     condition
+}
+
+/// The Condition `id` as the server has it now, with the clinician's
+/// `verdict` applied: what to send back, with `If-Match` on the version the
+/// clinician saw.
+pub async fn read_and_decide(
+    client: &FhirClient,
+    id: &str,
+    verdict: Verdict,
+) -> Result<Value, FhirError> {
+    let current = client.read_json("Condition", id).await?;
+    Ok(decide(current.resource, verdict))
+}
+
+/// The patient's screening history: their SDOH Observations, latest first.
+pub async fn history(
+    client: &FhirClient,
+    patient_id: &str,
+) -> Result<Vec<ScreeningObservation>, FhirError> {
+    let history_q = [
+        ("subject", format!("Patient/{patient_id}")),
+        ("category", "sdoh".to_string()),
+        ("_sort", "-date".to_string()),
+        ("_count", "200".to_string()),
+    ];
+    let page = client.search("Observation", &history_q).await?;
+    Ok(page
+        .resources::<fhir_sdk::r4b::resources::Observation>("Observation")
+        .items
+        .iter()
+        .map(views::screening_observation)
+        .collect())
 }
 
 /// The transaction Bundle of one screening.

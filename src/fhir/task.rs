@@ -1,14 +1,165 @@
-//! Changing a Task's status: the one place a Task is updated. The change is
-//! checked against the state machine ([`crate::domain::referral`]) before
-//! anything is sent, and the caller sends the result with `If-Match` on the
-//! version the user saw, so nobody overwrites someone else's update.
+//! A Task as the pages read it ([`read`]: its JSON, its version and a plain
+//! [`TaskView`] of what the task page shows), and changing its status: the
+//! one place a Task's status is updated. The change is checked against the
+//! state machine ([`crate::domain::referral`]) before anything is sent, and
+//! the caller sends the result with `If-Match` on the version the user saw,
+//! so nobody overwrites someone else's update.
 
 use serde_json::{Value, json};
 
 use crate::domain::appeal::AppealOutcome;
 use crate::domain::referral::{Party, Status, TransitionError, check};
+use crate::domain::visit::APPEAL_TASK_SYSTEM;
 
 use super::appeal::APPEAL_INPUT_SYSTEM;
+use super::client::{FhirClient, Versioned, is_valid_id};
+use super::error::ReadError;
+
+/// A Task as read: the resource to change and send back, the version to
+/// send it with (`If-Match`), and what the pages show of it.
+#[derive(Debug, Clone)]
+pub struct TaskRead {
+    pub resource: Value,
+    pub version: String,
+    pub view: TaskView,
+}
+
+/// What the task page shows of a Task, as the Task has it (absent stays
+/// `None`; the page words it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskView {
+    /// `Task.status` as written (it may be a code Passerelle does not know).
+    pub status: Option<String>,
+    pub status_reason: Option<String>,
+    /// The code of `Task.code` and its display.
+    pub code: Option<String>,
+    pub display: Option<String>,
+    /// An appeal Task (`Task.code` in the appeal code system).
+    pub is_appeal: bool,
+    pub description: Option<String>,
+    pub priority: Option<String>,
+    /// The owner's display, else its reference.
+    pub owner: Option<String>,
+    /// The date of `authoredOn`.
+    pub authored: Option<String>,
+    /// The date of `restriction.period.end`: the deadline.
+    pub deadline: Option<String>,
+    /// (input type code, value in words) of the inputs that have a value:
+    /// an appeal's denial, its words verbatim.
+    pub inputs: Vec<(String, String)>,
+    /// An appeal's outputs, in words (how it ended).
+    pub outputs: Vec<String>,
+    /// (time, to the minute; text) of each note.
+    pub notes: Vec<(String, String)>,
+}
+
+/// The Task `id`. With `patient` (a launch for one patient), a Task about
+/// anyone else is refused.
+pub async fn read(
+    client: &FhirClient,
+    patient: Option<&str>,
+    id: &str,
+) -> Result<TaskRead, ReadError> {
+    if !is_valid_id(id) {
+        return Err(ReadError::refused("The task id is not a valid FHIR id."));
+    }
+    let read = client.read_json("Task", id).await?;
+    // A Task of another patient is not shown in this patient's launch.
+    if let Some(p) = patient
+        && read.resource["for"]["reference"].as_str() != Some(p)
+    {
+        return Err(ReadError::refused(
+            "This task is not about this launch's patient.",
+        ));
+    }
+    let version = read
+        .version
+        .clone()
+        .or_else(|| {
+            read.resource["meta"]["versionId"]
+                .as_str()
+                .map(String::from)
+        })
+        .unwrap_or_default();
+    Ok(TaskRead {
+        view: view(&read.resource),
+        resource: read.resource,
+        version,
+    })
+}
+
+/// What the task page shows of `task`.
+pub fn view(task: &Value) -> TaskView {
+    let text = |v: &Value| v.as_str().map(String::from);
+    let date = |v: &Value, chars: usize| v.as_str().map(|d| d.chars().take(chars).collect());
+    let list = |key: &str| task[key].as_array().cloned().unwrap_or_default();
+    let coding = &task["code"]["coding"][0];
+    TaskView {
+        status: text(&task["status"]),
+        status_reason: text(&task["statusReason"]["text"]),
+        code: text(&coding["code"]),
+        display: text(&coding["display"]),
+        is_appeal: coding["system"] == APPEAL_TASK_SYSTEM,
+        description: text(&task["description"]),
+        priority: text(&task["priority"]),
+        owner: text(&task["owner"]["display"]).or_else(|| text(&task["owner"]["reference"])),
+        authored: date(&task["authoredOn"], 10),
+        deadline: date(&task["restriction"]["period"]["end"], 10),
+        inputs: list("input")
+            .iter()
+            .map(|i| {
+                let code = i["type"]["coding"][0]["code"].as_str().unwrap_or_default();
+                (code.to_string(), value_text(i))
+            })
+            .filter(|(_, v)| !v.is_empty())
+            .collect(),
+        outputs: list("output")
+            .iter()
+            .filter(|o| o["type"]["coding"][0]["system"] == APPEAL_INPUT_SYSTEM)
+            .map(value_text)
+            .collect(),
+        notes: list("note")
+            .iter()
+            .map(|n| {
+                (
+                    date(&n["time"], 16).unwrap_or_default(),
+                    n["text"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect(),
+    }
+}
+
+/// The value of an input or output, in words.
+fn value_text(v: &Value) -> String {
+    for key in ["valueString", "valueDate", "valueDateTime"] {
+        if let Some(s) = v[key].as_str() {
+            return s.to_string();
+        }
+    }
+    if let Some(cc) = v.get("valueCodeableConcept") {
+        let coding = &cc["coding"][0];
+        let code = coding["code"].as_str().unwrap_or_default();
+        let words = coding["display"]
+            .as_str()
+            .or(cc["text"].as_str())
+            .unwrap_or_default();
+        return format!("{code} {words}").trim().to_string();
+    }
+    if let Some(r) = v.get("valueReference") {
+        return r["display"].as_str().unwrap_or_default().to_string();
+    }
+    String::new()
+}
+
+/// A Task as an update saved it, with the version the server gave (its
+/// ETag) as `meta.versionId`: how the queue's index keeps it.
+pub fn stamped(mut saved: Versioned<Value>) -> Value {
+    if let Some(v) = &saved.version {
+        saved.resource["meta"]["versionId"] = json!(v);
+    }
+    saved.resource
+}
 
 /// One status change, as a user asked for it.
 #[derive(Debug, Clone)]

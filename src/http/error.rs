@@ -1,13 +1,20 @@
-//! The web layer's error: what the user reads, with the right status code.
-//! The internal cause is logged (without patient data); the page says what
-//! happened and what to do.
+//! What a handler answers: a page ([`render`]) or an error, which the user
+//! reads with the right status code. The internal cause is logged (without
+//! patient data); the page says what happened and what to do.
 
 use askama::Template;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 
 use crate::auth::smart::AuthError;
-use crate::fhir::FhirError;
+use crate::fhir::{FhirError, ReadError};
+
+/// A page, rendered from its template.
+pub(super) fn render(t: impl Template) -> Result<Response, AppError> {
+    t.render()
+        .map(|html| Html(html).into_response())
+        .map_err(|e| AppError::Internal(e.to_string()))
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -24,6 +31,17 @@ pub enum AppError {
     Auth(#[from] AuthError),
     #[error("Something went wrong inside Passerelle; the details are in its log.")]
     Internal(String),
+}
+
+/// A read the page asked for: the server's failure, or what cannot be
+/// shown, said to the user as a bad request.
+impl From<ReadError> for AppError {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::Fhir(e) => AppError::Fhir(e),
+            ReadError::Refused(words) => AppError::BadRequest(words),
+        }
+    }
 }
 
 #[derive(Template)]

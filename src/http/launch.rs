@@ -2,17 +2,18 @@
 //!
 //! * `GET /launch?iss=…&launch=…`: EHR launch;
 //! * `GET /standalone`, `GET /standalone/start?iss=…`: standalone launch;
-//! * `GET /callback`: the redirect back from the EHR;
-//! * `GET /l/{launch}/visit`: the visit page of one launch;
-//!   `POST /l/{launch}/patient`, `POST /l/{launch}/logout` (CSRF-protected);
+//! * `GET /callback`: the redirect back from the EHR, to the launch's visit
+//!   page;
+//! * `POST /l/{launch}/patient`, `POST /l/{launch}/logout` (CSRF-protected);
 //! * `GET /.well-known/jwks.json`: Passerelle's public keys.
 //!
 //! The browser keeps one cookie, `__Host-passerelle` (HttpOnly, Secure,
 //! SameSite=None so it works inside the EHR's iframe, Partitioned so it is
-//! the EHR's alone); tokens never leave the server.
+//! the EHR's alone), set here and read by the launch extractors; tokens never
+//! leave the server.
 
 use askama::Template;
-use axum::extract::{Form, Path, Query, State};
+use axum::extract::{Form, Query, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -21,16 +22,12 @@ use axum_extra::extract::CookieJar;
 use axum_extra::extract::cookie::{Cookie, SameSite};
 use serde::Deserialize;
 
-use super::visit::{SessionView, VisitPage, render, today};
+use super::error::render;
+use super::extract::{BROWSER_COOKIE, Launched, check_csrf, existing_browser};
 use super::{AppError, AppState};
 use crate::auth::keys::{jwks, random_token};
-use crate::auth::scopes::disabled_features;
-use crate::auth::session::Launch;
 use crate::auth::smart::AuthError;
 use crate::fhir::client::is_valid_id;
-use crate::fhir::{context, views};
-
-pub const BROWSER_COOKIE: &str = "__Host-passerelle";
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -38,7 +35,6 @@ pub fn router() -> Router<AppState> {
         .route("/standalone", get(standalone))
         .route("/standalone/start", get(standalone_start))
         .route("/callback", get(callback))
-        .route("/l/{id}/visit", get(visit))
         .route("/l/{id}/patient", post(choose_patient))
         .route("/l/{id}/logout", post(logout))
         .route("/.well-known/jwks.json", get(public_keys))
@@ -61,12 +57,6 @@ fn browser(jar: CookieJar) -> (CookieJar, String) {
         .partitioned(true)
         .build();
     (jar.add(cookie), id)
-}
-
-fn existing_browser(jar: &CookieJar) -> Result<String, AppError> {
-    jar.get(BROWSER_COOKIE)
-        .map(|c| c.value().to_string())
-        .ok_or(AppError::Auth(AuthError::WrongLaunch))
 }
 
 #[derive(Deserialize)]
@@ -205,192 +195,17 @@ async fn callback(
     Ok(Redirect::to(&format!("/l/{id}/visit")).into_response())
 }
 
-pub(super) async fn open_launch(
-    state: &AppState,
-    jar: &CookieJar,
-    id: &str,
-) -> Result<Launch, AppError> {
-    open_launch_with(state, jar, id, true).await
-}
-
-/// [`open_launch`] for requests a page makes by itself (live updates): the
-/// launch's idle clock is not reset by them.
-pub(super) async fn open_launch_quietly(
-    state: &AppState,
-    jar: &CookieJar,
-    id: &str,
-) -> Result<Launch, AppError> {
-    open_launch_with(state, jar, id, false).await
-}
-
-async fn open_launch_with(
-    state: &AppState,
-    jar: &CookieJar,
-    id: &str,
-    touch: bool,
-) -> Result<Launch, AppError> {
-    let browser = existing_browser(jar)?;
-    Ok(state.sessions()?.open_with(id, &browser, touch).await?)
-}
-
-#[derive(Template)]
-#[template(path = "launch_patients.html")]
-struct LaunchPatients {
-    launch_id: String,
-    csrf: String,
-    name: String,
-    patients: Vec<(String, String, String)>,
-}
-
-#[derive(Deserialize)]
-struct VisitQuery {
-    name: Option<String>,
-    /// The id of a write just made (referral, appeal…): its fate is shown.
-    done: Option<String>,
-    /// Open the patient search even when a queue is available.
-    pick: Option<String>,
-    /// The write had been sent before: nothing new was recorded.
-    again: Option<String>,
-}
-
-async fn visit(
-    State(state): State<AppState>,
-    jar: CookieJar,
-    Path(id): Path<String>,
-    Query(q): Query<VisitQuery>,
-) -> Result<Response, AppError> {
-    let launch = open_launch(&state, &jar, &id).await?;
-    let client = launch.fhir_client(state.http().clone(), state.limits())?;
-    let Some(patient) = launch.context.patient.clone() else {
-        // A coordinator's launch (no patient): the queue, when there is one.
-        if q.name.is_none() && q.pick.is_none() && state.queue(&launch.iss).is_some() {
-            return Ok(Redirect::to(&format!("/l/{}/queue", launch.id)).into_response());
-        }
-        // Standalone launch on an EHR without a patient picker: search here.
-        let mut params = vec![("_count", "50".to_string())];
-        if let Some(n) = q.name.as_deref().filter(|n| !n.trim().is_empty()) {
-            params.push(("name", n.trim().to_string()));
-        }
-        let page = client.search("Patient", &params).await?;
-        let patients = page
-            .resources::<fhir_sdk::r4b::resources::Patient>("Patient")
-            .items
-            .iter()
-            .map(views::patient)
-            .map(|p| {
-                (
-                    p.id,
-                    p.name,
-                    p.birth_date.map(|d| d.to_string()).unwrap_or_default(),
-                )
-            })
-            .collect();
-        return render(LaunchPatients {
-            launch_id: launch.id,
-            csrf: launch.csrf,
-            name: q.name.unwrap_or_default(),
-            patients,
-        });
-    };
-    let today = today();
-    let user = async {
-        let fhir_user = launch.context.fhir_user.as_deref()?;
-        let reference = fhir_user.rsplit('/').take(2).collect::<Vec<_>>();
-        let (id, kind) = (reference.first()?, reference.get(1)?);
-        if *kind != "Practitioner" || !is_valid_id(id) {
-            return None;
-        }
-        let p = client
-            .read::<fhir_sdk::r4b::resources::Practitioner>("Practitioner", id)
-            .await
-            .ok()?;
-        p.resource.name.iter().flatten().next().and_then(|n| {
-            let given: Vec<&str> = n.given.iter().flatten().map(String::as_str).collect();
-            let full = format!(
-                "{} {}",
-                given.join(" "),
-                n.family.clone().unwrap_or_default()
-            );
-            (!full.trim().is_empty()).then(|| full.trim().to_string())
-        })
-    };
-    let (ctx, user) = tokio::join!(
-        context::load_visit(
-            &client,
-            &patient,
-            launch.context.encounter.as_deref(),
-            state.regimes(),
-            today
-        ),
-        user
-    );
-    let mut page = VisitPage::new(ctx?, &launch.iss, today);
-    page.session = Some(SessionView {
-        launch_id: launch.id.clone(),
-        csrf: launch.csrf.clone(),
-        user: user
-            .or_else(|| launch.context.fhir_user.clone())
-            .unwrap_or_else(|| "signed in".into()),
-        disabled: disabled_features(&launch.granted)
-            .into_iter()
-            .map(|(n, r)| (n.to_string(), r))
-            .collect(),
-    });
-    page.show_banner = launch.context.need_patient_banner;
-    if let Some(done) = q.done.as_deref().filter(|d| !d.is_empty()) {
-        page.flash = state
-            .sessions()?
-            .store()
-            .outbox(done)
-            .await
-            .map_err(|e| AppError::Internal(e.to_string()))?
-            .filter(|i| i.launch == launch.id)
-            .map(|i| {
-                let summary: serde_json::Value =
-                    serde_json::from_str(&i.summary).unwrap_or_default();
-                let what = summary["what"].as_str().unwrap_or("Saved").to_string();
-                let words = match i.status.as_str() {
-                    "sent" => what,
-                    _ => format!("{what} ({})", i.last_error.unwrap_or_default()),
-                };
-                let words = if q.again.is_some() {
-                    format!("This form had been sent already, nothing new was recorded. {words}")
-                } else {
-                    words
-                };
-                (i.status, words)
-            });
-    }
-    render(page)
-}
-
 #[derive(Deserialize)]
 struct CsrfForm {
     csrf: String,
     patient: Option<String>,
 }
 
-/// Check a form's CSRF token against its launch's, in constant time so it
-/// cannot be guessed byte by byte.
-pub(super) fn check_csrf(launch: &Launch, token: &str) -> Result<(), AppError> {
-    let (a, b) = (launch.csrf.as_bytes(), token.as_bytes());
-    let same = a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0;
-    if same {
-        Ok(())
-    } else {
-        Err(AppError::BadRequest(
-            "This form has expired; reload the page and try again.".into(),
-        ))
-    }
-}
-
 async fn choose_patient(
     State(state): State<AppState>,
-    jar: CookieJar,
-    Path(id): Path<String>,
+    Launched(mut launch): Launched,
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, AppError> {
-    let mut launch = open_launch(&state, &jar, &id).await?;
     check_csrf(&launch, &form.csrf)?;
     // A coordinator's sign-in works the queue across patients: binding it
     // to one patient would break the queue; a chart is another sign-in.
@@ -418,12 +233,9 @@ async fn choose_patient(
 struct SignedOut;
 
 async fn logout(
-    State(state): State<AppState>,
-    jar: CookieJar,
-    Path(id): Path<String>,
+    Launched(launch): Launched,
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, AppError> {
-    let launch = open_launch(&state, &jar, &id).await?;
     check_csrf(&launch, &form.csrf)?;
     launch.sessions().logout(&launch).await?;
     render(SignedOut)

@@ -15,17 +15,17 @@ use axum::extract::{Form as AxumForm, Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
-use axum_extra::extract::CookieJar;
 use serde::Deserialize;
 
-use super::act::{check_write_id, now_fhir, patient_of, practitioner_of, read_task};
-use super::launch::{check_csrf, open_launch};
-use super::screen::write_through_outbox;
-use super::visit::{render, today};
+use super::clock::{now_fhir, today};
+use super::error::render;
+use super::extract::{Launched, PatientLaunch, WriteId, check_csrf, patient_of, practitioner_of};
+use super::outbox::{done_url, write_through};
 use super::{AppError, AppState};
-use crate::auth::keys::random_token;
 use crate::domain::letter::{LANGUAGES, LetterKind, placeholders_in};
-use crate::fhir::letter::{LetterRecord, facts, pdf_of, read_chart};
+use crate::fhir::letter::{LetterRecord, facts, read_chart, read_pdf};
+use crate::fhir::people::clinician_name;
+use crate::fhir::task;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -57,24 +57,14 @@ struct LetterPage {
     errors: Vec<String>,
 }
 
-/// The signed-in clinician's name, from `fhirUser`, for the signature.
-async fn clinician_name(
-    client: &crate::fhir::FhirClient,
-    practitioner: Option<&str>,
-) -> Option<String> {
-    let id = practitioner?.strip_prefix("Practitioner/")?;
-    let p = client.read_json("Practitioner", id).await.ok()?.resource;
-    crate::fhir::views::json_human_name(&p)
-}
-
 async fn draft(
     State(state): State<AppState>,
-    jar: CookieJar,
-    Path(id): Path<String>,
     Query(q): Query<DraftQuery>,
+    PatientLaunch {
+        launch,
+        patient: patient_id,
+    }: PatientLaunch,
 ) -> Result<Response, AppError> {
-    let launch = open_launch(&state, &jar, &id).await?;
-    let patient_id = patient_of(&launch)?;
     let kind = LetterKind::parse(q.kind.as_deref().unwrap_or("appeal")).ok_or_else(|| {
         AppError::BadRequest("Choose an appeal letter or a letter of medical necessity.".into())
     })?;
@@ -85,7 +75,11 @@ async fn draft(
     let client = launch.fhir_client(state.http().clone(), state.limits())?;
     let task_id = q.task.filter(|t| !t.is_empty());
     let task = match &task_id {
-        Some(t) => Some(read_task(&client, &launch, t).await?.0),
+        Some(t) => Some(
+            task::read(&client, launch.patient_ref().as_deref(), t)
+                .await?
+                .resource,
+        ),
         None => None,
     };
     let practitioner = practitioner_of(&launch);
@@ -101,7 +95,7 @@ async fn draft(
     render(LetterPage {
         launch_id: launch.id.clone(),
         csrf: launch.csrf.clone(),
-        letter_id: random_token(16),
+        letter_id: WriteId::fresh().to_string(),
         kind: kind.code().to_string(),
         task: task_id.unwrap_or_default(),
         lang,
@@ -126,7 +120,7 @@ fn unencodable(text: &str) -> String {
 #[derive(Deserialize)]
 struct StoreForm {
     csrf: String,
-    letter_id: String,
+    letter_id: WriteId,
     kind: String,
     #[serde(default)]
     task: String,
@@ -143,13 +137,11 @@ const MAX_LETTER_CHARS: usize = 60_000;
 
 async fn store(
     State(state): State<AppState>,
-    jar: CookieJar,
-    Path(id): Path<String>,
+    Launched(launch): Launched,
     AxumForm(form): AxumForm<StoreForm>,
 ) -> Result<Response, AppError> {
-    let launch = open_launch(&state, &jar, &id).await?;
     check_csrf(&launch, &form.csrf)?;
-    check_write_id(&form.letter_id)?;
+    let letter_id = form.letter_id.check()?;
     let patient_id = patient_of(&launch)?;
     let kind = LetterKind::parse(&form.kind)
         .ok_or_else(|| AppError::BadRequest("Unknown kind of letter.".into()))?;
@@ -187,13 +179,13 @@ async fn store(
     // The letter is linked to a Task of this launch's patient only.
     if let Some(t) = task.filter(|t| crate::fhir::client::is_valid_id(t)) {
         let client = launch.fhir_client(state.http().clone(), state.limits())?;
-        read_task(&client, &launch, t).await?;
+        task::read(&client, launch.patient_ref().as_deref(), t).await?;
     }
     if !errors.is_empty() {
         let page = render(LetterPage {
             launch_id: launch.id.clone(),
             csrf: launch.csrf.clone(),
-            letter_id: form.letter_id.clone(),
+            letter_id: letter_id.to_string(),
             kind: kind.code().to_string(),
             task: form.task.clone(),
             lang,
@@ -216,7 +208,7 @@ async fn store(
     let task_ref = task.map(|t| format!("Task/{t}"));
     let date = now_fhir()?;
     let bundle = crate::fhir::letter::transaction(&LetterRecord {
-        id: &form.letter_id,
+        id: letter_id,
         patient: &patient,
         encounter: encounter.as_deref(),
         author: author.as_deref(),
@@ -230,10 +222,10 @@ async fn store(
     });
     state.schema()?.validate_bundle(&bundle)?;
     launch.check_write(&bundle)?;
-    let new = write_through_outbox(
+    let new = write_through(
         &state,
         &launch.id,
-        &form.letter_id,
+        letter_id,
         &bundle,
         &serde_json::json!({ "what": format!("{title} stored") }),
     )
@@ -241,34 +233,23 @@ async fn store(
     let to = match task {
         Some(t) if new => format!("/l/{}/task/{t}", launch.id),
         Some(t) => format!("/l/{}/task/{t}?again=1", launch.id),
-        None => super::act::done_url(&launch.id, &form.letter_id, new),
+        None => done_url(&launch.id, letter_id, new),
     };
     Ok(Redirect::to(&to).into_response())
 }
 
 async fn pdf(
     State(state): State<AppState>,
-    jar: CookieJar,
-    Path((id, doc)): Path<(String, String)>,
+    Path((_, doc)): Path<(String, String)>,
+    Launched(launch): Launched,
 ) -> Result<Response, AppError> {
-    let launch = open_launch(&state, &jar, &id).await?;
     if !crate::fhir::client::is_valid_id(&doc) {
         return Err(AppError::BadRequest("The letter id is not valid.".into()));
     }
     let client = launch.fhir_client(state.http().clone(), state.limits())?;
-    let read = client.read_json("DocumentReference", &doc).await?;
     // A chart's launch sees its patient's letters only; a coordinator's
     // launch (user-level access, no patient) those of any patient.
-    if launch.patient_ref().is_some()
-        && launch.patient_ref().as_deref() != read.resource["subject"]["reference"].as_str()
-    {
-        return Err(AppError::BadRequest(
-            "This letter is not about this launch's patient.".into(),
-        ));
-    }
-    let bytes = pdf_of(&read.resource)
-        .filter(|b| b.starts_with(b"%PDF-"))
-        .ok_or_else(|| AppError::BadRequest("This document has no PDF.".into()))?;
+    let bytes = read_pdf(&client, &doc, launch.patient_ref().as_deref()).await?;
     Ok((
         [
             (header::CONTENT_TYPE, "application/pdf"),

@@ -3,14 +3,42 @@
 //! [`run`] takes an already bound listener, so the tests bind port 0 and
 //! start the real server in-process; `passerelle serve` binds the configured
 //! address and calls the same function.
+//!
+//! One module per feature, each with its routes and pages:
+//!
+//! * `launch`: SMART launches (EHR, standalone), the callback, logout, JWKS;
+//! * `visit`: the visit page (of a launch, or on an open server);
+//! * `screen`: the screening form and its result, concerns confirmed or refuted;
+//! * `refer`: referrals to community services, tasks for the patient;
+//! * `appeal`: appeals of denials;
+//! * `task`: a Task's page and its status changes;
+//! * `letter`: letters drafted from the chart, stored, printed;
+//! * `queue`: the coordinators' queue, its live updates and digest;
+//! * `patterns`: the practice's measures and their de-identified export.
+//!
+//! A feature module uses only the shared leaves below, never another
+//! feature, so each can be read (and changed) on its own:
+//!
+//! * `extract`: the launch of a request (axum extractors), CSRF and write ids;
+//! * `outbox`: writes kept and sent through the outbox, and their fate;
+//! * `clock`: today and now, in UTC;
+//! * `error`: rendered pages, and errors as pages with their status.
+//!
+//! The FHIR reads and writes are [`crate::fhir`]'s: no module here decodes
+//! a FHIR resource.
 
-mod act;
+mod appeal;
+mod clock;
 mod error;
+mod extract;
 mod launch;
 mod letter;
+mod outbox;
 mod patterns;
 mod queue;
+mod refer;
 mod screen;
+mod task;
 mod visit;
 
 use std::collections::HashMap;
@@ -398,7 +426,9 @@ pub fn router(state: AppState, settings: &Settings) -> Router {
         .merge(visit::router())
         .merge(launch::router())
         .merge(screen::router())
-        .merge(act::router())
+        .merge(refer::router())
+        .merge(appeal::router())
+        .merge(task::router())
         .merge(letter::router())
         .merge(queue::router())
         .merge(patterns::router())

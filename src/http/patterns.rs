@@ -15,20 +15,18 @@
 
 use askama::Template;
 use axum::Router;
-use axum::extract::{Form as AxumForm, Path, State};
+use axum::extract::{Form as AxumForm, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
-use axum_extra::extract::CookieJar;
 use serde::Deserialize;
-use serde_json::{Value, json};
 
-use super::launch::{check_csrf, open_launch};
-use super::visit::{render, today};
+use super::clock::today;
+use super::error::render;
+use super::extract::{Coordinator, Launched, check_csrf};
 use super::{AppError, AppState};
-use crate::auth::session::Launch;
 use crate::domain::patterns::{Cell, Period, Report, SUPPRESSION_RULE};
-use crate::queue::Queue;
+use crate::fhir::measure::measure_report;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -38,17 +36,6 @@ pub fn router() -> Router<AppState> {
             "/l/{id}/patterns/measure-report.json",
             get(export_measure_report),
         )
-}
-
-/// Canonical base of the measures' definitions.
-pub const MEASURE_BASE: &str = "http://passerelle.example.org/fhir/Measure/";
-
-/// The same guard as the queue: a coordinator's launch with a `user/` grant.
-fn queue_of<'a>(
-    state: &'a AppState,
-    launch: &Launch,
-) -> Result<&'a std::sync::Arc<Queue>, AppError> {
-    super::queue::queue_of(state, launch)
 }
 
 /// A bar of a chart, laid out.
@@ -168,13 +155,7 @@ fn percent(p: Option<f64>) -> String {
         .unwrap_or_else(|| WITHHELD.into())
 }
 
-async fn page(
-    State(state): State<AppState>,
-    jar: CookieJar,
-    Path(id): Path<String>,
-) -> Result<Response, AppError> {
-    let launch = open_launch(&state, &jar, &id).await?;
-    let queue = queue_of(&state, &launch)?;
+async fn page(Coordinator { launch, queue }: Coordinator) -> Result<Response, AppError> {
     let last = queue.patterns();
     let today = today();
     let default = Period {
@@ -277,13 +258,11 @@ struct RefreshForm {
 
 async fn refresh(
     State(state): State<AppState>,
-    jar: CookieJar,
-    Path(id): Path<String>,
+    Launched(launch): Launched,
     AxumForm(form): AxumForm<RefreshForm>,
 ) -> Result<Response, AppError> {
-    let launch = open_launch(&state, &jar, &id).await?;
     check_csrf(&launch, &form.csrf)?;
-    let queue = queue_of(&state, &launch)?;
+    let Coordinator { launch, queue } = Coordinator::of(&state, launch)?;
     let (Some(start), Some(end)) = (
         crate::domain::iso_date(&form.start),
         crate::domain::iso_date(&form.end),
@@ -306,8 +285,9 @@ async fn refresh(
     Ok(Redirect::to(&format!("/l/{}/patterns", launch.id)).into_response())
 }
 
-fn last_report(state: &AppState, launch: &Launch) -> Result<Report, AppError> {
-    queue_of(state, launch)?
+/// The last result computed, for the exports.
+fn last_report(c: &Coordinator) -> Result<Report, AppError> {
+    c.queue
         .patterns()
         .report
         .ok_or_else(|| AppError::BadRequest("Compute the measures first.".into()))
@@ -424,94 +404,8 @@ pub fn csv(report: &Report) -> Result<Vec<u8>, csv::Error> {
     w.into_inner().map_err(|e| e.into_error().into())
 }
 
-/// The aggregates as a FHIR R4 MeasureReport (type `summary`): one group per
-/// measure, strata for its categories; a suppressed stratum has no score
-/// and the `data-absent-reason` `masked`.
-pub fn measure_report(report: &Report) -> Value {
-    let masked = json!([{ "url": "http://hl7.org/fhir/StructureDefinition/data-absent-reason", "valueCode": "masked" }]);
-    // A group with a stratum per cell (a table by its dimension, a trend by month).
-    let stratified = |id: &str,
-                      title: &str,
-                      definition: &str,
-                      dimension: &str,
-                      unit: &str,
-                      cells: &[Cell]| {
-        let strata: Vec<Value> = cells
-            .iter()
-            .map(|c| match c.value {
-                Some(v) => json!({ "value": { "text": c.label }, "measureScore": { "value": v, "unit": unit } }),
-                None => json!({ "value": { "text": c.label }, "extension": masked }),
-            })
-            .collect();
-        json!({
-            "id": id,
-            "code": { "text": format!("{title}. {definition}") },
-            "stratifier": [{ "code": [{ "text": dimension }], "stratum": strata }]
-        })
-    };
-    // A score, or the masked extension when it is withheld.
-    let scored = |mut g: Value, value: Option<Value>, unit: &str| {
-        match value {
-            Some(v) => g["measureScore"] = json!({ "value": v, "unit": unit }),
-            None => g["extension"] = masked.clone(),
-        }
-        g
-    };
-    let mut groups = Vec::new();
-    for t in &report.tables {
-        let g = stratified(
-            &t.id,
-            &t.title,
-            &t.definition,
-            &t.dimension,
-            &t.unit,
-            &t.cells,
-        );
-        groups.push(scored(g, t.total.map(|v| json!(v)), &t.unit));
-    }
-    let measured = report
-        .rates
-        .iter()
-        .map(|r| (&r.id, &r.title, &r.definition, r.percent, "%"))
-        .chain(
-            report
-                .medians
-                .iter()
-                .map(|m| (&m.id, &m.title, &m.definition, m.days, "d")),
-        );
-    for (id, title, definition, value, unit) in measured {
-        let g = json!({ "id": id, "code": { "text": format!("{title}. {definition}") } });
-        groups.push(scored(g, value.map(|v| json!(v)), unit));
-    }
-    for t in &report.trends {
-        groups.push(stratified(
-            &t.id,
-            &t.title,
-            &t.definition,
-            "month",
-            &t.unit,
-            &t.points,
-        ));
-    }
-    json!({
-        "resourceType": "MeasureReport",
-        "status": "complete",
-        "type": "summary",
-        "measure": format!("{MEASURE_BASE}passerelle-patterns"),
-        "date": report.computed,
-        "period": { "start": report.period.0, "end": report.period.1 },
-        "extension": [{ "url": "http://passerelle.example.org/fhir/StructureDefinition/suppression-rule", "valueString": SUPPRESSION_RULE }],
-        "group": groups,
-    })
-}
-
-async fn export_csv(
-    State(state): State<AppState>,
-    jar: CookieJar,
-    Path(id): Path<String>,
-) -> Result<Response, AppError> {
-    let launch = open_launch(&state, &jar, &id).await?;
-    let report = last_report(&state, &launch)?;
+async fn export_csv(coordinator: Coordinator) -> Result<Response, AppError> {
+    let report = last_report(&coordinator)?;
     let body = csv(&report).map_err(|e| AppError::Internal(e.to_string()))?;
     Ok((
         [
@@ -528,11 +422,9 @@ async fn export_csv(
 
 async fn export_measure_report(
     State(state): State<AppState>,
-    jar: CookieJar,
-    Path(id): Path<String>,
+    coordinator: Coordinator,
 ) -> Result<Response, AppError> {
-    let launch = open_launch(&state, &jar, &id).await?;
-    let report = last_report(&state, &launch)?;
+    let report = last_report(&coordinator)?;
     let mr = measure_report(&report);
     state.schema()?.validate(&mr)?;
     Ok((

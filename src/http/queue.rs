@@ -23,18 +23,20 @@ use axum::routing::{get, post};
 use axum_extra::extract::CookieJar;
 use futures::Stream;
 use serde::Deserialize;
-use serde_json::json;
 
-use super::act::{now_fhir, practitioner_of};
-use super::launch::{check_csrf, open_launch, open_launch_quietly};
-use super::visit::{render, today};
+use super::clock::{now_fhir, today};
+use super::error::render;
+use super::extract::{Coordinator, Launched, QuietCoordinator, check_csrf, practitioner_of};
 use super::{AppError, AppState};
 use crate::auth::session::Launch;
 use crate::domain::queue::{
-    DueFilter, FOLLOW_UP_BY, Filter, Kind, OwnerFilter, ROLES, Sort, TEAM_ROLE_SYSTEM, Viewer,
-    digest, due_words, role_label, view,
+    DueFilter, Filter, Kind, OwnerFilter, ROLES, STATUS_FILTERS, Sort, Viewer, digest, due_words,
+    role_label, view,
 };
+use crate::domain::referral::Status;
 use crate::domain::sdoh::Domain;
+use crate::fhir::queue::{FollowUp, Handover, assignee_name, hand_over};
+use crate::fhir::task::{TaskRead, stamped};
 use crate::queue::Queue;
 
 pub fn router() -> Router<AppState> {
@@ -57,32 +59,6 @@ async fn notified(State(state): State<AppState>, Path(secret): Path<String>) -> 
         }
         None => axum::http::StatusCode::NOT_FOUND.into_response(),
     }
-}
-
-/// The launch's queue, if its EHR has one. Only a coordinator's launch (no
-/// patient in context) with a `user/` Task grant sees it: it shows every
-/// patient's tasks, which a launch for one patient, or a `patient/` grant,
-/// must not.
-pub(super) fn queue_of<'a>(
-    state: &'a AppState,
-    launch: &Launch,
-) -> Result<&'a std::sync::Arc<Queue>, AppError> {
-    if launch.context.patient.is_some() {
-        return Err(AppError::BadRequest(
-            "The queue is for a coordinator's sign-in (the follow-up queue), not a patient's chart.".into(),
-        ));
-    }
-    if !launch.granted.allows_user("Task", 's') {
-        return Err(AppError::BadRequest(
-            "The EHR did not grant this sign-in access to Tasks across patients (user/Task.rs)."
-                .into(),
-        ));
-    }
-    state.queue(&launch.iss).ok_or_else(|| {
-        AppError::BadRequest(
-            "The queue needs Backend Services configured for this EHR (\"backend\" in PASSERELLE_EHRS).".into(),
-        )
-    })
 }
 
 /// Who is looking: their practitioner reference and team role.
@@ -232,13 +208,11 @@ async fn queue_page(
     Path(id): Path<String>,
     Query(q): Query<QueueQuery>,
 ) -> Result<Response, AppError> {
-    let launch = if q.fragment.is_some() {
-        open_launch_quietly(&state, &jar, &id).await?
-    } else {
-        open_launch(&state, &jar, &id).await?
-    };
-    let queue = queue_of(&state, &launch)?;
-    render_queue(&launch, queue, &q, None)
+    // The table the page's script fetches on a change (`fragment`) is the
+    // page's own request: it does not keep the launch alive.
+    let Coordinator { launch, queue } =
+        Coordinator::open(&state, &jar, &id, q.fragment.is_none()).await?;
+    render_queue(&launch, &queue, &q, None)
 }
 
 fn render_queue(
@@ -269,26 +243,16 @@ fn render_queue(
                     q,
                     "status",
                     &q.status,
-                    [
-                        "open",
-                        "requested",
-                        "accepted",
-                        "in-progress",
-                        "on-hold",
-                        "completed",
-                        "cancelled",
-                        "rejected",
-                        "failed",
-                    ]
-                    .into_iter()
-                    .map(|s| {
-                        (
-                            s.to_string(),
-                            s.to_string(),
-                            v.by_status.get(s).copied().unwrap_or(0),
-                        )
-                    })
-                    .collect(),
+                    std::iter::once("open")
+                        .chain(STATUS_FILTERS.map(Status::code))
+                        .map(|s| {
+                            (
+                                s.to_string(),
+                                s.to_string(),
+                                v.by_status.get(s).copied().unwrap_or(0),
+                            )
+                        })
+                        .collect(),
                 ),
             ),
             (
@@ -504,12 +468,8 @@ struct QueueTable<'a> {
 }
 
 async fn events(
-    State(state): State<AppState>,
-    jar: CookieJar,
-    Path(id): Path<String>,
+    QuietCoordinator(Coordinator { queue, .. }): QuietCoordinator,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, AppError> {
-    let launch = open_launch_quietly(&state, &jar, &id).await?;
-    let queue = queue_of(&state, &launch)?.clone();
     let rx = queue.subscribe();
     let stream = futures::stream::unfold(rx, |mut rx| async move {
         let data = match rx.recv().await {
@@ -531,13 +491,7 @@ struct DigestPage {
     groups: Vec<(&'static str, Vec<RowView>)>,
 }
 
-async fn digest_page(
-    State(state): State<AppState>,
-    jar: CookieJar,
-    Path(id): Path<String>,
-) -> Result<Response, AppError> {
-    let launch = open_launch(&state, &jar, &id).await?;
-    let queue = queue_of(&state, &launch)?;
+async fn digest_page(Coordinator { launch, queue }: Coordinator) -> Result<Response, AppError> {
     let today = today();
     let team = queue.team();
     let groups = queue.with_tasks(|tasks| {
@@ -600,26 +554,24 @@ struct ActForm {
 
 async fn act_on(
     State(state): State<AppState>,
-    jar: CookieJar,
-    Path((id, tid)): Path<(String, String)>,
+    Path((_, tid)): Path<(String, String)>,
+    Launched(launch): Launched,
     AxumForm(form): AxumForm<ActForm>,
 ) -> Result<Response, AppError> {
-    let launch = open_launch(&state, &jar, &id).await?;
     check_csrf(&launch, &form.csrf)?;
-    let queue = queue_of(&state, &launch)?;
+    let Coordinator { launch, queue } = Coordinator::of(&state, launch)?;
     if !crate::fhir::client::is_valid_id(&tid) || form.version.is_empty() {
         return Err(AppError::BadRequest(
             "Reload the queue: this row is not valid.".into(),
         ));
     }
     let client = launch.fhir_client(state.http().clone(), state.limits())?;
-    let read = client.read_json("Task", &tid).await?;
-    let mut task = read.resource;
-    let current = read
-        .version
-        .clone()
-        .or_else(|| task["meta"]["versionId"].as_str().map(String::from))
-        .unwrap_or_default();
+    // A coordinator's launch has no patient: any patient's Task is read.
+    let TaskRead {
+        resource: task,
+        version: current,
+        view,
+    } = crate::fhir::task::read(&client, None, &tid).await?;
     let back: QueueQuery = serde_urlencoded_query(&form.back);
     // The row was stale: nothing is sent; the queue shows the current
     // version and says who changed what.
@@ -627,14 +579,13 @@ async fn act_on(
         queue.written(&task);
         let notice = format!(
             "Someone changed \"{}\" while you were looking: it is now {}{}. Nothing was changed; check the row and try again.",
-            task["description"].as_str().unwrap_or("this task"),
-            task["status"].as_str().unwrap_or("changed"),
-            crate::fhir::queue::assignee(&task)
-                .and_then(|a| a["display"].as_str())
+            view.description.as_deref().unwrap_or("this task"),
+            view.status.as_deref().unwrap_or("changed"),
+            assignee_name(&task)
                 .map(|o| format!(", assigned to {o}"))
                 .unwrap_or_default()
         );
-        let page = render_queue(&launch, queue, &back, Some(notice))?;
+        let page = render_queue(&launch, &queue, &back, Some(notice))?;
         return Ok((axum::http::StatusCode::CONFLICT, page).into_response());
     }
     let me = practitioner_of(&launch);
@@ -645,104 +596,64 @@ async fn act_on(
             .map(|m| m.name.clone())
     };
     let now = now_fhir()?;
-    // Who follows the Task up at the practice. An appeal is the practice's
-    // own work: its owner. A referral is owned by the service, a task for
-    // the patient by the patient: those owners stay, and the team member is
-    // named in the follow-up-by extension.
-    let is_appeal = task["code"]["coding"][0]["system"] == crate::domain::visit::APPEAL_TASK_SYSTEM;
-    let set_assignee = |task: &mut serde_json::Value, reference: &str, name: Option<String>| {
-        let mut r = json!({ "reference": reference });
-        if let Some(n) = name {
-            r["display"] = json!(n);
-        }
-        if is_appeal {
-            task["owner"] = r;
-        } else {
-            let mut ext: Vec<serde_json::Value> = task["extension"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|e| e["url"] != FOLLOW_UP_BY)
-                .collect();
-            ext.push(json!({ "url": FOLLOW_UP_BY, "valueReference": r }));
-            task["extension"] = json!(ext);
-        }
-    };
-    let clear_assignee = |task: &mut serde_json::Value| {
-        if let Some(o) = task.as_object_mut() {
-            if is_appeal {
-                if o.get("owner")
-                    .and_then(|x| x["reference"].as_str())
-                    .is_some_and(|r| r.starts_with("Practitioner/"))
-                {
-                    o.remove("owner");
-                }
-            } else if let Some(ext) = o.get_mut("extension").and_then(|e| e.as_array_mut()) {
-                ext.retain(|e| e["url"] != FOLLOW_UP_BY);
-                if ext.is_empty() {
-                    o.remove("extension");
-                }
-            }
-        }
-    };
-    match form.action.as_str() {
+    let to = match form.action.as_str() {
         "claim" => {
-            let me = me.clone().ok_or_else(|| {
+            let me = me.as_deref().ok_or_else(|| {
                 AppError::BadRequest("Only a signed-in practitioner can claim a task.".into())
             })?;
-            set_assignee(&mut task, &me, name_of(&me));
+            Some(FollowUp::Person {
+                reference: me,
+                name: name_of(me),
+            })
         }
         "assign" => {
             if let Some(role) = form.to.strip_prefix("role:") {
                 let label = role_label(role)
                     .ok_or_else(|| AppError::BadRequest("Unknown team role.".into()))?;
-                task["performerType"] = json!([{ "coding": [{ "system": TEAM_ROLE_SYSTEM, "code": role, "display": label }] }]);
-                clear_assignee(&mut task);
+                Some(FollowUp::Role { code: role, label })
             } else {
                 let name = name_of(&form.to).ok_or_else(|| {
                     AppError::BadRequest("Choose someone of the care team.".into())
                 })?;
-                set_assignee(&mut task, &form.to, Some(name));
+                Some(FollowUp::Person {
+                    reference: &form.to,
+                    name: Some(name),
+                })
             }
         }
-        "note" => {}
+        "note" => None,
         _ => return Err(AppError::BadRequest("Choose claim, assign or note.".into())),
-    }
-    let note = form.note.trim();
-    if !note.is_empty() {
-        let mut n = json!({ "text": note, "time": now });
-        if let Some(m) = &me {
-            n["authorReference"] = json!({ "reference": m });
-        }
-        match task["note"].as_array_mut() {
-            Some(notes) => notes.push(n),
-            None => task["note"] = json!([n]),
-        }
-    } else if form.action == "note" {
+    };
+    let note = Some(form.note.trim()).filter(|n| !n.is_empty());
+    if note.is_none() && form.action == "note" {
         return Err(AppError::BadRequest("Write the note first.".into()));
     }
-    task["lastModified"] = json!(now);
+    let task = hand_over(
+        task,
+        &Handover {
+            to,
+            note,
+            author: me.as_deref(),
+            now: &now,
+        },
+    );
     state.schema()?.validate(&task)?;
     launch.check_write(&task)?;
     match client.update(&task, Some(&form.version)).await {
-        Ok(mut saved) => {
-            if let Some(v) = &saved.version {
-                saved.resource["meta"]["versionId"] = json!(v);
-            }
-            queue.written(&saved.resource);
+        Ok(saved) => {
+            queue.written(&stamped(saved));
             Ok(
                 Redirect::to(&format!("/l/{}/queue?{}", launch.id, back.with("", "")))
                     .into_response(),
             )
         }
         Err(crate::fhir::FhirError::Conflict { .. }) => {
-            if let Ok(fresh) = client.read_json("Task", &tid).await {
+            if let Ok(fresh) = crate::fhir::task::read(&client, None, &tid).await {
                 queue.written(&fresh.resource);
             }
             let page = render_queue(
                 &launch,
-                queue,
+                &queue,
                 &back,
                 Some("Someone changed this task at the same moment. Nothing was changed; the row shows it as it is now.".into()),
             )?;

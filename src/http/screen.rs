@@ -15,18 +15,18 @@ use axum::Router;
 use axum::extract::{Form as AxumForm, Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum_extra::extract::CookieJar;
 use serde::Deserialize;
 
-use super::launch::{check_csrf, open_launch};
-use super::visit::render;
+use super::clock::{now_fhir, today};
+use super::error::render;
+use super::extract::{Launched, PatientLaunch, WriteId, check_csrf, practitioner_of};
+use super::outbox::{write_through, written};
 use super::{AppError, AppState};
-use crate::auth::keys::random_token;
 use crate::domain::screening::{ItemResponse, Rules, score};
 use crate::domain::visit::latest_screenings;
+use crate::fhir::people;
 use crate::fhir::questionnaire::{self, Form, Item, Kind, LANGUAGES, Posted};
-use crate::fhir::screening::{ConditionTable, ScreeningRecord, transaction};
-use crate::fhir::views;
+use crate::fhir::screening::{ConditionTable, ScreeningRecord, history, transaction};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -174,37 +174,21 @@ struct ShowQuery {
 
 async fn show(
     State(state): State<AppState>,
-    jar: CookieJar,
-    Path(id): Path<String>,
     Query(q): Query<ShowQuery>,
+    PatientLaunch {
+        launch,
+        patient: patient_id,
+    }: PatientLaunch,
 ) -> Result<Response, AppError> {
-    let launch = open_launch(&state, &jar, &id).await?;
-    let patient_id = launch
-        .context
-        .patient
-        .clone()
-        .ok_or_else(|| AppError::BadRequest("Choose a patient first.".into()))?;
     let client = launch.fhir_client(state.http().clone(), state.limits())?;
-    let subject = format!("Patient/{patient_id}");
-    let history_q = [
-        ("subject", subject.clone()),
-        ("category", "sdoh".to_string()),
-        ("_sort", "-date".to_string()),
-        ("_count", "200".to_string()),
-    ];
     // The patient and their screening history, in one round trip's time.
-    let (patient, history) = tokio::join!(
-        client.read::<fhir_sdk::r4b::resources::Patient>("Patient", &patient_id),
-        client.search("Observation", &history_q),
+    let (patient, observations) = tokio::join!(
+        people::patient(&client, &patient_id),
+        history(&client, &patient_id),
     );
-    let patient = views::patient(&patient?.resource);
-    let observations: Vec<_> = history?
-        .resources::<fhir_sdk::r4b::resources::Observation>("Observation")
-        .items
-        .iter()
-        .map(views::screening_observation)
-        .collect();
-    let since = super::visit::today() - time::Duration::days(state.screening_interval_days());
+    let patient = patient?;
+    let observations = observations?;
+    let since = today() - time::Duration::days(state.screening_interval_days());
     let recent: Vec<_> = latest_screenings(&observations)
         .into_iter()
         .filter(|s| s.date >= since)
@@ -248,7 +232,7 @@ async fn show(
     render(ScreenPage {
         launch_id: launch.id.clone(),
         csrf: launch.csrf.clone(),
-        screening_id: random_token(16),
+        screening_id: WriteId::fresh().to_string(),
         form_id: form.id.clone(),
         title: form.title.get(&lang).to_string(),
         large: q.large.is_some(),
@@ -296,11 +280,9 @@ struct DonePage {
 
 async fn record(
     State(state): State<AppState>,
-    jar: CookieJar,
-    Path(id): Path<String>,
+    Launched(launch): Launched,
     AxumForm(fields): AxumForm<Vec<(String, String)>>,
 ) -> Result<Response, AppError> {
-    let launch = open_launch(&state, &jar, &id).await?;
     let field = |name: &str| {
         fields
             .iter()
@@ -309,8 +291,8 @@ async fn record(
             .unwrap_or_default()
     };
     check_csrf(&launch, &field("csrf"))?;
-    let screening_id = field("screening_id");
-    super::act::check_write_id(&screening_id)?;
+    let screening_id = WriteId::from(field("screening_id"));
+    let screening_id = screening_id.check()?;
     let form_id = field("form");
     let form = active_forms(&state)
         .into_iter()
@@ -357,12 +339,12 @@ async fn record(
         .encounter
         .as_ref()
         .map(|e| format!("Encounter/{e}"));
-    let author = super::act::practitioner_of(&launch);
-    let authored = super::act::now_fhir()?;
+    let author = practitioner_of(&launch);
+    let authored = now_fhir()?;
     let canonical = form.canonical();
     let bundle = transaction(
         &ScreeningRecord {
-            id: &screening_id,
+            id: screening_id,
             patient: &patient,
             encounter: encounter.as_deref(),
             author: author.as_deref(),
@@ -381,7 +363,7 @@ async fn record(
         "screened": scored.screened.len(),
         "resources": bundle["entry"].as_array().map_or(0, Vec::len),
     });
-    write_through_outbox(&state, &launch.id, &screening_id, &bundle, &summary).await?;
+    write_through(&state, &launch.id, screening_id, &bundle, &summary).await?;
     // Post/redirect/get: reloading the result never posts again.
     Ok(
         axum::response::Redirect::to(&format!("/l/{}/screen/{}", launch.id, screening_id))
@@ -389,60 +371,18 @@ async fn record(
     )
 }
 
-/// Keep a write in Passerelle's store, then send it once now: nothing is
-/// lost if the FHIR server fails, the outbox sends it again. `id` is the
-/// write's idempotency key; a second POST with the same id sends nothing
-/// new. Returns false when that id had been written before.
-pub(super) async fn write_through_outbox(
-    state: &AppState,
-    launch_id: &str,
-    id: &str,
-    bundle: &serde_json::Value,
-    summary: &serde_json::Value,
-) -> Result<bool, AppError> {
-    let sessions = state.sessions()?;
-    let existed = sessions
-        .store()
-        .outbox(id)
-        .await
-        .map_err(|e| AppError::Internal(e.to_string()))?
-        .is_some();
-    let payload = serde_json::to_vec(bundle).map_err(|e| AppError::Internal(e.to_string()))?;
-    sessions
-        .store()
-        .put_outbox(id, launch_id, &payload, &summary.to_string())
-        .await
-        .map_err(|e| AppError::Internal(e.to_string()))?;
-    if let Some(item) = sessions
-        .store()
-        .outbox(id)
-        .await
-        .map_err(|e| AppError::Internal(e.to_string()))?
-        && item.status == "pending"
-    {
-        crate::outbox::send(sessions, &item, state.http().clone(), state.limits()).await;
-    }
-    Ok(!existed)
-}
-
 /// The screening's state: recorded, saved here and sending, or refused.
 async fn status(
     State(state): State<AppState>,
-    jar: CookieJar,
-    Path((id, sid)): Path<(String, String)>,
+    Path((_, sid)): Path<(String, String)>,
+    Launched(launch): Launched,
 ) -> Result<Response, AppError> {
-    let launch = open_launch(&state, &jar, &id).await?;
     status_page(&state, &launch.id, &sid).await
 }
 
 async fn status_page(state: &AppState, launch_id: &str, sid: &str) -> Result<Response, AppError> {
-    let item = state
-        .sessions()?
-        .store()
-        .outbox(sid)
-        .await
-        .map_err(|e| AppError::Internal(e.to_string()))?
-        .filter(|i| i.launch == launch_id)
+    let item = written(state, launch_id, sid)
+        .await?
         .ok_or_else(|| AppError::BadRequest("There is no such screening in this launch.".into()))?;
     let summary: serde_json::Value = serde_json::from_str(&item.summary).unwrap_or_default();
     render(DonePage {
@@ -483,11 +423,10 @@ struct VerdictForm {
 /// the page says so.
 async fn decide_concern(
     State(state): State<AppState>,
-    jar: CookieJar,
-    Path((id, cid)): Path<(String, String)>,
+    Path((_, cid)): Path<(String, String)>,
+    Launched(launch): Launched,
     AxumForm(form): AxumForm<VerdictForm>,
 ) -> Result<Response, AppError> {
-    let launch = open_launch(&state, &jar, &id).await?;
     check_csrf(&launch, &form.csrf)?;
     let verdict = match form.verdict.as_str() {
         "confirm" => crate::fhir::screening::Verdict::Confirm,
@@ -500,8 +439,7 @@ async fn decide_concern(
         ));
     }
     let client = launch.fhir_client(state.http().clone(), state.limits())?;
-    let current = client.read_json("Condition", &cid).await?;
-    let decided = crate::fhir::screening::decide(current.resource, verdict);
+    let decided = crate::fhir::screening::read_and_decide(&client, &cid, verdict).await?;
     state.schema()?.validate(&decided)?;
     launch.check_write(&decided)?;
     client.update(&decided, Some(&form.version)).await?;
@@ -509,14 +447,6 @@ async fn decide_concern(
         axum::response::Redirect::to(&format!("/l/{}/visit#concern-{cid}", launch.id))
             .into_response(),
     )
-}
-
-/// `http://ehr/fhir/Practitioner/7` → `Practitioner/7`.
-pub(super) fn relative_reference(url: &str) -> Option<String> {
-    let mut parts = url.trim_end_matches('/').rsplit('/');
-    let id = parts.next()?;
-    let kind = parts.next()?;
-    Some(format!("{kind}/{id}"))
 }
 
 /// The label of an open-choice item's free-text answer.

@@ -1,40 +1,38 @@
-//! The open-server launch and the visit page.
+//! The visit page, of a SMART launch or on an open server.
 //!
-//! `GET /launch/open?iss=<base>&patient=<id>[&encounter=<id>]` opens a visit
-//! on a FHIR server the configuration lists as open (no authorization), such
-//! as the public HAPI R4 sandbox. Without `patient`, it lists the server's
-//! patients to pick from. A base that is not listed is refused before any
-//! request is sent.
+//! * `GET /l/{launch}/visit`: the visit page of one SMART launch, with what
+//!   became of the write just made; without a patient in context, the
+//!   coordinator's queue or a patient search.
+//! * `GET /launch/open?iss=<base>&patient=<id>[&encounter=<id>]` opens a
+//!   visit on a FHIR server the configuration lists as open (no
+//!   authorization), such as the public HAPI R4 sandbox. Without `patient`,
+//!   it lists the server's patients to pick from. A base that is not listed
+//!   is refused before any request is sent.
 
 use askama::Template;
 use axum::Router;
 use axum::extract::{Query, State};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use serde::Deserialize;
 use time::Date;
 
+use super::clock::today;
+use super::error::render;
+use super::extract::Launched;
+use super::outbox::written;
 use super::{AppError, AppState};
+use crate::auth::scopes::disabled_features;
 use crate::domain::coverage::{CoverageGap, DeadlineWarning, deadline_warning};
 use crate::domain::visit::{Section, VisitContext};
 use crate::fhir::client::is_valid_id;
-use crate::fhir::{context, views};
+use crate::fhir::{context, people};
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/", get(home))
         .route("/launch/open", get(open_launch))
-}
-
-/// Today, as the date rules see it (UTC).
-pub(super) fn today() -> Date {
-    time::OffsetDateTime::now_utc().date()
-}
-
-pub(super) fn render(t: impl Template) -> Result<Response, AppError> {
-    t.render()
-        .map(|html| Html(html).into_response())
-        .map_err(|e| AppError::Internal(e.to_string()))
+        .route("/l/{id}/visit", get(visit))
 }
 
 #[derive(Template)]
@@ -107,16 +105,10 @@ async fn pick_patient(
     client: &crate::fhir::FhirClient,
     name: Option<&str>,
 ) -> Result<Response, AppError> {
-    let mut params = vec![("_count", "50".to_string())];
-    if let Some(n) = name {
-        params.push(("name", n.to_string()));
-    }
-    let page = client.search("Patient", &params).await?;
-    let decoded = page.resources::<fhir_sdk::r4b::resources::Patient>("Patient");
-    let patients = decoded
-        .items
-        .iter()
-        .map(views::patient)
+    let found = people::search_patients(client, name).await?;
+    let patients = found
+        .patients
+        .into_iter()
         .map(|p| PatientRow {
             birth_date: fmt_date(p.birth_date),
             id: p.id,
@@ -127,7 +119,7 @@ async fn pick_patient(
         iss: client.base().to_string(),
         name: name.unwrap_or_default().to_string(),
         patients,
-        skipped: decoded.skipped,
+        skipped: found.skipped,
     })
 }
 
@@ -135,24 +127,120 @@ fn fmt_date(d: Option<Date>) -> String {
     d.map(|d| d.to_string()).unwrap_or_else(|| "unknown".into())
 }
 
+#[derive(Template)]
+#[template(path = "launch_patients.html")]
+struct LaunchPatients {
+    launch_id: String,
+    csrf: String,
+    name: String,
+    patients: Vec<(String, String, String)>,
+}
+
+#[derive(Deserialize)]
+struct VisitQuery {
+    name: Option<String>,
+    /// The id of a write just made (referral, appeal…): its fate is shown.
+    done: Option<String>,
+    /// Open the patient search even when a queue is available.
+    pick: Option<String>,
+    /// The write had been sent before: nothing new was recorded.
+    again: Option<String>,
+}
+
+async fn visit(
+    State(state): State<AppState>,
+    Query(q): Query<VisitQuery>,
+    Launched(launch): Launched,
+) -> Result<Response, AppError> {
+    let client = launch.fhir_client(state.http().clone(), state.limits())?;
+    let Some(patient) = launch.context.patient.clone() else {
+        // A coordinator's launch (no patient): the queue, when there is one.
+        if q.name.is_none() && q.pick.is_none() && state.queue(&launch.iss).is_some() {
+            return Ok(Redirect::to(&format!("/l/{}/queue", launch.id)).into_response());
+        }
+        // Standalone launch on an EHR without a patient picker: search here.
+        let name = q.name.as_deref().map(str::trim).filter(|n| !n.is_empty());
+        let patients = people::search_patients(&client, name)
+            .await?
+            .patients
+            .into_iter()
+            .map(|p| {
+                (
+                    p.id,
+                    p.name,
+                    p.birth_date.map(|d| d.to_string()).unwrap_or_default(),
+                )
+            })
+            .collect();
+        return render(LaunchPatients {
+            launch_id: launch.id,
+            csrf: launch.csrf,
+            name: q.name.unwrap_or_default(),
+            patients,
+        });
+    };
+    let today = today();
+    let user = people::signed_in_name(&client, launch.context.fhir_user.as_deref());
+    let (ctx, user) = tokio::join!(
+        context::load_visit(
+            &client,
+            &patient,
+            launch.context.encounter.as_deref(),
+            state.regimes(),
+            today
+        ),
+        user
+    );
+    let mut page = VisitPage::new(ctx?, &launch.iss, today);
+    page.session = Some(SessionView {
+        launch_id: launch.id.clone(),
+        csrf: launch.csrf.clone(),
+        user: user
+            .or_else(|| launch.context.fhir_user.clone())
+            .unwrap_or_else(|| "signed in".into()),
+        disabled: disabled_features(&launch.granted)
+            .into_iter()
+            .map(|(n, r)| (n.to_string(), r))
+            .collect(),
+    });
+    page.show_banner = launch.context.need_patient_banner;
+    if let Some(done) = q.done.as_deref().filter(|d| !d.is_empty()) {
+        page.flash = written(&state, &launch.id, done).await?.map(|i| {
+            let summary: serde_json::Value = serde_json::from_str(&i.summary).unwrap_or_default();
+            let what = summary["what"].as_str().unwrap_or("Saved").to_string();
+            let words = match i.status.as_str() {
+                "sent" => what,
+                _ => format!("{what} ({})", i.last_error.unwrap_or_default()),
+            };
+            let words = if q.again.is_some() {
+                format!("This form had been sent already, nothing new was recorded. {words}")
+            } else {
+                words
+            };
+            (i.status, words)
+        });
+    }
+    render(page)
+}
+
 /// Who is signed in, in a SMART launch, and what the grant does not allow.
-pub(super) struct SessionView {
-    pub launch_id: String,
-    pub csrf: String,
-    pub user: String,
+struct SessionView {
+    launch_id: String,
+    csrf: String,
+    user: String,
     /// (feature, reason)
-    pub disabled: Vec<(String, String)>,
+    disabled: Vec<(String, String)>,
 }
 
 /// The visit page: everything pre-formatted, so the template only lays out.
 #[derive(Template)]
 #[template(path = "visit.html")]
-pub(super) struct VisitPage {
-    pub session: Option<SessionView>,
+struct VisitPage {
+    session: Option<SessionView>,
     /// What became of the write the user just made: (sent|pending|failed, words).
-    pub flash: Option<(String, String)>,
+    flash: Option<(String, String)>,
     /// False when the EHR already shows its own banner (`need_patient_banner`).
-    pub show_banner: bool,
+    show_banner: bool,
     iss: String,
     patient_id: String,
     name: String,
@@ -262,7 +350,7 @@ fn period(start: Option<Date>, end: Option<Date>) -> String {
 }
 
 impl VisitPage {
-    pub(super) fn new(ctx: VisitContext, iss: &str, today: Date) -> Self {
+    fn new(ctx: VisitContext, iss: &str, today: Date) -> Self {
         let p = &ctx.patient;
         let coverage_alerts = match &ctx.coverage {
             Ok(summary) => summary

@@ -1,0 +1,70 @@
+//! The pages' side of the outbox ([`crate::outbox`]): a page keeps each write
+//! in Passerelle's store and sends it once at once ([`write_through`]), then
+//! shows what became of it ([`written`], [`done_url`]). The resending, after
+//! a failure or a restart, is the outbox's worker's.
+
+use serde_json::Value;
+
+use super::{AppError, AppState};
+use crate::store::OutboxItem;
+
+/// Keep a write in Passerelle's store, then send it once now: nothing is
+/// lost if the FHIR server fails, the outbox sends it again. `id` is the
+/// write's idempotency key; a second POST with the same id sends nothing
+/// new. Returns false when that id had been written before.
+pub(super) async fn write_through(
+    state: &AppState,
+    launch_id: &str,
+    id: &str,
+    bundle: &Value,
+    summary: &Value,
+) -> Result<bool, AppError> {
+    let sessions = state.sessions()?;
+    let existed = sessions
+        .store()
+        .outbox(id)
+        .await
+        .map_err(|e| AppError::Internal(e.to_string()))?
+        .is_some();
+    let payload = serde_json::to_vec(bundle).map_err(|e| AppError::Internal(e.to_string()))?;
+    sessions
+        .store()
+        .put_outbox(id, launch_id, &payload, &summary.to_string())
+        .await
+        .map_err(|e| AppError::Internal(e.to_string()))?;
+    if let Some(item) = sessions
+        .store()
+        .outbox(id)
+        .await
+        .map_err(|e| AppError::Internal(e.to_string()))?
+        && item.status == "pending"
+    {
+        crate::outbox::send(sessions, &item, state.http().clone(), state.limits()).await;
+    }
+    Ok(!existed)
+}
+
+/// The write `id` of launch `launch_id`, as the outbox has it now; `None`
+/// for a write of another launch.
+pub(super) async fn written(
+    state: &AppState,
+    launch_id: &str,
+    id: &str,
+) -> Result<Option<OutboxItem>, AppError> {
+    Ok(state
+        .sessions()?
+        .store()
+        .outbox(id)
+        .await
+        .map_err(|e| AppError::Internal(e.to_string()))?
+        .filter(|i| i.launch == launch_id))
+}
+
+/// The visit page showing what became of write `id`; `new` false when the
+/// same form had been sent before (nothing new was recorded).
+pub(super) fn done_url(launch: &str, id: &str, new: bool) -> String {
+    format!(
+        "/l/{launch}/visit?done={id}{}",
+        if new { "" } else { "&again=1" }
+    )
+}
