@@ -17,8 +17,12 @@
 //!   (returning plain values of [`domain`]) and writes, the visit context
 //!   loader, schema validation of what we write;
 //! * [`domain`]: the rules (coverage gaps, appeal regimes, SDOH domains, the
-//!   Task statuses and state machine), free of I/O so they are tested in
-//!   microseconds;
+//!   Task statuses and state machine), free
+//!   of I/O so they are tested in microseconds; [`domain::patterns`], the
+//!   measures across patients, is a folder with one module per measure
+//!   family (denials, appeals, referrals, screening, coverage) beside the
+//!   accumulation state, the merge of batches, the small-cell suppression
+//!   and the exported report;
 //! * [`seed`] and [`check`]: the integrator's tools (fixtures in, conformance
 //!   probe out);
 //! * [`dev`]: the local Helios FHIR Server runner used by `demo` and the tests.
