@@ -17,7 +17,7 @@ use std::time::Instant;
 use common::proxy::Proxy;
 use passerelle::domain::screening::{ItemResponse, Rules, score};
 use passerelle::fhir::questionnaire::{self, Posted};
-use passerelle::fhir::screening::{ConditionTable, ScreeningRecord, transaction};
+use passerelle::fhir::screening::{ConditionTable, RecordedItem, ScreeningRecord, transaction};
 
 const RUNS: usize = 500;
 
@@ -52,15 +52,7 @@ fn one(
     id: &str,
 ) -> (serde_json::Value, usize) {
     let items = questionnaire::recorded(form, &answers(), &Default::default()).unwrap();
-    let responses: Vec<ItemResponse> = items
-        .iter()
-        .map(|i| ItemResponse {
-            link_id: i.link_id.clone(),
-            question: i.question.code.clone(),
-            answers: i.answers.iter().map(|(a, _)| a.clone()).collect(),
-            absent: i.absent,
-        })
-        .collect();
+    let responses: Vec<ItemResponse> = items.iter().map(RecordedItem::response).collect();
     let scored = score(rules, &responses, &form.ordinals());
     let bundle = transaction(
         &ScreeningRecord {

@@ -224,6 +224,53 @@ pub fn is_valid_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 
+/// A FHIR `id` (R4 datatype `id`: 1 to 64 of `A-Z a-z 0-9 - .`), checked
+/// where it enters Passerelle (a page's address, a form) so that only a
+/// valid id is ever put into a request URL.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(transparent)]
+pub struct Id(String);
+
+impl Id {
+    /// The only way in: a string that is a valid FHIR id.
+    pub fn parse(id: impl Into<String>) -> Result<Self, InvalidId> {
+        let id = id.into();
+        if is_valid_id(&id) {
+            Ok(Id(id))
+        } else {
+            Err(InvalidId)
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Id {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Id {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Id {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Id::parse(String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A string that is not a FHIR id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("not a valid FHIR id (1 to 64 letters, digits, '-' or '.')")]
+pub struct InvalidId;
+
 /// A valid resource type name (letters only, starting upper case).
 fn is_valid_type(t: &str) -> bool {
     t.bytes().next().is_some_and(|b| b.is_ascii_uppercase())
@@ -892,6 +939,13 @@ mod tests {
     #[test]
     fn ids_are_checked_before_they_reach_a_url() {
         assert!(is_valid_id("passerelle-p01"));
+        assert_eq!(Id::parse("pas-t1").unwrap().as_str(), "pas-t1");
+        assert_eq!(Id::parse("../metadata"), Err(InvalidId));
+        assert!(serde_json::from_str::<Id>(r#""a/b""#).is_err());
+        assert_eq!(
+            serde_json::from_str::<Id>(r#""t.1""#).unwrap().as_str(),
+            "t.1"
+        );
         assert!(is_valid_id("123.a"));
         assert!(!is_valid_id(""));
         assert!(!is_valid_id("../metadata"));

@@ -38,6 +38,8 @@ pub mod screening;
 pub mod task;
 pub mod views;
 
-pub use client::{Authorizer, Created, Decoded, FhirClient, Limits, SearchPage, Versioned};
+pub use client::{
+    Authorizer, Created, Decoded, FhirClient, Id, InvalidId, Limits, SearchPage, Versioned,
+};
 pub use error::{FhirError, ReadError};
 pub use schema::SchemaValidator;

@@ -32,7 +32,7 @@ use super::client::FhirClient;
 use super::error::FhirError;
 use super::views;
 
-use crate::domain::screening::{Absent, Answer, Scored};
+use crate::domain::screening::{Absent, Answer, ItemResponse, Scored};
 use crate::domain::sdoh::{Domain, SDOHCC_TEMPORARY_CODES, US_CORE_CATEGORY};
 use crate::domain::visit::ScreeningObservation;
 
@@ -113,6 +113,19 @@ pub struct RecordedItem {
     /// Coded answers with their display, or plain values.
     pub answers: Vec<(Answer, Option<Coding>)>,
     pub absent: Option<Absent>,
+}
+
+impl RecordedItem {
+    /// What the scorer reads of this item: its question code and answers,
+    /// without the texts the form showed.
+    pub fn response(&self) -> ItemResponse {
+        ItemResponse {
+            link_id: self.link_id.clone(),
+            question: self.question.code.clone(),
+            answers: self.answers.iter().map(|(a, _)| a.clone()).collect(),
+            absent: self.absent,
+        }
+    }
 }
 
 /// Everything one screening records.
@@ -425,7 +438,7 @@ pub fn transaction(r: &ScreeningRecord, conditions: &ConditionTable) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::screening::{ItemResponse, Rules, score};
+    use crate::domain::screening::{Rules, score};
     use std::collections::BTreeMap;
 
     const RULES: &str = r#"{"rules": [
@@ -466,15 +479,7 @@ mod tests {
 
     fn build(items: &[RecordedItem], ordinals: &BTreeMap<String, i64>) -> Value {
         let rules = Rules::parse(RULES).unwrap();
-        let responses: Vec<ItemResponse> = items
-            .iter()
-            .map(|i| ItemResponse {
-                link_id: i.link_id.clone(),
-                question: i.question.code.clone(),
-                answers: i.answers.iter().map(|(a, _)| a.clone()).collect(),
-                absent: i.absent,
-            })
-            .collect();
+        let responses: Vec<ItemResponse> = items.iter().map(RecordedItem::response).collect();
         let scored = score(&rules, &responses, ordinals);
         let record = ScreeningRecord {
             id: "scr-1",

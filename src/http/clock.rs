@@ -14,8 +14,7 @@ pub(super) fn today() -> Date {
 /// FHIR dateTime of now, to the second.
 pub(super) fn now_fhir() -> Result<String, AppError> {
     time::OffsetDateTime::now_utc()
-        .replace_millisecond(0)
-        .map_err(|e| AppError::Internal(e.to_string()))?
+        .replace_millisecond(0)?
         .format(&time::format_description::well_known::Rfc3339)
-        .map_err(|e| AppError::Internal(e.to_string()))
+        .map_err(AppError::from)
 }

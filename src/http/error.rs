@@ -13,7 +13,7 @@ use crate::fhir::{FhirError, ReadError};
 pub(super) fn render(t: impl Template) -> Result<Response, AppError> {
     t.render()
         .map(|html| Html(html).into_response())
-        .map_err(|e| AppError::Internal(e.to_string()))
+        .map_err(AppError::from)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -29,9 +29,46 @@ pub enum AppError {
     Fhir(#[from] FhirError),
     #[error(transparent)]
     Auth(#[from] AuthError),
+    /// A setting this page needs is missing: the administrator's to fix,
+    /// not the user's; the message names the setting.
+    #[error("{0}")]
+    NotConfigured(&'static str),
+    /// A fault inside Passerelle. The source is kept for the log; the page
+    /// shows only that something failed.
     #[error("Something went wrong inside Passerelle; the details are in its log.")]
-    Internal(String),
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
+
+impl AppError {
+    /// An internal fault described in words (for a broken invariant that has
+    /// no error value of its own).
+    pub fn internal(what: &'static str) -> Self {
+        AppError::Internal(what.into())
+    }
+}
+
+/// Every other layer's failure that a user cannot act on becomes
+/// [`AppError::Internal`], its source kept for the log.
+macro_rules! internal_from {
+    ($($t:ty),* $(,)?) => {
+        $(impl From<$t> for AppError {
+            fn from(e: $t) -> Self {
+                AppError::Internal(Box::new(e))
+            }
+        })*
+    };
+}
+
+internal_from!(
+    crate::store::StoreError,
+    crate::domain::letter::LetterError,
+    serde_json::Error,
+    askama::Error,
+    csv::Error,
+    time::error::ComponentRange,
+    time::error::Format,
+    axum::http::header::InvalidHeaderValue,
+);
 
 /// A read the page asked for: the server's failure, or what cannot be
 /// shown, said to the user as a bad request.
@@ -58,6 +95,7 @@ impl AppError {
             AppError::ServerNotAllowed => StatusCode::FORBIDDEN,
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            AppError::NotConfigured(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Auth(e) => match e {
                 AuthError::UnknownIss(_) | AuthError::WrongLaunch | AuthError::Refused(_) => {
                     StatusCode::FORBIDDEN
@@ -92,6 +130,10 @@ impl AppError {
             AppError::Internal(_) => (
                 "Passerelle failed",
                 "Try again; if it happens again, tell your administrator.",
+            ),
+            AppError::NotConfigured(_) => (
+                "Passerelle is not set up for this",
+                "This is a setting, not something you did: tell your administrator, and give them the message above.",
             ),
             AppError::Auth(e) => match e {
                 AuthError::UnknownIss(_) => (
@@ -140,7 +182,12 @@ impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let status = self.status();
         match &self {
-            AppError::Internal(cause) => tracing::error!(%cause, "internal error"),
+            AppError::Internal(cause) => {
+                tracing::error!(cause = %Chain(cause.as_ref()), "internal error")
+            }
+            AppError::NotConfigured(what) => {
+                tracing::warn!(setting = what, "a page needs a setting that is missing")
+            }
             AppError::Fhir(e) => tracing::warn!(
                 kind = e.kind(),
                 status = status.as_u16(),
@@ -179,5 +226,64 @@ fn auth_kind(e: &AuthError) -> &'static str {
         AuthError::LaunchAgain => "launch-again",
         AuthError::WrongLaunch => "wrong-launch",
         AuthError::Config(_) => "config",
+    }
+}
+
+/// An error and its sources, one after the other, for the log.
+struct Chain<'a>(&'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut next = self.0.source();
+        while let Some(e) = next {
+            write!(f, ": {e}")?;
+            next = e.source();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    async fn page(e: AppError) -> (StatusCode, String) {
+        let response = e.into_response();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_missing_setting_is_a_503_that_names_it_and_sends_the_user_to_the_administrator() {
+        let (status, html) = page(AppError::NotConfigured(
+            "No EHR is configured for SMART launches on this Passerelle (PASSERELLE_EHRS).",
+        ))
+        .await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(html.contains("Passerelle is not set up for this"), "{html}");
+        assert!(html.contains("PASSERELLE_EHRS"), "{html}");
+        assert!(html.contains("tell your administrator"), "{html}");
+        assert!(!html.contains("Incomplete request"), "{html}");
+    }
+
+    #[tokio::test]
+    async fn an_internal_error_keeps_its_source_for_the_log_and_never_shows_it() {
+        let cause = serde_json::from_str::<serde_json::Value>("{oops").unwrap_err();
+        let e = AppError::from(cause);
+        assert!(e.source().is_some(), "the source is kept");
+        let logged = match &e {
+            AppError::Internal(c) => Chain(c.as_ref()).to_string(),
+            _ => unreachable!(),
+        };
+        assert!(logged.contains("key must be a string"), "{logged}");
+        let (status, html) = page(e).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!html.contains("key must be a string"), "{html}");
+        assert!(html.contains("the details are in its log"), "{html}");
     }
 }

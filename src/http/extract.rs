@@ -25,6 +25,7 @@ use super::{AppError, AppState};
 use crate::auth::keys::random_token;
 use crate::auth::session::Launch;
 use crate::auth::smart::AuthError;
+use crate::fhir::Id;
 use crate::queue::Queue;
 
 /// The one cookie Passerelle sets: the browser's id, given by a launch.
@@ -55,11 +56,35 @@ async fn open(parts: &mut Parts, state: &AppState, touch: bool) -> Result<Launch
         .map_err(IntoResponse::into_response)?;
     let id = params
         .remove("id")
-        .ok_or_else(|| AppError::Internal("a launch's route has no {id}".into()).into_response())?;
+        .ok_or_else(|| AppError::internal("a launch's route has no {id}").into_response())?;
     let jar = CookieJar::from_headers(&parts.headers);
     open_launch(state, &jar, &id, touch)
         .await
         .map_err(IntoResponse::into_response)
+}
+
+/// The FHIR id a page's address names after its launch (`/l/{id}/task/{tid}`
+/// and the like), validated before anything else: an address that does not
+/// name a valid id is a clear 400, and never reaches a request URL.
+pub(super) struct ResourceId(pub Id);
+
+impl FromRequestParts<AppState> for ResourceId {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        let Path(params) = Path::<Vec<(String, String)>>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| AppError::internal("a page's route has no parameters"))?;
+        let (_, value) = params
+            .into_iter()
+            .find(|(name, _)| name != "id")
+            .ok_or_else(|| AppError::internal("a page's route names no resource"))?;
+        Id::parse(value).map(ResourceId).map_err(|_| {
+            AppError::BadRequest(
+                "This address does not name a valid record; go back and reload the page.".into(),
+            )
+        })
+    }
 }
 
 /// The launch of a page the user asked for: its idle clock starts again.
@@ -123,8 +148,8 @@ impl Coordinator {
             ));
         }
         let queue = state.queue(&launch.iss).cloned().ok_or_else(|| {
-            AppError::BadRequest(
-                "The queue needs Backend Services configured for this EHR (\"backend\" in PASSERELLE_EHRS).".into(),
+            AppError::NotConfigured(
+                "The queue needs Backend Services configured for this EHR (\"backend\" in PASSERELLE_EHRS).",
             )
         })?;
         Ok(Coordinator { launch, queue })
@@ -171,9 +196,7 @@ impl FromRequestParts<AppState> for QuietCoordinator {
 /// Check a form's CSRF token against its launch's, in constant time so it
 /// cannot be guessed byte by byte.
 pub(super) fn check_csrf(launch: &Launch, token: &str) -> Result<(), AppError> {
-    let (a, b) = (launch.csrf.as_bytes(), token.as_bytes());
-    let same = a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0;
-    if same {
+    if crate::auth::same_secret(&launch.csrf, token) {
         Ok(())
     } else {
         Err(AppError::BadRequest(

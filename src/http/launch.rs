@@ -102,7 +102,7 @@ async fn start(
             let mut response = (jar, page).into_response();
             response.headers_mut().insert(
                 header::CONTENT_SECURITY_POLICY,
-                HeaderValue::from_str(&csp).map_err(|e| AppError::Internal(e.to_string()))?,
+                HeaderValue::from_str(&csp)?,
             );
             Ok(response)
         }

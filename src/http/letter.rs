@@ -11,7 +11,7 @@
 
 use askama::Template;
 use axum::Router;
-use axum::extract::{Form as AxumForm, Path, Query, State};
+use axum::extract::{Form as AxumForm, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
@@ -19,7 +19,9 @@ use serde::Deserialize;
 
 use super::clock::{now_fhir, today};
 use super::error::render;
-use super::extract::{Launched, PatientLaunch, WriteId, check_csrf, patient_of, practitioner_of};
+use super::extract::{
+    Launched, PatientLaunch, ResourceId, WriteId, check_csrf, patient_of, practitioner_of,
+};
 use super::outbox::{done_url, write_through};
 use super::{AppError, AppState};
 use crate::domain::letter::{LANGUAGES, LetterKind, placeholders_in};
@@ -88,10 +90,7 @@ async fn draft(
         clinician_name(&client, practitioner.as_deref()),
     );
     let facts = facts(&chart?, &lang, today(), clinician, None);
-    let d = state
-        .letters()
-        .draft(kind, &facts)
-        .map_err(|e| AppError::Internal(e.to_string()))?;
+    let d = state.letters().draft(kind, &facts)?;
     render(LetterPage {
         launch_id: launch.id.clone(),
         csrf: launch.csrf.clone(),
@@ -240,12 +239,9 @@ async fn store(
 
 async fn pdf(
     State(state): State<AppState>,
-    Path((_, doc)): Path<(String, String)>,
+    ResourceId(doc): ResourceId,
     Launched(launch): Launched,
 ) -> Result<Response, AppError> {
-    if !crate::fhir::client::is_valid_id(&doc) {
-        return Err(AppError::BadRequest("The letter id is not valid.".into()));
-    }
     let client = launch.fhir_client(state.http().clone(), state.limits())?;
     // A chart's launch sees its patient's letters only; a coordinator's
     // launch (user-level access, no patient) those of any patient.

@@ -323,9 +323,8 @@ impl AppState {
     /// SMART sessions, when EHRs are configured.
     pub fn sessions(&self) -> Result<&Arc<Sessions>, AppError> {
         self.inner.sessions.as_ref().ok_or_else(|| {
-            AppError::BadRequest(
-                "No EHR is configured for SMART launches on this Passerelle (PASSERELLE_EHRS)."
-                    .into(),
+            AppError::NotConfigured(
+                "No EHR is configured for SMART launches on this Passerelle (PASSERELLE_EHRS).",
             )
         })
     }
@@ -333,7 +332,7 @@ impl AppState {
     /// The schema validator; writes are refused when it is not installed.
     pub fn schema(&self) -> Result<&SchemaValidator, AppError> {
         self.inner.schema.as_ref().ok_or_else(|| {
-            AppError::Internal("the FHIR R4 schema is not installed (PASSERELLE_DEFINITIONS_DIR); writes are refused".into())
+            AppError::NotConfigured("The FHIR R4 schema is not installed (PASSERELLE_DEFINITIONS_DIR), so Passerelle refuses to write.")
         })
     }
 
@@ -384,15 +383,15 @@ impl AppState {
         &self.inner.letters
     }
 
-    /// The queue of the EHR `iss`, when it has Backend Services configured.
     /// The queue whose notification endpoint has this secret.
     pub fn queue_by_hook(&self, secret: &str) -> Option<&Arc<crate::queue::Queue>> {
-        self.inner.queues.values().find(|q| {
-            let (a, b) = (q.hook_secret.as_bytes(), secret.as_bytes());
-            a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-        })
+        self.inner
+            .queues
+            .values()
+            .find(|q| crate::auth::same_secret(&q.hook_secret, secret))
     }
 
+    /// The queue of the EHR `iss`, when it has Backend Services configured.
     pub fn queue(&self, iss: &str) -> Option<&Arc<crate::queue::Queue>> {
         let base = normalise_base(&Url::parse(iss).ok()?).to_string();
         self.inner.queues.get(&base)

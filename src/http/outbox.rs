@@ -20,24 +20,14 @@ pub(super) async fn write_through(
     summary: &Value,
 ) -> Result<bool, AppError> {
     let sessions = state.sessions()?;
-    let existed = sessions
-        .store()
-        .outbox(id)
-        .await
-        .map_err(|e| AppError::Internal(e.to_string()))?
-        .is_some();
-    let payload = serde_json::to_vec(bundle).map_err(|e| AppError::Internal(e.to_string()))?;
+    let existed = sessions.store().outbox(id).await?.is_some();
+    let payload = serde_json::to_vec(bundle)?;
     sessions
         .store()
         .put_outbox(id, launch_id, &payload, &summary.to_string())
-        .await
-        .map_err(|e| AppError::Internal(e.to_string()))?;
-    if let Some(item) = sessions
-        .store()
-        .outbox(id)
-        .await
-        .map_err(|e| AppError::Internal(e.to_string()))?
-        && item.status == "pending"
+        .await?;
+    if let Some(item) = sessions.store().outbox(id).await?
+        && item.status == crate::store::OutboxStatus::Pending
     {
         crate::outbox::send(sessions, &item, state.http().clone(), state.limits()).await;
     }
@@ -55,8 +45,7 @@ pub(super) async fn written(
         .sessions()?
         .store()
         .outbox(id)
-        .await
-        .map_err(|e| AppError::Internal(e.to_string()))?
+        .await?
         .filter(|i| i.launch == launch_id))
 }
 

@@ -406,7 +406,7 @@ pub fn csv(report: &Report) -> Result<Vec<u8>, csv::Error> {
 
 async fn export_csv(coordinator: Coordinator) -> Result<Response, AppError> {
     let report = last_report(&coordinator)?;
-    let body = csv(&report).map_err(|e| AppError::Internal(e.to_string()))?;
+    let body = csv(&report)?;
     Ok((
         [
             (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
@@ -435,7 +435,7 @@ async fn export_measure_report(
                 "attachment; filename=\"passerelle-patterns-measure-report.json\"",
             ),
         ],
-        serde_json::to_vec_pretty(&mr).map_err(|e| AppError::Internal(e.to_string()))?,
+        serde_json::to_vec_pretty(&mr)?,
     )
         .into_response())
 }

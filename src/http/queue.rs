@@ -26,7 +26,9 @@ use serde::Deserialize;
 
 use super::clock::{now_fhir, today};
 use super::error::render;
-use super::extract::{Coordinator, Launched, QuietCoordinator, check_csrf, practitioner_of};
+use super::extract::{
+    Coordinator, Launched, QuietCoordinator, ResourceId, check_csrf, practitioner_of,
+};
 use super::{AppError, AppState};
 use crate::auth::session::Launch;
 use crate::domain::queue::{
@@ -554,13 +556,13 @@ struct ActForm {
 
 async fn act_on(
     State(state): State<AppState>,
-    Path((_, tid)): Path<(String, String)>,
+    ResourceId(tid): ResourceId,
     Launched(launch): Launched,
     AxumForm(form): AxumForm<ActForm>,
 ) -> Result<Response, AppError> {
     check_csrf(&launch, &form.csrf)?;
     let Coordinator { launch, queue } = Coordinator::of(&state, launch)?;
-    if !crate::fhir::client::is_valid_id(&tid) || form.version.is_empty() {
+    if form.version.is_empty() {
         return Err(AppError::BadRequest(
             "Reload the queue: this row is not valid.".into(),
         ));

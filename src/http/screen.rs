@@ -19,14 +19,14 @@ use serde::Deserialize;
 
 use super::clock::{now_fhir, today};
 use super::error::render;
-use super::extract::{Launched, PatientLaunch, WriteId, check_csrf, practitioner_of};
+use super::extract::{Launched, PatientLaunch, ResourceId, WriteId, check_csrf, practitioner_of};
 use super::outbox::{write_through, written};
 use super::{AppError, AppState};
 use crate::domain::screening::{ItemResponse, Rules, score};
 use crate::domain::visit::latest_screenings;
 use crate::fhir::people;
 use crate::fhir::questionnaire::{self, Form, Item, Kind, LANGUAGES, Posted};
-use crate::fhir::screening::{ConditionTable, ScreeningRecord, history, transaction};
+use crate::fhir::screening::{ConditionTable, RecordedItem, ScreeningRecord, history, transaction};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -321,15 +321,7 @@ async fn record(
         .map(String::from)
         .collect();
     let items = questionnaire::recorded(form, &posted, &not_asked).map_err(AppError::BadRequest)?;
-    let responses: Vec<ItemResponse> = items
-        .iter()
-        .map(|i| ItemResponse {
-            link_id: i.link_id.clone(),
-            question: i.question.code.clone(),
-            answers: i.answers.iter().map(|(a, _)| a.clone()).collect(),
-            absent: i.absent,
-        })
-        .collect();
+    let responses: Vec<ItemResponse> = items.iter().map(RecordedItem::response).collect();
     let scored = score(rules(), &responses, &form.ordinals());
     let patient = launch
         .patient_ref()
@@ -388,7 +380,7 @@ async fn status_page(state: &AppState, launch_id: &str, sid: &str) -> Result<Res
     render(DonePage {
         launch_id: launch_id.to_string(),
         screening_id: sid.to_string(),
-        status: item.status.clone(),
+        status: item.status.as_str().to_string(),
         message: item.last_error.clone().unwrap_or_default(),
         positive: summary["positive"]
             .as_array()
@@ -423,7 +415,7 @@ struct VerdictForm {
 /// the page says so.
 async fn decide_concern(
     State(state): State<AppState>,
-    Path((_, cid)): Path<(String, String)>,
+    ResourceId(cid): ResourceId,
     Launched(launch): Launched,
     AxumForm(form): AxumForm<VerdictForm>,
 ) -> Result<Response, AppError> {
@@ -433,7 +425,7 @@ async fn decide_concern(
         "refute" => crate::fhir::screening::Verdict::Refute,
         _ => return Err(AppError::BadRequest("Choose confirm or refute.".into())),
     };
-    if !crate::fhir::client::is_valid_id(&cid) || form.version.is_empty() {
+    if form.version.is_empty() {
         return Err(AppError::BadRequest(
             "This concern cannot be identified; reload the page.".into(),
         ));

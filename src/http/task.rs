@@ -7,14 +7,14 @@
 
 use askama::Template;
 use axum::Router;
-use axum::extract::{Form as AxumForm, Path, Query, State};
+use axum::extract::{Form as AxumForm, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use serde::Deserialize;
 
 use super::clock::{now_fhir, today};
 use super::error::render;
-use super::extract::{Launched, check_csrf, practitioner_of};
+use super::extract::{Launched, ResourceId, check_csrf, practitioner_of};
 use super::{AppError, AppState};
 use crate::auth::session::Launch;
 use crate::domain::appeal::AppealOutcome;
@@ -119,7 +119,7 @@ struct TaskQuery {
 
 async fn task_page(
     State(state): State<AppState>,
-    Path((_, tid)): Path<(String, String)>,
+    ResourceId(tid): ResourceId,
     Query(q): Query<TaskQuery>,
     Launched(launch): Launched,
 ) -> Result<Response, AppError> {
@@ -228,7 +228,7 @@ struct ChangeForm {
 
 async fn change_task(
     State(state): State<AppState>,
-    Path((_, tid)): Path<(String, String)>,
+    ResourceId(tid): ResourceId,
     Launched(launch): Launched,
     AxumForm(form): AxumForm<ChangeForm>,
 ) -> Result<Response, AppError> {

@@ -27,6 +27,7 @@ use crate::domain::coverage::{CoverageGap, DeadlineWarning, deadline_warning};
 use crate::domain::visit::{Section, VisitContext};
 use crate::fhir::client::is_valid_id;
 use crate::fhir::{context, people};
+use crate::store::OutboxStatus;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -208,8 +209,8 @@ async fn visit(
         page.flash = written(&state, &launch.id, done).await?.map(|i| {
             let summary: serde_json::Value = serde_json::from_str(&i.summary).unwrap_or_default();
             let what = summary["what"].as_str().unwrap_or("Saved").to_string();
-            let words = match i.status.as_str() {
-                "sent" => what,
+            let words = match i.status {
+                OutboxStatus::Sent => what,
                 _ => format!("{what} ({})", i.last_error.unwrap_or_default()),
             };
             let words = if q.again.is_some() {
@@ -217,7 +218,7 @@ async fn visit(
             } else {
                 words
             };
-            (i.status, words)
+            (i.status.as_str().to_string(), words)
         });
     }
     render(page)

@@ -18,6 +18,40 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored secrets could not be decrypted (was the session key changed?)")]
     Decrypt,
+    #[error("Passerelle's store holds a value it cannot read: {0}")]
+    Corrupt(String),
+}
+
+/// Where a kept write stands. Stored as its lower-case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboxStatus {
+    /// Not yet taken by the FHIR server; the worker sends it again.
+    Pending,
+    /// The FHIR server has it.
+    Sent,
+    /// Refused for good; kept so nothing the user wrote is lost.
+    Failed,
+}
+
+impl OutboxStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutboxStatus::Pending => "pending",
+            OutboxStatus::Sent => "sent",
+            OutboxStatus::Failed => "failed",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self, StoreError> {
+        match s {
+            "pending" => Ok(OutboxStatus::Pending),
+            "sent" => Ok(OutboxStatus::Sent),
+            "failed" => Ok(OutboxStatus::Failed),
+            other => Err(StoreError::Corrupt(format!(
+                "unknown outbox status {other:?}"
+            ))),
+        }
+    }
 }
 
 /// Now, in unix seconds.
@@ -52,8 +86,7 @@ pub struct OutboxItem {
     /// The decrypted payload (a transaction Bundle as JSON).
     pub payload: Vec<u8>,
     pub summary: String,
-    /// pending, sent or failed.
-    pub status: String,
+    pub status: OutboxStatus,
     pub attempts: i64,
     pub last_error: Option<String>,
 }
@@ -291,7 +324,7 @@ impl Store {
             launch: r.get("launch"),
             payload: self.open_sealed(&r.get::<Vec<u8>, _>("payload"))?,
             summary: r.get("summary"),
-            status: r.get("status"),
+            status: OutboxStatus::parse(r.get("status"))?,
             attempts: r.get("attempts"),
             last_error: r.get("last_error"),
         })
@@ -305,12 +338,12 @@ impl Store {
         result: Result<(), (&str, bool)>,
     ) -> Result<(), StoreError> {
         let (status, error) = match result {
-            Ok(()) => ("sent", None),
-            Err((e, true)) => ("failed", Some(e)),
-            Err((e, false)) => ("pending", Some(e)),
+            Ok(()) => (OutboxStatus::Sent, None),
+            Err((e, true)) => (OutboxStatus::Failed, Some(e)),
+            Err((e, false)) => (OutboxStatus::Pending, Some(e)),
         };
         sqlx::query("UPDATE outbox SET status = ?, attempts = attempts + 1, last_error = ?, updated_at = ? WHERE id = ?")
-            .bind(status)
+            .bind(status.as_str())
             .bind(error)
             .bind(now())
             .bind(id)
@@ -372,9 +405,12 @@ mod tests {
             .await
             .unwrap();
         let item = s.outbox("scr-1").await.unwrap().unwrap();
-        assert_eq!((item.status.as_str(), item.attempts), ("pending", 1));
+        assert_eq!((item.status, item.attempts), (OutboxStatus::Pending, 1));
         s.outbox_attempt("scr-1", Ok(())).await.unwrap();
-        assert_eq!(s.outbox("scr-1").await.unwrap().unwrap().status, "sent");
+        assert_eq!(
+            s.outbox("scr-1").await.unwrap().unwrap().status,
+            OutboxStatus::Sent
+        );
         assert!(s.pending_outbox(10).await.unwrap().is_empty());
     }
 

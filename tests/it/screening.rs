@@ -60,15 +60,7 @@ fn bundle(id: &str) -> Value {
             absent: Some(Absent::Declined),
         },
     ];
-    let responses: Vec<ItemResponse> = items
-        .iter()
-        .map(|i| ItemResponse {
-            link_id: i.link_id.clone(),
-            question: i.question.code.clone(),
-            answers: i.answers.iter().map(|(a, _)| a.clone()).collect(),
-            absent: i.absent,
-        })
-        .collect();
+    let responses: Vec<ItemResponse> = items.iter().map(RecordedItem::response).collect();
     let scored = score(&Rules::parse(RULES).unwrap(), &responses, &BTreeMap::new());
     transaction(
         &ScreeningRecord {

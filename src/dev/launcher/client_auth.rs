@@ -27,10 +27,10 @@ use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use secrecy::ExposeSecret;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use url::Url;
 
 use super::{ClientAuth, RegisteredClient, Shared, unix_now};
+use crate::auth::same_secret;
 
 /// RFC 7523 §2.2.
 pub const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
@@ -174,17 +174,6 @@ fn form_decode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Equal secrets, compared without an early exit (through their SHA-256, so
-/// neither the content nor the length leaks through timing).
-fn same_secret(expected: &str, given: &str) -> bool {
-    let a = Sha256::digest(expected.as_bytes());
-    let b = Sha256::digest(given.as_bytes());
-    a.iter()
-        .zip(b.iter())
-        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-        == 0
 }
 
 /// Verify a `private_key_jwt` client assertion; returns its client.
@@ -351,13 +340,5 @@ mod tests {
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer x"));
         assert!(basic_credentials(&h).is_err());
         assert_eq!(basic_credentials(&HeaderMap::new()).unwrap(), None);
-    }
-
-    #[test]
-    fn secrets_compare_exactly() {
-        assert!(same_secret("s3cret", "s3cret"));
-        assert!(!same_secret("s3cret", "s3cre"));
-        assert!(!same_secret("s3cret", "s3cret "));
-        assert!(!same_secret("", "x"));
     }
 }
