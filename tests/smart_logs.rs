@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::smart::{Browser, CLIENT_SECRET, iframe_src, query, smart_env};
 use passerelle::auth::smart::ClientAuthMethod;
-use passerelle::dev::launcher::Simulation;
+use passerelle_dev::launcher::Simulation;
 
 #[tokio::test]
 async fn logs_of_whole_launches_hold_no_token_and_no_secret() {

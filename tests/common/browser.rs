@@ -28,7 +28,7 @@ impl Browser {
                 && std::path::Path::new(&chromium).is_file(),
             "chromium and chromedriver are needed: run ./scripts/test, which installs them"
         );
-        let port = passerelle::dev::hfs::free_port().unwrap();
+        let port = passerelle_dev::hfs::free_port().unwrap();
         let driver = Command::new(&driver_bin)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())

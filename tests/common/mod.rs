@@ -10,10 +10,10 @@ pub mod smart;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use passerelle::dev::hfs::{Hfs, HfsOptions, default_hfs_bin};
 use passerelle::domain::coverage::RegimeTable;
 use passerelle::fhir::{FhirClient, Limits, SchemaValidator};
 use passerelle::http::Settings;
+use passerelle_dev::hfs::{Hfs, HfsOptions, default_hfs_bin};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use url::Url;
@@ -259,4 +259,20 @@ pub async fn start_app(base: &Url, opts: AppOptions) -> (String, oneshot::Sender
         let _ = rx.await;
     }));
     (address, tx)
+}
+
+/// The `passerelle-dev` binary (the demo as the README starts it), beside
+/// the `passerelle` binary cargo built for these tests. It belongs to another
+/// package of the workspace, so cargo does not build it for this one's
+/// tests: `./scripts/test` builds it first, and a run without it fails here
+/// saying so, instead of testing something else.
+pub fn dev_binary() -> std::path::PathBuf {
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_passerelle"))
+        .with_file_name(format!("passerelle-dev{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.is_file(),
+        "{} is not built: run `cargo build -p passerelle-dev` first (./scripts/test does)",
+        bin.display()
+    );
+    bin
 }

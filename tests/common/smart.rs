@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use passerelle::auth::keys::SigningKey;
 use passerelle::auth::smart::{ClientAuthMethod, EhrConfig};
-use passerelle::dev::hfs::{Hfs, HfsAuth};
-use passerelle::dev::launcher::{ClientAuth, Launcher, LauncherConfig, RegisteredClient};
 use passerelle::http::SmartSettings;
+use passerelle_dev::hfs::{Hfs, HfsAuth};
+use passerelle_dev::launcher::{ClientAuth, Launcher, LauncherConfig, RegisteredClient};
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;

@@ -45,8 +45,8 @@ async fn press(c: &fantoccini::Client, keys: &[char]) {
 #[tokio::test]
 async fn the_demo_opens_a_visit_page_with_banner_and_coverage_card_and_stops_on_ctrl_c() {
     let hfs = common::hfs_options();
-    let port = passerelle::dev::hfs::free_port().unwrap();
-    let mut demo = tokio::process::Command::new(env!("CARGO_BIN_EXE_passerelle"))
+    let port = passerelle_dev::hfs::free_port().unwrap();
+    let mut demo = tokio::process::Command::new(common::dev_binary())
         .args(["demo", "--port", &port.to_string()])
         .env("PASSERELLE_HFS_BIN", &hfs.bin)
         .env("PASSERELLE_DEFINITIONS_DIR", &hfs.definitions_dir)

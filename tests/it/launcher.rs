@@ -16,8 +16,8 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, jwk::Jwk};
 use passerelle::auth::keys::{SigningKey, jwks, random_token};
-use passerelle::dev::hfs::Hfs;
-use passerelle::dev::launcher::{
+use passerelle_dev::hfs::Hfs;
+use passerelle_dev::launcher::{
     ClientAuth, Launcher, LauncherConfig, RegisteredClient, Simulation,
 };
 use serde_json::{Value, json};

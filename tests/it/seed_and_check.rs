@@ -5,8 +5,8 @@
 
 use crate::common;
 
-use passerelle::dev::hfs::Hfs;
 use passerelle::seed::{self, generate};
+use passerelle_dev::hfs::Hfs;
 
 fn today() -> time::Date {
     time::OffsetDateTime::now_utc().date()
@@ -125,7 +125,7 @@ async fn the_binary_seeds_and_checks_a_server_like_an_integrator_would() {
     assert!(stdout.contains("Patient                0"), "{stdout}");
 
     // An unreachable server: a clear message and a failing exit code.
-    let closed = passerelle::dev::hfs::free_port().unwrap();
+    let closed = passerelle_dev::hfs::free_port().unwrap();
     let (code, _, stderr) = run(&[
         "check",
         "--fhir-base",

@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::proxy::Proxy;
 use common::smart::{Browser, Page, authorize_at_ehr, begin_launch, field, query, smart_env};
 use passerelle::auth::smart::ClientAuthMethod;
-use passerelle::dev::launcher::Simulation;
+use passerelle_dev::launcher::Simulation;
 
 const HOUR: Duration = Duration::from_secs(3600);
 

@@ -150,7 +150,7 @@ async fn unknown_patient_and_invalid_ids_get_clear_pages() {
 
 #[tokio::test]
 async fn an_unreachable_server_gets_a_clear_page() {
-    let closed = passerelle::dev::hfs::free_port().unwrap();
+    let closed = passerelle_dev::hfs::free_port().unwrap();
     let dead: url::Url = format!("http://127.0.0.1:{closed}/fhir/").parse().unwrap();
     let app = spawn_app_with(AppOptions {
         extra_open_servers: vec![dead.clone()],

@@ -1,0 +1,397 @@
+//! The visit context: what a clinician sees when Passerelle opens during a
+//! visit. Plain values, built by `passerelle::fhir::context` from the FHIR
+//! server's answers and summarised here.
+
+use std::collections::BTreeMap;
+
+use time::Date;
+
+use super::coverage::{Code, CoverageSummary};
+use super::referral::Status;
+use super::sdoh::Domain;
+
+/// Canonical base of the few codes and tags Passerelle defines itself
+/// (`.example.org` is reserved for documentation: nothing is served there).
+pub const PASSERELLE_CANONICAL: &str = "http://passerelle.example.org/fhir";
+/// Code system of appeal Tasks (documented in `profiles/`).
+pub const APPEAL_TASK_SYSTEM: &str = "http://passerelle.example.org/fhir/CodeSystem/appeal-task";
+/// FHIR task codes (`fulfill` for referral management, per SDOHCC).
+pub const TASK_CODE_SYSTEM: &str = "http://hl7.org/fhir/CodeSystem/task-code";
+
+/// A section of the page that loaded, or why it did not. One failing search
+/// never blanks the page: the others still show.
+pub type Section<T> = Result<T, SectionError>;
+
+/// Why a section is missing, in words for the clinician.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SectionError {
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identifier {
+    pub label: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Language {
+    pub code: String,
+    pub display: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PatientSummary {
+    pub id: String,
+    pub name: String,
+    pub birth_date: Option<Date>,
+    pub gender: Option<String>,
+    pub identifiers: Vec<Identifier>,
+    pub language: Option<Language>,
+    pub interpreter_needed: Option<bool>,
+    /// The first address's postal code: services are searched near it.
+    pub postal_code: Option<String>,
+}
+
+impl PatientSummary {
+    /// Age in whole years on `today`.
+    pub fn age_on(&self, today: Date) -> Option<i32> {
+        let b = self.birth_date?;
+        let mut age = today.year() - b.year();
+        if (today.month() as u8, today.day()) < (b.month() as u8, b.day()) {
+            age -= 1;
+        }
+        Some(age)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EncounterSummary {
+    pub id: String,
+    pub status: String,
+    pub class: Option<String>,
+    pub types: Vec<String>,
+    pub start: Option<Date>,
+    pub end: Option<Date>,
+}
+
+/// One SDOH screening answer as read from an Observation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScreeningObservation {
+    pub domains: Vec<Domain>,
+    pub date: Option<Date>,
+    pub positive: bool,
+}
+
+/// The last screening of one domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainScreening {
+    pub domain: Domain,
+    pub date: Date,
+    pub positive: bool,
+}
+
+/// The latest screening of each domain: its date, and positive when any
+/// answer of that day was (SDOHCC marks positive answers with
+/// `interpretation` POS and never marks negatives).
+pub fn latest_screenings(observations: &[ScreeningObservation]) -> Vec<DomainScreening> {
+    let mut latest: BTreeMap<Domain, DomainScreening> = BTreeMap::new();
+    for o in observations {
+        let Some(date) = o.date else { continue };
+        for &domain in &o.domains {
+            let entry = latest.entry(domain).or_insert(DomainScreening {
+                domain,
+                date,
+                positive: false,
+            });
+            if date > entry.date {
+                *entry = DomainScreening {
+                    domain,
+                    date,
+                    positive: o.positive,
+                };
+            } else if date == entry.date {
+                entry.positive |= o.positive;
+            }
+        }
+    }
+    latest.into_values().collect()
+}
+
+/// An SDOH health concern (Condition).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Concern {
+    pub id: String,
+    /// The version shown, sent back with `If-Match` when the clinician acts on it.
+    pub version: Option<String>,
+    pub domains: Vec<Domain>,
+    pub text: String,
+    pub verification: Option<String>,
+    pub clinical_status: Option<String>,
+    pub recorded: Option<Date>,
+}
+
+/// What a Task is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskKind {
+    /// Referral management (`fulfill`, focus a ServiceRequest).
+    Referral,
+    /// An appeal, with its code (internal-appeal, expedited-appeal, …).
+    Appeal(String),
+    /// A task for the patient to do.
+    Patient,
+    Other,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskSummary {
+    pub id: String,
+    pub kind: TaskKind,
+    pub status: String,
+    pub description: String,
+    pub focus: Option<String>,
+    pub owner: Option<String>,
+    pub priority: Option<String>,
+    pub authored: Option<Date>,
+    pub due: Option<Date>,
+}
+
+impl TaskSummary {
+    pub fn is_open(&self) -> bool {
+        Status::is_open_code(&self.status)
+    }
+}
+
+/// Classify a Task from its code and focus.
+pub fn task_kind(
+    code: Option<&Code>,
+    focus_type: Option<&str>,
+    owner_is_patient: bool,
+) -> TaskKind {
+    match code {
+        Some(c) if c.system.as_deref() == Some(APPEAL_TASK_SYSTEM) => {
+            TaskKind::Appeal(c.code.clone())
+        }
+        Some(c) if c.system.as_deref() == Some(TASK_CODE_SYSTEM) && c.code == "fulfill" => {
+            if owner_is_patient {
+                TaskKind::Patient
+            } else if focus_type == Some("ServiceRequest") {
+                TaskKind::Referral
+            } else {
+                TaskKind::Other
+            }
+        }
+        _ if owner_is_patient => TaskKind::Patient,
+        _ => TaskKind::Other,
+    }
+}
+
+/// A referral: the ServiceRequest and the Task that tracks it, if any.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Referral {
+    pub service_request_id: String,
+    pub text: String,
+    pub status: String,
+    pub performer: Option<String>,
+    pub authored: Option<Date>,
+    pub task: Option<TaskSummary>,
+}
+
+/// A denied (or partly denied) claim or prior authorization.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Denial {
+    pub id: String,
+    pub created: Option<Date>,
+    pub payer: String,
+    /// claim, preauthorization or predetermination.
+    pub use_: String,
+    pub outcome: String,
+    pub service: Option<String>,
+    pub reasons: Vec<Code>,
+    /// The payer's own words, verbatim.
+    pub disposition: Option<String>,
+}
+
+/// Everything the visit page shows.
+#[derive(Debug, Clone)]
+pub struct VisitContext {
+    pub patient: PatientSummary,
+    pub encounter: Option<Section<EncounterSummary>>,
+    pub coverage: Section<CoverageSummary>,
+    pub screenings: Section<Vec<DomainScreening>>,
+    pub concerns: Section<Vec<Concern>>,
+    pub referrals: Section<Vec<Referral>>,
+    pub appeals: Section<Vec<TaskSummary>>,
+    pub patient_tasks: Section<Vec<TaskSummary>>,
+    pub denials: Section<Vec<Denial>>,
+    /// Entries the server sent that could not be read, by resource type.
+    pub skipped: Vec<(String, usize)>,
+}
+
+/// Pair open referral Tasks with their ServiceRequests; a Task whose
+/// ServiceRequest was not returned still shows, and vice versa.
+pub fn pair_referrals(requests: Vec<Referral>, tasks: &[TaskSummary]) -> Vec<Referral> {
+    let mut out: Vec<Referral> = requests
+        .into_iter()
+        .map(|mut r| {
+            let focus = format!("ServiceRequest/{}", r.service_request_id);
+            r.task = tasks
+                .iter()
+                .find(|t| t.focus.as_deref() == Some(focus.as_str()))
+                .cloned();
+            r
+        })
+        .collect();
+    for t in tasks.iter().filter(|t| t.kind == TaskKind::Referral) {
+        let paired = out
+            .iter()
+            .any(|r| r.task.as_ref().is_some_and(|rt| rt.id == t.id));
+        if !paired {
+            out.push(Referral {
+                service_request_id: t
+                    .focus
+                    .clone()
+                    .unwrap_or_default()
+                    .trim_start_matches("ServiceRequest/")
+                    .into(),
+                text: t.description.clone(),
+                status: t.status.clone(),
+                performer: t.owner.clone(),
+                authored: t.authored,
+                task: Some(t.clone()),
+            });
+        }
+    }
+    out.retain(|r| {
+        r.task.as_ref().map_or(
+            r.status == "active" || r.status == "draft" || r.status == "on-hold",
+            TaskSummary::is_open,
+        )
+    });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::date;
+
+    #[test]
+    fn latest_screening_per_domain_wins_and_positive_is_per_day() {
+        let obs = |d: Domain, date: Date, positive| ScreeningObservation {
+            domains: vec![d],
+            date: Some(date),
+            positive,
+        };
+        let list = latest_screenings(&[
+            obs(Domain::FoodInsecurity, date!(2025 - 01 - 10), true),
+            obs(Domain::FoodInsecurity, date!(2026 - 02 - 01), false),
+            obs(Domain::HousingInstability, date!(2026 - 02 - 01), false),
+            obs(Domain::HousingInstability, date!(2026 - 02 - 01), true),
+            ScreeningObservation {
+                domains: vec![Domain::UtilityInsecurity],
+                date: None,
+                positive: true,
+            },
+        ]);
+        assert_eq!(
+            list,
+            vec![
+                DomainScreening {
+                    domain: Domain::FoodInsecurity,
+                    date: date!(2026 - 02 - 01),
+                    positive: false
+                },
+                DomainScreening {
+                    domain: Domain::HousingInstability,
+                    date: date!(2026 - 02 - 01),
+                    positive: true
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn age_counts_birthdays() {
+        let p = PatientSummary {
+            id: "p".into(),
+            name: "n".into(),
+            birth_date: Some(date!(1960 - 11 - 23)),
+            gender: None,
+            identifiers: vec![],
+            language: None,
+            interpreter_needed: None,
+            postal_code: None,
+        };
+        assert_eq!(p.age_on(date!(2026 - 11 - 22)), Some(65));
+        assert_eq!(p.age_on(date!(2026 - 11 - 23)), Some(66));
+    }
+
+    #[test]
+    fn tasks_are_classified_by_code_focus_and_owner() {
+        let fulfill = Code {
+            system: Some(TASK_CODE_SYSTEM.into()),
+            code: "fulfill".into(),
+            display: None,
+        };
+        let appeal = Code {
+            system: Some(APPEAL_TASK_SYSTEM.into()),
+            code: "internal-appeal".into(),
+            display: None,
+        };
+        assert_eq!(
+            task_kind(Some(&fulfill), Some("ServiceRequest"), false),
+            TaskKind::Referral
+        );
+        assert_eq!(
+            task_kind(Some(&fulfill), Some("ServiceRequest"), true),
+            TaskKind::Patient
+        );
+        assert_eq!(
+            task_kind(Some(&appeal), Some("ClaimResponse"), false),
+            TaskKind::Appeal("internal-appeal".into())
+        );
+        assert_eq!(task_kind(None, None, false), TaskKind::Other);
+    }
+
+    #[test]
+    fn referrals_pair_with_their_tasks_and_closed_ones_drop() {
+        let task = |id: &str, sr: &str, status: &str| TaskSummary {
+            id: id.into(),
+            kind: TaskKind::Referral,
+            status: status.into(),
+            description: "Food pantry".into(),
+            focus: Some(format!("ServiceRequest/{sr}")),
+            owner: None,
+            priority: None,
+            authored: None,
+            due: None,
+        };
+        let sr = |id: &str| Referral {
+            service_request_id: id.into(),
+            text: "Refer to food pantry".into(),
+            status: "active".into(),
+            performer: None,
+            authored: None,
+            task: None,
+        };
+        let out = pair_referrals(
+            vec![sr("a"), sr("b")],
+            &[
+                task("t1", "a", "in-progress"),
+                task("t2", "b", "completed"),
+                task("t3", "c", "requested"),
+            ],
+        );
+        let ids: Vec<_> = out
+            .iter()
+            .map(|r| {
+                (
+                    r.service_request_id.as_str(),
+                    r.task.as_ref().map(|t| t.id.as_str()),
+                )
+            })
+            .collect();
+        assert_eq!(ids, vec![("a", Some("t1")), ("c", Some("t3"))]);
+    }
+}
