@@ -143,6 +143,13 @@ impl SmartSettings {
             .map_err(|e| anyhow::anyhow!("cannot read the EHR list {}: {e}", path.display()))?;
         let ehrs: Vec<EhrConfig> = serde_json::from_str(&text)
             .map_err(|e| anyhow::anyhow!("the EHR list {} is not valid: {e}", path.display()))?;
+        for ehr in &ehrs {
+            for a in &ehr.frame_ancestors {
+                check_frame_ancestor(a).map_err(|e| {
+                    anyhow::anyhow!("the EHR list {}, EHR {:?}: {e}", path.display(), ehr.name)
+                })?;
+            }
+        }
         let public_url = match &args.public_url {
             Some(u) => u.clone(),
             None => Url::parse(&format!("http://{listen}/"))?,
@@ -223,11 +230,8 @@ impl Settings {
             None => RegimeTable::shipped(),
         };
         for a in &args.frame_ancestors {
-            if a.is_empty() || a.contains([';', ',', ' ', '\'', '"']) {
-                anyhow::bail!(
-                    "frame ancestor {a:?} is not an origin such as https://ehr.example.org"
-                );
-            }
+            check_frame_ancestor(a)
+                .map_err(|e| anyhow::anyhow!("PASSERELLE_FRAME_ANCESTORS: {e}"))?;
         }
         Ok(Settings {
             open_servers: args.open_servers.iter().map(normalise_base).collect(),
@@ -396,6 +400,21 @@ impl AppState {
         let base = normalise_base(&Url::parse(iss).ok()?).to_string();
         self.inner.queues.get(&base)
     }
+}
+
+/// A frame ancestor goes into the Content-Security-Policy header as it is
+/// written, so it must be an origin (`https://ehr.example.org`, a port
+/// allowed) and nothing else: a space, `;` or `,` would let a configuration
+/// file add sources or whole directives to the policy.
+pub fn check_frame_ancestor(a: &str) -> Result<(), String> {
+    let refused =
+        || format!("frame ancestor {a:?} is not an origin such as https://ehr.example.org");
+    let url = Url::parse(a).map_err(|_| refused())?;
+    let origin = url.origin().ascii_serialization();
+    if !matches!(url.scheme(), "https" | "http") || a.trim_end_matches('/') != origin {
+        return Err(refused());
+    }
+    Ok(())
 }
 
 /// The router with its security headers.
@@ -575,4 +594,32 @@ pub async fn shutdown_signal() {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_frame_ancestor;
+
+    #[test]
+    fn a_frame_ancestor_is_an_origin_and_nothing_that_could_extend_the_policy() {
+        for ok in [
+            "https://ehr.example.org",
+            "http://127.0.0.1:41233",
+            "https://ehr.example.org/",
+        ] {
+            assert!(check_frame_ancestor(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "*",
+            "https://ehr.example.org; script-src *",
+            "https://ehr.example.org https://evil.example",
+            "https://a.example,https://b.example",
+            "https://ehr.example.org/path",
+            "javascript:alert(1)",
+            "'self'",
+        ] {
+            assert!(check_frame_ancestor(bad).is_err(), "{bad:?} refused");
+        }
+    }
 }

@@ -293,6 +293,19 @@ fn last_report(c: &Coordinator) -> Result<Report, AppError> {
         .ok_or_else(|| AppError::BadRequest("Compute the measures first.".into()))
 }
 
+/// A text cell a spreadsheet will not run: a cell starting with `=`, `+`,
+/// `-`, `@`, a tab or a carriage return is a formula to Excel and
+/// LibreOffice (OWASP "CSV Injection"), so it is prefixed with `'`, which
+/// they show as text. Categories come from the EHR's data (payer names,
+/// items, denial reasons), which anyone who can write a claim controls.
+fn inert(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{text}").into()
+    } else {
+        text.into()
+    }
+}
+
 /// One CSV row per exported value: aggregates only, each with its
 /// measure's definition, the period and the suppression rule.
 pub fn csv(report: &Report) -> Result<Vec<u8>, csv::Error> {
@@ -321,15 +334,15 @@ pub fn csv(report: &Report) -> Result<Vec<u8>, csv::Error> {
                    def: &str| {
         w.write_record([
             kind,
-            id,
-            title,
-            dim,
-            cat,
+            &inert(id),
+            &inert(title),
+            &inert(dim),
+            &inert(cat),
             &value,
-            unit,
+            &inert(unit),
             ps,
             pe,
-            def,
+            &inert(def),
             SUPPRESSION_RULE,
         ])
     };
@@ -497,6 +510,41 @@ mod tests {
         );
         // Both withheld, the total reveals neither.
         assert_eq!(value("denials-by-payer", "total"), "34");
+    }
+
+    #[test]
+    fn a_category_that_a_spreadsheet_would_run_is_exported_as_text() {
+        let mut a = Accumulator::new(Period {
+            start: date!(2025 - 01 - 01),
+            end: date!(2025 - 12 - 31),
+        });
+        for (i, payer) in (0..24).map(|i| (i, "=HYPERLINK(\"http://x.example\",\"Pay\")")) {
+            a.denial(Denial {
+                id: format!("d{i}"),
+                patient: format!("p{i}"),
+                payer: payer.into(),
+                plan_type: None,
+                item: Some(if i % 2 == 0 { "@SUM(A1)" } else { "-2+3" }.into()),
+                reasons: vec!["+50".into()],
+                date: date!(2025 - 03 - 01),
+            });
+        }
+        let text =
+            String::from_utf8(csv(&a.finish(datetime!(2026-01-05 09:00 UTC))).unwrap()).unwrap();
+        let mut rows = ::csv::Reader::from_reader(text.as_bytes());
+        let categories: Vec<String> = rows.records().map(|r| r.unwrap()[4].to_string()).collect();
+        assert!(
+            categories.iter().any(|c| c.starts_with("'=HYPERLINK")),
+            "the payer exported as text: {categories:?}"
+        );
+        for c in &categories {
+            assert!(
+                !c.starts_with(['=', '+', '-', '@']),
+                "a formula left in {c:?}"
+            );
+        }
+        assert_eq!(inert("Sunrise"), "Sunrise");
+        assert_eq!(inert("\tx"), "'\tx");
     }
 
     #[test]
