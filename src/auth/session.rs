@@ -338,6 +338,14 @@ impl Sessions {
             .map_err(store_error)
     }
 
+    /// Forget expired authorizations and launches idle past the idle
+    /// timeout (see [`Store::sweep`]); run on a timer by the app.
+    pub async fn sweep(&self) -> Result<(u64, u64), crate::store::StoreError> {
+        self.store
+            .sweep(STATE_MAX_AGE, self.idle.as_secs() as i64)
+            .await
+    }
+
     pub fn store(&self) -> &Store {
         &self.store
     }

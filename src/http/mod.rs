@@ -531,6 +531,23 @@ pub async fn run(
             settings.outbox_every,
         ))
     });
+    // Expired authorizations and idle launches are forgotten every minute,
+    // so a flood of unfinished launches cannot fill the disk.
+    let sweeper = state.inner.sessions.clone().map(|sessions| {
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+            loop {
+                every.tick().await;
+                match sessions.sweep().await {
+                    Ok((0, 0)) => {}
+                    Ok((states, launches)) => {
+                        tracing::info!(states, launches, "expired launches forgotten")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "the store could not be swept"),
+                }
+            }
+        })
+    });
     let pollers: Vec<_> = match &state.inner.sessions {
         Some(sessions) => state
             .inner
@@ -553,7 +570,7 @@ pub async fn run(
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;
-    if let Some(w) = worker {
+    for w in worker.into_iter().chain(sweeper) {
         w.abort();
     }
     for p in pollers {

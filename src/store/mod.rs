@@ -261,17 +261,26 @@ impl Store {
         Ok(())
     }
 
-    /// Forget authorizations older than `state_age` and launches idle longer than `idle`.
-    pub async fn sweep(&self, state_age: i64, idle: i64) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM launch_state WHERE created_at < ?")
+    /// Forget authorizations older than `state_age` and launches idle longer
+    /// than `idle` (seconds), with their sealed tokens: what an abandoned or
+    /// flooded launch would otherwise leave on disk for ever. A launch that
+    /// still has a write waiting to be sent is kept, since the outbox sends
+    /// through it. Returns how many states and launches were removed.
+    pub async fn sweep(&self, state_age: i64, idle: i64) -> Result<(u64, u64), StoreError> {
+        let states = sqlx::query("DELETE FROM launch_state WHERE created_at < ?")
             .bind(now() - state_age)
             .execute(&self.pool)
-            .await?;
-        sqlx::query("DELETE FROM launches WHERE last_seen < ?")
-            .bind(now() - idle)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+            .await?
+            .rows_affected();
+        let launches = sqlx::query(
+            "DELETE FROM launches WHERE last_seen < ? \
+             AND id NOT IN (SELECT launch FROM outbox WHERE status = 'pending')",
+        )
+        .bind(now() - idle)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok((states, launches))
     }
 
     /// Keep a write until it is sent. A second call with the same id keeps
@@ -412,6 +421,65 @@ mod tests {
             OutboxStatus::Sent
         );
         assert!(s.pending_outbox(10).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_sweep_forgets_old_states_and_idle_launches_but_not_one_with_a_write_to_send() {
+        let s = store().await;
+        let pending = PendingState {
+            browser: "b".into(),
+            iss: "i".into(),
+            ehr_launch: true,
+            secret: vec![1],
+        };
+        for i in 0..50 {
+            s.put_state(&format!("flood-{i}"), &pending).await.unwrap();
+        }
+        let launch = |id: &str, last_seen: i64| StoredLaunch {
+            id: id.into(),
+            browser: "b".into(),
+            iss: "i".into(),
+            context: "{}".into(),
+            granted: "".into(),
+            tokens: vec![],
+            expires_at: 0,
+            csrf: "c".into(),
+            last_seen,
+        };
+        s.put_launch(&launch("idle", now() - 3600)).await.unwrap();
+        s.put_launch(&launch("idle-with-write", now() - 3600))
+            .await
+            .unwrap();
+        s.put_launch(&launch("fresh", now())).await.unwrap();
+        s.put_outbox("w1", "idle-with-write", b"{}", "{}")
+            .await
+            .unwrap();
+
+        assert_eq!(
+            s.sweep(600, 1800).await.unwrap(),
+            (0, 1),
+            "recent states stay"
+        );
+        assert!(s.launch("idle").await.unwrap().is_none());
+        assert!(
+            s.launch("idle-with-write").await.unwrap().is_some(),
+            "its write is waiting"
+        );
+        assert!(s.launch("fresh").await.unwrap().is_some());
+
+        assert_eq!(
+            s.sweep(-1, 1800).await.unwrap(),
+            (50, 0),
+            "the flood is gone"
+        );
+        s.outbox_attempt("w1", Ok(())).await.unwrap();
+        assert_eq!(
+            s.sweep(600, 1800).await.unwrap(),
+            (0, 1),
+            "sent: the launch goes too"
+        );
+        assert!(s.launch("idle-with-write").await.unwrap().is_none());
+        assert!(s.launch("fresh").await.unwrap().is_some());
     }
 
     #[tokio::test]
