@@ -363,8 +363,9 @@ impl Queue {
         outcome
     }
 
-    /// A completed referral whose output names a Procedure: complete its
-    /// ServiceRequest, note the concern it addressed, keep the days it took.
+    /// A completed referral whose output names a completed Procedure of the
+    /// same patient: complete its ServiceRequest, note the concern it
+    /// addressed, keep the days it took.
     pub async fn close_loop(&self, client: &FhirClient, task_id: &str) -> Result<(), FhirError> {
         let task = client.read_json("Task", task_id).await?.resource;
         let procedure = task["output"]
@@ -384,6 +385,24 @@ impl Queue {
         let Some(sr_id) = sr_ref.strip_prefix("ServiceRequest/") else {
             return Ok(());
         };
+        // Anyone who may write a Task can set its output: the Procedure must
+        // exist, be about the Task's own patient and be completed before it
+        // completes anything (a forged or premature output closes no loop).
+        let procedure_id = procedure.trim_start_matches("Procedure/");
+        let done = match client.read_json("Procedure", procedure_id).await {
+            Ok(p) => {
+                p.resource["subject"]["reference"].as_str() == Some(patient)
+                    && p.resource["status"] == "completed"
+            }
+            Err(FhirError::NotFound { .. }) => false,
+            Err(e) => return Err(e),
+        };
+        if !done {
+            tracing::warn!(
+                "a completed referral's output is not a completed Procedure of its patient: the loop stays open"
+            );
+            return Ok(());
+        }
         let read = client.read_json("ServiceRequest", sr_id).await?;
         let mut sr = read.resource;
         // Only the Task's own patient's records are touched.

@@ -3,7 +3,8 @@
 //! Services poller: 10,000 generated Tasks filtered, counted, sorted and
 //! paged as the generator says; two coordinators on one Task get one clear
 //! conflict and no lost update; a change made on the server reaches the
-//! queue and its event stream; a completed referral closes the loop.
+//! queue and its event stream; a completed referral closes the loop, and
+//! an output that is not its patient's completed Procedure does not.
 
 use crate::common;
 
@@ -526,4 +527,94 @@ async fn a_subscription_notification_makes_the_queue_sync_at_once() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Anyone who may write a Task can set its `output`: only a completed
+/// Procedure of the Task's own patient closes the loop. The same referral
+/// then closes with a real one, so the refusals are not vacuous.
+#[tokio::test]
+async fn an_output_that_is_not_the_patients_completed_procedure_closes_no_loop() {
+    let hfs = common::seeded_hfs().await;
+    let client = common::fhir_client(hfs.base());
+    let queue =
+        passerelle::queue::Queue::new(hfs.base().as_str(), &[7u8; 32], Some(common::schema()));
+    let http = reqwest::Client::new();
+    let procedure = |patient: &str, status: &str| {
+        json!({ "resourceType": "Procedure", "status": status,
+            "code": { "text": "Food pantry: groceries provided" },
+            "subject": { "reference": patient } })
+    };
+    let create = |resource: Value| {
+        let (http, url) = (http.clone(), format!("{}Procedure", hfs.base()));
+        async move {
+            let created: Value = http
+                .post(url)
+                .header("content-type", "application/fhir+json")
+                .json(&resource)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            format!("Procedure/{}", created["id"].as_str().unwrap())
+        }
+    };
+    let complete_with = |output: String| {
+        let (http, client, base) = (http.clone(), &client, hfs.base().clone());
+        async move {
+            let mut task = client
+                .read_json("Task", "pas-task-10")
+                .await
+                .unwrap()
+                .resource;
+            task["status"] = json!("completed");
+            task["output"] = json!([{ "type": { "text": "Service delivered" },
+                "valueReference": { "reference": output } }]);
+            let put = http
+                .put(format!("{base}Task/pas-task-10"))
+                .header("content-type", "application/fhir+json")
+                .json(&task)
+                .send()
+                .await
+                .unwrap();
+            assert!(put.status().is_success(), "{}", put.status());
+        }
+    };
+    let sr_status = || async {
+        client
+            .read_json("ServiceRequest", "pas-sr-10")
+            .await
+            .unwrap()
+            .resource["status"]
+            .clone()
+    };
+    assert_ne!(sr_status().await, "completed");
+
+    for (what, output) in [
+        (
+            "another patient's Procedure",
+            create(procedure("Patient/pas-p01", "completed")).await,
+        ),
+        (
+            "a Procedure not completed",
+            create(procedure("Patient/pas-p10", "in-progress")).await,
+        ),
+        (
+            "a Procedure that does not exist",
+            "Procedure/pas-forged-404".to_string(),
+        ),
+    ] {
+        complete_with(output).await;
+        queue.close_loop(&client, "pas-task-10").await.unwrap();
+        assert_ne!(sr_status().await, "completed", "{what} closed the loop");
+    }
+
+    complete_with(create(procedure("Patient/pas-p10", "completed")).await).await;
+    queue.close_loop(&client, "pas-task-10").await.unwrap();
+    assert_eq!(
+        sr_status().await,
+        "completed",
+        "the patient's completed Procedure closes it"
+    );
 }
