@@ -197,8 +197,9 @@ pub struct SmartArgs {
     #[arg(long, env = "PASSERELLE_PUBLIC_URL")]
     pub public_url: Option<Url>,
 
-    /// Key that seals tokens at rest: 32 bytes, base64url. When unset a random
-    /// key is used and every launch ends when Passerelle restarts.
+    /// Key that seals tokens and kept writes at rest: 32 bytes, base64url. Required with a
+    /// database file; only an in-memory store runs without it (a random key, every launch
+    /// ending when Passerelle restarts).
     #[arg(long, env = "PASSERELLE_SESSION_KEY", hide_env_values = true)]
     pub session_key: Option<String>,
 

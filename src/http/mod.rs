@@ -163,9 +163,15 @@ impl SmartSettings {
                 <[u8; 32]>::try_from(bytes.as_slice())
                     .map_err(|_| anyhow::anyhow!("PASSERELLE_SESSION_KEY must be 32 bytes"))?
             }
+            None if !in_memory(&args.database_url) => anyhow::bail!(
+                "PASSERELLE_SESSION_KEY is required with a database file ({}): without it each start \
+                 makes a new key, and the launches and the writes kept in the outbox could no longer \
+                 be read. Make one with: openssl rand -base64 32 | tr '+/' '-_' | tr -d '='",
+                args.database_url
+            ),
             None => {
                 tracing::warn!(
-                    "no PASSERELLE_SESSION_KEY: a random one is used; launches end at restart"
+                    "no PASSERELLE_SESSION_KEY: a random one is used for the in-memory store; launches end at restart"
                 );
                 random_key()
             }
@@ -400,6 +406,11 @@ impl AppState {
         let base = normalise_base(&Url::parse(iss).ok()?).to_string();
         self.inner.queues.get(&base)
     }
+}
+
+/// A SQLite store that lives in memory only (and dies with the process).
+fn in_memory(database_url: &str) -> bool {
+    database_url.contains(":memory:") || database_url.contains("mode=memory")
 }
 
 /// A frame ancestor goes into the Content-Security-Policy header as it is

@@ -214,6 +214,11 @@ pub async fn smart_env_with(o: EnvOptions) -> SmartEnv {
                 .env("PASSERELLE_LISTEN", listen.to_string())
                 .env("PASSERELLE_EHRS", &ehrs)
                 .env("PASSERELLE_PUBLIC_URL", app_url.to_string())
+                // A file store needs a key that outlives the process.
+                .env(
+                    "PASSERELLE_SESSION_KEY",
+                    "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8",
+                )
                 .env(
                     "PASSERELLE_DATABASE_URL",
                     format!("sqlite://{}?mode=rwc", db_path.display()),

@@ -180,4 +180,27 @@ async fn serve_refuses_a_configuration_it_cannot_honour() {
         stderr.contains("cannot read the EHR list /nonexistent/ehrs.json"),
         "{stderr}"
     );
+    // A file store without a session key would lose the outbox at restart.
+    let ehrs = std::env::temp_dir().join(format!(
+        "passerelle-no-key-{}.json",
+        passerelle::auth::keys::random_token(8)
+    ));
+    std::fs::write(&ehrs, "[]").unwrap();
+    let db = ehrs.with_extension("db");
+    let (code, _, stderr) = run(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--ehrs",
+        ehrs.to_str().unwrap(),
+        "--database-url",
+        &format!("sqlite://{}?mode=rwc", db.display()),
+    ])
+    .await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("PASSERELLE_SESSION_KEY is required with a database file"),
+        "{stderr}"
+    );
+    assert!(!db.exists(), "nothing was created before refusing");
 }
