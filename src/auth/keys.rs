@@ -105,8 +105,14 @@ impl SigningKey {
             }
             other => return Err(KeyError::Algorithm(other)),
         };
+        // The kid names the key material, not only its role: a key made
+        // again at start-up gets a new kid, so a verifier that cached the old
+        // JWKS fetches it again instead of trying the wrong key.
+        let kid = format!("{kid}-{}", thumbprint(&public_jwk));
+        let mut public_jwk = public_jwk;
+        public_jwk["kid"] = json!(kid);
         Ok(SigningKey {
-            kid: kid.to_string(),
+            kid,
             alg,
             encoding,
             public_jwk,
@@ -133,6 +139,30 @@ impl SigningKey {
         jsonwebtoken::encode(&header, claims, &self.encoding)
             .map_err(|e| KeyError::Sign(e.to_string()))
     }
+}
+
+/// The JWK thumbprint of a public key (RFC 7638): SHA-256 of its required
+/// members in lexicographic order, without whitespace, base64url.
+pub fn thumbprint(jwk: &Value) -> String {
+    use sha2::{Digest, Sha256};
+    let members: &[&str] = match jwk["kty"].as_str() {
+        Some("EC") => &["crv", "kty", "x", "y"],
+        Some("RSA") => &["e", "kty", "n"],
+        _ => &["kty"],
+    };
+    let canonical: Vec<String> = members
+        .iter()
+        .map(|m| {
+            format!(
+                "{}:{}",
+                json!(m),
+                json!(jwk[*m].as_str().unwrap_or_default())
+            )
+        })
+        .collect();
+    b64(&Sha256::digest(
+        format!("{{{}}}", canonical.join(",")).as_bytes(),
+    ))
 }
 
 /// `{"keys": [...]}` for a set of keys.
@@ -171,11 +201,34 @@ mod tests {
         roundtrip(&SigningKey::generate_rsa("r384", Algorithm::RS384).unwrap());
         roundtrip(&SigningKey::generate_es384("e384").unwrap());
         let set = jwks(&[SigningKey::generate_es384("a").unwrap()]);
-        assert_eq!(set["keys"][0]["kid"], "a");
+        let kid = set["keys"][0]["kid"].as_str().unwrap();
+        assert_eq!(
+            kid,
+            format!("a-{}", thumbprint(&set["keys"][0])),
+            "the kid names the key material"
+        );
         assert!(
             set["keys"][0].get("d").is_none(),
             "no private part in a JWKS"
         );
+    }
+
+    #[test]
+    fn the_thumbprint_is_rfc_7638s_and_a_key_made_again_gets_a_new_kid() {
+        // RFC 7638 §3.1, the example RSA key and its thumbprint.
+        let jwk = json!({ "kty": "RSA", "e": "AQAB", "alg": "RS256", "kid": "2011-04-29",
+            "n": "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw" });
+        assert_eq!(
+            thumbprint(&jwk),
+            "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+        );
+        let (a, b) = (
+            SigningKey::generate_es384("passerelle-es384").unwrap(),
+            SigningKey::generate_es384("passerelle-es384").unwrap(),
+        );
+        assert!(a.kid().starts_with("passerelle-es384-"));
+        assert_ne!(a.kid(), b.kid(), "a new key, a new kid");
+        assert_eq!(a.public_jwk()["kid"], a.kid());
     }
 
     #[test]
