@@ -86,7 +86,7 @@ pub struct BackendConfig {
 }
 
 impl BackendConfig {
-    pub const DEFAULT_SCOPE: &'static str = "system/Task.rus system/Patient.rs system/ServiceRequest.rus system/ClaimResponse.rs system/Organization.rs system/Condition.rus system/PractitionerRole.rs system/Practitioner.rs system/Coverage.rs system/Claim.rs system/Observation.rs system/Encounter.rs";
+    pub const DEFAULT_SCOPE: &'static str = "system/Task.rus system/Patient.rs system/ServiceRequest.rus system/ClaimResponse.rs system/Organization.rs system/Condition.rus system/PractitionerRole.rs system/Practitioner.rs system/Coverage.rs system/Claim.rs system/Observation.rs system/Encounter.rs system/Procedure.rs";
 
     fn default_scope() -> String {
         Self::DEFAULT_SCOPE.to_string()

@@ -1,5 +1,6 @@
 //! The FHIR client against a real server: paging, `_include`, conditional
-//! create, `If-Match`, and retries for idempotent requests only.
+//! create, `If-Match`, retries for idempotent requests only, and redirects
+//! followed on the server's own origin only.
 
 use crate::common;
 
@@ -152,4 +153,61 @@ async fn only_idempotent_requests_are_retried() {
         err.to_string().contains("it points to another server"),
         "{err}"
     );
+}
+
+/// A server that redirects every request to `target` + its path, counting
+/// the requests it gets.
+async fn redirecting(
+    target: Option<String>,
+) -> (url::Url, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use axum::response::IntoResponse;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let hits = std::sync::Arc::new(AtomicUsize::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base =
+        url::Url::parse(&format!("http://{}/fhir/", listener.local_addr().unwrap())).unwrap();
+    let (counted, own) = (hits.clone(), base.clone());
+    let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+        let (counted, own, target) = (counted.clone(), own.clone(), target.clone());
+        async move {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let path = uri.path().trim_start_matches("/fhir/").to_string();
+            match (&target, path.as_str()) {
+                (_, "Patient/here") => (
+                    [("content-type", "application/fhir+json")],
+                    r#"{"resourceType":"Patient","id":"here"}"#,
+                )
+                    .into_response(),
+                (Some(t), _) => {
+                    axum::response::Redirect::temporary(&format!("{t}{path}")).into_response()
+                }
+                (None, _) => axum::response::Redirect::temporary(&format!("{own}Patient/here"))
+                    .into_response(),
+            }
+        }
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (base, hits)
+}
+
+#[tokio::test]
+async fn a_redirect_is_followed_on_the_servers_origin_and_never_to_another() {
+    use std::sync::atomic::Ordering;
+    let (other, other_hits) = redirecting(None).await;
+    let (server, _) = redirecting(Some(other.to_string())).await;
+    let client = common::fhir_client(&server);
+    let refused = client.read_json("Patient", "p1").await;
+    assert!(
+        refused.is_err(),
+        "a redirect off the server's origin is an error"
+    );
+    assert_eq!(
+        other_hits.load(Ordering::SeqCst),
+        0,
+        "nothing was sent to the other origin"
+    );
+    // On its own origin, the same server's redirect is followed.
+    let same = common::fhir_client(&other);
+    let read = same.read_json("Patient", "moved").await.unwrap();
+    assert_eq!(read.resource["id"], "here");
 }

@@ -631,11 +631,18 @@ async fn private_key_jwt_assertions_are_verified_and_never_replayed() {
         ),
         (env.assertion(&aud, -120, &random_token(8)), "expired"),
         (
-            SigningKey::generate_es384("jwt-app-es384")
-                .unwrap()
-                .sign(&json!({"iss": JWT, "sub": JWT, "aud": aud, "jti": "x",
-                    "exp": jsonwebtoken::get_current_timestamp() + 60}))
-                .unwrap(),
+            // The registered key's kid, signed by another key: the signature
+            // of a second assertion put under the first one's header.
+            {
+                let good = env.assertion(&aud, 60, "x");
+                let other = SigningKey::generate_es384("jwt-app-es384")
+                    .unwrap()
+                    .sign(&json!({"iss": JWT, "sub": JWT, "aud": aud, "jti": "x",
+                        "exp": jsonwebtoken::get_current_timestamp() + 60}))
+                    .unwrap();
+                let (signed, _) = good.rsplit_once('.').unwrap();
+                format!("{signed}.{}", other.rsplit_once('.').unwrap().1)
+            },
             "signature is wrong",
         ),
     ];

@@ -224,6 +224,21 @@ pub fn is_valid_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 
+/// Redirects are followed only on the origin (scheme, host and port) the
+/// request was sent to, and at most 10: a server, or whoever answers in its
+/// place, cannot send Passerelle's bearer token and the patient's query to
+/// another host. Stopped, the redirect itself is the answer (an error).
+fn same_origin_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let first = attempt.previous().first().map(Url::origin);
+        if attempt.previous().len() > 10 || first != Some(attempt.url().origin()) {
+            attempt.stop()
+        } else {
+            attempt.follow()
+        }
+    })
+}
+
 /// A FHIR `id` (R4 datatype `id`: 1 to 64 of `A-Z a-z 0-9 - .`), checked
 /// where it enters Passerelle (a page's address, a form) so that only a
 /// valid id is ever put into a request URL.
@@ -311,6 +326,7 @@ impl FhirClient {
             .user_agent(concat!("passerelle/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(5))
             .pool_max_idle_per_host(32)
+            .redirect(same_origin_redirects())
             .build()
             .expect("the TLS backend initialises")
     }
