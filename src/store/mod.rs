@@ -324,7 +324,29 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter().map(|r| self.outbox_item(r)).collect()
+        let mut items = Vec::with_capacity(rows.len());
+        for r in rows {
+            let id: String = r.get("id");
+            match self.outbox_item(r) {
+                Ok(item) => items.push(item),
+                // One row sealed with another key must not stop every other
+                // write from being sent: it is marked failed, saying why, and
+                // kept (a restart with the old key can still read it).
+                Err(StoreError::Decrypt) => {
+                    tracing::warn!("a kept write could not be decrypted; marked failed");
+                    self.outbox_attempt(
+                        &id,
+                        Err((
+                            "sealed with another session key (was PASSERELLE_SESSION_KEY changed?)",
+                            true,
+                        )),
+                    )
+                    .await?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(items)
     }
 
     fn outbox_item(&self, r: sqlx::sqlite::SqliteRow) -> Result<OutboxItem, StoreError> {
@@ -480,6 +502,37 @@ mod tests {
         );
         assert!(s.launch("idle-with-write").await.unwrap().is_none());
         assert!(s.launch("fresh").await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_write_sealed_with_another_key_is_marked_failed_and_the_others_still_go() {
+        let path = std::env::temp_dir().join(format!(
+            "passerelle-store-{}.db",
+            crate::auth::keys::random_token(8)
+        ));
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        let old = Store::open(&url, &[1u8; 32]).await.unwrap();
+        old.put_outbox("w-old", "l1", b"{}", "{}").await.unwrap();
+        drop(old);
+        let new = Store::open(&url, &[2u8; 32]).await.unwrap();
+        new.put_outbox("w-new", "l1", b"{}", "{}").await.unwrap();
+        let pending = new.pending_outbox(10).await.unwrap();
+        assert_eq!(
+            pending.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(),
+            ["w-new"],
+            "the readable write still goes"
+        );
+        let raw = sqlx::query("SELECT status, last_error FROM outbox WHERE id = 'w-old'")
+            .fetch_one(&new.pool)
+            .await
+            .unwrap();
+        assert_eq!(raw.get::<String, _>("status"), "failed");
+        assert!(
+            raw.get::<String, _>("last_error")
+                .contains("another session key"),
+            "the reason is kept"
+        );
+        let _ = std::fs::remove_file(&path);
     }
 
     #[tokio::test]
