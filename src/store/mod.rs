@@ -22,6 +22,12 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+/// Attempts after which a pending write is marked failed (at the outbox's
+/// 10-second interval, about 3 hours of trying).
+pub const OUTBOX_MAX_ATTEMPTS: i64 = 1_000;
+/// Age (seconds) after which a pending write is marked failed: 7 days.
+pub const OUTBOX_MAX_AGE: i64 = 7 * 86_400;
+
 /// Where a kept write stands. Stored as its lower-case name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutboxStatus {
@@ -315,11 +321,12 @@ impl Store {
         row.map(|r| self.outbox_item(r)).transpose()
     }
 
-    /// Pending writes, oldest first.
+    /// Pending writes, the least recently tried first, so writes that keep
+    /// failing cannot starve newer ones.
     pub async fn pending_outbox(&self, limit: i64) -> Result<Vec<OutboxItem>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, launch, payload, summary, status, attempts, last_error FROM outbox \
-             WHERE status = 'pending' ORDER BY created_at LIMIT ?",
+             WHERE status = 'pending' ORDER BY updated_at, attempts, created_at LIMIT ?",
         )
         .bind(limit)
         .fetch_all(&self.pool)
@@ -362,7 +369,10 @@ impl Store {
     }
 
     /// Record an attempt: `Ok` marks it sent, `Err(message, final)` keeps it
-    /// pending (transient) or marks it failed.
+    /// pending (transient) or marks it failed. A write still pending after
+    /// [`OUTBOX_MAX_ATTEMPTS`] attempts or [`OUTBOX_MAX_AGE`] seconds is
+    /// marked failed, saying so, instead of being tried for ever; it stays in
+    /// the store and its page shows why.
     pub async fn outbox_attempt(
         &self,
         id: &str,
@@ -370,8 +380,28 @@ impl Store {
     ) -> Result<(), StoreError> {
         let (status, error) = match result {
             Ok(()) => (OutboxStatus::Sent, None),
-            Err((e, true)) => (OutboxStatus::Failed, Some(e)),
-            Err((e, false)) => (OutboxStatus::Pending, Some(e)),
+            Err((e, true)) => (OutboxStatus::Failed, Some(e.to_string())),
+            Err((e, false)) => {
+                let row = sqlx::query("SELECT attempts, created_at FROM outbox WHERE id = ?")
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                let (attempts, created): (i64, i64) = row
+                    .map(|r| (r.get("attempts"), r.get("created_at")))
+                    .unwrap_or((0, now()));
+                if attempts + 1 >= OUTBOX_MAX_ATTEMPTS || now() - created > OUTBOX_MAX_AGE {
+                    let days = (now() - created) / 86_400;
+                    (
+                        OutboxStatus::Failed,
+                        Some(format!(
+                            "not sent after {} attempts over {days} day(s); the last problem: {e}",
+                            attempts + 1
+                        )),
+                    )
+                } else {
+                    (OutboxStatus::Pending, Some(e.to_string()))
+                }
+            }
         };
         sqlx::query("UPDATE outbox SET status = ?, attempts = attempts + 1, last_error = ?, updated_at = ? WHERE id = ?")
             .bind(status.as_str())
@@ -533,6 +563,59 @@ mod tests {
             "the reason is kept"
         );
         let _ = std::fs::remove_file(&path);
+    }
+
+    #[tokio::test]
+    async fn writes_that_keep_failing_do_not_starve_newer_ones_and_give_up_saying_so() {
+        let s = store().await;
+        for i in 0..60 {
+            s.put_outbox(&format!("w{i:02}"), "l1", b"{}", "{}")
+                .await
+                .unwrap();
+        }
+        // Keep the 50 first pending; the 10 others come first next time.
+        for item in s.pending_outbox(50).await.unwrap() {
+            s.outbox_attempt(&item.id, Err(("The FHIR server failed (500)", false)))
+                .await
+                .unwrap();
+        }
+        let next: Vec<String> = s
+            .pending_outbox(10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|i| i.id)
+            .collect();
+        assert_eq!(
+            next,
+            (50..60).map(|i| format!("w{i:02}")).collect::<Vec<_>>()
+        );
+
+        sqlx::query("UPDATE outbox SET attempts = ? WHERE id = 'w00'")
+            .bind(OUTBOX_MAX_ATTEMPTS - 1)
+            .execute(&s.pool)
+            .await
+            .unwrap();
+        s.outbox_attempt("w00", Err(("The FHIR server failed (500)", false)))
+            .await
+            .unwrap();
+        let item = s.outbox("w00").await.unwrap().unwrap();
+        assert_eq!(item.status, OutboxStatus::Failed);
+        let why = item.last_error.unwrap();
+        assert!(why.starts_with("not sent after 1000 attempts"), "{why}");
+        assert!(why.contains("The FHIR server failed (500)"), "{why}");
+
+        sqlx::query("UPDATE outbox SET created_at = ? WHERE id = 'w01'")
+            .bind(now() - OUTBOX_MAX_AGE - 1)
+            .execute(&s.pool)
+            .await
+            .unwrap();
+        s.outbox_attempt("w01", Err(("waiting for a launch", false)))
+            .await
+            .unwrap();
+        let item = s.outbox("w01").await.unwrap().unwrap();
+        assert_eq!(item.status, OutboxStatus::Failed);
+        assert!(item.last_error.unwrap().contains("over 7 day(s)"));
     }
 
     #[tokio::test]
