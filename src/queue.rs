@@ -388,8 +388,13 @@ impl Queue {
         // Anyone who may write a Task can set its output: the Procedure must
         // exist, be about the Task's own patient and be completed before it
         // completes anything (a forged or premature output closes no loop).
+        // Both reads at once: one round trip, not two.
         let procedure_id = procedure.trim_start_matches("Procedure/");
-        let done = match client.read_json("Procedure", procedure_id).await {
+        let (checked, read) = tokio::join!(
+            client.read_json("Procedure", procedure_id),
+            client.read_json("ServiceRequest", sr_id),
+        );
+        let done = match checked {
             Ok(p) => {
                 p.resource["subject"]["reference"].as_str() == Some(patient)
                     && p.resource["status"] == "completed"
@@ -403,7 +408,7 @@ impl Queue {
             );
             return Ok(());
         }
-        let read = client.read_json("ServiceRequest", sr_id).await?;
+        let read = read?;
         let mut sr = read.resource;
         // Only the Task's own patient's records are touched.
         if sr["subject"]["reference"].as_str() != Some(patient) {

@@ -108,7 +108,7 @@ impl SigningKey {
         // The kid names the key material, not only its role: a key made
         // again at start-up gets a new kid, so a verifier that cached the old
         // JWKS fetches it again instead of trying the wrong key.
-        let kid = format!("{kid}-{}", thumbprint(&public_jwk));
+        let kid = format!("{kid}-{}", thumbprint(&public_jwk)?);
         let mut public_jwk = public_jwk;
         public_jwk["kid"] = json!(kid);
         Ok(SigningKey {
@@ -141,28 +141,13 @@ impl SigningKey {
     }
 }
 
-/// The JWK thumbprint of a public key (RFC 7638): SHA-256 of its required
-/// members in lexicographic order, without whitespace, base64url.
-pub fn thumbprint(jwk: &Value) -> String {
-    use sha2::{Digest, Sha256};
-    let members: &[&str] = match jwk["kty"].as_str() {
-        Some("EC") => &["crv", "kty", "x", "y"],
-        Some("RSA") => &["e", "kty", "n"],
-        _ => &["kty"],
-    };
-    let canonical: Vec<String> = members
-        .iter()
-        .map(|m| {
-            format!(
-                "{}:{}",
-                json!(m),
-                json!(jwk[*m].as_str().unwrap_or_default())
-            )
-        })
-        .collect();
-    b64(&Sha256::digest(
-        format!("{{{}}}", canonical.join(",")).as_bytes(),
-    ))
+/// The JWK thumbprint of a public key (RFC 7638, SHA-256), computed by
+/// jsonwebtoken from the key's required members.
+pub fn thumbprint(jwk: &Value) -> Result<String, KeyError> {
+    let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(jwk.clone())
+        .map_err(|e| KeyError::Generate(format!("the public JWK is not valid: {e}")))?;
+    jwk.thumbprint(jsonwebtoken::jwk::ThumbprintHash::SHA256)
+        .map_err(|e| KeyError::Generate(e.to_string()))
 }
 
 /// `{"keys": [...]}` for a set of keys.
@@ -204,7 +189,7 @@ mod tests {
         let kid = set["keys"][0]["kid"].as_str().unwrap();
         assert_eq!(
             kid,
-            format!("a-{}", thumbprint(&set["keys"][0])),
+            format!("a-{}", thumbprint(&set["keys"][0]).unwrap()),
             "the kid names the key material"
         );
         assert!(
@@ -219,7 +204,7 @@ mod tests {
         let jwk = json!({ "kty": "RSA", "e": "AQAB", "alg": "RS256", "kid": "2011-04-29",
             "n": "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw" });
         assert_eq!(
-            thumbprint(&jwk),
+            thumbprint(&jwk).unwrap(),
             "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
         );
         let (a, b) = (
