@@ -20,9 +20,8 @@ pub(super) async fn write_through(
     summary: &Value,
 ) -> Result<bool, AppError> {
     let sessions = state.sessions()?;
-    let existed = sessions.store().outbox(id).await?.is_some();
     let payload = serde_json::to_vec(bundle)?;
-    sessions
+    let new = sessions
         .store()
         .put_outbox(id, launch_id, &payload, &summary.to_string())
         .await?;
@@ -31,7 +30,7 @@ pub(super) async fn write_through(
     {
         crate::outbox::send(sessions, &item, state.http().clone(), state.limits()).await;
     }
-    Ok(!existed)
+    Ok(new)
 }
 
 /// The write `id` of launch `launch_id`, as the outbox has it now; `None`

@@ -290,15 +290,15 @@ impl Store {
     }
 
     /// Keep a write until it is sent. A second call with the same id keeps
-    /// the first (the same screening posted twice).
+    /// the first (the same screening posted twice) and returns false.
     pub async fn put_outbox(
         &self,
         id: &str,
         launch: &str,
         payload: &[u8],
         summary: &str,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
+    ) -> Result<bool, StoreError> {
+        let inserted = sqlx::query(
             "INSERT OR IGNORE INTO outbox (id, launch, payload, summary, status, created_at, updated_at) \
              VALUES (?, ?, ?, ?, 'pending', ?, ?)",
         )
@@ -310,7 +310,7 @@ impl Store {
         .bind(now())
         .execute(&self.pool)
         .await?;
-        Ok(())
+        Ok(inserted.rows_affected() == 1)
     }
 
     pub async fn outbox(&self, id: &str) -> Result<Option<OutboxItem>, StoreError> {
