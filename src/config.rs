@@ -150,6 +150,34 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub directory: DirectoryArgs,
+
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// What one client may hold of the server: deadlines and caps, so a slow
+/// or hostile client cannot exhaust it.
+#[derive(Debug, Clone, Args)]
+pub struct ServerArgs {
+    /// Seconds a client has to send a request's headers before its connection is closed.
+    #[arg(long, env = "PASSERELLE_HEADER_TIMEOUT_SECS", default_value_t = 10)]
+    pub header_timeout_secs: u64,
+
+    /// Seconds a request may take before it is answered 503 (the live queue's stream is exempt).
+    #[arg(long, env = "PASSERELLE_REQUEST_TIMEOUT_SECS", default_value_t = 60)]
+    pub request_timeout_secs: u64,
+
+    /// Requests handled at once; later ones wait their turn.
+    #[arg(long, env = "PASSERELLE_MAX_IN_FLIGHT", default_value_t = 256)]
+    pub max_in_flight: usize,
+
+    /// Open connections at once; later clients wait to be accepted.
+    #[arg(long, env = "PASSERELLE_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+
+    /// SMART launches (`/launch`, `/launch/standalone`) one client address may start per minute.
+    #[arg(long, env = "PASSERELLE_LAUNCHES_PER_MINUTE", default_value_t = 60)]
+    pub launches_per_minute: u32,
 }
 
 /// Where the community resource directory comes from: an HSDS API, a file,

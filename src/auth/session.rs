@@ -352,6 +352,10 @@ impl Sessions {
 }
 
 fn store_error(e: crate::store::StoreError) -> AuthError {
+    if matches!(e, crate::store::StoreError::Full) {
+        tracing::warn!("a launch was refused: too many sign-ins in progress");
+        return AuthError::Busy;
+    }
     tracing::error!(error = %e, "store failure during a launch");
     AuthError::Config("Passerelle's store is unavailable".into())
 }

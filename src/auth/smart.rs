@@ -151,6 +151,9 @@ pub enum AuthError {
     WrongLaunch,
     #[error("Passerelle is not configured correctly: {0}")]
     Config(String),
+    /// The bound on sign-ins in progress is reached (a flood of launches).
+    #[error("Too many sign-ins are in progress right now; nothing was sent to the EHR.")]
+    Busy,
 }
 
 /// The parts of `.well-known/smart-configuration` Passerelle uses.

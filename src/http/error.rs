@@ -33,6 +33,14 @@ pub enum AppError {
     /// not the user's; the message names the setting.
     #[error("{0}")]
     NotConfigured(&'static str),
+    /// The request's deadline passed before its page was ready.
+    #[error("Passerelle could not answer within {0} s.")]
+    TooSlow(u64),
+    /// Too many launches from one address; it may start again in this many seconds.
+    #[error(
+        "Too many sign-ins were started from this address in the last minute (try again in {0} s)."
+    )]
+    TooManyLaunches(u64),
     /// A fault inside Passerelle. The source is kept for the log; the page
     /// shows only that something failed.
     #[error("Something went wrong inside Passerelle; the details are in its log.")]
@@ -96,6 +104,8 @@ impl AppError {
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             AppError::NotConfigured(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::TooManyLaunches(_) => StatusCode::TOO_MANY_REQUESTS,
+            AppError::TooSlow(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Auth(e) => match e {
                 AuthError::UnknownIss(_) | AuthError::WrongLaunch | AuthError::Refused(_) => {
                     StatusCode::FORBIDDEN
@@ -104,6 +114,7 @@ impl AppError {
                 AuthError::BadState => StatusCode::BAD_REQUEST,
                 AuthError::IdToken(_) | AuthError::LaunchAgain => StatusCode::UNAUTHORIZED,
                 AuthError::Config(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                AuthError::Busy => StatusCode::SERVICE_UNAVAILABLE,
             },
             AppError::Fhir(e) => match e {
                 FhirError::NotFound { .. } => StatusCode::NOT_FOUND,
@@ -135,6 +146,14 @@ impl AppError {
                 "Passerelle is not set up for this",
                 "This is a setting, not something you did: tell your administrator, and give them the message above.",
             ),
+            AppError::TooSlow(_) => (
+                "Passerelle is slow to answer",
+                "Try again in a moment; nothing you sent was lost (writes are kept until the EHR has them).",
+            ),
+            AppError::TooManyLaunches(_) => (
+                "Please wait a moment",
+                "Open Passerelle again from the EHR in a minute. If this address is shared by the whole practice, tell your administrator (PASSERELLE_LAUNCHES_PER_MINUTE).",
+            ),
             AppError::Auth(e) => match e {
                 AuthError::UnknownIss(_) => (
                     "EHR not allowed",
@@ -147,6 +166,10 @@ impl AppError {
                 AuthError::Config(_) => (
                     "Passerelle is not configured correctly",
                     "Tell your administrator.",
+                ),
+                AuthError::Busy => (
+                    "Please wait a moment",
+                    "Open Passerelle again from the EHR in a few minutes.",
                 ),
                 _ => (
                     "The sign-in did not succeed",
@@ -208,10 +231,16 @@ impl IntoResponse for AppError {
             message: self.to_string(),
             hint,
         };
-        match page.render() {
+        let mut response = match page.render() {
             Ok(html) => (status, Html(html)).into_response(),
             Err(_) => (status, self.to_string()).into_response(),
+        };
+        if let AppError::TooManyLaunches(secs) = self {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
         }
+        response
     }
 }
 
@@ -226,6 +255,7 @@ fn auth_kind(e: &AuthError) -> &'static str {
         AuthError::LaunchAgain => "launch-again",
         AuthError::WrongLaunch => "wrong-launch",
         AuthError::Config(_) => "config",
+        AuthError::Busy => "busy",
     }
 }
 

@@ -13,7 +13,9 @@
 //! leave the server.
 
 use askama::Template;
-use axum::extract::{Form, Query, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Form, Query, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -76,12 +78,15 @@ struct AuthorizePost {
 
 async fn start(
     state: &AppState,
+    peer: SocketAddr,
     jar: CookieJar,
     iss: &str,
     launch: Option<&str>,
     coordinator: bool,
 ) -> Result<Response, AppError> {
     let sessions = state.sessions()?;
+    // Before anything is stored or sent: a loop of launches stops here.
+    state.admit_launch(peer.ip())?;
     // The allow-list is checked before anything is sent to `iss`.
     sessions.smart().ehr(iss)?;
     let (jar, browser) = browser(jar);
@@ -111,6 +116,7 @@ async fn start(
 
 async fn ehr_launch(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     jar: CookieJar,
     Query(q): Query<LaunchQuery>,
 ) -> Result<Response, AppError> {
@@ -126,7 +132,7 @@ async fn ehr_launch(
         .ok_or_else(|| {
             AppError::BadRequest("The EHR launch carries no launch parameter.".into())
         })?;
-    start(&state, jar, iss, Some(launch), false).await
+    start(&state, peer, jar, iss, Some(launch), false).await
 }
 
 #[derive(Template)]
@@ -148,6 +154,7 @@ async fn standalone(State(state): State<AppState>) -> Result<Response, AppError>
 
 async fn standalone_start(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     jar: CookieJar,
     Query(q): Query<LaunchQuery>,
 ) -> Result<Response, AppError> {
@@ -156,7 +163,7 @@ async fn standalone_start(
         .as_deref()
         .filter(|s| !s.is_empty())
         .ok_or_else(|| AppError::BadRequest("Choose an EHR to sign in to.".into()))?;
-    start(&state, jar, iss, None, q.queue.is_some()).await
+    start(&state, peer, jar, iss, None, q.queue.is_some()).await
 }
 
 #[derive(Deserialize)]

@@ -38,6 +38,7 @@ mod patterns;
 mod queue;
 mod refer;
 mod screen;
+mod server;
 mod task;
 mod visit;
 
@@ -50,10 +51,12 @@ use axum::http::{HeaderName, HeaderValue, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio::net::TcpListener;
+use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 use url::Url;
 
 pub use error::AppError;
+pub use server::ServerLimits;
 
 use crate::auth::keys::SigningKey;
 use crate::auth::session::Sessions;
@@ -84,6 +87,7 @@ struct Inner {
     letters: Arc<LetterTemplates>,
     /// The coordinators' queue of each EHR with Backend Services, by iss.
     queues: HashMap<String, Arc<crate::queue::Queue>>,
+    launches: server::LaunchLimiter,
 }
 
 /// Everything the app needs to start, already checked.
@@ -99,6 +103,8 @@ pub struct Settings {
     pub schema: Option<SchemaValidator>,
     /// How often the outbox resends pending writes.
     pub outbox_every: std::time::Duration,
+    /// Deadlines and caps on what clients may hold.
+    pub server: ServerLimits,
     /// A domain screened within this many days is not asked again.
     pub screening_interval_days: i64,
     /// Active screening instruments (Questionnaire ids); the first is the default.
@@ -249,6 +255,7 @@ impl Settings {
             },
             smart: SmartSettings::from_args(&args.smart, args.listen)?,
             outbox_every: std::time::Duration::from_secs(10),
+            server: ServerLimits::from(&args.server),
             screening_interval_days: args.screening_interval_days,
             screening_instruments: {
                 let known =
@@ -326,8 +333,17 @@ impl AppState {
                 directory: settings.directory.clone(),
                 letters: settings.letters.clone(),
                 queues,
+                launches: server::launch_limiter(settings.server.launches_per_minute),
             }),
         })
+    }
+
+    /// Refuse a launch from `ip` beyond its quota (see [`server::LaunchLimiter`]).
+    pub fn admit_launch(&self, ip: std::net::IpAddr) -> Result<(), AppError> {
+        match server::launch_wait(&self.inner.launches, ip) {
+            None => Ok(()),
+            Some(secs) => Err(AppError::TooManyLaunches(secs)),
+        }
     }
 
     /// SMART sessions, when EHRs are configured.
@@ -440,6 +456,7 @@ pub fn router(state: AppState, settings: &Settings) -> Router {
         "default-src 'none'; style-src 'self'; script-src 'self'; connect-src 'self'; img-src 'self' data:; form-action 'self'; base-uri 'none'; frame-ancestors {}",
         ancestors.join(" ")
     );
+    let request_timeout = settings.server.request_timeout;
     let fixed = |name: HeaderName, value: &str| {
         SetResponseHeaderLayer::overriding(
             name,
@@ -462,6 +479,14 @@ pub fn router(state: AppState, settings: &Settings) -> Router {
         .merge(queue::router())
         .merge(patterns::router())
         .with_state(state)
+        // One semaphore for every route; the time spent waiting for it
+        // counts towards the deadline around it.
+        .layer(GlobalConcurrencyLimitLayer::new(
+            settings.server.max_in_flight.max(1),
+        ))
+        .layer(axum::middleware::from_fn(move |request, next| {
+            server::deadline(request_timeout, request, next)
+        }))
         // A page may set its own policy (the authorize-POST page allows its form's target).
         .layer(SetResponseHeaderLayer::if_not_present(
             header::CONTENT_SECURITY_POLICY,
@@ -545,10 +570,12 @@ pub async fn run(
     // Expired authorizations and idle launches are forgotten every minute,
     // so a flood of unfinished launches cannot fill the disk.
     let sweeper = state.inner.sessions.clone().map(|sessions| {
+        let state = state.clone();
         tokio::spawn(async move {
             let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
             loop {
                 every.tick().await;
+                server::forget_quiet_addresses(&state.inner.launches);
                 match sessions.sweep().await {
                     Ok((0, 0)) => {}
                     Ok((states, launches)) => {
@@ -578,9 +605,7 @@ pub async fn run(
         None => vec![],
     };
     let app = router(state, &settings);
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let served = server::serve(listener, app, settings.server, shutdown).await;
     for w in worker.into_iter().chain(sweeper) {
         w.abort();
     }

@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use aes_gcm::aead::{Aead, KeyInit, OsRng};
 use aes_gcm::{AeadCore, Aes256Gcm, Key, Nonce};
 use sqlx::Row;
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRow};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -20,7 +20,24 @@ pub enum StoreError {
     Decrypt,
     #[error("Passerelle's store holds a value it cannot read: {0}")]
     Corrupt(String),
+    #[error("too many sign-ins are in progress")]
+    Full,
 }
+
+/// The outbox columns a kept write is read from; the sealed text columns
+/// come with their stored type (see `Store::open_text`).
+macro_rules! outbox_columns {
+    () => {
+        "SELECT id, launch, payload, \
+         CAST(summary AS BLOB) AS summary, typeof(summary) AS summary_type, status, attempts, \
+         CAST(last_error AS BLOB) AS last_error, typeof(last_error) AS last_error_type FROM outbox"
+    };
+}
+
+/// Pending authorizations kept at most. Each lives ten minutes at most (the
+/// sweep forgets older ones), so this bounds what a flood of launches from
+/// many addresses can leave in the store, whatever the rate limit lets by.
+pub const MAX_PENDING_STATES: i64 = 10_000;
 
 /// Attempts after which a pending write is marked failed (at the outbox's
 /// 10-second interval, about 3 hours of trying).
@@ -61,6 +78,31 @@ impl OutboxStatus {
 }
 
 /// Now, in unix seconds.
+/// Create the database file readable by its owner only (0600), or make an
+/// existing one so: it holds sealed tokens and patient context, and the
+/// journal files SQLite creates beside it take the same mode.
+fn owner_only(path: &std::path::Path) -> Result<(), StoreError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let io = |e: std::io::Error| StoreError::Db(sqlx::Error::Io(e));
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(io)?;
+        let mode = std::fs::metadata(path).map_err(io)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            tracing::warn!("the database file was readable by others; now owner-only");
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
 pub fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -73,6 +115,7 @@ pub fn now() -> i64 {
 pub struct Store {
     pool: SqlitePool,
     cipher: Aes256Gcm,
+    max_pending_states: i64,
 }
 
 /// An authorization in progress.
@@ -117,6 +160,9 @@ impl Store {
     pub async fn open(url: &str, key: &[u8; 32]) -> Result<Store, StoreError> {
         let options: SqliteConnectOptions =
             url.parse::<SqliteConnectOptions>()?.create_if_missing(true);
+        if !url.contains(":memory:") {
+            owner_only(options.get_filename())?;
+        }
         // An in-memory database exists once per connection: keep one.
         let max = if url.contains(":memory:") { 1 } else { 4 };
         let pool = SqlitePoolOptions::new()
@@ -127,7 +173,30 @@ impl Store {
         Ok(Store {
             pool,
             cipher: Aes256Gcm::new(&Key::<Aes256Gcm>::from(*key)),
+            max_pending_states: MAX_PENDING_STATES,
         })
+    }
+
+    /// The same store with another bound on pending authorizations (tests).
+    pub fn with_max_pending_states(mut self, max: i64) -> Self {
+        self.max_pending_states = max;
+        self
+    }
+
+    /// A text column written sealed; a row written before columns were
+    /// sealed holds plain text (SQLite keeps each value's own type), read as is.
+    fn open_text(&self, r: &SqliteRow, column: &str) -> Result<Option<String>, StoreError> {
+        let raw: Option<Vec<u8>> = r.get(column);
+        let kind: String = r.get(format!("{column}_type").as_str());
+        let Some(raw) = raw else { return Ok(None) };
+        let plain = if kind == "blob" {
+            self.open_sealed(&raw)?
+        } else {
+            raw
+        };
+        String::from_utf8(plain)
+            .map(Some)
+            .map_err(|_| StoreError::Corrupt(format!("{column} is not text")))
     }
 
     /// Encrypt `plain`: a random 96-bit nonce, then the ciphertext.
@@ -153,16 +222,27 @@ impl Store {
             .map_err(|_| StoreError::Decrypt)
     }
 
+    /// Keep a pending authorization, unless [`MAX_PENDING_STATES`] are
+    /// already kept ([`StoreError::Full`]): counted and inserted in one
+    /// statement, so concurrent launches cannot pass the bound together.
     pub async fn put_state(&self, state: &str, s: &PendingState) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO launch_state (state, browser, iss, ehr_launch, secret, created_at) VALUES (?, ?, ?, ?, ?, ?)")
-            .bind(state)
-            .bind(&s.browser)
-            .bind(&s.iss)
-            .bind(s.ehr_launch)
-            .bind(&s.secret)
-            .bind(now())
-            .execute(&self.pool)
-            .await?;
+        let inserted = sqlx::query(
+            "INSERT INTO launch_state (state, browser, iss, ehr_launch, secret, created_at) \
+             SELECT ?, ?, ?, ?, ?, ? WHERE (SELECT COUNT(*) FROM launch_state) < ?",
+        )
+        .bind(state)
+        .bind(&s.browser)
+        .bind(&s.iss)
+        .bind(s.ehr_launch)
+        .bind(&s.secret)
+        .bind(now())
+        .bind(self.max_pending_states)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            return Err(StoreError::Full);
+        }
         Ok(())
     }
 
@@ -194,7 +274,7 @@ impl Store {
         .bind(&l.id)
         .bind(&l.browser)
         .bind(&l.iss)
-        .bind(&l.context)
+        .bind(self.seal(l.context.as_bytes()))
         .bind(&l.granted)
         .bind(&l.tokens)
         .bind(l.expires_at)
@@ -208,22 +288,26 @@ impl Store {
 
     pub async fn launch(&self, id: &str) -> Result<Option<StoredLaunch>, StoreError> {
         let row = sqlx::query(
-            "SELECT id, browser, iss, context, granted, tokens, expires_at, csrf, last_seen FROM launches WHERE id = ?",
+            "SELECT id, browser, iss, CAST(context AS BLOB) AS context, typeof(context) AS context_type, \
+             granted, tokens, expires_at, csrf, last_seen FROM launches WHERE id = ?",
         )
         .bind(id)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|r| StoredLaunch {
-            id: r.get("id"),
-            browser: r.get("browser"),
-            iss: r.get("iss"),
-            context: r.get("context"),
-            granted: r.get("granted"),
-            tokens: r.get("tokens"),
-            expires_at: r.get("expires_at"),
-            csrf: r.get("csrf"),
-            last_seen: r.get("last_seen"),
-        }))
+        row.map(|r| {
+            Ok(StoredLaunch {
+                context: self.open_text(&r, "context")?.unwrap_or_default(),
+                id: r.get("id"),
+                browser: r.get("browser"),
+                iss: r.get("iss"),
+                granted: r.get("granted"),
+                tokens: r.get("tokens"),
+                expires_at: r.get("expires_at"),
+                csrf: r.get("csrf"),
+                last_seen: r.get("last_seen"),
+            })
+        })
+        .transpose()
     }
 
     pub async fn touch_launch(&self, id: &str) -> Result<(), StoreError> {
@@ -252,7 +336,7 @@ impl Store {
 
     pub async fn update_context(&self, id: &str, context: &str) -> Result<(), StoreError> {
         sqlx::query("UPDATE launches SET context = ? WHERE id = ?")
-            .bind(context)
+            .bind(self.seal(context.as_bytes()))
             .bind(id)
             .execute(&self.pool)
             .await?;
@@ -305,7 +389,7 @@ impl Store {
         .bind(id)
         .bind(launch)
         .bind(self.seal(payload))
-        .bind(summary)
+        .bind(self.seal(summary.as_bytes()))
         .bind(now())
         .bind(now())
         .execute(&self.pool)
@@ -314,7 +398,7 @@ impl Store {
     }
 
     pub async fn outbox(&self, id: &str) -> Result<Option<OutboxItem>, StoreError> {
-        let row = sqlx::query("SELECT id, launch, payload, summary, status, attempts, last_error FROM outbox WHERE id = ?")
+        let row = sqlx::query(concat!(outbox_columns!(), " WHERE id = ?"))
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
@@ -324,10 +408,10 @@ impl Store {
     /// Pending writes, the least recently tried first, so writes that keep
     /// failing cannot starve newer ones.
     pub async fn pending_outbox(&self, limit: i64) -> Result<Vec<OutboxItem>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, launch, payload, summary, status, attempts, last_error FROM outbox \
-             WHERE status = 'pending' ORDER BY updated_at, attempts, created_at LIMIT ?",
-        )
+        let rows = sqlx::query(concat!(
+            outbox_columns!(),
+            " WHERE status = 'pending' ORDER BY updated_at, attempts, created_at LIMIT ?"
+        ))
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
@@ -356,15 +440,15 @@ impl Store {
         Ok(items)
     }
 
-    fn outbox_item(&self, r: sqlx::sqlite::SqliteRow) -> Result<OutboxItem, StoreError> {
+    fn outbox_item(&self, r: SqliteRow) -> Result<OutboxItem, StoreError> {
         Ok(OutboxItem {
             id: r.get("id"),
             launch: r.get("launch"),
             payload: self.open_sealed(&r.get::<Vec<u8>, _>("payload"))?,
-            summary: r.get("summary"),
+            summary: self.open_text(&r, "summary")?.unwrap_or_default(),
             status: OutboxStatus::parse(r.get("status"))?,
             attempts: r.get("attempts"),
-            last_error: r.get("last_error"),
+            last_error: self.open_text(&r, "last_error")?,
         })
     }
 
@@ -405,26 +489,12 @@ impl Store {
         };
         sqlx::query("UPDATE outbox SET status = ?, attempts = attempts + 1, last_error = ?, updated_at = ? WHERE id = ?")
             .bind(status.as_str())
-            .bind(error)
+            .bind(error.map(|e| self.seal(e.as_bytes())))
             .bind(now())
             .bind(id)
             .execute(&self.pool)
             .await?;
         Ok(())
-    }
-
-    /// Raw rows, for the test that checks tokens are not stored in clear.
-    pub async fn raw_dump(&self) -> Result<Vec<u8>, StoreError> {
-        let rows = sqlx::query("SELECT context, granted, tokens, csrf FROM launches")
-            .fetch_all(&self.pool)
-            .await?;
-        let mut out = Vec::new();
-        for r in rows {
-            out.extend(r.get::<String, _>("context").into_bytes());
-            out.extend(r.get::<String, _>("granted").into_bytes());
-            out.extend(r.get::<Vec<u8>, _>("tokens"));
-        }
-        Ok(out)
     }
 }
 
@@ -552,15 +622,20 @@ mod tests {
             ["w-new"],
             "the readable write still goes"
         );
-        let raw = sqlx::query("SELECT status, last_error FROM outbox WHERE id = 'w-old'")
-            .fetch_one(&new.pool)
-            .await
-            .unwrap();
+        let raw = sqlx::query(
+            "SELECT status, CAST(last_error AS BLOB) AS last_error, typeof(last_error) AS last_error_type \
+             FROM outbox WHERE id = 'w-old'",
+        )
+        .fetch_one(&new.pool)
+        .await
+        .unwrap();
         assert_eq!(raw.get::<String, _>("status"), "failed");
         assert!(
-            raw.get::<String, _>("last_error")
+            new.open_text(&raw, "last_error")
+                .unwrap()
+                .unwrap()
                 .contains("another session key"),
-            "the reason is kept"
+            "the reason is kept, sealed with the key in use"
         );
         let _ = std::fs::remove_file(&path);
     }
@@ -636,5 +711,126 @@ mod tests {
         );
         s.put_state("old", &pending).await.unwrap();
         assert!(s.take_state("old", -1).await.unwrap().is_none(), "too old");
+    }
+
+    #[tokio::test]
+    async fn pending_authorizations_are_bounded_and_a_full_store_refuses_the_next() {
+        let s = store().await.with_max_pending_states(3);
+        let pending = PendingState {
+            browser: "b".into(),
+            iss: "i".into(),
+            ehr_launch: true,
+            secret: vec![1],
+        };
+        for i in 0..3 {
+            s.put_state(&format!("st-{i}"), &pending).await.unwrap();
+        }
+        assert!(matches!(
+            s.put_state("st-3", &pending).await,
+            Err(StoreError::Full)
+        ));
+        assert!(s.take_state("st-0", 600).await.unwrap().is_some());
+        s.put_state("st-3", &pending)
+            .await
+            .expect("room again once one is used");
+    }
+
+    fn temp_db() -> (std::path::PathBuf, String) {
+        let path = std::env::temp_dir().join(format!(
+            "passerelle-store-{}.db",
+            crate::auth::keys::random_token(8)
+        ));
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        (path, url)
+    }
+
+    #[tokio::test]
+    async fn patient_context_summaries_and_errors_are_sealed_on_disk_in_an_owner_only_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let (path, url) = temp_db();
+        let s = Store::open(&url, &[3u8; 32]).await.unwrap();
+        let context = r#"{"patient":"pat-sealed-4711","encounter":"enc-sealed-4711"}"#;
+        s.put_launch(&StoredLaunch {
+            id: "l1".into(),
+            browser: "b".into(),
+            iss: "i".into(),
+            context: context.into(),
+            granted: "".into(),
+            tokens: vec![],
+            expires_at: 0,
+            csrf: "c".into(),
+            last_seen: now(),
+        })
+        .await
+        .unwrap();
+        s.put_outbox(
+            "w1",
+            "l1",
+            b"{}",
+            r#"{"what":"Screening of pat-sealed-4711"}"#,
+        )
+        .await
+        .unwrap();
+        s.outbox_attempt("w1", Err(("Patient/pat-sealed-4711 refused", false)))
+            .await
+            .unwrap();
+        // What the app reads back is the plain value.
+        assert_eq!(s.launch("l1").await.unwrap().unwrap().context, context);
+        let item = s.outbox("w1").await.unwrap().unwrap();
+        assert!(item.summary.contains("pat-sealed-4711"));
+        assert_eq!(
+            item.last_error.as_deref(),
+            Some("Patient/pat-sealed-4711 refused")
+        );
+        s.pool.close().await;
+        let mut disk = std::fs::read(&path).unwrap();
+        disk.extend(std::fs::read(path.with_extension("db-wal")).unwrap_or_default());
+        assert!(
+            !disk.windows(11).any(|w| w == b"sealed-4711"),
+            "no patient id in the file"
+        );
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "owner-only: {mode:o}");
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[tokio::test]
+    async fn an_existing_database_readable_by_others_is_made_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let (path, url) = temp_db();
+        std::fs::write(&path, b"").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let s = Store::open(&url, &[3u8; 32]).await.unwrap();
+        s.pool.close().await;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[tokio::test]
+    async fn rows_written_before_sealing_are_still_read() {
+        let s = store().await;
+        sqlx::query(
+            "INSERT INTO launches (id, browser, iss, context, granted, tokens, expires_at, csrf, created_at, last_seen) \
+             VALUES ('old', 'b', 'i', '{\"patient\":\"p1\"}', '', x'', 0, 'c', 0, 0)",
+        )
+        .execute(&s.pool)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO outbox (id, launch, payload, summary, status, created_at, updated_at, last_error) \
+             VALUES ('w-old', 'old', ?, '{\"what\":\"x\"}', 'pending', 0, 0, 'timed out')",
+        )
+        .bind(s.seal(b"{}"))
+        .execute(&s.pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            s.launch("old").await.unwrap().unwrap().context,
+            r#"{"patient":"p1"}"#
+        );
+        let item = s.outbox("w-old").await.unwrap().unwrap();
+        assert_eq!(item.summary, r#"{"what":"x"}"#);
+        assert_eq!(item.last_error.as_deref(), Some("timed out"));
     }
 }

@@ -200,6 +200,7 @@ pub struct AppOptions {
     pub extra_open_servers: Vec<Url>,
     pub limits: Limits,
     pub smart: Option<passerelle::http::SmartSettings>,
+    pub server: passerelle::http::ServerLimits,
 }
 
 impl Default for AppOptions {
@@ -211,6 +212,7 @@ impl Default for AppOptions {
                 ..Limits::default()
             },
             smart: None,
+            server: passerelle::http::ServerLimits::default(),
         }
     }
 }
@@ -247,6 +249,7 @@ pub async fn start_app(base: &Url, opts: AppOptions) -> (String, oneshot::Sender
         smart: opts.smart,
         schema: Some(schema()),
         outbox_every: Duration::from_secs(10),
+        server: opts.server,
         screening_interval_days: 365,
         screening_instruments: vec![],
         directory: std::sync::Arc::new(passerelle::domain::directory::Directory::shipped()),

@@ -40,6 +40,8 @@ pub struct EnvOptions {
     /// Replaces the scopes Passerelle asks for.
     pub scopes: Option<String>,
     pub outbox_every: Duration,
+    /// Deadlines and caps on clients.
+    pub server: passerelle::http::ServerLimits,
     /// The practice's screening instruments (all when empty).
     pub instruments: Vec<String>,
     /// Passerelle's database (a fresh file when `None`) and session key, to
@@ -79,6 +81,7 @@ impl Default for EnvOptions {
             key_alg: "ES384",
             scopes: None,
             outbox_every: Duration::from_secs(10),
+            server: passerelle::http::ServerLimits::default(),
             instruments: vec![],
             database: None,
             queue_poll_seconds: None,
@@ -184,6 +187,7 @@ pub async fn smart_env_with(o: EnvOptions) -> SmartEnv {
         smart: Some(smart),
         schema: Some(super::schema()),
         outbox_every: o.outbox_every,
+        server: o.server,
         screening_interval_days: 365,
         screening_instruments: o.instruments.clone(),
         directory: std::sync::Arc::new(passerelle::domain::directory::Directory::shipped()),

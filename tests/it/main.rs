@@ -13,6 +13,7 @@ mod act;
 mod browser;
 mod directory;
 mod fhir_client;
+mod hardening;
 mod launcher;
 mod patterns;
 mod queue;

@@ -329,7 +329,18 @@ async fn wait_for_event(browser_cookie: &str, url: &str, task: &str, within: Dur
 
 #[tokio::test]
 async fn a_change_on_the_server_reaches_the_queue_and_a_completed_referral_closes_the_loop() {
-    let env = env(0, 1).await;
+    // A request deadline shorter than the wait below: the event stream,
+    // once started, outlives it.
+    let env = smart_env_with(EnvOptions {
+        method: ClientAuthMethod::PrivateKeyJwt,
+        queue_poll_seconds: Some(1),
+        server: passerelle::http::ServerLimits {
+            request_timeout: Duration::from_secs(1),
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
     let browser = Browser::default();
     let q = coordinator(&env, &browser, "pas-prac-roy").await;
     let first = queue_at(&browser, &q, "").await;
@@ -367,7 +378,7 @@ async fn a_change_on_the_server_reaches_the_queue_and_a_completed_referral_close
         let (cookie, events) = (cookie.clone(), events.clone());
         async move { wait_for_event(&cookie, &events, "pas-task-10", Duration::from_secs(20)).await }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let put = http
         .put(format!("{}Task/pas-task-10", env.launcher.fhir_base()))
         .bearer_auth(&token)

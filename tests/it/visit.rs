@@ -171,7 +171,7 @@ async fn app_behind_proxy(limits: Limits) -> (common::TestApp, Proxy) {
         AppOptions {
             extra_open_servers: vec![proxy.base.clone()],
             limits,
-            smart: None,
+            ..AppOptions::default()
         },
     )
     .await;

@@ -104,6 +104,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         }),
         schema: Some(schema),
         outbox_every: Duration::from_secs(10),
+        server: passerelle::http::ServerLimits::default(),
         screening_interval_days: 365,
         screening_instruments: vec![],
         directory: std::sync::Arc::new(passerelle::domain::directory::Directory::shipped()),
