@@ -136,7 +136,18 @@ impl SigningKey {
     pub fn sign<T: Serialize>(&self, claims: &T) -> Result<String, KeyError> {
         let mut header = Header::new(self.alg);
         header.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(&header, claims, &self.encoding)
+        self.encode(&header, claims)
+    }
+
+    /// Sign `claims` with this key's `alg` and no `kid` in the header, as
+    /// issuers with one key may (OpenID Connect Core §10.1): the
+    /// development launcher's kid-less `id_token`s, and tests.
+    pub fn sign_without_kid<T: Serialize>(&self, claims: &T) -> Result<String, KeyError> {
+        self.encode(&Header::new(self.alg), claims)
+    }
+
+    fn encode<T: Serialize>(&self, header: &Header, claims: &T) -> Result<String, KeyError> {
+        jsonwebtoken::encode(header, claims, &self.encoding)
             .map_err(|e| KeyError::Sign(e.to_string()))
     }
 }

@@ -47,6 +47,10 @@ pub struct LaunchContext {
 struct StateSecret {
     verifier: String,
     scope: String,
+    /// The `nonce` sent with `openid` (OpenID Connect Core §3.1.2.1); absent
+    /// in states kept by an older Passerelle.
+    #[serde(default)]
+    nonce: Option<String>,
 }
 
 /// All launches of this Passerelle.
@@ -109,6 +113,7 @@ impl Sessions {
         let secret = serde_json::to_vec(&StateSecret {
             verifier: request.verifier.clone(),
             scope: request.scope.clone(),
+            nonce: request.nonce.clone(),
         })
         .expect("serialisable");
         let pending = PendingState {
@@ -125,11 +130,15 @@ impl Sessions {
     }
 
     /// Finish an authorization: the state must be fresh, unused and from this
-    /// browser; the code is exchanged; the `id_token` verified. Returns the launch id.
+    /// browser; the response's `iss` (RFC 9207) must name the EHR the
+    /// request went to; the code is exchanged; the `id_token` verified with
+    /// the request's `nonce`. The state is used up whatever the outcome.
+    /// Returns the launch id.
     pub async fn complete(
         &self,
         state: &str,
         code: &str,
+        iss: Option<&str>,
         browser: &str,
     ) -> Result<String, AuthError> {
         let pending = self
@@ -149,13 +158,19 @@ impl Sessions {
             .ok_or(AuthError::BadState)?;
         let ehr = self.smart.ehr(&pending.iss)?.clone();
         let config = self.smart.discover(&ehr).await?;
+        // Before the code goes anywhere: a relayed response's code must not
+        // reach this EHR's token endpoint (RFC 9700 §4.4).
+        self.smart.check_response_issuer(&ehr, &config, iss)?;
         let granted = self
             .smart
             .exchange(&ehr, &config, code, &secret.verifier, &secret.scope)
             .await?;
         let mut fhir_user = None;
         if let Some(id_token) = &granted.tokens.id_token {
-            let claims = self.smart.verify_id_token(&ehr, &config, id_token).await?;
+            let claims = self
+                .smart
+                .verify_id_token(&ehr, &config, id_token, secret.nonce.as_deref())
+                .await?;
             fhir_user = claims
                 .get("fhirUser")
                 .and_then(Value::as_str)

@@ -6,14 +6,19 @@
 //! Security choices follow RFC 9700 (OAuth 2.0 Security BCP): `iss` is
 //! checked against the allow-list before any request; discovery failures
 //! fail closed; the token endpoint is called by a client that follows no
-//! redirects; tokens never reach the browser.
+//! redirects; tokens never reach the browser. Several EHRs share one
+//! redirect URI, so the authorization response's `iss` (RFC 9207) is checked
+//! against the EHR the request went to (mix-up defence, RFC 9700 §4.4), and
+//! an EHR's discovery may not claim another's issuer.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use jsonwebtoken::jwk::JwkSet;
-use jsonwebtoken::{DecodingKey, Validation};
+use jsonwebtoken::jwk::{
+    AlgorithmParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm, PublicKeyUse,
+};
+use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
 use oauth2::basic::{
     BasicErrorResponse, BasicRevocationErrorResponse, BasicTokenIntrospectionResponse,
     BasicTokenType,
@@ -69,6 +74,12 @@ pub struct EhrConfig {
     /// practice's Tasks with its own `system/` token (`private_key_jwt`).
     #[serde(default)]
     pub backend: Option<BackendConfig>,
+    /// The authorization server's issuer, when it is not on the FHIR base's
+    /// origin: discovery must then name exactly this `issuer` (mix-up
+    /// defence, RFC 9700 §4.4). Without it, the discovered `issuer` must be
+    /// on the origin of `iss`.
+    #[serde(default)]
+    pub issuer: Option<Url>,
 }
 
 /// How the queue's poller reads an EHR (SMART Backend Services).
@@ -145,6 +156,12 @@ pub enum AuthError {
     BadState,
     #[error("The EHR's identity token could not be verified ({0}); the sign-in was refused.")]
     IdToken(String),
+    /// RFC 9207 / RFC 9700 §4.4: the authorization response does not come
+    /// from the authorization server the request was sent to.
+    #[error(
+        "The answer to this sign-in {0}, so it may have been relayed from another EHR; the sign-in was refused. Launch again from the EHR."
+    )]
+    ResponseIssuer(&'static str),
     #[error("Your authorization has ended. Launch Passerelle again from the EHR.")]
     LaunchAgain,
     #[error("This page belongs to another launch or browser. Open the chart again from the EHR.")]
@@ -171,6 +188,10 @@ pub struct SmartConfiguration {
     pub capabilities: Vec<String>,
     #[serde(default)]
     pub code_challenge_methods_supported: Vec<String>,
+    /// RFC 9207 §3: the EHR puts `iss` in every authorization response, so
+    /// a response without one is refused.
+    #[serde(default)]
+    pub authorization_response_iss_parameter_supported: bool,
 }
 
 impl SmartConfiguration {
@@ -255,7 +276,23 @@ pub struct SmartClient {
     http: reqwest::Client,
     discovered: Mutex<HashMap<String, Arc<SmartConfiguration>>>,
     jwks: Mutex<HashMap<String, Arc<JwkSet>>>,
+    /// When each JWKS URI was last fetched again for a key it lacked: at
+    /// most once per [`JWKS_REFETCH_INTERVAL`], so forged tokens naming
+    /// unknown keys cannot make Passerelle hammer the EHR.
+    jwks_refetched: Mutex<HashMap<String, Instant>>,
 }
+
+/// The shortest time between two forced fetches of one JWKS (key rotation).
+pub const JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The signature algorithms accepted on an `id_token` (asymmetric only:
+/// `none` and HMAC are refused, so a public key can never serve as a secret).
+const ID_TOKEN_ALGS: [Algorithm; 4] = [
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::ES256,
+    Algorithm::ES384,
+];
 
 impl SmartClient {
     /// Check the allow-list: secrets present, key algorithms available.
@@ -309,6 +346,7 @@ impl SmartClient {
             http,
             discovered: Mutex::default(),
             jwks: Mutex::default(),
+            jwks_refetched: Mutex::default(),
         })
     }
 
@@ -371,6 +409,9 @@ impl SmartClient {
         }
         let config: SmartConfiguration = serde_json::from_value(raw)
             .map_err(|e| AuthError::Discovery(format!("missing or invalid field: {e}")))?;
+        if let Some(issuer) = &config.issuer {
+            self.check_discovered_issuer(ehr, issuer)?;
+        }
         if !config
             .code_challenge_methods_supported
             .iter()
@@ -460,7 +501,8 @@ impl SmartClient {
 
     /// Build the authorization request. Returns the URL (or, when the EHR
     /// advertises `authorize-post`, the endpoint and form fields to POST),
-    /// the `state`, and the secret (PKCE verifier) to keep for the callback.
+    /// the `state`, and the secrets (PKCE verifier, `nonce`) to keep for the
+    /// callback.
     pub fn authorize(
         &self,
         ehr: &Ehr,
@@ -511,6 +553,10 @@ impl SmartClient {
         if let Some(l) = launch {
             request = request.add_extra_param("launch", l.to_string());
         }
+        let nonce = asks_for_id_token(&scope).then(|| random_token(16));
+        if let Some(n) = &nonce {
+            request = request.add_extra_param("nonce", n.clone());
+        }
         let (url, _) = request.url();
         let post = config.has("authorize-post").then(|| {
             let mut action = url.clone();
@@ -527,6 +573,7 @@ impl SmartClient {
             state,
             verifier: verifier.secret().to_string(),
             scope,
+            nonce,
         })
     }
 
@@ -625,16 +672,22 @@ impl SmartClient {
         }
     }
 
-    /// Verify an `id_token` (OpenID Connect Core §3.1.3.7): signature against
-    /// the issuer's JWKS, `iss`, `aud` = our client id, `exp`. Returns its claims.
+    /// Verify an `id_token` (OpenID Connect Core §3.1.3.7) against the
+    /// issuer's JWKS: see [`verify_id_token_with`] for what is checked.
+    /// `nonce` is the one sent in the authorization request (`None` when
+    /// none was sent). A key the cached JWKS lacks (an unknown `kid`, or no
+    /// key fitting a `kid`-less token) makes Passerelle fetch the JWKS once
+    /// more, for a key rotation (OpenID Connect Core §10.1.1), at most once
+    /// per [`JWKS_REFETCH_INTERVAL`] per JWKS URI. Returns the claims.
     pub async fn verify_id_token(
         &self,
         ehr: &Ehr,
         config: &SmartConfiguration,
         id_token: &str,
+        nonce: Option<&str>,
     ) -> Result<Value, AuthError> {
-        let header = jsonwebtoken::decode_header(id_token)
-            .map_err(|_| AuthError::IdToken("not a JWT".into()))?;
+        // Refused before any fetch: a flood of `alg: none` costs nothing.
+        let header = id_token_header(id_token)?;
         let jwks_uri = config
             .jwks_uri
             .clone()
@@ -643,39 +696,27 @@ impl SmartClient {
             .issuer
             .clone()
             .ok_or_else(|| AuthError::IdToken("the EHR names no issuer".into()))?;
-        let mut set = self.jwks_for(&jwks_uri, false).await?;
-        let find = |set: &JwkSet| header.kid.as_deref().and_then(|k| set.find(k)).cloned();
-        let jwk = match find(&set) {
-            Some(j) => j,
-            None => {
-                set = self.jwks_for(&jwks_uri, true).await?;
-                find(&set).ok_or_else(|| AuthError::IdToken("signed with an unknown key".into()))?
-            }
+        let expected = IdTokenExpected {
+            issuer: &issuer,
+            client_id: &ehr.config.client_id,
+            nonce,
         };
-        let key =
-            DecodingKey::from_jwk(&jwk).map_err(|_| AuthError::IdToken("unusable key".into()))?;
-        if !matches!(
-            header.alg,
-            jsonwebtoken::Algorithm::RS256
-                | jsonwebtoken::Algorithm::RS384
-                | jsonwebtoken::Algorithm::ES256
-                | jsonwebtoken::Algorithm::ES384
-        ) {
-            return Err(AuthError::IdToken("unexpected algorithm".into()));
+        let mut set = self.jwks_for(&jwks_uri, false).await?;
+        if select_key(&set, &header) == Err(KeyMiss::Unknown) {
+            set = self.jwks_for(&jwks_uri, true).await?;
         }
-        let mut validation = Validation::new(header.alg);
-        validation.set_issuer(&[issuer.trim_end_matches('/'), issuer.as_str()]);
-        validation.set_audience(&[ehr.config.client_id.as_str()]);
-        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        let data = jsonwebtoken::decode::<Value>(id_token, &key, &validation).map_err(|e| {
-            AuthError::IdToken(format!("{:?}", e.kind()).chars().take(80).collect())
-        })?;
-        Ok(data.claims)
+        verify_id_token_with(&set, id_token, &expected)
     }
 
-    async fn jwks_for(&self, uri: &Url, refresh: bool) -> Result<Arc<JwkSet>, AuthError> {
-        if !refresh && let Some(set) = self.jwks.lock().expect("lock").get(uri.as_str()) {
-            return Ok(set.clone());
+    /// The JWKS at `uri`: the cached one, or fetched when there is none or
+    /// when `refetch` asks for it and the last forced fetch of `uri` is
+    /// older than [`JWKS_REFETCH_INTERVAL`] (else the cached one again).
+    async fn jwks_for(&self, uri: &Url, refetch: bool) -> Result<Arc<JwkSet>, AuthError> {
+        let cached = self.jwks.lock().expect("lock").get(uri.as_str()).cloned();
+        if let Some(set) = cached
+            && (!refetch || !self.may_refetch_jwks(uri))
+        {
+            return Ok(set);
         }
         let set: JwkSet = self
             .http
@@ -692,6 +733,270 @@ impl SmartClient {
             .expect("lock")
             .insert(uri.to_string(), set.clone());
         Ok(set)
+    }
+
+    /// Whether `uri` may be fetched again now, counting this fetch when it
+    /// may: the check and the record are one step under the lock, so
+    /// concurrent forged tokens get one fetch between them.
+    fn may_refetch_jwks(&self, uri: &Url) -> bool {
+        let mut last = self.jwks_refetched.lock().expect("lock");
+        let now = Instant::now();
+        if last
+            .get(uri.as_str())
+            .is_some_and(|t| now.duration_since(*t) < JWKS_REFETCH_INTERVAL)
+        {
+            tracing::info!("a JWKS refetch was skipped: one was made less than a minute ago");
+            return false;
+        }
+        last.insert(uri.to_string(), now);
+        true
+    }
+
+    /// RFC 9700 §4.4.2 (mix-up defence): the `issuer` an EHR's discovery
+    /// names must be its own, since it is what the authorization response's
+    /// `iss` (RFC 9207) and the `id_token`'s `iss` are compared with. An
+    /// EHR configured with `issuer` must name exactly that; otherwise the
+    /// issuer must be on the origin of the EHR's FHIR base (SMART servers
+    /// often name the server's root, not the FHIR base). No EHR may name
+    /// the FHIR base or configured issuer of another EHR of the allow-list.
+    fn check_discovered_issuer(&self, ehr: &Ehr, issuer: &str) -> Result<(), AuthError> {
+        let claimed = Url::parse(issuer)
+            .map_err(|_| AuthError::Discovery("the issuer it names is not a URL".into()))?;
+        let own = match &ehr.config.issuer {
+            Some(configured) => same_base(configured, &claimed),
+            None => claimed.origin() == ehr.config.iss.origin(),
+        };
+        if !own {
+            return Err(AuthError::Discovery(format!(
+                "it names the issuer {}, which is not this EHR's; if its authorization server has another address, set issuer in the EHR's entry",
+                claimed.as_str().chars().take(200).collect::<String>()
+            )));
+        }
+        let anothers = self
+            .ehrs
+            .iter()
+            .filter(|o| !same_base(&o.config.iss, &ehr.config.iss))
+            .any(|o| {
+                same_base(&o.config.iss, &claimed)
+                    || o.config
+                        .issuer
+                        .as_ref()
+                        .is_some_and(|i| same_base(i, &claimed))
+            });
+        if anothers {
+            return Err(AuthError::Discovery(
+                "it names the issuer of another EHR on Passerelle's list".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// RFC 9207 §2.4: the `iss` of an authorization response must name the
+    /// authorization server the request was sent to (the pending state's
+    /// EHR: its discovered or configured issuer, or its FHIR base, compared
+    /// without a trailing slash), or a hostile EHR on the allow-list could
+    /// relay the user to an honest one and have its code sent to the wrong
+    /// token endpoint (RFC 9700 §4.4). A response without `iss` is refused
+    /// when the EHR announces `authorization_response_iss_parameter_supported`.
+    pub fn check_response_issuer(
+        &self,
+        ehr: &Ehr,
+        config: &SmartConfiguration,
+        iss: Option<&str>,
+    ) -> Result<(), AuthError> {
+        let Some(iss) = iss else {
+            return if config.authorization_response_iss_parameter_supported {
+                Err(AuthError::ResponseIssuer(
+                    "does not name the authorization server that sent it (iss), although the EHR announces that it always does",
+                ))
+            } else {
+                Ok(())
+            };
+        };
+        let discovered = config.issuer.as_deref().and_then(|i| Url::parse(i).ok());
+        let expected = [
+            Some(&ehr.config.iss),
+            ehr.config.issuer.as_ref(),
+            discovered.as_ref(),
+        ];
+        let matches = Url::parse(iss)
+            .ok()
+            .is_some_and(|given| expected.iter().flatten().any(|e| same_base(e, &given)));
+        if matches {
+            Ok(())
+        } else {
+            Err(AuthError::ResponseIssuer(
+                "comes from another authorization server (iss) than the one it was sent to",
+            ))
+        }
+    }
+}
+
+/// What an `id_token` must say besides being well signed.
+#[derive(Debug, Clone, Copy)]
+pub struct IdTokenExpected<'a> {
+    /// The EHR's `issuer` (compared with and without a trailing slash).
+    pub issuer: &'a str,
+    /// Passerelle's client id at this EHR.
+    pub client_id: &'a str,
+    /// The `nonce` of the authorization request; `None` when none was sent.
+    pub nonce: Option<&'a str>,
+}
+
+/// Why no key of a JWKS is the one to verify a token with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyMiss {
+    /// No key with the token's `kid`, or (without `kid`) none that fits:
+    /// the EHR may have rotated its keys, so its JWKS is worth fetching again.
+    Unknown,
+    /// Without `kid`, several keys fit: OpenID Connect Core §10.1 requires a
+    /// `kid` then, and trying each would be guessing.
+    Ambiguous,
+    /// The key the `kid` names is not for this algorithm or not for signing.
+    Unfit,
+}
+
+impl KeyMiss {
+    fn refusal(self, header: &Header) -> AuthError {
+        AuthError::IdToken(match (self, header.kid.is_some()) {
+            (KeyMiss::Unknown, true) => "signed with an unknown key".into(),
+            (KeyMiss::Unknown, false) => {
+                format!("no kid, and no key of the EHR's JWKS fits {:?}", header.alg)
+            }
+            (KeyMiss::Ambiguous, _) => format!(
+                "no kid, and several keys of the EHR's JWKS fit {:?}",
+                header.alg
+            ),
+            (KeyMiss::Unfit, _) => {
+                format!("the key it names is not a {:?} signing key", header.alg)
+            }
+        })
+    }
+}
+
+/// The header of an `id_token`, refused unless its algorithm is one of
+/// [`ID_TOKEN_ALGS`] (RFC 8725 §3.1: the verifier chooses the algorithms;
+/// `none` is not even an algorithm jsonwebtoken can name).
+fn id_token_header(id_token: &str) -> Result<Header, AuthError> {
+    let header = jsonwebtoken::decode_header(id_token).map_err(|e| {
+        AuthError::IdToken(match e.kind() {
+            jsonwebtoken::errors::ErrorKind::Json(_) => {
+                "its header names no accepted algorithm (RS256, RS384, ES256, ES384)".into()
+            }
+            _ => "not a JWT".into(),
+        })
+    })?;
+    if !ID_TOKEN_ALGS.contains(&header.alg) {
+        return Err(AuthError::IdToken(format!(
+            "unexpected algorithm {:?}",
+            header.alg
+        )));
+    }
+    Ok(header)
+}
+
+/// Whether `jwk` may verify a signature made with `alg` (RFC 7517 §4,
+/// RFC 7518 §3): an RSA key for RS*, an EC key on the matching curve for
+/// ES*; its `use`, when present, is `sig`; its `alg`, when present, is `alg`.
+fn key_fits(jwk: &Jwk, alg: Algorithm) -> bool {
+    let kind_fits = match (&jwk.algorithm, alg) {
+        (AlgorithmParameters::RSA(_), Algorithm::RS256 | Algorithm::RS384) => true,
+        (AlgorithmParameters::EllipticCurve(ec), Algorithm::ES256) => {
+            ec.curve == EllipticCurve::P256
+        }
+        (AlgorithmParameters::EllipticCurve(ec), Algorithm::ES384) => {
+            ec.curve == EllipticCurve::P384
+        }
+        _ => false,
+    };
+    let use_fits = jwk
+        .common
+        .public_key_use
+        .as_ref()
+        .is_none_or(|u| *u == PublicKeyUse::Signature);
+    let alg_fits = jwk
+        .common
+        .key_algorithm
+        .as_ref()
+        .is_none_or(|a| *a == KeyAlgorithm::from(alg));
+    kind_fits && use_fits && alg_fits
+}
+
+/// The key to verify a token with: the one its `kid` names, or, without a
+/// `kid`, the only key that fits its algorithm (OpenID Connect Core §10.1
+/// requires a `kid` only when several keys could be meant).
+fn select_key<'a>(set: &'a JwkSet, header: &Header) -> Result<&'a Jwk, KeyMiss> {
+    match header.kid.as_deref() {
+        Some(kid) => {
+            let jwk = set.find(kid).ok_or(KeyMiss::Unknown)?;
+            if key_fits(jwk, header.alg) {
+                Ok(jwk)
+            } else {
+                Err(KeyMiss::Unfit)
+            }
+        }
+        None => {
+            let mut fitting = set.keys.iter().filter(|k| key_fits(k, header.alg));
+            match (fitting.next(), fitting.next()) {
+                (Some(jwk), None) => Ok(jwk),
+                (None, _) => Err(KeyMiss::Unknown),
+                (Some(_), Some(_)) => Err(KeyMiss::Ambiguous),
+            }
+        }
+    }
+}
+
+/// Verify `id_token` against the keys of `set` (OpenID Connect Core
+/// §3.1.3.7): the signature, with an algorithm of [`ID_TOKEN_ALGS`] and the
+/// key its `kid` names or the only one that fits; `iss`; `aud` containing
+/// our client id; `azp`, when present or when `aud` has several values,
+/// equal to our client id (§2, §3.1.3.7 items 4-5); `exp` and `nbf` (60 s
+/// of leeway); `sub` present; and `nonce` equal to the one sent (§3.1.2.1,
+/// §3.1.3.7 item 11: missing or different is refused). Returns the claims.
+pub fn verify_id_token_with(
+    set: &JwkSet,
+    id_token: &str,
+    expected: &IdTokenExpected<'_>,
+) -> Result<Value, AuthError> {
+    let header = id_token_header(id_token)?;
+    let jwk = select_key(set, &header).map_err(|miss| miss.refusal(&header))?;
+    let key = DecodingKey::from_jwk(jwk).map_err(|_| AuthError::IdToken("unusable key".into()))?;
+    let mut validation = Validation::new(header.alg);
+    validation.set_issuer(&[expected.issuer.trim_end_matches('/'), expected.issuer]);
+    validation.set_audience(&[expected.client_id]);
+    validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    validation.validate_nbf = true;
+    let claims = jsonwebtoken::decode::<Value>(id_token, &key, &validation)
+        .map_err(|e| AuthError::IdToken(format!("{:?}", e.kind()).chars().take(80).collect()))?
+        .claims;
+    check_azp(&claims, expected.client_id)?;
+    check_nonce(&claims, expected.nonce)?;
+    Ok(claims)
+}
+
+/// OpenID Connect Core §3.1.3.7 items 4-5: an `id_token` for several
+/// audiences must name the party it was issued to (`azp`), and an `azp`
+/// must be our client id.
+fn check_azp(claims: &Value, client_id: &str) -> Result<(), AuthError> {
+    let several_audiences = claims["aud"].as_array().is_some_and(|a| a.len() > 1);
+    match claims.get("azp") {
+        None if !several_audiences => Ok(()),
+        Some(Value::String(azp)) if azp == client_id => Ok(()),
+        None => Err(AuthError::IdToken("several audiences and no azp".into())),
+        Some(_) => Err(AuthError::IdToken("issued to another party (azp)".into())),
+    }
+}
+
+/// OpenID Connect Core §3.1.3.7 item 11: when a `nonce` was sent, the
+/// token must carry the same one (a replayed or injected token does not).
+fn check_nonce(claims: &Value, sent: Option<&str>) -> Result<(), AuthError> {
+    let Some(sent) = sent else {
+        return Ok(());
+    };
+    match claims.get("nonce").and_then(Value::as_str) {
+        Some(got) if super::same_secret(sent, got) => Ok(()),
+        Some(_) => Err(AuthError::IdToken("its nonce is not this sign-in's".into())),
+        None => Err(AuthError::IdToken("it carries no nonce".into())),
     }
 }
 
@@ -724,6 +1029,15 @@ pub struct AuthorizeRequest {
     pub state: String,
     pub verifier: String,
     pub scope: String,
+    /// The `nonce` sent (when the scope has `openid`), kept with the state
+    /// for the `id_token` check.
+    pub nonce: Option<String>,
+}
+
+/// OpenID Connect Core §3.1.2.1: a request with the `openid` scope gets an
+/// `id_token`, which is bound to the request by a random `nonce` of 128 bits.
+fn asks_for_id_token(scope: &str) -> bool {
+    scope.split_whitespace().any(|s| s == "openid")
 }
 
 /// Backend Services (SMART §Backend Services): a new token per cycle with
@@ -882,5 +1196,527 @@ mod tests {
         };
         let shown = format!("{t:?}");
         assert!(!shown.contains("eyJsecret") && !shown.contains("r3fresh"));
+    }
+}
+
+/// The `id_token` checks (OpenID Connect Core §3.1.3.7), each refusal with
+/// keys made here, and the JWKS refetch against a JWKS served in the test.
+#[cfg(test)]
+mod id_token_tests {
+    use std::sync::LazyLock;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use jsonwebtoken::EncodingKey;
+    use serde_json::json;
+
+    use super::*;
+    use crate::auth::keys::jwks;
+
+    const ISSUER: &str = "https://ehr.example.org";
+    const CLIENT: &str = "passerelle";
+    const NONCE: &str = "n0nce-of-this-sign-in";
+
+    const EXPECTED: IdTokenExpected<'static> = IdTokenExpected {
+        issuer: ISSUER,
+        client_id: CLIENT,
+        nonce: Some(NONCE),
+    };
+
+    /// One RSA key for every test (2048-bit generation is slow) and its
+    /// public key as PEM, the bytes an HS256 forgery would use as secret.
+    static RSA: LazyLock<(SigningKey, String)> = LazyLock::new(|| {
+        use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
+        let private = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).unwrap();
+        let pem = private.to_pkcs8_pem(LineEnding::LF).unwrap();
+        let key = SigningKey::from_pem("ehr-rs256", Algorithm::RS256, pem.as_bytes()).unwrap();
+        let public = private
+            .to_public_key()
+            .to_public_key_pem(LineEnding::LF)
+            .unwrap();
+        (key, public)
+    });
+
+    fn rsa() -> &'static SigningKey {
+        &RSA.0
+    }
+
+    fn es(kid: &str) -> SigningKey {
+        SigningKey::generate_es384(kid).unwrap()
+    }
+
+    fn set_of(keys: &[&SigningKey]) -> JwkSet {
+        let keys: Vec<SigningKey> = keys.iter().map(|k| (*k).clone()).collect();
+        serde_json::from_value(jwks(&keys)).unwrap()
+    }
+
+    fn claims() -> Value {
+        let now = jsonwebtoken::get_current_timestamp();
+        json!({
+            "iss": ISSUER, "sub": "pas-prac-moreau", "aud": CLIENT,
+            "iat": now, "exp": now + 300, "nonce": NONCE,
+            "fhirUser": "https://ehr.example.org/fhir/Practitioner/pas-prac-moreau",
+        })
+    }
+
+    fn with(mut claims: Value, change: Value) -> Value {
+        for (k, v) in change.as_object().unwrap() {
+            if v.is_null() {
+                claims.as_object_mut().unwrap().remove(k);
+            } else {
+                claims[k] = v.clone();
+            }
+        }
+        claims
+    }
+
+    /// The message of an `id_token` refusal.
+    fn refusal(result: Result<Value, AuthError>) -> String {
+        match result {
+            Err(AuthError::IdToken(why)) => why,
+            other => panic!("expected an id_token refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_well_signed_id_token_is_accepted_and_its_claims_returned() {
+        let key = es("ehr-es384");
+        let token = key.sign(&claims()).unwrap();
+        let claims = verify_id_token_with(&set_of(&[&key, rsa()]), &token, &EXPECTED).unwrap();
+        assert_eq!(claims["sub"], "pas-prac-moreau");
+        let token = rsa().sign(&self::claims()).unwrap();
+        assert!(verify_id_token_with(&set_of(&[&key, rsa()]), &token, &EXPECTED).is_ok());
+    }
+
+    #[test]
+    fn alg_none_is_refused() {
+        let key = es("ehr-es384");
+        let part = |v: &Value| URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap());
+        let unsigned = format!(
+            "{}.{}.",
+            part(&json!({"alg": "none", "typ": "JWT", "kid": key.kid()})),
+            part(&claims())
+        );
+        let why = refusal(verify_id_token_with(&set_of(&[&key]), &unsigned, &EXPECTED));
+        assert!(why.contains("no accepted algorithm"), "{why}");
+    }
+
+    #[test]
+    fn hs256_signed_with_the_rsa_public_key_as_secret_is_refused() {
+        let (key, public_pem) = &*RSA;
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(key.kid().to_string());
+        let forged = jsonwebtoken::encode(
+            &header,
+            &claims(),
+            &EncodingKey::from_secret(public_pem.as_bytes()),
+        )
+        .unwrap();
+        let why = refusal(verify_id_token_with(&set_of(&[key]), &forged, &EXPECTED));
+        assert_eq!(why, "unexpected algorithm HS256");
+    }
+
+    #[test]
+    fn a_wrong_audience_is_refused() {
+        let key = es("ehr-es384");
+        let token = key
+            .sign(&with(claims(), json!({"aud": "another-app"})))
+            .unwrap();
+        let why = refusal(verify_id_token_with(&set_of(&[&key]), &token, &EXPECTED));
+        assert_eq!(why, "InvalidAudience");
+    }
+
+    #[test]
+    fn a_wrong_issuer_is_refused() {
+        let key = es("ehr-es384");
+        let token = key
+            .sign(&with(claims(), json!({"iss": "https://evil.example.org"})))
+            .unwrap();
+        let why = refusal(verify_id_token_with(&set_of(&[&key]), &token, &EXPECTED));
+        assert_eq!(why, "InvalidIssuer");
+        let slash = format!("{ISSUER}/");
+        let discovered_with_slash = IdTokenExpected {
+            issuer: &slash,
+            ..EXPECTED
+        };
+        let token = key.sign(&claims()).unwrap();
+        assert!(
+            verify_id_token_with(&set_of(&[&key]), &token, &discovered_with_slash).is_ok(),
+            "an issuer discovered with a trailing slash, named without"
+        );
+    }
+
+    #[test]
+    fn an_expired_token_and_one_not_yet_valid_are_refused() {
+        let key = es("ehr-es384");
+        let now = jsonwebtoken::get_current_timestamp();
+        let expired = key
+            .sign(&with(claims(), json!({"exp": now - 600, "iat": now - 900})))
+            .unwrap();
+        let why = refusal(verify_id_token_with(&set_of(&[&key]), &expired, &EXPECTED));
+        assert_eq!(why, "ExpiredSignature");
+        let early = key
+            .sign(&with(claims(), json!({"nbf": now + 600})))
+            .unwrap();
+        let why = refusal(verify_id_token_with(&set_of(&[&key]), &early, &EXPECTED));
+        assert_eq!(why, "ImmatureSignature");
+    }
+
+    #[test]
+    fn a_missing_nonce_is_refused() {
+        let key = es("ehr-es384");
+        let token = key.sign(&with(claims(), json!({"nonce": null}))).unwrap();
+        let why = refusal(verify_id_token_with(&set_of(&[&key]), &token, &EXPECTED));
+        assert_eq!(why, "it carries no nonce");
+    }
+
+    #[test]
+    fn a_wrong_nonce_is_refused() {
+        let key = es("ehr-es384");
+        let token = key
+            .sign(&with(claims(), json!({"nonce": "another-sign-in"})))
+            .unwrap();
+        let why = refusal(verify_id_token_with(&set_of(&[&key]), &token, &EXPECTED));
+        assert_eq!(why, "its nonce is not this sign-in's");
+    }
+
+    #[test]
+    fn azp_must_be_our_client_when_present_or_when_there_are_several_audiences() {
+        let key = es("ehr-es384");
+        let set = set_of(&[&key]);
+        let verify = |change: Value| {
+            let token = key.sign(&with(claims(), change)).unwrap();
+            verify_id_token_with(&set, &token, &EXPECTED)
+        };
+        let why = refusal(verify(json!({"aud": [CLIENT, "another-app"]})));
+        assert_eq!(why, "several audiences and no azp");
+        let why = refusal(verify(
+            json!({"aud": [CLIENT, "another-app"], "azp": "another-app"}),
+        ));
+        assert_eq!(why, "issued to another party (azp)");
+        let why = refusal(verify(json!({"azp": "another-app"})));
+        assert_eq!(why, "issued to another party (azp)");
+        assert!(verify(json!({"aud": [CLIENT, "another-app"], "azp": CLIENT})).is_ok());
+    }
+
+    #[test]
+    fn a_kid_less_token_is_verified_with_the_one_key_that_fits_its_algorithm() {
+        let key = es("ehr-es384");
+        let token = key.sign_without_kid(&claims()).unwrap();
+        assert!(jsonwebtoken::decode_header(&token).unwrap().kid.is_none());
+        // An RSA key does not fit ES384, nor does an EC key on another curve.
+        let other_curve: Jwk = serde_json::from_value(json!({
+            "kty": "EC", "crv": "P-256", "use": "sig", "kid": "p256",
+            "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+            "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0",
+        }))
+        .unwrap();
+        let mut set = set_of(&[rsa(), &key]);
+        set.keys.push(other_curve);
+        let claims = verify_id_token_with(&set, &token, &EXPECTED).unwrap();
+        assert_eq!(claims["sub"], "pas-prac-moreau");
+    }
+
+    #[test]
+    fn a_kid_less_token_with_two_fitting_keys_is_refused() {
+        let (a, b) = (es("ehr-es384-a"), es("ehr-es384-b"));
+        let token = a.sign_without_kid(&claims()).unwrap();
+        let why = refusal(verify_id_token_with(&set_of(&[&a, &b]), &token, &EXPECTED));
+        assert_eq!(why, "no kid, and several keys of the EHR's JWKS fit ES384");
+    }
+
+    #[test]
+    fn a_kid_less_token_refuses_keys_for_encryption_or_another_algorithm() {
+        let key = es("ehr-es384");
+        let token = key.sign_without_kid(&claims()).unwrap();
+        for (member, value) in [("use", "enc"), ("alg", "ES256")] {
+            let mut jwk = key.public_jwk().clone();
+            jwk[member] = json!(value);
+            let set = JwkSet {
+                keys: vec![serde_json::from_value(jwk).unwrap()],
+            };
+            let why = refusal(verify_id_token_with(&set, &token, &EXPECTED));
+            assert_eq!(
+                why, "no kid, and no key of the EHR's JWKS fits ES384",
+                "{member}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_kid_naming_a_key_of_another_kind_is_refused() {
+        let key = es("ehr-es384");
+        let mut header = Header::new(Algorithm::ES384);
+        header.kid = Some(rsa().kid().to_string());
+        let pem = {
+            use p384::pkcs8::{EncodePrivateKey, LineEnding};
+            p384::SecretKey::random(&mut rand::rngs::OsRng)
+                .to_pkcs8_pem(LineEnding::LF)
+                .unwrap()
+        };
+        let token = jsonwebtoken::encode(
+            &header,
+            &claims(),
+            &EncodingKey::from_ec_pem(pem.as_bytes()).unwrap(),
+        )
+        .unwrap();
+        let why = refusal(verify_id_token_with(
+            &set_of(&[rsa(), &key]),
+            &token,
+            &EXPECTED,
+        ));
+        assert_eq!(why, "the key it names is not a ES384 signing key");
+    }
+
+    /// A JWKS served on loopback, swappable, counting its fetches.
+    struct JwksServer {
+        url: Url,
+        set: Arc<Mutex<Value>>,
+        hits: Arc<AtomicUsize>,
+    }
+
+    impl JwksServer {
+        async fn start(keys: &[SigningKey]) -> JwksServer {
+            let set = Arc::new(Mutex::new(jwks(keys)));
+            let hits = Arc::new(AtomicUsize::new(0));
+            let (served, counted) = (set.clone(), hits.clone());
+            let app = axum::Router::new().route(
+                "/jwks",
+                axum::routing::get(move || {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    let body = served.lock().unwrap().clone();
+                    async move { axum::Json(body) }
+                }),
+            );
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url =
+                Url::parse(&format!("http://{}/jwks", listener.local_addr().unwrap())).unwrap();
+            tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+            JwksServer { url, set, hits }
+        }
+
+        fn rotate_to(&self, keys: &[SigningKey]) {
+            *self.set.lock().unwrap() = jwks(keys);
+        }
+
+        fn hits(&self) -> usize {
+            self.hits.load(Ordering::SeqCst)
+        }
+    }
+
+    /// A SMART client for one EHR whose discovery names `jwks_uri`.
+    fn client_and_config(jwks_uri: &Url) -> (SmartClient, Ehr, SmartConfiguration) {
+        let configs: Vec<EhrConfig> = serde_json::from_value(json!([{
+            "name": "A", "iss": format!("{ISSUER}/fhir"), "client_id": CLIENT, "client_auth": "none"
+        }]))
+        .unwrap();
+        let client =
+            SmartClient::new(configs, vec![], Url::parse("http://app/callback").unwrap()).unwrap();
+        let ehr = client.ehrs()[0].clone();
+        let config = serde_json::from_value(json!({
+            "issuer": ISSUER, "jwks_uri": jwks_uri,
+            "authorization_endpoint": format!("{ISSUER}/authorize"),
+            "token_endpoint": format!("{ISSUER}/token"),
+            "code_challenge_methods_supported": ["S256"],
+        }))
+        .unwrap();
+        (client, ehr, config)
+    }
+
+    #[tokio::test]
+    async fn an_unknown_kid_fetches_the_jwks_once_more_and_the_rotated_key_is_accepted() {
+        let (old, new) = (es("ehr-es384"), es("ehr-es384"));
+        let server = JwksServer::start(std::slice::from_ref(&old)).await;
+        let (client, ehr, config) = client_and_config(&server.url);
+        let before = old.sign(&claims()).unwrap();
+        client
+            .verify_id_token(&ehr, &config, &before, Some(NONCE))
+            .await
+            .unwrap();
+        assert_eq!(server.hits(), 1);
+        server.rotate_to(std::slice::from_ref(&new));
+        let after = new.sign(&claims()).unwrap();
+        let claims = client
+            .verify_id_token(&ehr, &config, &after, Some(NONCE))
+            .await
+            .unwrap();
+        assert_eq!(claims["sub"], "pas-prac-moreau");
+        assert_eq!(server.hits(), 2, "one refetch for the rotated key");
+        client
+            .verify_id_token(&ehr, &config, &after, Some(NONCE))
+            .await
+            .unwrap();
+        assert_eq!(server.hits(), 2, "the new set is cached");
+    }
+
+    #[tokio::test]
+    async fn forged_tokens_with_unknown_kids_refetch_the_jwks_at_most_once_a_minute() {
+        let key = es("ehr-es384");
+        let server = JwksServer::start(std::slice::from_ref(&key)).await;
+        let (client, ehr, config) = client_and_config(&server.url);
+        for _ in 0..20 {
+            let forged = es("ehr-es384").sign(&claims()).unwrap();
+            let why = refusal(
+                client
+                    .verify_id_token(&ehr, &config, &forged, Some(NONCE))
+                    .await,
+            );
+            assert_eq!(why, "signed with an unknown key");
+        }
+        assert_eq!(server.hits(), 2, "the first fetch and one refetch");
+        let good = key.sign(&claims()).unwrap();
+        assert!(
+            client
+                .verify_id_token(&ehr, &config, &good, Some(NONCE))
+                .await
+                .is_ok(),
+            "the real key still works"
+        );
+        let unsigned = format!("{}.e30.", URL_SAFE_NO_PAD.encode(br#"{"alg":"none"}"#));
+        refusal(
+            client
+                .verify_id_token(&ehr, &config, &unsigned, Some(NONCE))
+                .await,
+        );
+        assert_eq!(server.hits(), 2, "alg none is refused before any fetch");
+    }
+
+    fn two_ehrs() -> SmartClient {
+        let configs: Vec<EhrConfig> = serde_json::from_value(json!([
+            {"name": "A", "iss": "https://a.example.org/fhir/", "client_id": CLIENT, "client_auth": "none"},
+            {"name": "B", "iss": "https://b.example.org/r4", "client_id": CLIENT, "client_auth": "none",
+             "issuer": "https://login.b-auth.example.net/oauth2"},
+            {"name": "C", "iss": "https://a.example.org/tenant-c/fhir", "client_id": CLIENT, "client_auth": "none"}
+        ]))
+        .unwrap();
+        SmartClient::new(configs, vec![], Url::parse("http://app/callback").unwrap()).unwrap()
+    }
+
+    fn discovered(issuer: Option<&str>, iss_parameter: bool) -> SmartConfiguration {
+        serde_json::from_value(json!({
+            "issuer": issuer,
+            "authorization_endpoint": "https://a.example.org/authorize",
+            "token_endpoint": "https://a.example.org/token",
+            "authorization_response_iss_parameter_supported": iss_parameter,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_authorization_responses_iss_must_name_the_ehr_the_request_went_to() {
+        let c = two_ehrs();
+        let a = c.ehr("https://a.example.org/fhir").unwrap();
+        let config = discovered(Some("https://a.example.org"), false);
+        for ok in [
+            "https://a.example.org",
+            "https://a.example.org/",
+            "https://a.example.org/fhir",
+        ] {
+            assert_eq!(
+                c.check_response_issuer(a, &config, Some(ok)),
+                Ok(()),
+                "{ok}"
+            );
+        }
+        for relayed in [
+            "https://b.example.org/r4",
+            "https://login.b-auth.example.net/oauth2",
+            "https://a.example.org/tenant-c/fhir",
+            "not a url",
+        ] {
+            assert!(
+                matches!(
+                    c.check_response_issuer(a, &config, Some(relayed)),
+                    Err(AuthError::ResponseIssuer(_))
+                ),
+                "{relayed}"
+            );
+        }
+        assert_eq!(c.check_response_issuer(a, &config, None), Ok(()));
+        let announced = discovered(Some("https://a.example.org"), true);
+        let err = c.check_response_issuer(a, &announced, None).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("does not name the authorization server"),
+            "{err}"
+        );
+        let b = c.ehr("https://b.example.org/r4").unwrap();
+        let config = discovered(None, false);
+        assert_eq!(
+            c.check_response_issuer(b, &config, Some("https://login.b-auth.example.net/oauth2/")),
+            Ok(()),
+            "the configured issuer"
+        );
+    }
+
+    #[test]
+    fn discovery_may_name_only_the_ehrs_own_issuer() {
+        let c = two_ehrs();
+        let a = c.ehr("https://a.example.org/fhir").unwrap();
+        assert_eq!(
+            c.check_discovered_issuer(a, "https://a.example.org"),
+            Ok(())
+        );
+        assert_eq!(
+            c.check_discovered_issuer(a, "https://a.example.org/fhir/"),
+            Ok(())
+        );
+        let err = c
+            .check_discovered_issuer(a, "https://b.example.org/r4")
+            .unwrap_err();
+        assert!(matches!(err, AuthError::Discovery(_)));
+        assert!(err.to_string().contains("which is not this EHR's"), "{err}");
+        let err = c
+            .check_discovered_issuer(a, "https://a.example.org/tenant-c/fhir")
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("another EHR on Passerelle's list"),
+            "{err}"
+        );
+        let b = c.ehr("https://b.example.org/r4").unwrap();
+        assert_eq!(
+            c.check_discovered_issuer(b, "https://login.b-auth.example.net/oauth2"),
+            Ok(()),
+            "an issuer elsewhere, configured"
+        );
+        assert!(
+            c.check_discovered_issuer(b, "https://b.example.org")
+                .is_err(),
+            "only the configured one"
+        );
+    }
+
+    #[test]
+    fn the_authorize_request_sends_a_nonce_when_it_asks_for_openid_only() {
+        let configs: Vec<EhrConfig> = serde_json::from_value(json!([
+            {"name": "A", "iss": "https://a.example.org/fhir", "client_id": CLIENT, "client_auth": "none"},
+            {"name": "B", "iss": "https://b.example.org/fhir", "client_id": CLIENT, "client_auth": "none",
+             "scopes": "launch user/Patient.rs"}
+        ]))
+        .unwrap();
+        let c =
+            SmartClient::new(configs, vec![], Url::parse("http://app/callback").unwrap()).unwrap();
+        let config = discovered(None, false);
+        let config = SmartConfiguration {
+            code_challenge_methods_supported: vec!["S256".into()],
+            ..config
+        };
+        let nonce_of = |r: &AuthorizeRequest| {
+            r.url
+                .query_pairs()
+                .find(|(k, _)| k == "nonce")
+                .map(|(_, v)| v.to_string())
+        };
+        let a = c.ehr("https://a.example.org/fhir").unwrap();
+        let first = c.authorize(a, &config, Some("l")).unwrap();
+        let sent = nonce_of(&first).expect("a nonce with openid");
+        assert_eq!(Some(&sent), first.nonce.as_ref());
+        assert!(sent.len() >= 22, "128 bits");
+        let second = c.authorize(a, &config, Some("l")).unwrap();
+        assert_ne!(first.nonce, second.nonce);
+        let b = c.ehr("https://b.example.org/fhir").unwrap();
+        let without = c.authorize(b, &config, Some("l")).unwrap();
+        assert_eq!((nonce_of(&without), without.nonce), (None, None));
     }
 }

@@ -107,9 +107,10 @@ impl AppError {
             AppError::TooManyLaunches(_) => StatusCode::TOO_MANY_REQUESTS,
             AppError::TooSlow(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Auth(e) => match e {
-                AuthError::UnknownIss(_) | AuthError::WrongLaunch | AuthError::Refused(_) => {
-                    StatusCode::FORBIDDEN
-                }
+                AuthError::UnknownIss(_)
+                | AuthError::WrongLaunch
+                | AuthError::Refused(_)
+                | AuthError::ResponseIssuer(_) => StatusCode::FORBIDDEN,
                 AuthError::Discovery(_) | AuthError::Unsupported(_) => StatusCode::BAD_GATEWAY,
                 AuthError::BadState => StatusCode::BAD_REQUEST,
                 AuthError::IdToken(_) | AuthError::LaunchAgain => StatusCode::UNAUTHORIZED,
@@ -252,6 +253,7 @@ fn auth_kind(e: &AuthError) -> &'static str {
         AuthError::Refused(_) => "refused",
         AuthError::BadState => "bad-state",
         AuthError::IdToken(_) => "id-token",
+        AuthError::ResponseIssuer(_) => "response-issuer",
         AuthError::LaunchAgain => "launch-again",
         AuthError::WrongLaunch => "wrong-launch",
         AuthError::Config(_) => "config",

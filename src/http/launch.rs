@@ -170,6 +170,8 @@ async fn standalone_start(
 struct CallbackQuery {
     code: Option<String>,
     state: Option<String>,
+    /// RFC 9207: the authorization server that answered.
+    iss: Option<String>,
     error: Option<String>,
     error_description: Option<String>,
 }
@@ -198,7 +200,9 @@ async fn callback(
         return Err(AuthError::BadState.into());
     };
     let browser = existing_browser(&jar).map_err(|_| AuthError::BadState)?;
-    let id = sessions.complete(&st, &code, &browser).await?;
+    let id = sessions
+        .complete(&st, &code, q.iss.as_deref(), &browser)
+        .await?;
     Ok(Redirect::to(&format!("/l/{id}/visit")).into_response())
 }
 

@@ -59,6 +59,8 @@ pub struct EnvOptions {
     /// Run the app as this binary (`passerelle serve`) in its own process,
     /// configured through its environment, instead of in this process.
     pub app_binary: Option<std::path::PathBuf>,
+    /// The launcher signs `id_token`s without a `kid` header.
+    pub id_token_without_kid: bool,
 }
 
 /// Start launcher, hfs (auth enforced) and the app, with Passerelle
@@ -89,6 +91,7 @@ impl Default for EnvOptions {
             population: 0,
             fixtures: None,
             app_binary: None,
+            id_token_without_kid: false,
         }
     }
 }
@@ -124,6 +127,7 @@ pub async fn smart_env_with(o: EnvOptions) -> SmartEnv {
             }],
             app_launch_url: app_url.join("launch").unwrap(),
             token_lifetime,
+            id_token_without_kid: o.id_token_without_kid,
         },
     )
     .await
@@ -636,14 +640,15 @@ pub async fn approve_standalone_as(
         .await
 }
 
-/// A real `id_token` from the launcher: a standalone authorization approved
-/// at its picker and the code exchanged by `smart`.
+/// A real `id_token` from the launcher, and the `nonce` its request sent: a
+/// standalone authorization approved at its picker and the code exchanged
+/// by `smart`.
 pub async fn id_token_for(
     env: &SmartEnv,
     smart: &passerelle::auth::smart::SmartClient,
     ehr: &passerelle::auth::smart::Ehr,
     config: &passerelle::auth::smart::SmartConfiguration,
-) -> String {
+) -> (String, Option<String>) {
     let _ = env;
     let request = smart.authorize(ehr, config, None).unwrap();
     let browser = Browser::default();
@@ -676,10 +681,11 @@ pub async fn id_token_for(
         .exchange(ehr, config, &code, &request.verifier, &request.scope)
         .await
         .unwrap();
-    granted
+    let id_token = granted
         .tokens
         .id_token
-        .expect("an id_token for openid fhirUser")
+        .expect("an id_token for openid fhirUser");
+    (id_token, request.nonce)
 }
 
 /// An EHR launch, as the launcher's EHR page starts it: the page frames the

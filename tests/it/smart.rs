@@ -184,9 +184,10 @@ async fn a_replayed_state_a_replayed_code_and_a_swapped_verifier_are_refused() {
     let code = query(&callback, "code").unwrap();
     let (_, fields) = begin_launch(&env, &browser, "pas-p01").await;
     let fresh_state = field(&fields, "state");
+    let iss = common::enc(&env.launcher.issuer());
     let refused = browser
         .get(&format!(
-            "{}/callback?code={code}&state={fresh_state}",
+            "{}/callback?code={code}&state={fresh_state}&iss={iss}",
             env.app
         ))
         .await;
@@ -210,7 +211,7 @@ async fn a_replayed_state_a_replayed_code_and_a_swapped_verifier_are_refused() {
     let code_b = query(&back_b, "code").unwrap();
     let swapped = browser
         .get(&format!(
-            "{}/callback?code={code_b}&state={}",
+            "{}/callback?code={code_b}&state={}&iss={iss}",
             env.app,
             field(&fields_a, "state")
         ))
@@ -272,9 +273,10 @@ async fn a_tampered_id_token_is_refused() {
         .unwrap()
         .clone();
     let config = smart.discover(&ehr).await.unwrap();
-    let id_token = common::smart::id_token_for(&env, &smart, &ehr, &config).await;
+    let (id_token, nonce) = common::smart::id_token_for(&env, &smart, &ehr, &config).await;
+    assert!(nonce.is_some(), "openid is asked for, so a nonce is sent");
     let good = smart
-        .verify_id_token(&ehr, &config, &id_token)
+        .verify_id_token(&ehr, &config, &id_token, nonce.as_deref())
         .await
         .unwrap();
     assert_eq!(
@@ -290,7 +292,7 @@ async fn a_tampered_id_token_is_refused() {
     parts[1].push(flipped);
     let tampered = parts.join(".");
     let err = smart
-        .verify_id_token(&ehr, &config, &tampered)
+        .verify_id_token(&ehr, &config, &tampered, nonce.as_deref())
         .await
         .unwrap_err();
     assert!(
@@ -298,6 +300,116 @@ async fn a_tampered_id_token_is_refused() {
             .starts_with("The EHR's identity token could not be verified"),
         "{err}"
     );
+}
+
+/// `url` with its query parameter `name` set to `value`, or removed (`None`).
+fn with_param(url: &url::Url, name: &str, value: Option<&str>) -> url::Url {
+    let kept: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(k, _)| k != name)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let mut out = url.clone();
+    out.query_pairs_mut().clear().extend_pairs(kept);
+    if let Some(v) = value {
+        out.query_pairs_mut().append_pair(name, v);
+    }
+    out
+}
+
+#[tokio::test]
+async fn an_ehr_launch_works_with_a_kid_less_id_token() {
+    let env = common::smart::smart_env_with(common::smart::EnvOptions {
+        id_token_without_kid: true,
+        ..Default::default()
+    })
+    .await;
+    let browser = Browser::default();
+    let page = ehr_launch(&env, &browser, "pas-p01").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        page.body.contains("Signed in: Claire Moreau"),
+        "fhirUser from the verified id_token"
+    );
+    let authorize = page
+        .trail
+        .iter()
+        .find(|u| u.path().ends_with("/authorize"))
+        .unwrap();
+    assert!(query(authorize, "nonce").is_some_and(|n| n.len() >= 22));
+    let callback = page.trail.iter().find(|u| u.path() == "/callback").unwrap();
+    assert_eq!(query(callback, "iss"), Some(env.launcher.issuer()));
+    // The launcher's id_tokens have no kid indeed.
+    let smart = passerelle::auth::smart::SmartClient::new(
+        vec![serde_json::from_value(serde_json::json!({
+            "name": "Development EHR", "iss": env.launcher.fhir_base().as_str(), "client_id": "passerelle", "client_auth": "none"
+        }))
+        .unwrap()],
+        env.keys.clone(),
+        url::Url::parse(&format!("{}/callback", env.app)).unwrap(),
+    )
+    .unwrap();
+    let ehr = smart
+        .ehr(env.launcher.fhir_base().as_str())
+        .unwrap()
+        .clone();
+    let config = smart.discover(&ehr).await.unwrap();
+    let (id_token, nonce) = common::smart::id_token_for(&env, &smart, &ehr, &config).await;
+    assert!(
+        jsonwebtoken::decode_header(&id_token)
+            .unwrap()
+            .kid
+            .is_none()
+    );
+    smart
+        .verify_id_token(&ehr, &config, &id_token, nonce.as_deref())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_callback_naming_another_iss_or_none_is_refused_and_its_state_used_up() {
+    let env = smart_env(ClientAuthMethod::None, HOUR).await;
+    let browser = Browser::default();
+    let (action, fields) = begin_launch(&env, &browser, "pas-p01").await;
+    let back = authorize_at_ehr(&browser, &action, &fields).await;
+    assert_eq!(query(&back, "iss"), Some(env.launcher.issuer()));
+    // A hostile EHR relayed the user: the answer names another server.
+    let relayed = with_param(&back, "iss", Some("https://evil.example.org/fhir"));
+    let page = browser.get(relayed.as_str()).await;
+    assert_eq!(page.status, 403);
+    assert!(
+        page.body.contains(
+            "comes from another authorization server (iss) than the one it was sent to, so it may have been relayed from another EHR"
+        ),
+        "{}",
+        page.body
+    );
+    let again = browser.get(back.as_str()).await;
+    assert_eq!(again.status, 400, "the state was used up");
+    assert!(again.body.contains("was already used"), "{}", again.body);
+
+    // The launcher announces iss in every answer: one without it is refused.
+    let (action, fields) = begin_launch(&env, &browser, "pas-p01").await;
+    let back = authorize_at_ehr(&browser, &action, &fields).await;
+    let page = browser.get(with_param(&back, "iss", None).as_str()).await;
+    assert_eq!(page.status, 403);
+    assert!(
+        page.body
+            .contains("does not name the authorization server that sent it (iss)"),
+        "{}",
+        page.body
+    );
+
+    // With a trailing slash, it is the same server.
+    let (action, fields) = begin_launch(&env, &browser, "pas-p01").await;
+    let back = authorize_at_ehr(&browser, &action, &fields).await;
+    let slash = format!("{}/", env.launcher.issuer());
+    let page = browser
+        .get(with_param(&back, "iss", Some(&slash)).as_str())
+        .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("María José García"));
 }
 
 #[tokio::test]

@@ -97,4 +97,8 @@ pub struct LauncherArgs {
     /// The client's secret, for `client_secret_basic`.
     #[arg(long, env = "PASSERELLE_LAUNCHER_CLIENT_SECRET")]
     pub client_secret: Option<String>,
+
+    /// Sign id_tokens without a `kid` header (the launcher has one key; OpenID Connect Core §10.1 allows it).
+    #[arg(long, env = "PASSERELLE_LAUNCHER_ID_TOKEN_WITHOUT_KID")]
+    pub id_token_without_kid: bool,
 }

@@ -34,6 +34,10 @@
 //! smaller grant, v1-only scopes, no discovery document), so the client's
 //! handling of each is tested.
 //!
+//! Authorization responses carry `iss` (RFC 9207) and discovery says so.
+//! `id_token`s carry the request's `nonce`, and may be signed without a
+//! `kid` ([`LauncherConfig::id_token_without_kid`]).
+//!
 //! Everything is in memory and lost when the launcher stops. It signs with a
 //! key made at start-up. It is a development tool: never put it in front
 //! of real patient data.
@@ -80,6 +84,9 @@ pub struct LauncherConfig {
     pub app_launch_url: Url,
     /// Lifetime of access tokens (default [`DEFAULT_TOKEN_LIFETIME`]).
     pub token_lifetime: Duration,
+    /// Sign `id_token`s without a `kid` header, as an issuer with a single
+    /// key may (OpenID Connect Core §10.1); access tokens keep theirs.
+    pub id_token_without_kid: bool,
 }
 
 impl LauncherConfig {
@@ -89,6 +96,7 @@ impl LauncherConfig {
             clients,
             app_launch_url,
             token_lifetime: DEFAULT_TOKEN_LIFETIME,
+            id_token_without_kid: false,
         }
     }
 }
@@ -223,6 +231,7 @@ pub(crate) struct Shared {
     clients: Vec<RegisteredClient>,
     app_launch_url: Url,
     token_lifetime: Duration,
+    id_token_without_kid: bool,
     key: SigningKey,
     /// For the upstream FHIR server and the clients' JWKS; never follows
     /// redirects (the proxy hands them to the caller).
@@ -347,6 +356,7 @@ impl Launcher {
             clients: config.clients,
             app_launch_url: config.app_launch_url,
             token_lifetime: config.token_lifetime,
+            id_token_without_kid: config.id_token_without_kid,
             key,
             http,
             upstream: Mutex::new(None),
@@ -512,7 +522,7 @@ pub async fn run(args: LauncherArgs) -> anyhow::Result<ExitCode> {
         (None, Some(secret)) => ClientAuth::SecretBasic(SecretString::from(secret)),
         (None, None) => ClientAuth::Public,
     };
-    let config = LauncherConfig::new(
+    let mut config = LauncherConfig::new(
         args.app_launch_url,
         vec![RegisteredClient {
             client_id: args.client_id,
@@ -520,6 +530,7 @@ pub async fn run(args: LauncherArgs) -> anyhow::Result<ExitCode> {
             auth,
         }],
     );
+    config.id_token_without_kid = args.id_token_without_kid;
     let listener = TcpListener::bind(args.listen).await.map_err(|e| {
         anyhow::anyhow!(
             "cannot listen on {}: {e} (choose another with --listen)",

@@ -130,6 +130,7 @@ pub fn smart_document(shared: &Shared, sim: Simulation) -> Value {
         "scopes_supported": scopes_supported(sim),
         "response_types_supported": ["code"],
         "code_challenge_methods_supported": ["S256"],
+        "authorization_response_iss_parameter_supported": true,
         "capabilities": capabilities(sim),
     })
 }
@@ -162,6 +163,7 @@ async fn openid_configuration(State(shared): State<AppState>) -> Json<Value> {
         "scopes_supported": ["openid", "fhirUser", "profile"],
         "claims_supported": ["iss", "sub", "aud", "exp", "iat", "fhirUser", "nonce"],
         "code_challenge_methods_supported": ["S256"],
+        "authorization_response_iss_parameter_supported": true,
     }))
 }
 
@@ -243,12 +245,14 @@ impl IntoResponse for OAuthError {
 pub enum AuthorizeError {
     /// Shown to the user: the client or its redirect URI is not trusted.
     Page(PageError),
-    /// Sent back to the client (RFC 6749 §4.1.2.1).
+    /// Sent back to the client (RFC 6749 §4.1.2.1), with the launcher's
+    /// issuer as `iss` (RFC 9207 §2).
     Redirect {
         to: Url,
         error: &'static str,
         description: String,
         state: Option<String>,
+        iss: String,
     },
 }
 
@@ -267,6 +271,7 @@ impl IntoResponse for AuthorizeError {
                 error,
                 description,
                 state,
+                iss,
             } => {
                 tracing::info!(error, "authorization request refused");
                 {
@@ -276,6 +281,7 @@ impl IntoResponse for AuthorizeError {
                     if let Some(s) = &state {
                         q.append_pair("state", s);
                     }
+                    q.append_pair("iss", &iss);
                 }
                 found(&to)
             }
@@ -398,6 +404,7 @@ async fn authorize(shared: &Shared, p: AuthorizeParams) -> Result<Response, Auth
         error,
         description,
         state: state.clone(),
+        iss: shared.issuer(),
     };
     if p.response_type.as_deref() != Some("code") {
         return Err(fail(
@@ -497,13 +504,15 @@ async fn authorize(shared: &Shared, p: AuthorizeParams) -> Result<Response, Auth
     Ok(pages::picker(shared, &id, &pending, &redirect).await?)
 }
 
-/// Store the code and send the user back to the client with it.
+/// Store the code and send the user back to the client with it, and with
+/// `iss` (RFC 9207 §2), so a client of several EHRs knows who answered.
 fn issue_code(shared: &Shared, code: Code, mut redirect: Url, state: &str) -> Response {
     let id = shared.store().new_code(code, Instant::now());
     redirect
         .query_pairs_mut()
         .append_pair("code", &id)
-        .append_pair("state", state);
+        .append_pair("state", state)
+        .append_pair("iss", &shared.issuer());
     found(&redirect)
 }
 
@@ -539,6 +548,7 @@ async fn approve(
             error: "access_denied",
             description: "the user denied access".into(),
             state: Some(pending.state),
+            iss: shared.issuer(),
         });
     }
     let id = |v: &Option<String>| nonempty(v).map(str::to_string);
@@ -898,7 +908,14 @@ fn issue(
         if let Some(n) = nonce {
             id["nonce"] = json!(n);
         }
-        body["id_token"] = json!(sign(&id)?);
+        body["id_token"] = json!(if shared.id_token_without_kid {
+            shared
+                .key
+                .sign_without_kid(&id)
+                .map_err(|e| OAuthError::Server(e.to_string()))?
+        } else {
+            sign(&id)?
+        });
     }
     Ok(body)
 }
