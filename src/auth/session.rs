@@ -266,13 +266,11 @@ impl Sessions {
     /// A valid access token for launch `id`: the stored one, or refreshed
     /// when it expires within the margin, or when `rejected` was refused.
     async fn access_token(&self, id: &str, rejected: Option<&str>) -> Result<String, AuthError> {
-        let lock = self
-            .refresh_locks
-            .lock()
-            .expect("lock")
-            .entry(id.to_string())
-            .or_default()
-            .clone();
+        let lock = {
+            let mut locks = self.refresh_locks.lock().expect("lock");
+            prune_unused(&mut locks);
+            locks.entry(id.to_string()).or_default().clone()
+        };
         let _one_at_a_time = lock.lock().await;
         let stored = self
             .store
@@ -338,6 +336,23 @@ impl Sessions {
         Ok(FhirClient::new(http, base, limits).with_authorizer(auth))
     }
 
+    /// Whether launch `id` is still open (not signed out, not idle past the
+    /// timeout), without touching it: a live stream asks this, so it ends
+    /// with its launch and does not keep it alive.
+    pub async fn still_open(&self, id: &str) -> bool {
+        match self.store.launch(id).await {
+            Ok(Some(stored)) => now() - stored.last_seen <= self.idle.as_secs() as i64,
+            Ok(None) => false,
+            // The store failing is no reason to end a coordinator's queue.
+            Err(_) => true,
+        }
+    }
+
+    /// How often a live stream asks [`Self::still_open`].
+    pub fn recheck_every(&self) -> Duration {
+        (self.idle / 2).clamp(Duration::from_secs(1), Duration::from_secs(15))
+    }
+
     /// End a launch: revoke its refresh token where the EHR can, forget it.
     pub async fn logout(&self, launch: &Launch) -> Result<(), AuthError> {
         if let Some(stored) = self.store.launch(&launch.id).await.map_err(store_error)?
@@ -364,6 +379,12 @@ impl Sessions {
     pub fn store(&self) -> &Store {
         &self.store
     }
+}
+
+/// Forget the refresh locks no one holds or waits for (only the map keeps
+/// them), so the map does not grow with every launch ever refreshed.
+fn prune_unused(locks: &mut HashMap<String, Arc<tokio::sync::Mutex<()>>>) {
+    locks.retain(|_, lock| Arc::strong_count(lock) > 1);
 }
 
 fn store_error(e: crate::store::StoreError) -> AuthError {
@@ -504,6 +525,24 @@ pub fn coordinator_may_write(resource: &Value) -> bool {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn refresh_locks_no_one_holds_are_forgotten_and_held_ones_kept() {
+        let mut locks: HashMap<String, Arc<tokio::sync::Mutex<()>>> = HashMap::new();
+        for i in 0..100 {
+            locks.entry(format!("done-{i}")).or_default();
+        }
+        let held = locks.entry("refreshing".into()).or_default().clone();
+        prune_unused(&mut locks);
+        assert_eq!(
+            locks.keys().collect::<Vec<_>>(),
+            ["refreshing"],
+            "only the lock in use stays"
+        );
+        drop(held);
+        prune_unused(&mut locks);
+        assert!(locks.is_empty());
+    }
 
     #[test]
     fn a_coordinator_updates_tasks_and_writes_nothing_else() {

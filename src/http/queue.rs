@@ -469,19 +469,42 @@ struct QueueTable<'a> {
     notice: &'a Option<String>,
 }
 
+/// The live queue: one `task` event per changed Task. The stream ends with
+/// its launch (signed out, or idle past the timeout: live updates do not
+/// count as use), checked at each event and every few seconds between.
 async fn events(
-    QuietCoordinator(Coordinator { queue, .. }): QuietCoordinator,
+    QuietCoordinator(Coordinator { queue, launch }): QuietCoordinator,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, AppError> {
+    use tokio::sync::broadcast::error::RecvError;
     let rx = queue.subscribe();
-    let stream = futures::stream::unfold(rx, |mut rx| async move {
-        let data = match rx.recv().await {
-            Ok(task) => task,
-            // Fell behind: tell the page to refresh everything.
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => "*".to_string(),
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-        };
-        Some((Ok(Event::default().event("task").data(data)), rx))
-    });
+    let mut recheck = tokio::time::interval(launch.sessions().recheck_every());
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let stream = futures::stream::unfold(
+        (rx, launch, recheck),
+        |(mut rx, launch, mut recheck)| async move {
+            loop {
+                let data = tokio::select! {
+                    received = rx.recv() => match received {
+                        Ok(task) => task,
+                        // Fell behind: tell the page to refresh everything.
+                        Err(RecvError::Lagged(_)) => "*".to_string(),
+                        Err(RecvError::Closed) => return None,
+                    },
+                    _ = recheck.tick() => {
+                        if !launch.sessions().still_open(&launch.id).await {
+                            return None;
+                        }
+                        continue;
+                    }
+                };
+                if !launch.sessions().still_open(&launch.id).await {
+                    return None;
+                }
+                let event = Event::default().event("task").data(data);
+                return Some((Ok(event), (rx, launch, recheck)));
+            }
+        },
+    );
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 

@@ -629,3 +629,86 @@ async fn an_output_that_is_not_the_patients_completed_procedure_closes_no_loop()
         "the patient's completed Procedure closes it"
     );
 }
+
+/// Open the live queue's stream and read it until the server ends it;
+/// returns how long it stayed open, or `None` if it was still open at `within`.
+fn watch_stream(
+    cookie: String,
+    url: String,
+    within: Duration,
+) -> tokio::task::JoinHandle<Option<Duration>> {
+    tokio::spawn(async move {
+        use futures::StreamExt;
+        let started = Instant::now();
+        let response = reqwest::Client::new()
+            .get(&url)
+            .header("cookie", cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let mut stream = response.bytes_stream();
+        tokio::time::timeout(within, async {
+            while let Some(Ok(_)) = stream.next().await {}
+        })
+        .await
+        .ok()
+        .map(|()| started.elapsed())
+    })
+}
+
+#[tokio::test]
+async fn the_live_queue_ends_at_logout_and_at_the_idle_timeout() {
+    let env = smart_env_with(EnvOptions {
+        method: ClientAuthMethod::PrivateKeyJwt,
+        queue_poll_seconds: Some(60),
+        idle: Duration::from_secs(4),
+        ..Default::default()
+    })
+    .await;
+
+    // Signed out: the stream ends at once (its next check, within 2 s).
+    let browser = Browser::default();
+    let q = coordinator(&env, &browser, "pas-prac-roy").await;
+    let base = q.url.as_str().split('?').next().unwrap().to_string();
+    let stream = watch_stream(
+        browser.cookie_header(&env.app),
+        format!("{base}/events"),
+        Duration::from_secs(20),
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let csrf = common::smart::hidden_field(&q.body, "csrf");
+    let out = browser
+        .post_form(
+            &format!("{}/logout", base.trim_end_matches("/queue")),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(out.status, 200);
+    let open_for = stream
+        .await
+        .unwrap()
+        .expect("the stream ends with the launch");
+    eprintln!("stream ended {open_for:?} after it opened (logout at 0.5 s)");
+
+    // Left alone: live updates do not count as use, so the stream ends once
+    // the launch is idle past its timeout (4 s).
+    let idle = Browser::default();
+    let q = coordinator(&env, &idle, "pas-prac-roy").await;
+    let base = q.url.as_str().split('?').next().unwrap().to_string();
+    let open_for = watch_stream(
+        idle.cookie_header(&env.app),
+        format!("{base}/events"),
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap()
+    .expect("an idle launch's stream ends");
+    assert!(
+        open_for >= Duration::from_secs(3),
+        "not before the launch is idle: {open_for:?}"
+    );
+    eprintln!("idle stream ended after {open_for:?}");
+    let page = idle.get(&base).await;
+    assert_eq!(page.status, 401, "the idle launch itself has ended");
+}
