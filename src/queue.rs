@@ -510,28 +510,51 @@ pub fn hook_secret(key: &[u8; 32], iss: &str) -> String {
         .collect()
 }
 
+/// Forced syncs (notifications) are at least this far apart: a burst of
+/// notifications, or a forged flood of them, costs one sync per gap
+/// (the notifications in between are coalesced into the next one).
+pub const MIN_FORCED_GAP: Duration = Duration::from_secs(5);
+
 /// Sync `queue` every `every` until the process stops; the first sync at once.
 pub async fn poller(queue: Arc<Queue>, client: FhirClient, every: Duration) {
-    loop {
-        let started = Instant::now();
-        match queue.sync(&client).await {
-            Ok(n) => tracing::info!(
-                changed = n,
-                tasks = queue.len(),
-                ms = started.elapsed().as_millis() as u64,
-                "queue synced"
-            ),
-            Err(e) => {
-                tracing::warn!(
-                    kind = e.kind(),
-                    "queue sync failed; trying again at the next interval"
-                )
+    let sync = || {
+        let (queue, client) = (queue.clone(), client.clone());
+        async move {
+            let started = Instant::now();
+            match queue.sync(&client).await {
+                Ok(n) => tracing::info!(
+                    changed = n,
+                    tasks = queue.len(),
+                    ms = started.elapsed().as_millis() as u64,
+                    "queue synced"
+                ),
+                Err(e) => {
+                    tracing::warn!(
+                        kind = e.kind(),
+                        "queue sync failed; trying again at the next interval"
+                    )
+                }
             }
         }
-        // The interval, or sooner when a subscription notification arrives.
+    };
+    paced(sync, &queue.wake, every, MIN_FORCED_GAP).await;
+}
+
+/// Run `sync` at once, then every `every`, or sooner when `wake` is
+/// notified, but never two syncs less than `min_gap` apart when woken.
+async fn paced<F, Fut>(mut sync: F, wake: &tokio::sync::Notify, every: Duration, min_gap: Duration)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    loop {
+        let started = tokio::time::Instant::now();
+        sync().await;
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
-            _ = queue.wake.notified() => {}
+            _ = wake.notified() => {
+                tokio::time::sleep_until(started + min_gap).await;
+            }
         }
     }
 }
@@ -566,9 +589,9 @@ pub fn task_topic(capabilities: &Value) -> Option<String> {
 }
 
 /// A backport Subscription (rest-hook, id-only) to `topic`, notifying
-/// `endpoint`.
-pub fn subscription(topic: &str, endpoint: &str) -> Value {
-    json!({
+/// `endpoint`, with the notification secret as a channel header when given.
+pub fn subscription(topic: &str, endpoint: &str, bearer: Option<&str>) -> Value {
+    let mut s = json!({
         "resourceType": "Subscription",
         "meta": { "profile": ["http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-subscription"] },
         "status": "requested",
@@ -583,12 +606,67 @@ pub fn subscription(topic: &str, endpoint: &str) -> Value {
                 "valueCode": "id-only"
             }] }
         }
-    })
+    });
+    if let Some(secret) = bearer {
+        s["channel"]["header"] = json!([format!("Authorization: Bearer {secret}")]);
+    }
+    s
+}
+
+/// Of the Subscriptions a search found, the one this queue made before
+/// (same endpoint and topic) and the server still runs, to be used again.
+pub fn reusable_subscription<'a>(
+    found: impl IntoIterator<Item = &'a Value>,
+    topic: &str,
+    endpoint: &str,
+) -> Option<String> {
+    found
+        .into_iter()
+        .filter(|s| s["channel"]["endpoint"] == endpoint && s["criteria"] == topic)
+        .filter(|s| matches!(s["status"].as_str(), Some("requested" | "active")))
+        .find_map(|s| s["id"].as_str().map(|id| format!("Subscription/{id}")))
+}
+
+/// The Subscription notifying `endpoint` of `topic`: the one a previous
+/// start made, when the server still has it running (the endpoint's secret
+/// is derived from the session key, so it is the same across restarts), or
+/// a new one. Without this, each restart would add a Subscription and the
+/// EHR would notify every one of them.
+pub async fn ensure_subscription(
+    client: &FhirClient,
+    topic: &str,
+    endpoint: &str,
+    bearer: Option<&str>,
+) -> Result<(Option<String>, bool), FhirError> {
+    let params = [("url", endpoint.to_string())];
+    match client.search("Subscription", &params).await {
+        Ok(page) => {
+            if let Some(id) = reusable_subscription(page.raw("Subscription"), topic, endpoint) {
+                return Ok((Some(id), false));
+            }
+        }
+        // A server that cannot search Subscriptions by endpoint: create one
+        // (as before), saying so.
+        Err(e) => tracing::warn!(
+            kind = e.kind(),
+            "existing Subscriptions could not be searched; creating one"
+        ),
+    }
+    let created = client
+        .create(&subscription(topic, endpoint, bearer), None)
+        .await?;
+    Ok((created.reference, true))
 }
 
 /// Subscribe to Task changes where the server offers it; otherwise the
 /// queue polls. Returns what was done, in words, for the log.
-async fn subscribe(queue: &Queue, client: &FhirClient, public_url: Option<&url::Url>) -> String {
+async fn subscribe(
+    queue: &Queue,
+    client: &FhirClient,
+    public_url: Option<&url::Url>,
+    secret_in: crate::auth::smart::NotifySecretIn,
+) -> String {
+    use crate::auth::smart::NotifySecretIn;
     let Some(public_url) = public_url else {
         return "no public URL for notifications: polling".into();
     };
@@ -605,17 +683,22 @@ async fn subscribe(queue: &Queue, client: &FhirClient, public_url: Option<&url::
         return "the server offers no Task subscription topic (R4 backport, rest-hook): polling"
             .into();
     };
-    let endpoint = match public_url.join(&format!("hooks/fhir/{}", queue.hook_secret)) {
+    let (path, bearer) = match secret_in {
+        NotifySecretIn::Path => (format!("hooks/fhir/{}", queue.hook_secret), None),
+        NotifySecretIn::Header => ("hooks/fhir".to_string(), Some(queue.hook_secret.as_str())),
+    };
+    let endpoint = match public_url.join(&path) {
         Ok(u) => u,
         Err(e) => return format!("no notification endpoint ({e}): polling"),
     };
-    match client
-        .create(&subscription(&topic, endpoint.as_str()), None)
-        .await
-    {
-        Ok(created) => {
-            *queue.subscribed.write().expect("queue lock") = created.reference.clone();
-            format!("subscribed to {topic}")
+    match ensure_subscription(client, &topic, endpoint.as_str(), bearer).await {
+        Ok((reference, created)) => {
+            *queue.subscribed.write().expect("queue lock") = reference;
+            if created {
+                format!("subscribed to {topic}")
+            } else {
+                format!("the Subscription to {topic} made at an earlier start is used again")
+            }
         }
         Err(e) => format!("the Subscription was refused ({}): polling", e.kind()),
     }
@@ -668,7 +751,7 @@ pub async fn run_for(
     let fhir = FhirClient::new(http, ehr.config.iss.clone(), limits)
         .with_authorizer(Arc::new(BackendAuth::new(client)));
     *queue.client.write().expect("queue lock") = Some(fhir.clone());
-    let how = subscribe(&queue, &fhir, public_url.as_ref()).await;
+    let how = subscribe(&queue, &fhir, public_url.as_ref(), backend.notify_secret_in).await;
     tracing::info!(
         every_s = backend.poll_seconds,
         "queue: {how}; polling at least every interval"
@@ -702,7 +785,9 @@ mod tests {
         let s = subscription(
             "http://example.org/topic/task-updated",
             "https://app/hooks/fhir/x",
+            None,
         );
+        assert!(s["channel"].get("header").is_none());
         assert_eq!(s["channel"]["type"], "rest-hook");
         assert_eq!(s["criteria"], "http://example.org/topic/task-updated");
         assert_eq!(
@@ -712,8 +797,89 @@ mod tests {
         let v = crate::fhir::SchemaValidator::load(&crate::config::cache_dir().join("definitions"))
             .expect("the FHIR schema is installed by ./scripts/test");
         v.validate(&s).unwrap();
+        let with_header = subscription(
+            "http://example.org/topic/task-updated",
+            "https://app/hooks/fhir",
+            Some("s3cret"),
+        );
+        assert_eq!(
+            with_header["channel"]["header"],
+            json!(["Authorization: Bearer s3cret"])
+        );
+        v.validate(&with_header).unwrap();
         // Subscription resources alone (as hfs lists them) are not the backport.
         let plain = json!({ "rest": [{ "resource": [{ "type": "Subscription" }] }] });
         assert_eq!(task_topic(&plain), None);
+    }
+
+    #[test]
+    fn a_running_subscription_of_ours_is_used_again_and_nothing_else() {
+        let endpoint = "https://app/hooks/fhir/abc";
+        let topic = "http://example.org/topic/task-updated";
+        let sub = |id: &str, status: &str, endpoint: &str, topic: &str| {
+            json!({ "resourceType": "Subscription", "id": id, "status": status,
+                    "criteria": topic, "channel": { "type": "rest-hook", "endpoint": endpoint } })
+        };
+        let found = [
+            sub("off", "off", endpoint, topic),
+            sub("errored", "error", endpoint, topic),
+            sub(
+                "other-endpoint",
+                "active",
+                "https://app/hooks/fhir/zzz",
+                topic,
+            ),
+            sub(
+                "other-topic",
+                "active",
+                endpoint,
+                "http://example.org/topic/x",
+            ),
+        ];
+        assert_eq!(reusable_subscription(&found, topic, endpoint), None);
+        let mut with_ours = found.to_vec();
+        with_ours.push(sub("ours", "active", endpoint, topic));
+        assert_eq!(
+            reusable_subscription(&with_ours, topic, endpoint).as_deref(),
+            Some("Subscription/ours")
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flood_of_notifications_costs_one_sync_per_gap() {
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let syncs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = syncs.clone();
+        let sync = move || {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async {}
+        };
+        let pacer = {
+            let wake = wake.clone();
+            tokio::spawn(async move {
+                paced(
+                    sync,
+                    &wake,
+                    Duration::from_secs(900),
+                    Duration::from_secs(5),
+                )
+                .await
+            })
+        };
+        // 1,000 notifications over 20 s (one every 20 ms).
+        for _ in 0..1_000 {
+            wake.notify_one();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let n = syncs.load(std::sync::atomic::Ordering::SeqCst);
+        // The first sync, then one per 5 s gap: 1 + 20 / 5.
+        assert!((4..=6).contains(&n), "{n} syncs for 1,000 notifications");
+        // A lone notification after a quiet while is served at once.
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        let before = syncs.load(std::sync::atomic::Ordering::SeqCst);
+        wake.notify_one();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(syncs.load(std::sync::atomic::Ordering::SeqCst), before + 1);
+        pacer.abort();
     }
 }

@@ -94,10 +94,25 @@ pub struct BackendConfig {
     /// Seconds between syncs: 900 (15 minutes, the SDOHCC bound) by default.
     #[serde(default = "BackendConfig::default_poll")]
     pub poll_seconds: u64,
+    /// Where the Subscription carries the notification secret: `path` (in
+    /// the endpoint URL, which every server can do; the default) or `header`
+    /// (an `Authorization: Bearer` channel header, so the secret is in no
+    /// URL the EHR's logs or proxies keep).
+    #[serde(default)]
+    pub notify_secret_in: NotifySecretIn,
+}
+
+/// See [`BackendConfig::notify_secret_in`].
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum NotifySecretIn {
+    #[default]
+    Path,
+    Header,
 }
 
 impl BackendConfig {
-    pub const DEFAULT_SCOPE: &'static str = "system/Task.rus system/Patient.rs system/ServiceRequest.rus system/ClaimResponse.rs system/Organization.rs system/Condition.rus system/PractitionerRole.rs system/Practitioner.rs system/Coverage.rs system/Claim.rs system/Observation.rs system/Encounter.rs system/Procedure.rs";
+    pub const DEFAULT_SCOPE: &'static str = "system/Task.rus system/Patient.rs system/ServiceRequest.rus system/ClaimResponse.rs system/Organization.rs system/Condition.rus system/PractitionerRole.rs system/Practitioner.rs system/Coverage.rs system/Claim.rs system/Observation.rs system/Encounter.rs system/Procedure.rs system/Subscription.crs";
 
     fn default_scope() -> String {
         Self::DEFAULT_SCOPE.to_string()

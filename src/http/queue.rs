@@ -17,6 +17,7 @@ use std::time::Duration;
 use askama::Template;
 use axum::Router;
 use axum::extract::{Form as AxumForm, Path, Query, State};
+use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -48,18 +49,34 @@ pub fn router() -> Router<AppState> {
         .route("/l/{id}/queue/digest", get(digest_page))
         .route("/l/{id}/queue/{tid}", post(act_on))
         .route("/hooks/fhir/{secret}", post(notified))
+        .route("/hooks/fhir", post(notified_with_header))
 }
 
 /// A subscription notification (R4 backport, rest-hook, id-only): the
 /// queue of the matching secret syncs now. Its body is not trusted or
-/// needed: the sync asks the server what changed.
+/// needed: the sync asks the server what changed. The secret comes in the
+/// endpoint's path or, for a Subscription made with `notify_secret_in:
+/// header`, as `Authorization: Bearer` on `/hooks/fhir`.
 async fn notified(State(state): State<AppState>, Path(secret): Path<String>) -> Response {
-    match state.queue_by_hook(&secret) {
-        Some(queue) => {
+    wake_queue(&state, &secret)
+}
+
+async fn notified_with_header(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let secret = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    wake_queue(&state, secret)
+}
+
+fn wake_queue(state: &AppState, secret: &str) -> Response {
+    match state.queue_by_hook(secret) {
+        Some(queue) if !secret.is_empty() => {
             queue.notify();
             axum::http::StatusCode::OK.into_response()
         }
-        None => axum::http::StatusCode::NOT_FOUND.into_response(),
+        _ => axum::http::StatusCode::NOT_FOUND.into_response(),
     }
 }
 

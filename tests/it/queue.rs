@@ -525,7 +525,28 @@ async fn a_subscription_notification_makes_the_queue_sync_at_once() {
         }
     };
     assert_eq!(hook("not-the-secret".into()).await, 404);
+    // The secret as a channel header (`notify_secret_in: header`).
+    let with_header = |authorization: Option<String>| {
+        let mut request = reqwest::Client::new()
+            .post(format!("{}/hooks/fhir", env.app))
+            .header("content-type", "application/fhir+json")
+            .body("{}");
+        if let Some(a) = authorization {
+            request = request.header("authorization", a);
+        }
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(with_header(None).await, 404);
+    assert_eq!(with_header(Some("Bearer not-the-secret".into())).await, 404);
     assert_eq!(hook(passerelle::queue::hook_secret(&key, &iss)).await, 200);
+    assert_eq!(
+        with_header(Some(format!(
+            "Bearer {}",
+            passerelle::queue::hook_secret(&key, &iss)
+        )))
+        .await,
+        200
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let cancelled = queue_at(&browser, &q, "status=cancelled").await;
@@ -711,4 +732,37 @@ async fn the_live_queue_ends_at_logout_and_at_the_idle_timeout() {
     eprintln!("idle stream ended after {open_for:?}");
     let page = idle.get(&base).await;
     assert_eq!(page.status, 401, "the idle launch itself has ended");
+}
+
+#[tokio::test]
+async fn a_restarted_queue_uses_its_subscription_again_instead_of_adding_one() {
+    let hfs = passerelle_dev::hfs::Hfs::start(&common::hfs_options())
+        .await
+        .expect("hfs starts");
+    let client = common::fhir_client(hfs.base());
+    let topic = "http://example.org/topic/task-updated";
+    let endpoint = "https://passerelle.example.org/hooks/fhir";
+    // Three starts of the same queue (same endpoint: the secret is derived
+    // from the session key).
+    let mut made = Vec::new();
+    for _ in 0..3 {
+        made.push(
+            passerelle::queue::ensure_subscription(&client, topic, endpoint, Some("s3cret"))
+                .await
+                .expect("hfs takes the Subscription"),
+        );
+    }
+    let (first, created) = made[0].clone();
+    assert!(created, "the first start creates it");
+    assert!(
+        made[1..].iter().all(|(r, c)| *r == first && !c),
+        "later starts find it: {made:?}"
+    );
+    let all = client
+        .search("Subscription", &[])
+        .await
+        .unwrap()
+        .raw("Subscription")
+        .count();
+    assert_eq!(all, 1, "one Subscription on the server");
 }
