@@ -88,7 +88,8 @@ async fn start(
     // Before anything is stored or sent: a loop of launches stops here.
     state.admit_launch(peer.ip())?;
     // The allow-list is checked before anything is sent to `iss`.
-    sessions.smart().ehr(iss)?;
+    let ehr = sessions.smart().ehr(iss)?;
+    let ancestors = state.frame_ancestors_for(&ehr.config.frame_ancestors);
     let (jar, browser) = browser(jar);
     let request = sessions.begin(iss, launch, &browser, coordinator).await?;
     match request.post {
@@ -97,8 +98,11 @@ async fn start(
             // The EHR redirects the form back to our callback: browsers apply
             // form-action to that redirect too, hence 'self'.
             let origin = action.origin().ascii_serialization();
+            // Framed by the EHR that launched it (the launch runs in its
+            // iframe), and by no other site: a page that auto-submits an
+            // authorization request must not be framed by an attacker.
             let csp = format!(
-                "default-src 'none'; script-src 'self'; style-src 'self'; form-action {origin} 'self'; base-uri 'none'; frame-ancestors *"
+                "default-src 'none'; script-src 'self'; style-src 'self'; form-action {origin} 'self'; base-uri 'none'; frame-ancestors {ancestors}"
             );
             let page = render(AuthorizePost {
                 action: action.to_string(),

@@ -88,6 +88,8 @@ struct Inner {
     /// The coordinators' queue of each EHR with Backend Services, by iss.
     queues: HashMap<String, Arc<crate::queue::Queue>>,
     launches: server::LaunchLimiter,
+    /// Origins every page may be framed by (`PASSERELLE_FRAME_ANCESTORS`).
+    frame_ancestors: Vec<String>,
 }
 
 /// Everything the app needs to start, already checked.
@@ -334,8 +336,20 @@ impl AppState {
                 letters: settings.letters.clone(),
                 queues,
                 launches: server::launch_limiter(settings.server.launches_per_minute),
+                frame_ancestors: settings.frame_ancestors.clone(),
             }),
         })
+    }
+
+    /// The CSP `frame-ancestors` sources of a page of the EHR `ehr`'s
+    /// launch: Passerelle itself, the practice's list and that EHR's own
+    /// origins; never another EHR's, never any site.
+    pub fn frame_ancestors_for(&self, ehr: &[String]) -> String {
+        let mut sources = vec!["'self'".to_string()];
+        sources.extend(self.inner.frame_ancestors.iter().cloned());
+        sources.extend(ehr.iter().cloned());
+        sources.dedup();
+        sources.join(" ")
     }
 
     /// Refuse a launch from `ip` beyond its quota (see [`server::LaunchLimiter`]).

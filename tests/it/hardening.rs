@@ -1,6 +1,7 @@
 //! What a slow or hostile client meets: a connection that sends its headers
-//! too slowly is closed, a request that takes too long is answered, and a
-//! loop of launches is refused before it stores anything or reaches the EHR.
+//! too slowly is closed, a request that takes too long is answered, a loop
+//! of launches is refused before it stores anything or reaches the EHR, and
+//! the page that sends the authorization request is framed by its EHR only.
 
 use crate::common;
 
@@ -141,6 +142,24 @@ async fn a_launch_flood_is_refused_past_the_rate_and_leaves_the_store_bounded() 
             .send()
             .await
             .unwrap();
+        if i == 0 {
+            // The authorize-POST page may be framed by the launching EHR
+            // only, never by any site.
+            assert_eq!(answer.status(), 200);
+            let csp = answer.headers()["content-security-policy"]
+                .to_str()
+                .unwrap()
+                .to_string();
+            let ancestors = csp.split("frame-ancestors ").nth(1).unwrap();
+            assert_eq!(
+                ancestors,
+                format!(
+                    "'self' {}",
+                    env.launcher.base().origin().ascii_serialization()
+                ),
+                "{csp}"
+            );
+        }
         if answer.status() == 429 {
             let wait: u64 = answer.headers()["retry-after"]
                 .to_str()
