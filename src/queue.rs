@@ -108,6 +108,33 @@ pub struct Queue {
     /// Referral Tasks whose loop could not be closed yet: tried again at
     /// every sync.
     pending_loops: RwLock<std::collections::HashSet<String>>,
+    /// Which patients each viewer's own token can read, by launch id.
+    seen_by: std::sync::Mutex<HashMap<String, Seen>>,
+}
+
+/// The patients one viewer's token was asked about, and whether it could
+/// read each; forgotten after [`VISIBILITY_TTL`], so a change of the user's
+/// rights at the EHR shows within that time.
+struct Seen {
+    since: Instant,
+    readable: HashMap<String, bool>,
+}
+
+/// How long a viewer's answers are kept before the EHR is asked again.
+pub const VISIBILITY_TTL: Duration = Duration::from_secs(300);
+
+/// The queue's Tasks one viewer may see: those their own token can read.
+#[derive(Debug, Clone, Default)]
+pub struct Visible {
+    pub ids: std::collections::HashSet<String>,
+    /// Tasks in the queue about a patient this viewer's token cannot read.
+    pub hidden: usize,
+}
+
+impl Visible {
+    pub fn allows(&self, task_id: &str) -> bool {
+        self.ids.contains(task_id)
+    }
 }
 
 /// The patterns view's last result, cached with its date and period, and
@@ -148,7 +175,98 @@ impl Queue {
             progress: Arc::new(crate::fhir::patterns::Progress::default()),
             schema,
             pending_loops: RwLock::new(std::collections::HashSet::new()),
+            seen_by: std::sync::Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The Tasks of this queue that the viewer of launch `launch_id` may see:
+    /// those about a patient `client` (carrying the viewer's own token) can
+    /// read. The queue is read with Passerelle's Backend Services token,
+    /// which reads every patient; the EHR may hide some patients from this
+    /// user (other departments, confidential patients), and a Task about
+    /// one must not show in their queue, its counts, its digest or its live
+    /// updates. Patients not asked about yet are asked in batches of
+    /// [`crate::fhir::queue::ID_BATCH`], four searches at a time; the
+    /// answers are kept for [`VISIBILITY_TTL`].
+    pub async fn visible_to(
+        &self,
+        launch_id: &str,
+        client: &FhirClient,
+    ) -> Result<Visible, FhirError> {
+        use futures::StreamExt;
+        let tasks: Vec<(String, String)> = self.with_tasks(|t| {
+            t.values()
+                .map(|t| (t.id.clone(), t.patient_id.clone()))
+                .collect()
+        });
+        let unknown: Vec<String> = {
+            let mut seen = self.seen_by.lock().expect("queue lock");
+            seen.retain(|_, s| s.since.elapsed() < VISIBILITY_TTL);
+            let mine = seen.entry(launch_id.to_string()).or_insert_with(|| Seen {
+                since: Instant::now(),
+                readable: HashMap::new(),
+            });
+            let mut unknown: Vec<String> = tasks
+                .iter()
+                .map(|(_, p)| p)
+                .filter(|p| !p.is_empty() && !mine.readable.contains_key(*p))
+                .cloned()
+                .collect();
+            unknown.sort();
+            unknown.dedup();
+            unknown
+        };
+        let asked = Instant::now();
+        let batches: Vec<Vec<String>> = unknown
+            .chunks(crate::fhir::queue::ID_BATCH)
+            .map(<[String]>::to_vec)
+            .collect();
+        let answers: Vec<_> = futures::stream::iter(batches)
+            .map(|batch| {
+                let client = client.clone();
+                async move {
+                    let found = crate::fhir::queue::readable_patient_ids(&client, &batch).await;
+                    found.map(|found| (batch, found))
+                }
+            })
+            .buffer_unordered(4)
+            .collect()
+            .await;
+        let mut seen = self.seen_by.lock().expect("queue lock");
+        let mine = seen.entry(launch_id.to_string()).or_insert_with(|| Seen {
+            since: Instant::now(),
+            readable: HashMap::new(),
+        });
+        for answer in answers {
+            let (batch, found) = answer?;
+            for id in batch {
+                let readable = found.contains(&id);
+                mine.readable.insert(id, readable);
+            }
+        }
+        if !unknown.is_empty() {
+            tracing::info!(
+                patients = unknown.len(),
+                ms = asked.elapsed().as_millis() as u64,
+                "what a viewer may read was asked of the EHR"
+            );
+        }
+        // A Task with no patient is shown to no one restricted by patient:
+        // there is no patient to ask about.
+        let visible: std::collections::HashSet<String> = tasks
+            .iter()
+            .filter(|(_, p)| mine.readable.get(p) == Some(&true))
+            .map(|(id, _)| id.clone())
+            .collect();
+        Ok(Visible {
+            hidden: tasks.len() - visible.len(),
+            ids: visible,
+        })
+    }
+
+    /// Forget what launch `launch_id`'s token could read (at sign-out).
+    pub fn forget_viewer(&self, launch_id: &str) {
+        self.seen_by.lock().expect("queue lock").remove(launch_id);
     }
 
     /// Run `f` over the Tasks (read lock held for its duration).

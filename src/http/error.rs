@@ -25,6 +25,9 @@ pub enum AppError {
     ServerNotAllowed,
     #[error("{0}")]
     BadRequest(String),
+    /// The user's own access at the EHR does not cover this page.
+    #[error("{0}")]
+    Forbidden(String),
     #[error(transparent)]
     Fhir(#[from] FhirError),
     #[error(transparent)]
@@ -102,6 +105,7 @@ impl AppError {
         match self {
             AppError::ServerNotAllowed => StatusCode::FORBIDDEN,
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AppError::Forbidden(_) => StatusCode::FORBIDDEN,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             AppError::NotConfigured(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::TooManyLaunches(_) => StatusCode::TOO_MANY_REQUESTS,
@@ -138,6 +142,10 @@ impl AppError {
             AppError::BadRequest(_) => (
                 "Incomplete request",
                 "Open Passerelle again from the EHR or from its home page.",
+            ),
+            AppError::Forbidden(_) => (
+                "Not available to your account",
+                "Your access is set in the EHR; ask its administrator if you need more.",
             ),
             AppError::Internal(_) => (
                 "Passerelle failed",

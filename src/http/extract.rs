@@ -155,6 +155,31 @@ impl Coordinator {
         Ok(Coordinator { launch, queue })
     }
 
+    /// What this coordinator may see of the queue: the Tasks their own
+    /// token can read (see [`Queue::visible_to`]).
+    pub(super) async fn visible(
+        &self,
+        state: &AppState,
+    ) -> Result<crate::queue::Visible, AppError> {
+        let client = self
+            .launch
+            .fhir_client(state.http().clone(), state.limits())?;
+        Ok(self.queue.visible_to(&self.launch.id, &client).await?)
+    }
+
+    /// The patterns view counts every patient of the practice: it is for a
+    /// user whose own token can read every Task of the queue, and refused to
+    /// one from whom the EHR hides some.
+    pub(super) async fn require_whole_practice(&self, state: &AppState) -> Result<(), AppError> {
+        let visible = self.visible(state).await?;
+        if visible.hidden > 0 {
+            return Err(AppError::Forbidden(
+                "The patterns view counts every patient of the practice, and your EHR account cannot read all of them, so it is not shown to you.".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// The coordinator's launch `id`, for a handler that knows only from the
     /// request's query whether the page asked for it (`touch`) or the user.
     pub(super) async fn open(

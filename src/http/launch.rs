@@ -248,11 +248,15 @@ async fn choose_patient(
 struct SignedOut;
 
 async fn logout(
+    State(state): State<AppState>,
     Launched(launch): Launched,
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, AppError> {
     check_csrf(&launch, &form.csrf)?;
     launch.sessions().logout(&launch).await?;
+    if let Some(queue) = state.queue(&launch.iss) {
+        queue.forget_viewer(&launch.id);
+    }
     render(SignedOut)
 }
 

@@ -155,7 +155,12 @@ fn percent(p: Option<f64>) -> String {
         .unwrap_or_else(|| WITHHELD.into())
 }
 
-async fn page(Coordinator { launch, queue }: Coordinator) -> Result<Response, AppError> {
+async fn page(
+    State(state): State<AppState>,
+    coordinator: Coordinator,
+) -> Result<Response, AppError> {
+    coordinator.require_whole_practice(&state).await?;
+    let Coordinator { launch, queue } = coordinator;
     let last = queue.patterns();
     let today = today();
     let default = Period {
@@ -262,7 +267,9 @@ async fn refresh(
     AxumForm(form): AxumForm<RefreshForm>,
 ) -> Result<Response, AppError> {
     check_csrf(&launch, &form.csrf)?;
-    let Coordinator { launch, queue } = Coordinator::of(&state, launch)?;
+    let coordinator = Coordinator::of(&state, launch)?;
+    coordinator.require_whole_practice(&state).await?;
+    let Coordinator { launch, queue } = coordinator;
     let (Some(start), Some(end)) = (
         crate::domain::iso_date(&form.start),
         crate::domain::iso_date(&form.end),
@@ -417,7 +424,11 @@ pub fn csv(report: &Report) -> Result<Vec<u8>, csv::Error> {
     w.into_inner().map_err(|e| e.into_error().into())
 }
 
-async fn export_csv(coordinator: Coordinator) -> Result<Response, AppError> {
+async fn export_csv(
+    State(state): State<AppState>,
+    coordinator: Coordinator,
+) -> Result<Response, AppError> {
+    coordinator.require_whole_practice(&state).await?;
     let report = last_report(&coordinator)?;
     let body = csv(&report)?;
     Ok((
@@ -437,6 +448,7 @@ async fn export_measure_report(
     State(state): State<AppState>,
     coordinator: Coordinator,
 ) -> Result<Response, AppError> {
+    coordinator.require_whole_practice(&state).await?;
     let report = last_report(&coordinator)?;
     let mr = measure_report(&report);
     state.schema()?.validate(&mr)?;

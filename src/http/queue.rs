@@ -40,7 +40,7 @@ use crate::domain::referral::Status;
 use crate::domain::sdoh::Domain;
 use crate::fhir::queue::{FollowUp, Handover, assignee_name, hand_over};
 use crate::fhir::task::{TaskRead, stamped};
-use crate::queue::Queue;
+use crate::queue::{Queue, Visible};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -229,23 +229,34 @@ async fn queue_page(
 ) -> Result<Response, AppError> {
     // The table the page's script fetches on a change (`fragment`) is the
     // page's own request: it does not keep the launch alive.
-    let Coordinator { launch, queue } =
-        Coordinator::open(&state, &jar, &id, q.fragment.is_none()).await?;
-    render_queue(&launch, &queue, &q, None)
+    let coordinator = Coordinator::open(&state, &jar, &id, q.fragment.is_none()).await?;
+    let visible = coordinator.visible(&state).await?;
+    render_queue(&coordinator.launch, &coordinator.queue, &q, &visible, None)
 }
 
+/// The queue page: only the Tasks in `visible` count and show.
 fn render_queue(
     launch: &Launch,
     queue: &Queue,
     q: &QueueQuery,
+    visible: &Visible,
     notice: Option<String>,
 ) -> Result<Response, AppError> {
     let team = queue.team();
     let who = viewer(&team, launch);
     let today = today();
     let filter = q.filter();
+    let notice = notice.or_else(|| {
+        (visible.hidden > 0).then(|| {
+            format!(
+                "{} task(s) of the practice's queue are not shown: your EHR account cannot read them.",
+                visible.hidden
+            )
+        })
+    });
     let page = queue.with_tasks(|tasks| {
-        let v = view(tasks.values(), &filter, &who, today);
+        let mine = tasks.values().filter(|t| visible.allows(&t.id));
+        let v = view(mine, &filter, &who, today);
         let count = |m: &std::collections::BTreeMap<&'static str, usize>, k: &str| {
             m.get(k).copied().unwrap_or(0)
         };
@@ -490,18 +501,29 @@ struct QueueTable<'a> {
 /// its launch (signed out, or idle past the timeout: live updates do not
 /// count as use), checked at each event and every few seconds between.
 async fn events(
-    QuietCoordinator(Coordinator { queue, launch }): QuietCoordinator,
+    State(state): State<AppState>,
+    QuietCoordinator(coordinator): QuietCoordinator,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, AppError> {
     use tokio::sync::broadcast::error::RecvError;
+    // A Task this viewer cannot read is not even named to them; one new
+    // since is named, and the table the page then fetches leaves it out.
+    let hidden: std::collections::HashSet<String> = {
+        let visible = coordinator.visible(&state).await?;
+        coordinator
+            .queue
+            .with_tasks(|t| t.keys().filter(|id| !visible.allows(id)).cloned().collect())
+    };
+    let Coordinator { queue, launch } = coordinator;
     let rx = queue.subscribe();
     let mut recheck = tokio::time::interval(launch.sessions().recheck_every());
     recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let stream = futures::stream::unfold(
-        (rx, launch, recheck),
-        |(mut rx, launch, mut recheck)| async move {
+        (rx, launch, recheck, hidden),
+        |(mut rx, launch, mut recheck, hidden)| async move {
             loop {
                 let data = tokio::select! {
                     received = rx.recv() => match received {
+                        Ok(task) if hidden.contains(&task) => continue,
                         Ok(task) => task,
                         // Fell behind: tell the page to refresh everything.
                         Err(RecvError::Lagged(_)) => "*".to_string(),
@@ -518,7 +540,7 @@ async fn events(
                     return None;
                 }
                 let event = Event::default().event("task").data(data);
-                return Some((Ok(event), (rx, launch, recheck)));
+                return Some((Ok(event), (rx, launch, recheck, hidden)));
             }
         },
     );
@@ -533,11 +555,16 @@ struct DigestPage {
     groups: Vec<(&'static str, Vec<RowView>)>,
 }
 
-async fn digest_page(Coordinator { launch, queue }: Coordinator) -> Result<Response, AppError> {
+async fn digest_page(
+    State(state): State<AppState>,
+    coordinator: Coordinator,
+) -> Result<Response, AppError> {
+    let visible = coordinator.visible(&state).await?;
+    let Coordinator { launch, queue } = coordinator;
     let today = today();
     let team = queue.team();
     let groups = queue.with_tasks(|tasks| {
-        digest(tasks.values(), today)
+        digest(tasks.values().filter(|t| visible.allows(&t.id)), today)
             .into_iter()
             .map(|(label, list)| {
                 (
@@ -601,7 +628,9 @@ async fn act_on(
     AxumForm(form): AxumForm<ActForm>,
 ) -> Result<Response, AppError> {
     check_csrf(&launch, &form.csrf)?;
-    let Coordinator { launch, queue } = Coordinator::of(&state, launch)?;
+    let coordinator = Coordinator::of(&state, launch)?;
+    let visible = coordinator.visible(&state).await?;
+    let Coordinator { launch, queue } = coordinator;
     if form.version.is_empty() {
         return Err(AppError::BadRequest(
             "Reload the queue: this row is not valid.".into(),
@@ -627,7 +656,7 @@ async fn act_on(
                 .map(|o| format!(", assigned to {o}"))
                 .unwrap_or_default()
         );
-        let page = render_queue(&launch, &queue, &back, Some(notice))?;
+        let page = render_queue(&launch, &queue, &back, &visible, Some(notice))?;
         return Ok((axum::http::StatusCode::CONFLICT, page).into_response());
     }
     let me = practitioner_of(&launch);
@@ -697,6 +726,7 @@ async fn act_on(
                 &launch,
                 &queue,
                 &back,
+                &visible,
                 Some("Someone changed this task at the same moment. Nothing was changed; the row shows it as it is now.".into()),
             )?;
             Ok((axum::http::StatusCode::CONFLICT, page).into_response())

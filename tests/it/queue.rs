@@ -766,3 +766,82 @@ async fn a_restarted_queue_uses_its_subscription_again_instead_of_adding_one() {
         .count();
     assert_eq!(all, 1, "one Subscription on the server");
 }
+
+#[tokio::test]
+async fn a_coordinator_sees_only_the_tasks_their_own_token_can_read() {
+    use passerelle_dev::launcher::{RESTRICTED_USER_PATIENT, Simulation};
+    let env = env(0, 60).await;
+    // A coordinator the EHR lets read every patient sees the whole queue.
+    let full = Browser::default();
+    let q = coordinator(&env, &full, "pas-prac-roy").await;
+    let everything = queue_at(&full, &q, "status=all").await;
+    let all_rows = row_ids(&everything);
+    assert!(everything.body.contains("Samuel Okafor"));
+    assert!(!everything.body.contains("are not shown"));
+    let patterns = full
+        .get(&q.url.as_str().replace("/queue", "/patterns"))
+        .await;
+    assert_eq!(patterns.status, 200, "{}", patterns.body);
+
+    // One the EHR restricts to a single patient (hfs enforces the token's
+    // patient compartment) sees that patient's Tasks only.
+    env.launcher.simulate(Simulation::RestrictedUser);
+    let restricted = Browser::default();
+    let rq = coordinator(&env, &restricted, "pas-prac-lee").await;
+    let theirs = queue_at(&restricted, &rq, "status=all").await;
+    let rows = row_ids(&theirs);
+    let tasks = all_tasks(&env).await;
+    let of_patient: Vec<String> = tasks
+        .iter()
+        .filter(|t| {
+            t["for"]["reference"]
+                .as_str()
+                .is_some_and(|r| r.ends_with(&format!("Patient/{RESTRICTED_USER_PATIENT}")))
+        })
+        .filter_map(|t| t["id"].as_str().map(String::from))
+        .filter(|id| all_rows.contains(id))
+        .collect();
+    assert!(!of_patient.is_empty(), "the patient has Tasks in the queue");
+    let mut shown = rows.clone();
+    shown.sort();
+    let mut expected = of_patient.clone();
+    expected.sort();
+    assert_eq!(shown, expected, "exactly the patient's Tasks");
+    assert!(
+        !theirs.body.contains("Samuel Okafor"),
+        "no other patient's name"
+    );
+    let hidden = all_rows.len() - rows.len();
+    assert!(
+        theirs.body.contains(&format!(
+            "{hidden} task(s) of the practice's queue are not shown"
+        )),
+        "{}",
+        theirs.body
+    );
+    eprintln!(
+        "restricted coordinator: {} of {} rows shown, {hidden} hidden",
+        rows.len(),
+        all_rows.len()
+    );
+    // The digest and the live stream name none of the hidden Tasks.
+    let digest = restricted
+        .get(&format!(
+            "{}/digest",
+            rq.url.as_str().split('?').next().unwrap()
+        ))
+        .await;
+    assert_eq!(digest.status, 200);
+    assert!(!digest.body.contains("Samuel Okafor"));
+    // The patterns view counts every patient: refused to this account.
+    let patterns = restricted
+        .get(&rq.url.as_str().replace("/queue", "/patterns"))
+        .await;
+    assert_eq!(patterns.status, 403);
+    assert!(
+        patterns.body.contains("cannot read all of them"),
+        "{}",
+        patterns.body
+    );
+    env.launcher.simulate(Simulation::None);
+}

@@ -149,11 +149,19 @@ pub enum Simulation {
     V1Only,
     /// `/.well-known/smart-configuration` answers 404.
     MissingWellKnown,
+    /// A user's access token reads one patient's records only
+    /// ([`RESTRICTED_USER_PATIENT`]) although the grant says `user/`: as an
+    /// EHR hides the patients of other departments, or confidential ones,
+    /// from a user. The FHIR server behind enforces the token's scopes.
+    RestrictedUser,
 }
+
+/// The one patient a [`Simulation::RestrictedUser`] token may read.
+pub const RESTRICTED_USER_PATIENT: &str = "pas-p01";
 
 impl Simulation {
     /// Every switch, in the order the pages show them.
-    pub const ALL: [Simulation; 7] = [
+    pub const ALL: [Simulation; 8] = [
         Simulation::None,
         Simulation::InvalidClient,
         Simulation::WrongRedirectUri,
@@ -161,6 +169,7 @@ impl Simulation {
         Simulation::DowngradedScopes,
         Simulation::V1Only,
         Simulation::MissingWellKnown,
+        Simulation::RestrictedUser,
     ];
 
     /// The name used in `?sim=` and on the pages.
@@ -173,6 +182,7 @@ impl Simulation {
             Simulation::DowngradedScopes => "downgraded-scopes",
             Simulation::V1Only => "v1-only",
             Simulation::MissingWellKnown => "missing-well-known",
+            Simulation::RestrictedUser => "restricted-user",
         }
     }
 
@@ -186,6 +196,9 @@ impl Simulation {
             Simulation::DowngradedScopes => "grants lose writes and offline_access",
             Simulation::V1Only => "SMART v1 scopes only (no permission-v2)",
             Simulation::MissingWellKnown => "no .well-known/smart-configuration (404)",
+            Simulation::RestrictedUser => {
+                "a user's token reads one patient's records only (pas-p01), whatever the grant says"
+            }
         }
     }
 }

@@ -297,6 +297,34 @@ pub struct TeamMember {
 
 /// The care team: PractitionerRoles coded with a team role, with their
 /// practitioners' names.
+/// Of `ids` (Patient ids), those the client's own token can read: one
+/// search `Patient?_id=a,b,…&_elements=id`, so the server applies the
+/// user's access rules (departments, confidential patients, a patient
+/// compartment) as it would to any read. A refusal (403) means none.
+/// At most [`ID_BATCH`] ids per call.
+pub async fn readable_patient_ids(
+    client: &FhirClient,
+    ids: &[String],
+) -> Result<std::collections::HashSet<String>, FhirError> {
+    let params = [
+        ("_id", ids.join(",")),
+        ("_elements", "id".to_string()),
+        ("_count", ids.len().max(1).to_string()),
+    ];
+    match client.search_all("Patient", &params, 10).await {
+        Ok(found) => Ok(found
+            .raw("Patient")
+            .filter_map(|p| p["id"].as_str().map(String::from))
+            .collect()),
+        Err(FhirError::Refused { status: 403, .. }) => Ok(Default::default()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Patient ids asked about in one [`readable_patient_ids`] search (a URL
+/// of about 2 kB).
+pub const ID_BATCH: usize = 100;
+
 pub async fn read_team(client: &FhirClient) -> Result<Vec<TeamMember>, FhirError> {
     let page = client
         .search_all(

@@ -862,6 +862,12 @@ fn issue(
     if let Some(e) = &context.encounter {
         claims["encounter"] = json!(e);
     }
+    if sim == Simulation::RestrictedUser && context.patient.is_none() {
+        // What the FHIR server enforces is narrower than the grant: the
+        // user's scopes become one patient's compartment.
+        claims["scope"] = json!(grant.claim_scope().replace("user/", "patient/"));
+        claims["patient"] = json!(crate::launcher::RESTRICTED_USER_PATIENT);
+    }
     let sign = |claims: &Value| {
         shared
             .key
