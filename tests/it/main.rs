@@ -12,6 +12,7 @@ mod common;
 mod act;
 mod browser;
 mod directory;
+mod engines;
 mod fhir_client;
 mod hardening;
 mod launcher;

@@ -7,6 +7,7 @@
 pub mod config;
 pub mod hfs;
 pub mod launcher;
+pub mod medplum;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
