@@ -599,8 +599,19 @@ impl FhirClient {
 
     /// POST a transaction or batch Bundle; never retried automatically (the
     /// caller makes it idempotent with `ifNoneExist` and identifiers, and
-    /// decides when to send it again).
+    /// decides when to send it again). The answer is read, not trusted: a
+    /// 2xx whose Bundle is not a `transaction-response` with one 2xx entry
+    /// per entry sent is an error naming the entry
+    /// ([`crate::bundle::check_transaction_response`]).
     pub async fn transaction(&self, bundle: &Value) -> Result<Value, FhirError> {
+        let response = self.post_bundle(bundle).await?;
+        crate::bundle::check_transaction_response(bundle, &response)?;
+        Ok(response)
+    }
+
+    /// POST a Bundle and parse the answer, whatever its entries say (for
+    /// `check`, which reports them itself).
+    pub async fn post_bundle(&self, bundle: &Value) -> Result<Value, FhirError> {
         let body = serde_json::to_vec(bundle).map_err(|e| FhirError::Request(e.to_string()))?;
         let answer = self
             .send(
