@@ -523,6 +523,60 @@ async fn short_tokens_are_refreshed_once_for_concurrent_pages_and_logout_ends_th
 }
 
 #[tokio::test]
+async fn a_401_from_the_fhir_server_is_refreshed_once_and_a_refused_refresh_is_remembered() {
+    let env = smart_env(ClientAuthMethod::None, HOUR).await;
+    let browser = Browser::default();
+    let page = ehr_launch(&env, &browser, "pas-p01").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let proxy = Proxy::start(env.hfs.base()).await;
+    env.launcher.set_upstream(proxy.base.clone());
+    let outcome = r#"{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"login","diagnostics":"token revoked"}]}"#;
+
+    // The server refuses a token still within its lifetime, once: one
+    // refresh, the request sent again, the page shown.
+    let before = env.launcher.refresh_requests();
+    proxy.fault_times(
+        "/Patient/pas-p01",
+        common::proxy::Fault::Status(401, outcome.into()),
+        1,
+    );
+    let again = browser.get(page.url.as_str()).await;
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(env.launcher.refresh_requests(), before + 1);
+    let patient_reads = proxy
+        .seen()
+        .iter()
+        .filter(|r| r.starts_with("GET /Patient/pas-p01"))
+        .count();
+    assert_eq!(patient_reads, 2, "the refused read, then its retry");
+
+    // The EHR withdraws the authorization: every request is refused, the
+    // refresh is refused. The page's eight requests ask for one refresh
+    // between them, and the launch remembers it.
+    env.launcher.revoke_refresh_tokens();
+    proxy.fault("/", common::proxy::Fault::Status(401, outcome.into()));
+    let before = env.launcher.refresh_requests();
+    let refused = browser.get(page.url.as_str()).await;
+    assert_eq!(refused.status, 401, "{}", refused.body);
+    assert!(
+        refused.body.contains("Launch again from the EHR"),
+        "{}",
+        refused.body
+    );
+    assert_eq!(env.launcher.refresh_requests(), before + 1);
+    proxy.clear();
+    proxy.reset_count();
+    let still = browser.get(page.url.as_str()).await;
+    assert_eq!(still.status, 401, "{}", still.body);
+    assert_eq!(
+        env.launcher.refresh_requests(),
+        before + 1,
+        "not asked again"
+    );
+    assert_eq!(proxy.count(), 0, "nothing sent with the spent token");
+}
+
+#[tokio::test]
 async fn backend_services_get_a_system_token_without_refresh_that_hfs_accepts() {
     let env = smart_env(ClientAuthMethod::PrivateKeyJwt, HOUR).await;
     let smart_config: serde_json::Value = reqwest::get(format!(

@@ -239,6 +239,8 @@ pub(crate) struct Shared {
     upstream: Mutex<Option<Url>>,
     simulation: Mutex<Simulation>,
     store: Mutex<Store>,
+    /// Token requests with `grant_type=refresh_token`, granted or not.
+    refresh_requests: std::sync::atomic::AtomicUsize,
 }
 
 type State = Arc<Shared>;
@@ -362,6 +364,7 @@ impl Launcher {
             upstream: Mutex::new(None),
             simulation: Mutex::new(Simulation::None),
             store: Mutex::new(Store::default()),
+            refresh_requests: Default::default(),
         });
         let app = router(shared.clone());
         let (stop, stopped) = oneshot::channel::<()>();
@@ -424,6 +427,21 @@ impl Launcher {
 
     pub fn simulate(&self, sim: Simulation) {
         self.shared.set_simulation(sim);
+    }
+
+    /// How many refresh-token requests the token endpoint has had, granted
+    /// or refused: what a test of "refreshed once" counts.
+    pub fn refresh_requests(&self) -> usize {
+        self.shared
+            .refresh_requests
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Revoke every refresh token issued so far, as an EHR does when a
+    /// user's authorization is withdrawn: the next refresh is refused
+    /// (`invalid_grant`).
+    pub fn revoke_refresh_tokens(&self) {
+        self.shared.store().revoke_all_refresh();
     }
 
     /// The EHR page that makes a launch context and frames the app.

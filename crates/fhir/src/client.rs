@@ -758,7 +758,10 @@ impl FhirClient {
     }
 
     /// Send one request, with retries when `idempotent`, and with the bearer
-    /// token of the authorizer (once more with a fresh token after a 401).
+    /// token of the authorizer. A 401 from the server (RFC 6750 §3.1, the
+    /// token expired or was revoked early) asks the authorizer once for a
+    /// fresh token and sends the request once more with it, POSTs included:
+    /// a 401 means the request was not processed.
     async fn send(
         &self,
         method: Method,
@@ -865,6 +868,8 @@ impl FhirClient {
         });
         tracing::warn!(method = %method, resource_type = resource_type_of(&url), status = status.as_u16(), "FHIR request failed");
         Err(match status.as_u16() {
+            // RFC 6750 §3.1 `invalid_token`: the authorizer may refresh once.
+            401 => FhirError::Unauthorized { message },
             404 | 410 => FhirError::NotFound {
                 what: capitalise(what),
             },

@@ -729,6 +729,9 @@ fn redeem_refresh(
     client: &RegisteredClient,
     form: &TokenForm,
 ) -> Result<Value, OAuthError> {
+    shared
+        .refresh_requests
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let token = required(&form.refresh_token, "refresh_token")?;
     let refresh =
         shared
