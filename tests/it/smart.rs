@@ -87,10 +87,11 @@ async fn ehr_launch_public_client_reaches_the_visit_page_with_context_and_user()
 }
 
 #[tokio::test]
-async fn private_key_jwt_and_client_secret_basic_clients_launch_too() {
+async fn private_key_jwt_client_secret_basic_and_client_secret_post_clients_launch_too() {
     for method in [
         ClientAuthMethod::PrivateKeyJwt,
         ClientAuthMethod::ClientSecretBasic,
+        ClientAuthMethod::ClientSecretPost,
     ] {
         let env = smart_env(method.clone(), HOUR).await;
         let page = ehr_launch(&env, &Browser::default(), "pas-p02").await;
@@ -855,6 +856,57 @@ async fn a_screening_the_server_refuses_is_kept_sent_again_and_survives_a_restar
     );
 }
 
+/// A 200 whose Bundle answers one entry with 412 (as a server that does
+/// not roll back may): the screening is not recorded and the outbox keeps it
+/// as failed, naming the entry (FHIR R4 http.html#transaction-response).
+fn one_entry_precondition_failed(mut response: serde_json::Value) -> serde_json::Value {
+    response["entry"][1]["response"] = serde_json::json!({
+        "status": "412 Precondition Failed",
+        "outcome": {"resourceType": "OperationOutcome", "issue": [
+            {"severity": "error", "code": "conflict", "diagnostics": "simulated by the test proxy"}]}
+    });
+    response
+}
+
+#[tokio::test]
+async fn a_transaction_answered_200_with_a_failed_entry_is_not_recorded() {
+    let env = smart_env(ClientAuthMethod::None, HOUR).await;
+    let proxy = Proxy::start(env.hfs.base()).await;
+    env.launcher.set_upstream(proxy.base.clone());
+    proxy.fault(
+        "POST /$",
+        common::proxy::Fault::Rewrite(one_entry_precondition_failed),
+    );
+    let browser = Browser::default();
+    let visit = ehr_launch(&env, &browser, "pas-p12").await;
+    let saving = post_hunger_vital_sign(&browser, &visit).await;
+    assert_eq!(saving.status, 200, "{}", saving.body);
+    assert!(
+        !saving.body.contains("Screening recorded"),
+        "{}",
+        saving.body
+    );
+    assert!(
+        saving.body.contains("Screening not recorded"),
+        "{}",
+        saving.body
+    );
+    assert!(
+        saving.body.contains(
+            "Bundle.entry[1] (Observation): 412 Precondition Failed (simulated by the test proxy)"
+        ),
+        "{}",
+        saving.body
+    );
+    let smart = env.settings.smart.as_ref().unwrap();
+    let store = passerelle::store::Store::open(&smart.database_url, &smart.session_key)
+        .await
+        .unwrap();
+    let id = saving.url.path().rsplit('/').next().unwrap().to_string();
+    let item = store.outbox(&id).await.unwrap().expect("the write is kept");
+    assert_eq!(item.status, passerelle::store::OutboxStatus::Failed);
+}
+
 #[tokio::test]
 async fn a_concern_is_confirmed_into_the_problem_list_and_a_stale_decision_is_refused() {
     let env = smart_env(ClientAuthMethod::None, HOUR).await;
@@ -925,57 +977,6 @@ async fn a_concern_is_confirmed_into_the_problem_list_and_a_stale_decision_is_re
     let c = env.fhir_json("Condition/pas-cond-06b").await;
     assert_eq!(c["verificationStatus"]["coding"][0]["code"], "confirmed");
     assert_eq!(c["category"][0]["coding"][0]["code"], "problem-list-item");
-}
-
-/// A 200 whose Bundle answers one entry with 412 (as a server that does
-/// not roll back may): the screening is not recorded and the outbox keeps it
-/// as failed, naming the entry (FHIR R4 http.html#transaction-response).
-fn one_entry_precondition_failed(mut response: serde_json::Value) -> serde_json::Value {
-    response["entry"][1]["response"] = serde_json::json!({
-        "status": "412 Precondition Failed",
-        "outcome": {"resourceType": "OperationOutcome", "issue": [
-            {"severity": "error", "code": "conflict", "diagnostics": "simulated by the test proxy"}]}
-    });
-    response
-}
-
-#[tokio::test]
-async fn a_transaction_answered_200_with_a_failed_entry_is_not_recorded() {
-    let env = smart_env(ClientAuthMethod::None, HOUR).await;
-    let proxy = Proxy::start(env.hfs.base()).await;
-    env.launcher.set_upstream(proxy.base.clone());
-    proxy.fault(
-        "POST /$",
-        common::proxy::Fault::Rewrite(one_entry_precondition_failed),
-    );
-    let browser = Browser::default();
-    let visit = ehr_launch(&env, &browser, "pas-p12").await;
-    let saving = post_hunger_vital_sign(&browser, &visit).await;
-    assert_eq!(saving.status, 200, "{}", saving.body);
-    assert!(
-        !saving.body.contains("Screening recorded"),
-        "{}",
-        saving.body
-    );
-    assert!(
-        saving.body.contains("Screening not recorded"),
-        "{}",
-        saving.body
-    );
-    assert!(
-        saving.body.contains(
-            "Bundle.entry[1] (Observation): 412 Precondition Failed (simulated by the test proxy)"
-        ),
-        "{}",
-        saving.body
-    );
-    let smart = env.settings.smart.as_ref().unwrap();
-    let store = passerelle::store::Store::open(&smart.database_url, &smart.session_key)
-        .await
-        .unwrap();
-    let id = saving.url.path().rsplit('/').next().unwrap().to_string();
-    let item = store.outbox(&id).await.unwrap().expect("the write is kept");
-    assert_eq!(item.status, passerelle::store::OutboxStatus::Failed);
 }
 
 #[tokio::test]

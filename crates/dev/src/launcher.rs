@@ -12,7 +12,8 @@
 //!   Launch 2.2.0 discovery, `/authorize` (EHR launch auto-approved,
 //!   standalone launch through a picker page), `/token` (authorization code
 //!   with PKCE S256, refresh with rotation, client credentials), `/revoke`
-//!   (RFC 7009) and `/jwks`; public, `client_secret_basic` and
+//!   (RFC 7009) and `/jwks`; public, `client_secret_basic`,
+//!   `client_secret_post` and
 //!   `private_key_jwt` clients;
 //! * the **FHIR endpoint** (`proxy`): `/fhir/` forwards every request,
 //!   its `Authorization` header untouched, to the real FHIR server (hfs),
@@ -117,6 +118,8 @@ pub enum ClientAuth {
     Public,
     /// `client_secret_basic`: HTTP Basic with this secret.
     SecretBasic(SecretString),
+    /// `client_secret_post`: `client_id` and `client_secret` in the form.
+    SecretPost(SecretString),
     /// `private_key_jwt` (RS384 or ES384), keys fetched from the client's JWKS.
     PrivateKeyJwt { jwks_url: Url },
 }
@@ -126,6 +129,7 @@ impl ClientAuth {
         match self {
             ClientAuth::Public => "none",
             ClientAuth::SecretBasic(_) => "client_secret_basic",
+            ClientAuth::SecretPost(_) => "client_secret_post",
             ClientAuth::PrivateKeyJwt { .. } => "private_key_jwt",
         }
     }
@@ -537,6 +541,9 @@ pub async fn run(args: LauncherArgs) -> anyhow::Result<ExitCode> {
             "give the client either a JWKS URL (private_key_jwt) or a secret (client_secret_basic), not both"
         ),
         (Some(jwks_url), None) => ClientAuth::PrivateKeyJwt { jwks_url },
+        (None, Some(secret)) if args.client_secret_post => {
+            ClientAuth::SecretPost(SecretString::from(secret))
+        }
         (None, Some(secret)) => ClientAuth::SecretBasic(SecretString::from(secret)),
         (None, None) => ClientAuth::Public,
     };
