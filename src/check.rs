@@ -8,64 +8,52 @@
 
 use std::process::ExitCode;
 
+use std::collections::BTreeMap;
+
 use serde_json::{Value, json};
 
 use crate::config::CheckArgs;
-use crate::fhir::{FhirClient, FhirError, Limits};
+use crate::fhir::client::reference_from_location;
+use crate::fhir::{FhirClient, FhirError, Limits, searches};
 
 /// One capability and the verdict.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Row {
     pub capability: String,
     pub ok: bool,
+    /// Not ok, but Passerelle copes (it says how in `detail`): shown as a
+    /// warning, and not counted as missing.
+    pub warning: bool,
     pub detail: String,
     /// The feature that needs it.
-    pub needed_by: &'static str,
+    pub needed_by: String,
 }
 
-/// (resource type, search parameter, the feature that needs it)
-pub const SEARCH_PARAMS: &[(&str, &str, &str)] = &[
-    ("Patient", "name", "patient picker in open-server mode"),
-    ("Encounter", "subject", "latest encounter on the visit page"),
-    (
-        "Coverage",
-        "beneficiary",
-        "coverage cards and appeal regimes",
-    ),
-    ("Observation", "subject", "screening history"),
-    ("Observation", "category", "screening history"),
-    ("Condition", "subject", "health concerns"),
-    ("Condition", "category", "health concerns"),
-    ("ServiceRequest", "subject", "open referrals"),
-    ("ServiceRequest", "status", "open referrals"),
-    (
-        "Task",
-        "patient",
-        "open referrals, appeals and patient tasks",
-    ),
-    (
-        "Task",
-        "status",
-        "open referrals, appeals and the coordinator queue",
-    ),
-    ("Task", "owner", "the coordinator queue"),
-    ("Task", "code", "the coordinator queue"),
-    ("ClaimResponse", "patient", "denials on the visit page"),
-];
+/// The search parameters and `_include`s Passerelle sends
+/// ([`crate::fhir::searches::ALL`]), each with every feature that needs it.
+type Needs = BTreeMap<(&'static str, &'static str), Vec<&'static str>>;
 
-/// (resource type, include, feature)
-pub const INCLUDES: &[(&str, &str, &str)] = &[
-    (
-        "Coverage",
-        "Coverage:payor",
-        "payer names on coverage cards",
-    ),
-    (
-        "ClaimResponse",
-        "ClaimResponse:request",
-        "the denied service or drug",
-    ),
-];
+fn search_needs() -> (Needs, Needs) {
+    let mut params = Needs::new();
+    let mut includes = Needs::new();
+    let need = |map: &mut Needs, key, used_by| {
+        let list: &mut Vec<&str> = map.entry(key).or_default();
+        if !list.contains(&used_by) {
+            list.push(used_by);
+        }
+    };
+    for search in searches::ALL {
+        for param in search.params {
+            need(&mut params, (search.resource_type, *param), search.used_by);
+        }
+        for include in search.includes {
+            // `_include:iterate` ones are declared on their own source type.
+            let source = include.split(':').next().unwrap_or(search.resource_type);
+            need(&mut includes, (source, *include), search.used_by);
+        }
+    }
+    (params, includes)
+}
 
 /// Resource types Passerelle writes, and what for.
 pub const WRITTEN: &[(&str, &str)] = &[
@@ -128,11 +116,13 @@ pub fn assess_capabilities(cap: &Value) -> Vec<Row> {
         capability: "FHIR version 4.0.x (R4)".into(),
         ok: version.starts_with("4.0."),
         detail: format!("server says {version}"),
-        needed_by: "everything",
+        needed_by: "everything".into(),
+        ..Row::default()
     });
     let empty = json!({});
     let rest = server_rest(cap).unwrap_or(&empty);
-    for (t, param, feature) in SEARCH_PARAMS {
+    let (params, includes) = search_needs();
+    for ((t, param), features) in &params {
         let declared = resource(rest, t)
             .is_some_and(|r| strings(r.get("searchParam"), "name").any(|n| n == *param));
         rows.push(Row {
@@ -141,14 +131,14 @@ pub fn assess_capabilities(cap: &Value) -> Vec<Row> {
             detail: if declared {
                 "declared".into()
             } else {
-                "not declared".into()
+                "not declared (with Prefer: handling=strict the search fails; without, it may return too much)".into()
             },
-            needed_by: feature,
+            needed_by: features.join("; "),
+            ..Row::default()
         });
     }
-    for (t, include, feature) in INCLUDES {
-        let r = resource(rest, t);
-        let declared = r
+    for ((t, include), features) in &includes {
+        let declared = resource(rest, t)
             .and_then(|r| r.get("searchInclude"))
             .and_then(Value::as_array)
             .is_some_and(|l| {
@@ -163,7 +153,8 @@ pub fn assess_capabilities(cap: &Value) -> Vec<Row> {
             } else {
                 "not declared (names fall back to reference text)".into()
             },
-            needed_by: feature,
+            needed_by: features.join("; "),
+            ..Row::default()
         });
     }
     let transaction = strings(rest.get("interaction"), "code").any(|c| c == "transaction");
@@ -175,7 +166,8 @@ pub fn assess_capabilities(cap: &Value) -> Vec<Row> {
         } else {
             "not declared".into()
         },
-        needed_by: "recording a screening in one transaction; seeding",
+        needed_by: "recording a screening in one transaction; seeding".into(),
+        ..Row::default()
     });
     for (t, feature) in WRITTEN {
         let r = resource(rest, t);
@@ -193,7 +185,8 @@ pub fn assess_capabilities(cap: &Value) -> Vec<Row> {
                 (true, false) => "create declared, conditional create not".into(),
                 _ => "create not declared".into(),
             },
-            needed_by: feature,
+            needed_by: feature.to_string(),
+            ..Row::default()
         });
     }
     let task = resource(rest, "Task");
@@ -212,7 +205,8 @@ pub fn assess_capabilities(cap: &Value) -> Vec<Row> {
                 .and_then(Value::as_str)
                 .unwrap_or("not stated")
         ),
-        needed_by: IF_MATCH_NEEDED_BY,
+        needed_by: IF_MATCH_NEEDED_BY.into(),
+        ..Row::default()
     });
     rows
 }
@@ -270,13 +264,15 @@ pub async fn probe_writes(client: &FhirClient) -> Vec<Row> {
             capability: "write (transaction)".into(),
             ok: true,
             detail: "created and deleted a tagged Basic resource".into(),
-            needed_by,
+            needed_by: needed_by.into(),
+            ..Row::default()
         },
         (Err(e), _) | (_, Err(e)) => Row {
             capability: "write (transaction)".into(),
             ok: false,
             detail: e.to_string(),
-            needed_by,
+            needed_by: needed_by.into(),
+            ..Row::default()
         },
     };
     let idempotent = Row {
@@ -287,13 +283,15 @@ pub async fn probe_writes(client: &FhirClient) -> Vec<Row> {
             (Ok(_), 1) => "sent twice, created once".into(),
             (Ok(_), n) => format!("sent twice, found {n}"),
         },
-        needed_by: "sending a screening again after a timeout without duplicates",
+        needed_by: "sending a screening again after a timeout without duplicates".into(),
+        ..Row::default()
     };
     let if_match = Row {
         capability: IF_MATCH.into(),
         ok: if_match.is_ok(),
         detail: if_match.unwrap_or_else(|e| e),
-        needed_by: IF_MATCH_NEEDED_BY,
+        needed_by: IF_MATCH_NEEDED_BY.into(),
+        ..Row::default()
     };
     vec![write, idempotent, if_match]
 }
@@ -331,33 +329,272 @@ fn uuid_like() -> String {
     format!("{:x}-{:x}", nanos, std::process::id())
 }
 
+/// Whether `Prefer: handling=strict` (FHIR R4 search.html#errors) is
+/// honoured: every search Passerelle sends asks for it, so that a parameter
+/// the server does not know fails the search instead of being dropped
+/// (which would widen the result to other patients' resources).
+pub async fn probe_strict(client: &FhirClient) -> Row {
+    let unknown = [
+        ("passerelle-check-unknown", "1".to_string()),
+        ("_count", "1".into()),
+    ];
+    let (ok, detail) = match client.search("Observation", &unknown).await {
+        Err(FhirError::Refused { status, .. }) => (
+            true,
+            format!("an unknown search parameter was refused ({status})"),
+        ),
+        Err(e) => (false, format!("the probe search failed otherwise: {e}")),
+        Ok(_) => (
+            false,
+            "an unknown search parameter was ignored: a parameter the server does not support \
+             widens a search silently, so every 'search' row above must be ok"
+                .into(),
+        ),
+    };
+    Row {
+        capability: "Prefer: handling=strict".into(),
+        ok,
+        warning: !ok,
+        detail,
+        needed_by: "every search (no silently wider results)".into(),
+    }
+}
+
+/// Each `_sort` Passerelle asks for, tried (a CapabilityStatement cannot
+/// declare sort support). Refused under strict handling, the search that
+/// sends it fails.
+pub async fn probe_sorts(client: &FhirClient) -> Vec<Row> {
+    let mut sorts: BTreeMap<(&str, &str), Vec<&str>> = BTreeMap::new();
+    for s in searches::ALL {
+        if let Some(sort) = s.sort {
+            sorts
+                .entry((s.resource_type, sort))
+                .or_default()
+                .push(s.used_by);
+        }
+    }
+    let mut rows = Vec::new();
+    for ((t, sort), used_by) in sorts {
+        let q = [("_sort", sort.to_string()), ("_count", "1".into())];
+        let result = client.search(t, &q).await;
+        rows.push(Row {
+            capability: format!("search {t}?_sort={sort}"),
+            ok: result.is_ok(),
+            detail: match result {
+                Ok(_) => "accepted".into(),
+                Err(e) => format!("refused: {e}"),
+            },
+            needed_by: used_by.join("; "),
+            ..Row::default()
+        });
+    }
+    rows
+}
+
+/// The identifier system of the probes' resources.
+fn check_system() -> String {
+    format!("{}/sid/check", crate::domain::visit::PASSERELLE_CANONICAL)
+}
+
+fn check_tag() -> Value {
+    json!({ "tag": [{ "system": crate::seed::TAG_SYSTEM, "code": "check" }] })
+}
+
+/// How many observations the full-size probe writes: a screening of the
+/// longest instrument (AHC HRSN core and supplemental) with its
+/// QuestionnaireResponse and Conditions is about this many entries.
+const SCREENING_SIZED: usize = 13;
+
+/// A transaction the size of a full screening: an obviously tagged test
+/// patient ("Passerelle-Check Test", identifier `…/sid/check`) and 13
+/// Observations, every entry a conditional create (`ifNoneExist`), as the
+/// outbox sends them; then (b) a transaction with one failing entry (a
+/// stale `ifMatch`) to see whether the server applies transactions as a
+/// whole (FHIR R4 http.html#transaction: "must fail or succeed as a
+/// single atomic unit"). Everything created is deleted.
+pub async fn probe_screening_sized(client: &FhirClient) -> Vec<Row> {
+    let marker = format!("check-{}", uuid_like());
+    let system = check_system();
+    let patient_id_value = format!("{marker}/patient");
+    let patient_urn = crate::fhir::bundle::urn(&patient_id_value);
+    let mut entries = vec![crate::fhir::bundle::conditional_create(
+        &system,
+        &patient_id_value,
+        json!({
+            "resourceType": "Patient", "meta": check_tag(),
+            "identifier": [{ "system": system, "value": patient_id_value }],
+            "name": [{ "family": "Passerelle-Check", "given": ["Test"] }]
+        }),
+    )];
+    for i in 0..SCREENING_SIZED {
+        let value = format!("{marker}/obs/{i}");
+        entries.push(crate::fhir::bundle::conditional_create(
+            &system,
+            &value,
+            json!({
+                "resourceType": "Observation", "meta": check_tag(), "status": "final",
+                "identifier": [{ "system": system, "value": value }],
+                "code": { "text": format!("Passerelle check probe {i}; safe to delete") },
+                "subject": { "reference": patient_urn },
+                "valueBoolean": true
+            }),
+        ));
+    }
+    let n = entries.len();
+    let bundle = json!({ "resourceType": "Bundle", "type": "transaction", "entry": entries });
+    let sent = client.transaction(&bundle).await;
+    let created: Vec<String> = sent
+        .as_ref()
+        .map(|r| {
+            r["entry"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .zip(bundle["entry"].as_array().into_iter().flatten())
+                .filter_map(|(answer, asked)| {
+                    let t = asked["resource"]["resourceType"].as_str()?;
+                    reference_from_location(answer["response"]["location"].as_str()?, t)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let full = Row {
+        capability: format!("transaction of {n} entries (ifNoneExist)"),
+        ok: sent.is_ok() && created.len() == n,
+        detail: match &sent {
+            Ok(_) if created.len() == n => format!(
+                "{n} entries recorded for a tagged test patient (Passerelle-Check Test), then deleted"
+            ),
+            Ok(_) => format!(
+                "answered, but {} of {n} entries gave a location",
+                created.len()
+            ),
+            Err(e) => e.to_string(),
+        },
+        needed_by: "recording a full screening in one transaction".into(),
+        ..Row::default()
+    };
+    let patient = created.iter().find(|r| r.starts_with("Patient/")).cloned();
+    let atomic = match &patient {
+        Some(p) => probe_atomic(client, &marker, p).await,
+        None => Row {
+            capability: ATOMIC.into(),
+            ok: false,
+            warning: true,
+            detail: "not tried: the full-size transaction did not create its test patient".into(),
+            needed_by: ATOMIC_NEEDED_BY.into(),
+        },
+    };
+    // Observations first: they refer to the patient.
+    for reference in created.iter().rev() {
+        if let Some((t, id)) = reference.split_once('/') {
+            let _ = client.delete(t, id).await;
+        }
+    }
+    vec![full, atomic]
+}
+
+const ATOMIC: &str = "transaction atomicity";
+const ATOMIC_NEEDED_BY: &str = "a refused screening leaving nothing half-recorded";
+
+/// (b): a transaction whose second entry must fail (an `ifMatch` on a
+/// version the patient does not have); then a search for its first entry.
+async fn probe_atomic(client: &FhirClient, marker: &str, patient: &str) -> Row {
+    let system = check_system();
+    let value = format!("{marker}/atomic");
+    let pid = patient.trim_start_matches("Patient/");
+    let bundle = json!({ "resourceType": "Bundle", "type": "transaction", "entry": [
+        crate::fhir::bundle::conditional_create(&system, &value, json!({
+            "resourceType": "Basic", "meta": check_tag(),
+            "identifier": [{ "system": system, "value": value }],
+            "code": { "text": "Passerelle atomicity probe; safe to delete" }
+        })),
+        { "resource": { "resourceType": "Patient", "id": pid, "meta": check_tag(),
+                        "name": [{ "family": "Passerelle-Check", "given": ["Changed"] }] },
+          "request": { "method": "PUT", "url": patient, "ifMatch": "W/\"999999\"" } }
+    ]});
+    let answer = client.post_bundle(&bundle).await;
+    let kept = client
+        .search("Basic", &[("identifier", format!("{system}|{value}"))])
+        .await;
+    let kept_ids: Vec<String> = kept
+        .as_ref()
+        .map(|p| {
+            p.raw("Basic")
+                .filter_map(|r| r["id"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    for id in &kept_ids {
+        let _ = client.delete("Basic", id).await;
+    }
+    let outcome = match &answer {
+        Err(e) => format!("the transaction was refused ({e})"),
+        Ok(r) => match crate::fhir::bundle::check_transaction_response(&bundle, r) {
+            Err(e) => format!("answered 2xx with a failed entry ({e})"),
+            Ok(()) => "the stale ifMatch was accepted".into(),
+        },
+    };
+    let (ok, detail) = match (&kept, kept_ids.len()) {
+        (Err(e), _) => (
+            false,
+            format!("{outcome}; could not search for its other entry: {e}"),
+        ),
+        (Ok(_), 0) if matches!(&answer, Ok(r) if crate::fhir::bundle::check_transaction_response(&bundle, r).is_ok()) => {
+            (
+                false,
+                format!("{outcome}: the probe could not make an entry fail"),
+            )
+        }
+        (Ok(_), 0) => (true, format!("{outcome}; nothing of it was kept")),
+        (Ok(_), _) => (
+            false,
+            format!(
+                "NOT atomic: {outcome}, and its other entry was kept. Passerelle reads every \
+                 answer entry by entry and keeps such a write as failed (not recorded); its \
+                 creates are conditional on identifiers, so sending it again adds nothing twice"
+            ),
+        ),
+    };
+    Row {
+        capability: ATOMIC.into(),
+        ok,
+        warning: !ok,
+        detail,
+        needed_by: ATOMIC_NEEDED_BY.into(),
+    }
+}
+
 /// Rows as the terminal shows them.
 pub fn render(rows: &[Row]) -> String {
     let mut out = String::new();
     for r in rows {
+        let (label, consequence) = match (r.ok, r.warning) {
+            (true, _) => ("ok", String::new()),
+            (false, true) => ("WARNING", String::new()),
+            (false, false) => ("MISSING", format!(" -> disables: {}", r.needed_by)),
+        };
         out.push_str(&format!(
-            "{:<8} {:<42} {}{}\n",
-            if r.ok { "ok" } else { "MISSING" },
-            r.capability,
-            r.detail,
-            if r.ok {
-                String::new()
-            } else {
-                format!(" -> disables: {}", r.needed_by)
-            }
+            "{label:<8} {:<42} {}{consequence}\n",
+            r.capability, r.detail
         ));
     }
     out
 }
 
-/// Declared capabilities and, unless read-only, the write probe.
+/// Declared capabilities, what the server does with Passerelle's searches
+/// (`Prefer: handling=strict`, `_sort`), and, unless read-only, the write
+/// probes.
 pub async fn probe(client: &FhirClient, read_only: bool) -> Result<Vec<Row>, FhirError> {
     let cap = client.capabilities().await?;
     let mut rows = assess_capabilities(&cap);
+    rows.push(probe_strict(client).await);
+    rows.extend(probe_sorts(client).await);
     if !read_only {
         // What the server does beats what it declares.
         rows.retain(|r| r.capability != IF_MATCH);
         rows.extend(probe_writes(client).await);
+        rows.extend(probe_screening_sized(client).await);
     }
     Ok(rows)
 }
@@ -372,8 +609,13 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     println!("Probing {}", client.base());
     let rows = probe(&client, args.read_only).await?;
     print!("{}", render(&rows));
-    let missing = rows.iter().filter(|r| !r.ok).count();
-    println!("{} of {} capabilities ok", rows.len() - missing, rows.len());
+    let missing = rows.iter().filter(|r| !r.ok && !r.warning).count();
+    let warnings = rows.iter().filter(|r| !r.ok && r.warning).count();
+    let ok = rows.len() - missing - warnings;
+    println!(
+        "{ok} of {} capabilities ok, {warnings} warnings, {missing} missing",
+        rows.len()
+    );
     Ok(if missing == 0 {
         ExitCode::SUCCESS
     } else {
@@ -405,6 +647,40 @@ mod tests {
         assert!(!t.ok);
         assert_eq!(t.detail, "update declared, versioning versioned");
         assert!(render(&rows).contains("MISSING  search Task?status"));
+        // The searches come from fhir::searches::ALL, each row naming every
+        // feature that sends it.
+        let concerns = row("search Condition?clinical-status");
+        assert!(!concerns.ok);
+        assert_eq!(concerns.needed_by, "letter: active problems in letters");
+        assert!(
+            row("search Coverage?beneficiary")
+                .needed_by
+                .contains("letter: the active coverage")
+        );
+        assert!(!row("_include=ClaimResponse:insurer").ok);
+    }
+
+    #[test]
+    fn a_warning_is_shown_as_such_and_a_missing_row_names_what_it_disables() {
+        let rows = [
+            Row {
+                capability: "transaction atomicity".into(),
+                ok: false,
+                warning: true,
+                detail: "NOT atomic".into(),
+                needed_by: "x".into(),
+            },
+            Row {
+                capability: "search Task?code".into(),
+                detail: "not declared".into(),
+                needed_by: "patterns".into(),
+                ..Row::default()
+            },
+        ];
+        let text = render(&rows);
+        assert!(text.contains("WARNING  transaction atomicity"), "{text}");
+        assert!(!text.contains("disables: x"), "{text}");
+        assert!(text.contains("-> disables: patterns"), "{text}");
     }
 
     #[test]

@@ -231,13 +231,15 @@ pub struct SmartArgs {
     #[arg(long, env = "PASSERELLE_SESSION_KEY", hide_env_values = true)]
     pub session_key: Option<String>,
 
-    /// Passerelle's ES384 private key (PKCS#8 PEM) for `private_key_jwt`; generated at start when unset.
-    #[arg(long, env = "PASSERELLE_SIGNING_KEY_ES384")]
-    pub signing_key_es384: Option<PathBuf>,
+    /// Passerelle's ES384 private key for `private_key_jwt`: the PKCS#8 PEM itself, or the
+    /// path of a PEM file; generated at start when unset.
+    #[arg(long, env = "PASSERELLE_SIGNING_KEY_ES384", hide_env_values = true)]
+    pub signing_key_es384: Option<String>,
 
-    /// Passerelle's RS384 private key (PKCS#8 PEM) for `private_key_jwt`; generated at start when unset.
-    #[arg(long, env = "PASSERELLE_SIGNING_KEY_RS384")]
-    pub signing_key_rs384: Option<PathBuf>,
+    /// Passerelle's RS384 private key for `private_key_jwt`: the PKCS#8 (or PKCS#1) PEM
+    /// itself, or the path of a PEM file; generated at start when unset.
+    #[arg(long, env = "PASSERELLE_SIGNING_KEY_RS384", hide_env_values = true)]
+    pub signing_key_rs384: Option<String>,
 
     /// Passerelle's own database (sessions now; outbox and audit later).
     #[arg(

@@ -21,7 +21,11 @@ pub enum Outcome {
     Failed(String),
 }
 
-/// Send one item through its launch and record the attempt.
+/// Send one item through its launch and record the attempt. Sent means
+/// the server's answer was read entry by entry
+/// ([`crate::fhir::bundle::check_transaction_response`]), not just a 2xx;
+/// an entry refused with 429 or 5xx keeps the write pending (it may
+/// succeed later), with another 4xx failed (kept, with the entry named).
 pub async fn send(
     sessions: &Arc<Sessions>,
     item: &OutboxItem,

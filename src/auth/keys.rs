@@ -21,6 +21,8 @@ pub enum KeyError {
     Sign(String),
     #[error("{0:?} is not supported here (RS256, RS384 and ES384 are)")]
     Algorithm(Algorithm),
+    #[error("the key file {0} cannot be read: {1}")]
+    File(String, String),
 }
 
 /// A private signing key with its `kid` and public JWK.
@@ -68,6 +70,25 @@ impl SigningKey {
             .to_pkcs8_pem(LineEnding::LF)
             .map_err(|e| KeyError::Generate(e.to_string()))?;
         Self::from_pem(kid, Algorithm::ES384, pem.as_bytes())
+    }
+
+    /// A key from a setting that is either the PEM itself (it starts with
+    /// `-----BEGIN`, RFC 7468 §2) or the path of a PEM file. A PEM put on
+    /// one line with `\n` escapes, as some deployment tools write
+    /// multi-line values, is accepted too.
+    pub fn from_pem_or_path(kid: &str, alg: Algorithm, value: &str) -> Result<Self, KeyError> {
+        let trimmed = value.trim_start();
+        if trimmed.starts_with("-----BEGIN") {
+            let pem = if !trimmed.contains('\n') && trimmed.contains("\\n") {
+                std::borrow::Cow::Owned(trimmed.replace("\\n", "\n"))
+            } else {
+                std::borrow::Cow::Borrowed(trimmed)
+            };
+            return Self::from_pem(kid, alg, pem.as_bytes());
+        }
+        let pem =
+            std::fs::read(value).map_err(|e| KeyError::File(value.to_string(), e.to_string()))?;
+        Self::from_pem(kid, alg, &pem)
     }
 
     /// A key from a PKCS#8 (or, for RSA, PKCS#1) PEM private key.

@@ -285,21 +285,28 @@ impl Sessions {
             // Valid, or someone else refreshed it while we waited.
             return Ok(tokens.access);
         }
-        let refresh = tokens.refresh.clone().ok_or(AuthError::LaunchAgain)?;
+        let Some(refresh) = tokens.refresh.clone() else {
+            if was_rejected {
+                self.spend(id, tokens).await?;
+            }
+            return Err(AuthError::LaunchAgain);
+        };
         let context: LaunchContext =
             serde_json::from_str(&stored.context).map_err(|_| AuthError::LaunchAgain)?;
         let (ehr, config) = self.ehr_and_config(&stored.iss).await?;
-        let granted = self
+        let granted = match self
             .smart
             .refresh(&ehr, &config, &refresh, &context.asked)
             .await
-            .map_err(|e| {
+        {
+            Ok(granted) => granted,
+            Err(AuthError::Refused(_)) => {
                 tracing::info!("a refresh was refused; the user must launch again");
-                match e {
-                    AuthError::Refused(_) => AuthError::LaunchAgain,
-                    other => other,
-                }
-            })?;
+                self.spend(id, tokens).await?;
+                return Err(AuthError::LaunchAgain);
+            }
+            Err(other) => return Err(other),
+        };
         let new_tokens = Tokens {
             id_token: tokens.id_token,
             ..granted.tokens
@@ -312,6 +319,26 @@ impl Sessions {
             .await
             .map_err(store_error)?;
         Ok(new_tokens.access)
+    }
+
+    /// Remember on the stored launch that its authorization is spent (the
+    /// refresh was refused, or a rejected token has no refresh token): the
+    /// refresh token is dropped and the access token marked expired, so the
+    /// other requests of the same page, and the outbox, answer "launch
+    /// again" at once instead of each asking the token endpoint (RFC 6749
+    /// §5.2: an `invalid_grant` refresh token stays invalid).
+    async fn spend(&self, id: &str, tokens: Tokens) -> Result<(), AuthError> {
+        let spent = Tokens {
+            refresh: None,
+            ..tokens
+        };
+        let sealed = self
+            .store
+            .seal(&serde_json::to_vec(&spent).expect("serialisable"));
+        self.store
+            .update_tokens(id, &sealed, 0)
+            .await
+            .map_err(store_error)
     }
 
     /// A FHIR client for launch `id`, for background work (the outbox): no

@@ -43,8 +43,13 @@ use super::scopes::{self, Syntax};
 pub enum ClientAuthMethod {
     /// A public client: PKCE only.
     None,
-    /// `client_secret_basic`, the secret read from an environment variable.
+    /// `client_secret_basic`, the secret read from an environment variable;
+    /// `client_secret_post` instead when the EHR's discovery offers only that.
     ClientSecretBasic,
+    /// `client_secret_post` (RFC 6749 §2.3.1): `client_id` and
+    /// `client_secret` in the token request's form, for EHRs that take no
+    /// HTTP Basic.
+    ClientSecretPost,
     /// `private_key_jwt` with one of Passerelle's keys (RS384 or ES384).
     PrivateKeyJwt,
 }
@@ -58,7 +63,8 @@ pub struct EhrConfig {
     pub iss: Url,
     pub client_id: String,
     pub client_auth: ClientAuthMethod,
-    /// For `client_secret_basic`: the environment variable holding the secret.
+    /// For `client_secret_basic` and `client_secret_post`: the environment
+    /// variable holding the secret.
     #[serde(default)]
     pub client_secret_env: Option<String>,
     /// For `private_key_jwt`: `RS384` or `ES384` (default ES384).
@@ -203,6 +209,10 @@ pub struct SmartConfiguration {
     pub capabilities: Vec<String>,
     #[serde(default)]
     pub code_challenge_methods_supported: Vec<String>,
+    /// RFC 8414 §2: how clients may authenticate at the token endpoint
+    /// (`client_secret_basic` when absent).
+    #[serde(default)]
+    pub token_endpoint_auth_methods_supported: Vec<String>,
     /// RFC 9207 §3: the EHR puts `iss` in every authorization response, so
     /// a response without one is refused.
     #[serde(default)]
@@ -221,6 +231,35 @@ impl SmartConfiguration {
     pub fn has(&self, capability: &str) -> bool {
         self.capabilities.iter().any(|c| c == capability)
     }
+
+    /// How a client with a secret, registered as `configured`, sends it:
+    /// `client_secret_post` when asked for, or when the EHR advertises it
+    /// and not `client_secret_basic` (RFC 8414 §2: an empty list means
+    /// `client_secret_basic`); HTTP Basic otherwise.
+    pub fn secret_method(&self, configured: &ClientAuthMethod) -> SecretMethod {
+        let offered = |m: &str| {
+            self.token_endpoint_auth_methods_supported
+                .iter()
+                .any(|s| s == m)
+        };
+        if *configured == ClientAuthMethod::ClientSecretPost
+            || (offered("client_secret_post") && !offered("client_secret_basic"))
+        {
+            SecretMethod::Post
+        } else {
+            SecretMethod::Basic
+        }
+    }
+}
+
+/// Where a client secret goes in a token or revocation request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretMethod {
+    /// `Authorization: Basic`, id and secret form-urlencoded first
+    /// (RFC 6749 §2.3.1), as oauth2's `AuthType::BasicAuth` does.
+    Basic,
+    /// `client_id` and `client_secret` in the form body.
+    Post,
 }
 
 /// The launch context fields of a SMART token response.
@@ -319,10 +358,10 @@ impl SmartClient {
         let mut ehrs = Vec::new();
         for config in configs {
             let secret = match config.client_auth {
-                ClientAuthMethod::ClientSecretBasic => {
+                ClientAuthMethod::ClientSecretBasic | ClientAuthMethod::ClientSecretPost => {
                     let var = config.client_secret_env.as_deref().ok_or_else(|| {
                         AuthError::Config(format!(
-                            "{}: client_secret_basic needs client_secret_env",
+                            "{}: a client secret needs client_secret_env",
                             config.name
                         ))
                     })?;
@@ -455,17 +494,17 @@ impl SmartClient {
             oauth2::Client::new(ClientId::new(ehr.config.client_id.clone()))
                 .set_token_uri(token_url)
                 .set_redirect_uri(RedirectUrl::from_url(self.redirect_uri.clone()));
-        client = match ehr.config.client_auth {
-            ClientAuthMethod::ClientSecretBasic => client
-                .set_client_secret(ClientSecret::new(
-                    ehr.secret
-                        .as_ref()
-                        .expect("checked at start")
-                        .expose_secret()
-                        .to_string(),
-                ))
-                .set_auth_type(AuthType::BasicAuth),
-            _ => client.set_auth_type(AuthType::RequestBody),
+        client = match &ehr.secret {
+            Some(secret) => {
+                let auth_type = match config.secret_method(&ehr.config.client_auth) {
+                    SecretMethod::Basic => AuthType::BasicAuth,
+                    SecretMethod::Post => AuthType::RequestBody,
+                };
+                client
+                    .set_client_secret(ClientSecret::new(secret.expose_secret().to_string()))
+                    .set_auth_type(auth_type)
+            }
+            None => client.set_auth_type(AuthType::RequestBody),
         };
         Ok(client)
     }
@@ -671,9 +710,26 @@ impl SmartClient {
         if let Ok(extra) = self.assertion_params(ehr, config) {
             form.extend(extra);
         }
+        let basic = match &ehr.secret {
+            Some(secret) => match config.secret_method(&ehr.config.client_auth) {
+                SecretMethod::Post => {
+                    form.push((
+                        "client_secret".to_string(),
+                        secret.expose_secret().to_string(),
+                    ));
+                    None
+                }
+                // RFC 6749 §2.3.1: each part form-urlencoded, then Basic.
+                SecretMethod::Basic => Some((
+                    form_urlencode(&ehr.config.client_id),
+                    form_urlencode(secret.expose_secret()),
+                )),
+            },
+            None => None,
+        };
         let mut request = self.http.post(endpoint.clone()).form(&form);
-        if let Some(secret) = &ehr.secret {
-            request = request.basic_auth(&ehr.config.client_id, Some(secret.expose_secret()));
+        if let Some((id, secret)) = basic {
+            request = request.basic_auth(id, Some(secret));
         }
         if let Err(e) = request.send().await {
             tracing::warn!(
@@ -1035,6 +1091,12 @@ fn token_error<RE: std::error::Error>(e: RequestTokenError<RE, BasicErrorRespons
     }
 }
 
+/// One `application/x-www-form-urlencoded` component (RFC 6749 §2.3.1
+/// applies it to the client id and secret before HTTP Basic).
+fn form_urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
 /// A prepared authorization request.
 #[derive(Debug, Clone)]
 pub struct AuthorizeRequest {
@@ -1150,6 +1212,33 @@ mod tests {
         );
         assert!(c.ehr("https://ehr.example.org/fhir-other").is_err());
         assert!(c.ehr("not a url").is_err());
+    }
+
+    #[test]
+    fn a_secret_goes_in_the_form_when_asked_or_when_the_ehr_offers_only_that() {
+        let config = |methods: serde_json::Value| -> SmartConfiguration {
+            serde_json::from_value(serde_json::json!({
+                "authorization_endpoint": "https://e/authorize",
+                "token_endpoint": "https://e/token",
+                "token_endpoint_auth_methods_supported": methods,
+            }))
+            .unwrap()
+        };
+        let basic = ClientAuthMethod::ClientSecretBasic;
+        let post = ClientAuthMethod::ClientSecretPost;
+        let both = config(serde_json::json!([
+            "client_secret_basic",
+            "client_secret_post"
+        ]));
+        assert_eq!(both.secret_method(&basic), SecretMethod::Basic);
+        assert_eq!(both.secret_method(&post), SecretMethod::Post);
+        let only_post = config(serde_json::json!(["client_secret_post", "private_key_jwt"]));
+        assert_eq!(only_post.secret_method(&basic), SecretMethod::Post);
+        // RFC 8414 §2: nothing advertised means client_secret_basic.
+        let silent = config(serde_json::json!([]));
+        assert_eq!(silent.secret_method(&basic), SecretMethod::Basic);
+        // RFC 6749 §2.3.1: form-urlencoded before HTTP Basic, as oauth2 does.
+        assert_eq!(form_urlencode("a b:c/d+é"), "a+b%3Ac%2Fd%2B%C3%A9");
     }
 
     #[test]

@@ -184,26 +184,16 @@ impl SmartSettings {
                 random_key()
             }
         };
-        let load = |path: &Option<std::path::PathBuf>,
-                    kid: &str,
-                    alg: jsonwebtoken::Algorithm|
-         -> anyhow::Result<SigningKey> {
-            Ok(match path {
-                Some(p) => SigningKey::from_pem(kid, alg, &std::fs::read(p)?)?,
-                None => match alg {
-                    jsonwebtoken::Algorithm::ES384 => SigningKey::generate_es384(kid)?,
-                    _ => SigningKey::generate_rsa(kid, alg)?,
-                },
-            })
-        };
         let keys = vec![
-            load(
-                &args.signing_key_es384,
+            signing_key(
+                "PASSERELLE_SIGNING_KEY_ES384",
+                args.signing_key_es384.as_deref(),
                 "passerelle-es384",
                 jsonwebtoken::Algorithm::ES384,
             )?,
-            load(
-                &args.signing_key_rs384,
+            signing_key(
+                "PASSERELLE_SIGNING_KEY_RS384",
+                args.signing_key_rs384.as_deref(),
                 "passerelle-rs384",
                 jsonwebtoken::Algorithm::RS384,
             )?,
@@ -217,6 +207,26 @@ impl SmartSettings {
             idle: std::time::Duration::from_secs(args.idle_minutes.max(1) * 60),
         }))
     }
+}
+
+/// The signing key of setting `var`: its PEM or the path of a PEM file
+/// ([`SigningKey::from_pem_or_path`]), generated when unset. A bad value is
+/// an error naming the variable (never quoting the value, a private key).
+fn signing_key(
+    var: &str,
+    value: Option<&str>,
+    kid: &str,
+    alg: jsonwebtoken::Algorithm,
+) -> anyhow::Result<SigningKey> {
+    Ok(match value {
+        Some(v) => {
+            SigningKey::from_pem_or_path(kid, alg, v).map_err(|e| anyhow::anyhow!("{var}: {e}"))?
+        }
+        None => match alg {
+            jsonwebtoken::Algorithm::ES384 => SigningKey::generate_es384(kid)?,
+            _ => SigningKey::generate_rsa(kid, alg)?,
+        },
+    })
 }
 
 /// 32 random bytes.
@@ -665,7 +675,52 @@ pub async fn shutdown_signal() {
 
 #[cfg(test)]
 mod tests {
-    use super::check_frame_ancestor;
+    use super::{check_frame_ancestor, signing_key};
+    use jsonwebtoken::Algorithm;
+
+    #[test]
+    fn a_signing_key_setting_is_a_pem_or_a_path_and_a_bad_one_names_its_variable() {
+        use p384::pkcs8::{EncodePrivateKey, LineEnding};
+        let pem = p384::SecretKey::random(&mut rand::rngs::OsRng)
+            .to_pkcs8_pem(LineEnding::LF)
+            .unwrap()
+            .to_string();
+        let var = "PASSERELLE_SIGNING_KEY_ES384";
+        let from_pem = signing_key(var, Some(&pem), "k", Algorithm::ES384).unwrap();
+        let one_line = pem.trim_end().replace('\n', "\\n");
+        let escaped = signing_key(var, Some(&one_line), "k", Algorithm::ES384).unwrap();
+        let path = std::env::temp_dir().join(format!(
+            "passerelle-key-{}.pem",
+            crate::auth::keys::random_token(8)
+        ));
+        std::fs::write(&path, &pem).unwrap();
+        let from_file =
+            signing_key(var, Some(path.to_str().unwrap()), "k", Algorithm::ES384).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(from_pem.public_jwk(), from_file.public_jwk());
+        assert_eq!(from_pem.public_jwk(), escaped.public_jwk());
+
+        let missing = signing_key(var, Some("/nonexistent/key.pem"), "k", Algorithm::ES384)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            missing.starts_with(
+                "PASSERELLE_SIGNING_KEY_ES384: the key file /nonexistent/key.pem cannot be read"
+            ),
+            "{missing}"
+        );
+        let rsa_var = "PASSERELLE_SIGNING_KEY_RS384";
+        let not_rsa = signing_key(rsa_var, Some(&pem), "k", Algorithm::RS384)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            not_rsa.starts_with(
+                "PASSERELLE_SIGNING_KEY_RS384: the private key is not a valid RSA PEM key"
+            ),
+            "{not_rsa}"
+        );
+        assert!(!not_rsa.contains("BEGIN"), "the key is never quoted");
+    }
 
     #[test]
     fn a_frame_ancestor_is_an_origin_and_nothing_that_could_extend_the_policy() {

@@ -36,7 +36,8 @@ pub enum Fault {
 #[derive(Default)]
 struct Rules {
     delay: Duration,
-    faults: Vec<(String, Fault)>,
+    /// (needle, fault, how many more times; `None` for always)
+    faults: Vec<(String, Fault, Option<usize>)>,
 }
 
 #[derive(Clone)]
@@ -87,7 +88,17 @@ impl Proxy {
             .lock()
             .unwrap()
             .faults
-            .push((needle.to_string(), fault));
+            .push((needle.to_string(), fault, None));
+    }
+
+    /// [`Self::fault`], for the next `times` matching requests only.
+    pub fn fault_times(&self, needle: &str, fault: Fault, times: usize) {
+        self.shared
+            .rules
+            .lock()
+            .unwrap()
+            .faults
+            .push((needle.to_string(), fault, Some(times)));
     }
 
     pub fn clear(&self) {
@@ -119,15 +130,23 @@ async fn forward(State(s): State<Shared>, req: Request) -> Response {
     let exact = format!("{} {}", req.method(), path_and_query);
     s.seen.lock().unwrap().push(exact.clone());
     let (delay, fault) = {
-        let rules = s.rules.lock().unwrap();
+        let mut rules = s.rules.lock().unwrap();
         let fault = rules
             .faults
-            .iter()
-            .find(|(n, _)| match n.strip_suffix('$') {
-                Some(whole) => exact == whole,
-                None => path_and_query.contains(n.as_str()),
+            .iter_mut()
+            .find(|(n, _, left)| {
+                *left != Some(0)
+                    && match n.strip_suffix('$') {
+                        Some(whole) => exact == whole,
+                        None => path_and_query.contains(n.as_str()),
+                    }
             })
-            .map(|(_, f)| f.clone());
+            .map(|(_, f, left)| {
+                if let Some(left) = left {
+                    *left -= 1;
+                }
+                f.clone()
+            });
         (rules.delay, fault)
     };
     if !delay.is_zero() {

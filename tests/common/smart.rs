@@ -113,6 +113,9 @@ pub async fn smart_env_with(o: EnvOptions) -> SmartEnv {
         ClientAuthMethod::ClientSecretBasic => {
             ClientAuth::SecretBasic(CLIENT_SECRET.to_string().into())
         }
+        ClientAuthMethod::ClientSecretPost => {
+            ClientAuth::SecretPost(CLIENT_SECRET.to_string().into())
+        }
         ClientAuthMethod::PrivateKeyJwt => ClientAuth::PrivateKeyJwt {
             jwks_url: app_url.join(".well-known/jwks.json").unwrap(),
         },
@@ -156,6 +159,7 @@ pub async fn smart_env_with(o: EnvOptions) -> SmartEnv {
         "client_auth": match method {
             ClientAuthMethod::None => "none",
             ClientAuthMethod::ClientSecretBasic => "client_secret_basic",
+            ClientAuthMethod::ClientSecretPost => "client_secret_post",
             ClientAuthMethod::PrivateKeyJwt => "private_key_jwt",
         },
         "client_secret_env": CLIENT_SECRET_ENV,

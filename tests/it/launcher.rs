@@ -366,7 +366,12 @@ async fn discovery_documents_announce_the_endpoints_and_the_switches_change_them
     };
     assert_eq!(
         list("token_endpoint_auth_methods_supported"),
-        ["private_key_jwt", "client_secret_basic", "none"]
+        [
+            "private_key_jwt",
+            "client_secret_basic",
+            "client_secret_post",
+            "none"
+        ]
     );
     assert_eq!(
         list("token_endpoint_auth_signing_alg_values_supported"),

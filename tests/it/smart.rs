@@ -87,10 +87,11 @@ async fn ehr_launch_public_client_reaches_the_visit_page_with_context_and_user()
 }
 
 #[tokio::test]
-async fn private_key_jwt_and_client_secret_basic_clients_launch_too() {
+async fn private_key_jwt_client_secret_basic_and_client_secret_post_clients_launch_too() {
     for method in [
         ClientAuthMethod::PrivateKeyJwt,
         ClientAuthMethod::ClientSecretBasic,
+        ClientAuthMethod::ClientSecretPost,
     ] {
         let env = smart_env(method.clone(), HOUR).await;
         let page = ehr_launch(&env, &Browser::default(), "pas-p02").await;
@@ -523,6 +524,60 @@ async fn short_tokens_are_refreshed_once_for_concurrent_pages_and_logout_ends_th
 }
 
 #[tokio::test]
+async fn a_401_from_the_fhir_server_is_refreshed_once_and_a_refused_refresh_is_remembered() {
+    let env = smart_env(ClientAuthMethod::None, HOUR).await;
+    let browser = Browser::default();
+    let page = ehr_launch(&env, &browser, "pas-p01").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let proxy = Proxy::start(env.hfs.base()).await;
+    env.launcher.set_upstream(proxy.base.clone());
+    let outcome = r#"{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"login","diagnostics":"token revoked"}]}"#;
+
+    // The server refuses a token still within its lifetime, once: one
+    // refresh, the request sent again, the page shown.
+    let before = env.launcher.refresh_requests();
+    proxy.fault_times(
+        "/Patient/pas-p01",
+        common::proxy::Fault::Status(401, outcome.into()),
+        1,
+    );
+    let again = browser.get(page.url.as_str()).await;
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(env.launcher.refresh_requests(), before + 1);
+    let patient_reads = proxy
+        .seen()
+        .iter()
+        .filter(|r| r.starts_with("GET /Patient/pas-p01"))
+        .count();
+    assert_eq!(patient_reads, 2, "the refused read, then its retry");
+
+    // The EHR withdraws the authorization: every request is refused, the
+    // refresh is refused. The page's eight requests ask for one refresh
+    // between them, and the launch remembers it.
+    env.launcher.revoke_refresh_tokens();
+    proxy.fault("/", common::proxy::Fault::Status(401, outcome.into()));
+    let before = env.launcher.refresh_requests();
+    let refused = browser.get(page.url.as_str()).await;
+    assert_eq!(refused.status, 401, "{}", refused.body);
+    assert!(
+        refused.body.contains("Launch again from the EHR"),
+        "{}",
+        refused.body
+    );
+    assert_eq!(env.launcher.refresh_requests(), before + 1);
+    proxy.clear();
+    proxy.reset_count();
+    let still = browser.get(page.url.as_str()).await;
+    assert_eq!(still.status, 401, "{}", still.body);
+    assert_eq!(
+        env.launcher.refresh_requests(),
+        before + 1,
+        "not asked again"
+    );
+    assert_eq!(proxy.count(), 0, "nothing sent with the spent token");
+}
+
+#[tokio::test]
 async fn backend_services_get_a_system_token_without_refresh_that_hfs_accepts() {
     let env = smart_env(ClientAuthMethod::PrivateKeyJwt, HOUR).await;
     let smart_config: serde_json::Value = reqwest::get(format!(
@@ -799,6 +854,57 @@ async fn a_screening_the_server_refuses_is_kept_sent_again_and_survives_a_restar
         status.status, 403,
         "cookies are per origin: the restarted app on a new port is another site"
     );
+}
+
+/// A 200 whose Bundle answers one entry with 412 (as a server that does
+/// not roll back may): the screening is not recorded and the outbox keeps it
+/// as failed, naming the entry (FHIR R4 http.html#transaction-response).
+fn one_entry_precondition_failed(mut response: serde_json::Value) -> serde_json::Value {
+    response["entry"][1]["response"] = serde_json::json!({
+        "status": "412 Precondition Failed",
+        "outcome": {"resourceType": "OperationOutcome", "issue": [
+            {"severity": "error", "code": "conflict", "diagnostics": "simulated by the test proxy"}]}
+    });
+    response
+}
+
+#[tokio::test]
+async fn a_transaction_answered_200_with_a_failed_entry_is_not_recorded() {
+    let env = smart_env(ClientAuthMethod::None, HOUR).await;
+    let proxy = Proxy::start(env.hfs.base()).await;
+    env.launcher.set_upstream(proxy.base.clone());
+    proxy.fault(
+        "POST /$",
+        common::proxy::Fault::Rewrite(one_entry_precondition_failed),
+    );
+    let browser = Browser::default();
+    let visit = ehr_launch(&env, &browser, "pas-p12").await;
+    let saving = post_hunger_vital_sign(&browser, &visit).await;
+    assert_eq!(saving.status, 200, "{}", saving.body);
+    assert!(
+        !saving.body.contains("Screening recorded"),
+        "{}",
+        saving.body
+    );
+    assert!(
+        saving.body.contains("Screening not recorded"),
+        "{}",
+        saving.body
+    );
+    assert!(
+        saving.body.contains(
+            "Bundle.entry[1] (Observation): 412 Precondition Failed (simulated by the test proxy)"
+        ),
+        "{}",
+        saving.body
+    );
+    let smart = env.settings.smart.as_ref().unwrap();
+    let store = passerelle::store::Store::open(&smart.database_url, &smart.session_key)
+        .await
+        .unwrap();
+    let id = saving.url.path().rsplit('/').next().unwrap().to_string();
+    let item = store.outbox(&id).await.unwrap().expect("the write is kept");
+    assert_eq!(item.status, passerelle::store::OutboxStatus::Failed);
 }
 
 #[tokio::test]

@@ -94,9 +94,17 @@ pub struct LauncherArgs {
     #[arg(long, env = "PASSERELLE_LAUNCHER_CLIENT_JWKS_URL")]
     pub client_jwks_url: Option<Url>,
 
-    /// The client's secret, for `client_secret_basic`.
-    #[arg(long, env = "PASSERELLE_LAUNCHER_CLIENT_SECRET")]
+    /// The client's secret, for `client_secret_basic` (or `client_secret_post`, below).
+    #[arg(
+        long,
+        env = "PASSERELLE_LAUNCHER_CLIENT_SECRET",
+        hide_env_values = true
+    )]
     pub client_secret: Option<String>,
+
+    /// The client sends its secret in the form (`client_secret_post`), not with HTTP Basic.
+    #[arg(long, env = "PASSERELLE_LAUNCHER_CLIENT_SECRET_POST")]
+    pub client_secret_post: bool,
 
     /// Sign id_tokens without a `kid` header (the launcher has one key; OpenID Connect Core §10.1 allows it).
     #[arg(long, env = "PASSERELLE_LAUNCHER_ID_TOKEN_WITHOUT_KID")]

@@ -12,7 +12,8 @@
 //!   Launch 2.2.0 discovery, `/authorize` (EHR launch auto-approved,
 //!   standalone launch through a picker page), `/token` (authorization code
 //!   with PKCE S256, refresh with rotation, client credentials), `/revoke`
-//!   (RFC 7009) and `/jwks`; public, `client_secret_basic` and
+//!   (RFC 7009) and `/jwks`; public, `client_secret_basic`,
+//!   `client_secret_post` and
 //!   `private_key_jwt` clients;
 //! * the **FHIR endpoint** (`proxy`): `/fhir/` forwards every request,
 //!   its `Authorization` header untouched, to the real FHIR server (hfs),
@@ -117,6 +118,8 @@ pub enum ClientAuth {
     Public,
     /// `client_secret_basic`: HTTP Basic with this secret.
     SecretBasic(SecretString),
+    /// `client_secret_post`: `client_id` and `client_secret` in the form.
+    SecretPost(SecretString),
     /// `private_key_jwt` (RS384 or ES384), keys fetched from the client's JWKS.
     PrivateKeyJwt { jwks_url: Url },
 }
@@ -126,6 +129,7 @@ impl ClientAuth {
         match self {
             ClientAuth::Public => "none",
             ClientAuth::SecretBasic(_) => "client_secret_basic",
+            ClientAuth::SecretPost(_) => "client_secret_post",
             ClientAuth::PrivateKeyJwt { .. } => "private_key_jwt",
         }
     }
@@ -252,6 +256,8 @@ pub(crate) struct Shared {
     upstream: Mutex<Option<Url>>,
     simulation: Mutex<Simulation>,
     store: Mutex<Store>,
+    /// Token requests with `grant_type=refresh_token`, granted or not.
+    refresh_requests: std::sync::atomic::AtomicUsize,
 }
 
 type State = Arc<Shared>;
@@ -375,6 +381,7 @@ impl Launcher {
             upstream: Mutex::new(None),
             simulation: Mutex::new(Simulation::None),
             store: Mutex::new(Store::default()),
+            refresh_requests: Default::default(),
         });
         let app = router(shared.clone());
         let (stop, stopped) = oneshot::channel::<()>();
@@ -437,6 +444,21 @@ impl Launcher {
 
     pub fn simulate(&self, sim: Simulation) {
         self.shared.set_simulation(sim);
+    }
+
+    /// How many refresh-token requests the token endpoint has had, granted
+    /// or refused: what a test of "refreshed once" counts.
+    pub fn refresh_requests(&self) -> usize {
+        self.shared
+            .refresh_requests
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Revoke every refresh token issued so far, as an EHR does when a
+    /// user's authorization is withdrawn: the next refresh is refused
+    /// (`invalid_grant`).
+    pub fn revoke_refresh_tokens(&self) {
+        self.shared.store().revoke_all_refresh();
     }
 
     /// The EHR page that makes a launch context and frames the app.
@@ -532,6 +554,9 @@ pub async fn run(args: LauncherArgs) -> anyhow::Result<ExitCode> {
             "give the client either a JWKS URL (private_key_jwt) or a secret (client_secret_basic), not both"
         ),
         (Some(jwks_url), None) => ClientAuth::PrivateKeyJwt { jwks_url },
+        (None, Some(secret)) if args.client_secret_post => {
+            ClientAuth::SecretPost(SecretString::from(secret))
+        }
         (None, Some(secret)) => ClientAuth::SecretBasic(SecretString::from(secret)),
         (None, None) => ClientAuth::Public,
     };

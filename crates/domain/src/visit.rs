@@ -129,6 +129,20 @@ pub struct Concern {
     pub verification: Option<String>,
     pub clinical_status: Option<String>,
     pub recorded: Option<Date>,
+    /// `onsetDateTime` (or the start of `onsetPeriod`), when recorded.
+    pub onset: Option<Date>,
+}
+
+/// Health concerns newest first, whatever order the server sent them in:
+/// a server may ignore or refuse `_sort` (FHIR R4 search.html#_sort is
+/// optional), so Passerelle sorts them itself. By `recordedDate`, else the
+/// onset, newest first; undated last; ties by id, so the order is the same
+/// on every load.
+pub fn sort_concerns(concerns: &mut [Concern]) {
+    concerns.sort_by(|a, b| {
+        let date = |c: &Concern| c.recorded.or(c.onset);
+        date(b).cmp(&date(a)).then_with(|| a.id.cmp(&b.id))
+    });
 }
 
 /// What a Task is for.
@@ -275,6 +289,50 @@ pub fn pair_referrals(requests: Vec<Referral>, tasks: &[TaskSummary]) -> Vec<Ref
 mod tests {
     use super::*;
     use time::macros::date;
+
+    #[test]
+    fn concerns_are_sorted_newest_first_by_recorded_date_or_onset_then_id() {
+        let concern = |id: &str, recorded: Option<Date>, onset: Option<Date>| Concern {
+            id: id.into(),
+            version: None,
+            domains: vec![],
+            text: id.into(),
+            verification: None,
+            clinical_status: None,
+            recorded,
+            onset,
+        };
+        // As a server that ignores _sort might send them.
+        let mut list = vec![
+            concern("undated", None, None),
+            concern("old", Some(date!(2024 - 03 - 01)), None),
+            concern("b-same-day", Some(date!(2026 - 01 - 05)), None),
+            concern("onset-only", None, Some(date!(2025 - 06 - 01))),
+            concern("a-same-day", Some(date!(2026 - 01 - 05)), None),
+            concern(
+                "recorded-wins",
+                Some(date!(2023 - 01 - 01)),
+                Some(date!(2026 - 12 - 01)),
+            ),
+        ];
+        sort_concerns(&mut list);
+        let ids: Vec<&str> = list.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "a-same-day",
+                "b-same-day",
+                "onset-only",
+                "old",
+                "recorded-wins",
+                "undated"
+            ]
+        );
+        let mut again = list.clone();
+        again.reverse();
+        sort_concerns(&mut again);
+        assert_eq!(again, list, "the same order whatever the server's");
+    }
 
     #[test]
     fn latest_screening_per_domain_wins_and_positive_is_per_day() {

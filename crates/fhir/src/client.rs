@@ -599,8 +599,19 @@ impl FhirClient {
 
     /// POST a transaction or batch Bundle; never retried automatically (the
     /// caller makes it idempotent with `ifNoneExist` and identifiers, and
-    /// decides when to send it again).
+    /// decides when to send it again). The answer is read, not trusted: a
+    /// 2xx whose Bundle is not a `transaction-response` with one 2xx entry
+    /// per entry sent is an error naming the entry
+    /// ([`crate::bundle::check_transaction_response`]).
     pub async fn transaction(&self, bundle: &Value) -> Result<Value, FhirError> {
+        let response = self.post_bundle(bundle).await?;
+        crate::bundle::check_transaction_response(bundle, &response)?;
+        Ok(response)
+    }
+
+    /// POST a Bundle and parse the answer, whatever its entries say (for
+    /// `check`, which reports them itself).
+    pub async fn post_bundle(&self, bundle: &Value) -> Result<Value, FhirError> {
         let body = serde_json::to_vec(bundle).map_err(|e| FhirError::Request(e.to_string()))?;
         let answer = self
             .send(
@@ -751,7 +762,10 @@ impl FhirClient {
     }
 
     /// Send one request, with retries when `idempotent`, and with the bearer
-    /// token of the authorizer (once more with a fresh token after a 401).
+    /// token of the authorizer. A 401 from the server (RFC 6750 §3.1, the
+    /// token expired or was revoked early) asks the authorizer once for a
+    /// fresh token and sends the request once more with it, POSTs included:
+    /// a 401 means the request was not processed.
     async fn send(
         &self,
         method: Method,
@@ -858,6 +872,8 @@ impl FhirClient {
         });
         tracing::warn!(method = %method, resource_type = resource_type_of(&url), status = status.as_u16(), "FHIR request failed");
         Err(match status.as_u16() {
+            // RFC 6750 §3.1 `invalid_token`: the authorizer may refresh once.
+            401 => FhirError::Unauthorized { message },
             404 | 410 => FhirError::NotFound {
                 what: capitalise(what),
             },

@@ -20,6 +20,7 @@ use crate::domain::coverage::{RegimeTable, assess};
 use crate::domain::referral::Status;
 use crate::domain::visit::{
     Section, SectionError, TaskKind, TaskSummary, VisitContext, latest_screenings, pair_referrals,
+    sort_concerns,
 };
 
 /// How many resources of each kind one visit page asks for.
@@ -192,7 +193,9 @@ pub async fn load_visit_with(
         .map(|page| {
             let decoded: Decoded<Condition> = page.resources("Condition");
             note_skipped("Condition", decoded.skipped);
-            decoded.items.iter().map(views::concern).collect()
+            let mut concerns: Vec<_> = decoded.items.iter().map(views::concern).collect();
+            sort_concerns(&mut concerns);
+            concerns
         });
 
     let task_list: Section<Vec<TaskSummary>> =

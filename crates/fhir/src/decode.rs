@@ -35,8 +35,13 @@ pub fn decode<T: DeserializeOwned>(value: Value, resource_type: &str) -> Result<
 /// The human-readable message of an OperationOutcome body, if it is one:
 /// the issues' `details.text` or `diagnostics`, joined, at most 500 characters.
 pub fn operation_outcome_message(body: &[u8]) -> Option<String> {
+    outcome_message(serde_json::from_slice(body).ok()?)
+}
+
+/// [`operation_outcome_message`] of a parsed OperationOutcome (such as a
+/// transaction entry's `response.outcome`).
+pub fn outcome_message(value: Value) -> Option<String> {
     use fhir_sdk::r4b::resources::OperationOutcome;
-    let value: Value = serde_json::from_slice(body).ok()?;
     let outcome: OperationOutcome = decode(value, "OperationOutcome").ok()?;
     let parts: Vec<String> = outcome
         .issue

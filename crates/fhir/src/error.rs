@@ -33,6 +33,18 @@ pub enum FhirError {
     #[error("The FHIR server failed ({status}): {message}")]
     Server { status: u16, message: String },
 
+    /// A transaction the server answered 2xx as a whole but not entry by
+    /// entry (FHIR R4 http.html#transaction-response): `index` is the
+    /// position in `Bundle.entry`, `status` the entry's HTTP status.
+    #[error("The FHIR server did not record Bundle.entry[{index}] ({resource_type}): {status_line}{}", .message.as_deref().map(|m| format!(" ({m})")).unwrap_or_default())]
+    EntryFailed {
+        index: usize,
+        resource_type: String,
+        status: u16,
+        status_line: String,
+        message: Option<String>,
+    },
+
     #[error("The FHIR server sent more than {limit} bytes; the answer was refused.")]
     TooLarge { limit: usize },
 
@@ -58,7 +70,7 @@ impl FhirError {
                 | FhirError::Timeout { .. }
                 | FhirError::RateLimited { .. }
                 | FhirError::Server { .. }
-        )
+        ) || matches!(self, FhirError::EntryFailed { status, .. } if *status == 429 || *status >= 500)
     }
 
     /// A short kind for log lines and metrics (never the message, which may
@@ -73,6 +85,7 @@ impl FhirError {
             FhirError::Conflict { .. } => "conflict",
             FhirError::RateLimited { .. } => "rate-limited",
             FhirError::Server { .. } => "server-error",
+            FhirError::EntryFailed { .. } => "entry-failed",
             FhirError::TooLarge { .. } => "too-large",
             FhirError::Invalid { .. } => "invalid",
             FhirError::Schema { .. } => "schema",

@@ -12,7 +12,8 @@
 //! * [`screening`], [`referral`], [`appeal`], [`letter`], [`task`],
 //!   [`queue`], [`patterns`], [`measure`]: each feature's reads (returning
 //!   plain values) and the resources it writes;
-//! * [`schema`]: validation of what we write against the R4 JSON schema.
+//! * [`schema`]: validation of what we write against the R4 JSON schema;
+//! * [`searches`]: every search Passerelle sends, for `passerelle check`.
 //!
 //! The web layer (`passerelle::http`) only calls these functions: it never
 //! decodes a FHIR resource itself.
@@ -39,6 +40,7 @@ pub mod queue;
 pub mod referral;
 pub mod schema;
 pub mod screening;
+pub mod searches;
 pub mod task;
 pub mod views;
 

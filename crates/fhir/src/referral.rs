@@ -29,7 +29,7 @@ use super::views;
 use crate::domain::directory::{Service, chart_facts};
 use crate::domain::sdoh::{Domain, SDOHCC_TEMPORARY_CODES};
 use crate::domain::visit::{
-    Concern, DomainScreening, PatientSummary, TASK_CODE_SYSTEM, latest_screenings,
+    Concern, DomainScreening, PatientSummary, TASK_CODE_SYSTEM, latest_screenings, sort_concerns,
 };
 
 /// What a referral is built from, read from the EHR.
@@ -88,12 +88,14 @@ pub async fn read_context(
     let obs = observations.resources::<Observation>("Observation").items;
     let screening_obs: Vec<_> = obs.iter().map(views::screening_observation).collect();
     let screenings = latest_screenings(&screening_obs);
-    let concerns: Vec<Concern> = conditions
+    let mut concerns: Vec<Concern> = conditions
         .resources::<Condition>("Condition")
         .items
         .iter()
         .map(views::concern)
         .collect();
+    // Health concerns are searched without _sort: ordered here.
+    sort_concerns(&mut concerns);
     let mut reasons: Vec<(Domain, String)> = concerns
         .iter()
         .filter(|c| c.verification.as_deref() != Some("refuted"))
@@ -591,6 +593,7 @@ mod tests {
             verification: Some(verification.into()),
             clinical_status: Some("active".into()),
             recorded: None,
+            onset: None,
         };
         assert!(no_contact_required(&[], &[concern("unconfirmed")]));
         assert!(!no_contact_required(&[], &[concern("refuted")]));

@@ -3,8 +3,8 @@
 //! elements, choice types, partial dates) are flattened into what a page shows.
 
 use fhir_sdk::r4b::resources::{
-    ClaimResponse, Condition, Coverage, Encounter, Observation, ObservationEffective, Patient,
-    ServiceRequest, Task,
+    ClaimResponse, Condition, ConditionOnset, Coverage, Encounter, Observation,
+    ObservationEffective, Patient, ServiceRequest, Task,
 };
 use fhir_sdk::r4b::types::{CodeableConcept, ExtensionValue, HumanName, Reference};
 use time::{Date, Month};
@@ -313,6 +313,11 @@ pub fn concern(c: &Condition) -> Concern {
         verification: status(&c.verification_status),
         clinical_status: status(&c.clinical_status),
         recorded: c.recorded_date.as_ref().and_then(to_day),
+        onset: match &c.onset {
+            Some(ConditionOnset::DateTime(dt)) => to_day(dt),
+            Some(ConditionOnset::Period(p)) => p.start.as_ref().and_then(to_day),
+            _ => None,
+        },
     }
 }
 

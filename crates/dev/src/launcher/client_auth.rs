@@ -5,6 +5,8 @@
 //!   protects the code);
 //! * `client_secret_basic`: HTTP Basic with the form-encoded id and secret
 //!   (RFC 6749 §2.3.1), compared in constant time;
+//! * `client_secret_post`: `client_id` and `client_secret` in the form
+//!   (RFC 6749 §2.3.1), compared in constant time;
 //! * `private_key_jwt`: a client assertion (RFC 7523, SMART App Launch 2.2.0
 //!   §Asymmetric authentication): RS384 or ES384 with a `kid`, verified
 //!   against the client's JWKS (fetched from its URL, cached, fetched again
@@ -55,6 +57,7 @@ fn refused(why: impl Into<String>) -> Refused {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Presented<'a> {
     pub client_id: Option<&'a str>,
+    pub client_secret: Option<&'a str>,
     pub assertion_type: Option<&'a str>,
     pub assertion: Option<&'a str>,
 }
@@ -66,6 +69,9 @@ pub async fn authenticate<'s>(
     form: Presented<'_>,
 ) -> Result<&'s RegisteredClient, Refused> {
     let basic = basic_credentials(headers)?;
+    if let Some(secret) = form.client_secret {
+        return secret_in_form(shared, basic.is_some(), form, secret);
+    }
     match (basic, form.assertion_type, form.assertion) {
         (Some(_), _, Some(_)) | (Some(_), Some(_), None) => Err(refused(
             "use one client authentication method: HTTP Basic or a client assertion, not both",
@@ -109,6 +115,31 @@ pub async fn authenticate<'s>(
                 other => Err(wrong_method(client, other)),
             }
         }
+    }
+}
+
+/// `client_secret_post`: the secret in the form, and nothing else.
+fn secret_in_form<'s>(
+    shared: &'s Shared,
+    with_basic: bool,
+    form: Presented<'_>,
+    secret: &str,
+) -> Result<&'s RegisteredClient, Refused> {
+    if with_basic || form.assertion_type.is_some() || form.assertion.is_some() {
+        return Err(refused(
+            "use one client authentication method: a client_secret in the form, HTTP Basic or a client assertion",
+        ));
+    }
+    let id = form
+        .client_id
+        .ok_or_else(|| refused("client_secret_post needs client_id in the form"))?;
+    let client = registered(shared, id)?;
+    match &client.auth {
+        ClientAuth::SecretPost(expected) if same_secret(expected.expose_secret(), secret) => {
+            Ok(client)
+        }
+        ClientAuth::SecretPost(_) => Err(refused("wrong client secret")),
+        other => Err(wrong_method(client, other)),
     }
 }
 

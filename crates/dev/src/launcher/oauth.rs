@@ -124,7 +124,7 @@ pub fn smart_document(shared: &Shared, sim: Simulation) -> Value {
         "authorization_endpoint": shared.endpoint("authorize"),
         "token_endpoint": shared.endpoint("token"),
         "revocation_endpoint": shared.endpoint("revoke"),
-        "token_endpoint_auth_methods_supported": ["private_key_jwt", "client_secret_basic", "none"],
+        "token_endpoint_auth_methods_supported": ["private_key_jwt", "client_secret_basic", "client_secret_post", "none"],
         "token_endpoint_auth_signing_alg_values_supported": ["RS384", "ES384"],
         "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
         "scopes_supported": scopes_supported(sim),
@@ -159,7 +159,7 @@ async fn openid_configuration(State(shared): State<AppState>) -> Json<Value> {
         "grant_types_supported": ["authorization_code", "refresh_token"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["RS256"],
-        "token_endpoint_auth_methods_supported": ["private_key_jwt", "client_secret_basic", "none"],
+        "token_endpoint_auth_methods_supported": ["private_key_jwt", "client_secret_basic", "client_secret_post", "none"],
         "scopes_supported": ["openid", "fhirUser", "profile"],
         "claims_supported": ["iss", "sub", "aud", "exp", "iat", "fhirUser", "nonce"],
         "code_challenge_methods_supported": ["S256"],
@@ -624,6 +624,7 @@ pub struct TokenForm {
     refresh_token: Option<String>,
     scope: Option<String>,
     client_id: Option<String>,
+    client_secret: Option<String>,
     client_assertion_type: Option<String>,
     client_assertion: Option<String>,
 }
@@ -632,6 +633,7 @@ impl TokenForm {
     fn presented(&self) -> Presented<'_> {
         Presented {
             client_id: self.client_id.as_deref(),
+            client_secret: self.client_secret.as_deref(),
             assertion_type: self.client_assertion_type.as_deref(),
             assertion: self.client_assertion.as_deref(),
         }
@@ -729,6 +731,9 @@ fn redeem_refresh(
     client: &RegisteredClient,
     form: &TokenForm,
 ) -> Result<Value, OAuthError> {
+    shared
+        .refresh_requests
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let token = required(&form.refresh_token, "refresh_token")?;
     let refresh =
         shared
@@ -934,6 +939,7 @@ pub struct RevokeForm {
     #[allow(dead_code)] // RFC 7009 §2.1: a hint only; refresh tokens are looked up anyway
     token_type_hint: Option<String>,
     client_id: Option<String>,
+    client_secret: Option<String>,
     client_assertion_type: Option<String>,
     client_assertion: Option<String>,
 }
@@ -953,6 +959,7 @@ async fn revoke(
     };
     let presented = Presented {
         client_id: form.client_id.as_deref(),
+        client_secret: form.client_secret.as_deref(),
         assertion_type: form.client_assertion_type.as_deref(),
         assertion: form.client_assertion.as_deref(),
     };

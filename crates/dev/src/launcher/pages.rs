@@ -280,6 +280,7 @@ async fn home(
                 method: match c.auth {
                     ClientAuth::Public => "public",
                     ClientAuth::SecretBasic(_) => "client_secret_basic",
+                    ClientAuth::SecretPost(_) => "client_secret_post",
                     ClientAuth::PrivateKeyJwt { .. } => "private_key_jwt",
                 },
                 redirect_uris: c

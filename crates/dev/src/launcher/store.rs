@@ -161,6 +161,11 @@ impl Store {
         self.refresh.insert(id.to_string(), refresh);
     }
 
+    /// Every refresh token is revoked (a withdrawn authorization).
+    pub fn revoke_all_refresh(&mut self) {
+        self.refresh.clear();
+    }
+
     /// RFC 7009: revoke `client_id`'s refresh token; true if one was revoked.
     pub fn revoke_refresh(&mut self, id: &str, client_id: &str) -> bool {
         self.take_refresh(id, client_id).is_ok()
