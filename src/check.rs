@@ -105,7 +105,8 @@ pub fn assess_capabilities(cap: &Value) -> Vec<Row> {
             detail: format!(
                 "GET metadata answered with {kind}: nothing is declared, so the rows below say \"not declared\"; the write probe still measures"
             ),
-            needed_by: "knowing what the server supports before a visit needs it",
+            needed_by: "knowing what the server supports before a visit needs it".into(),
+            ..Row::default()
         });
     }
     let version = cap

@@ -751,10 +751,10 @@ async fn where_the_engines_differ_each_is_measured() {
         .transaction(&failing_transaction("tx-entries-2"))
         .await
         .unwrap_err();
-    match err {
-        FhirError::Refused { status, message } => {
-            assert_eq!(status, 404);
-            assert!(message.contains("not its entry 2 (Not found)"), "{message}");
+    match &err {
+        FhirError::EntryFailed { index, status, .. } => {
+            assert_eq!((*index, *status), (1, 404), "{err}");
+            assert!(err.to_string().contains("Bundle.entry[1]"), "{err}");
         }
         other => panic!("{other:?}"),
     }

@@ -236,10 +236,13 @@ pub enum LauncherError {
     DuplicateClient(String),
     #[error("client {0:?} has no redirect URI")]
     NoRedirectUri(String),
-    #[error(
-        "{0:?} is not a simulation; choose one of none, invalid-client, wrong-redirect-uri, expired-token, downgraded-scopes, v1-only, missing-well-known"
-    )]
+    #[error("{0:?} is not a simulation; choose one of {names}", names = simulation_names())]
     UnknownSimulation(String),
+}
+
+/// Every simulation's name, for the error that lists them.
+fn simulation_names() -> String {
+    Simulation::ALL.map(Simulation::as_str).join(", ")
 }
 
 /// What every handler shares.

@@ -623,11 +623,7 @@ impl FhirClient {
                 "the transaction",
             )
             .await?;
-        let response = parse_json(&answer.body, "the transaction response")?;
-        if bundle.get("type").and_then(Value::as_str) == Some("transaction") {
-            failed_transaction_entry(&response)?;
-        }
-        Ok(response)
+        parse_json(&answer.body, "the transaction response")
     }
 
     /// Create a resource; with `if_none_exist` (a search query such as
@@ -947,43 +943,6 @@ fn capitalise(s: &str) -> String {
         .unwrap_or_default()
 }
 
-/// A transaction succeeds or fails as a whole (FHIR R4 http.html#transaction),
-/// so a 2xx answer should hold only 2xx entries. Some servers answer a
-/// `transaction` entry by entry instead, like a batch: Medplum does for
-/// projects without its `transaction-bundles` feature (`@medplum/fhir-router`
-/// 5.2.13 `src/batch.ts`, `isTransaction()`), answering 200 with a failed
-/// entry inside. Taking that 200 as "recorded" would report a screening as
-/// sent when part of it is missing; the first failed entry is the answer.
-fn failed_transaction_entry(response: &Value) -> Result<(), FhirError> {
-    let entries = response.get("entry").and_then(Value::as_array);
-    for (i, entry) in entries.into_iter().flatten().enumerate() {
-        let Some(status) = entry.pointer("/response/status").and_then(Value::as_str) else {
-            continue;
-        };
-        // "201 Created", or only "201".
-        let code: u16 = status
-            .split_whitespace()
-            .next()
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        if !(200..300).contains(&code) {
-            let outcome = entry
-                .pointer("/response/outcome")
-                .and_then(|o| serde_json::to_vec(o).ok())
-                .and_then(|o| operation_outcome_message(&o))
-                .unwrap_or_else(|| "no reason given".into());
-            return Err(FhirError::Refused {
-                status: code,
-                message: format!(
-                    "the server accepted the transaction but not its entry {} ({outcome}); a transaction must succeed or fail as a whole, so part of it may be recorded",
-                    i + 1
-                ),
-            });
-        }
-    }
-    Ok(())
-}
-
 fn parse_json(body: &[u8], what: &str) -> Result<Value, FhirError> {
     serde_json::from_slice(body).map_err(|e| FhirError::Invalid {
         what: what.into(),
@@ -1008,26 +967,6 @@ pub fn reference_from_location(location: &str, resource_type: &str) -> Option<St
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_transaction_answered_entry_by_entry_with_a_failed_entry_is_an_error() {
-        // The shape Medplum 5.2.13 answers in its entry-by-entry mode.
-        let response = serde_json::json!({"resourceType": "Bundle", "type": "transaction-response", "entry": [
-            {"response": {"status": "201", "location": "Basic/1"}},
-            {"response": {"status": "404", "outcome": {"resourceType": "OperationOutcome",
-                "issue": [{"severity": "error", "code": "not-found", "details": {"text": "Not found"}}]}}}
-        ]});
-        match failed_transaction_entry(&response) {
-            Err(FhirError::Refused { status, message }) => {
-                assert_eq!(status, 404);
-                assert!(message.contains("entry 2 (Not found)"), "{message}");
-            }
-            other => panic!("{other:?}"),
-        }
-        let ok = serde_json::json!({"resourceType": "Bundle", "type": "transaction-response", "entry": [
-            {"response": {"status": "201 Created"}}, {"response": {"status": "200 OK"}}]});
-        assert_eq!(failed_transaction_entry(&ok), Ok(()));
-    }
 
     #[test]
     fn ids_are_checked_before_they_reach_a_url() {
