@@ -7,19 +7,21 @@
 use std::collections::HashMap;
 
 use fhir_sdk::r4b::resources::{
-    Claim, ClaimResponse, Condition, Coverage, Encounter, Observation, Organization, Patient,
-    ServiceRequest, Task,
+    Claim, ClaimResponse, Coverage, Encounter, Organization, Patient, ServiceRequest, Task,
 };
 use fhir_sdk::r4b::types::Reference;
 use time::Date;
 
 use super::client::{Decoded, FhirClient, SearchPage};
 use super::error::FhirError;
+use super::sdoh;
 use super::views;
 use crate::domain::coverage::{RegimeTable, assess};
+use crate::domain::evidence::{self, ConditionCodes};
 use crate::domain::referral::Status;
+use crate::domain::screening::Rules;
 use crate::domain::visit::{
-    Section, SectionError, TaskKind, TaskSummary, VisitContext, latest_screenings, pair_referrals,
+    Concern, Section, SectionError, TaskKind, TaskSummary, VisitContext, pair_referrals,
 };
 
 /// How many resources of each kind one visit page asks for.
@@ -69,22 +71,10 @@ pub async fn load_visit_with(
         p.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
         p
     };
-    let searches = [
+    let mut searches: Vec<(&str, Vec<(&str, String)>)> = vec![
         (
             "Coverage",
             by_subject(&[("beneficiary", &subject), ("_include", "Coverage:payor")]),
-        ),
-        (
-            "Observation",
-            by_subject(&[
-                ("subject", &subject),
-                ("category", "sdoh"),
-                ("_sort", "-date"),
-            ]),
-        ),
-        (
-            "Condition",
-            by_subject(&[("subject", &subject), ("category", "sdoh")]),
         ),
         (
             "ServiceRequest",
@@ -103,6 +93,8 @@ pub async fn load_visit_with(
             ]),
         ),
     ];
+    // The SDOH evidence: the same four searches as every other reader of it.
+    searches.extend(sdoh::searches(Rules::shared(), &subject));
     let latest_encounter_q = [
         ("subject", subject.clone()),
         ("_sort", "-date".into()),
@@ -145,8 +137,16 @@ pub async fn load_visit_with(
             (patient, encounter, pages)
         }
     };
-    let [coverages, observations, conditions, requests, tasks, claims]: [_; 6] =
-        pages.try_into().expect("one page per search");
+    let [
+        coverages,
+        requests,
+        tasks,
+        claims,
+        obs_by_category,
+        obs_by_code,
+        responses,
+        conditions,
+    ]: [_; 8] = pages.try_into().expect("one page per search");
     let patient = views::patient(&patient?.resource);
     let mut skipped: Vec<(String, usize)> = Vec::new();
     let mut note_skipped = |t: &str, n: usize| {
@@ -174,26 +174,26 @@ pub async fn load_visit_with(
             assess(facts, regimes, today)
         });
 
-    let screenings = observations
-        .map_err(|e| section_error("Screening results", &e))
+    // Concerns show when their search answered; the domains' states need
+    // every evidence search (a partial record could hide a positive).
+    let concerns: Section<Vec<Concern>> = conditions
+        .as_ref()
+        .map_err(|e| section_error("Health concerns", e))
         .map(|page| {
-            let decoded: Decoded<Observation> = page.resources("Observation");
-            note_skipped("Observation", decoded.skipped);
-            let obs: Vec<_> = decoded
-                .items
-                .iter()
-                .map(views::screening_observation)
-                .collect();
-            latest_screenings(&obs)
+            let codes = ConditionCodes::shipped();
+            page.raw("Condition")
+                .filter_map(|c| sdoh::concern(c, codes))
+                .collect()
         });
-
-    let concerns = conditions
-        .map_err(|e| section_error("Health concerns", &e))
-        .map(|page| {
-            let decoded: Decoded<Condition> = page.resources("Condition");
-            note_skipped("Condition", decoded.skipped);
-            decoded.items.iter().map(views::concern).collect()
-        });
+    let screenings = match (obs_by_category, obs_by_code, responses, conditions) {
+        (Ok(a), Ok(b), Ok(c), Ok(d)) => Ok(evidence::read(
+            Rules::shared(),
+            &sdoh::evidence(&a, &b, &c, &d),
+        )),
+        (Err(e), ..) | (_, Err(e), ..) | (_, _, Err(e), _) | (.., Err(e)) => {
+            Err(section_error("Screening results", &e))
+        }
+    };
 
     let task_list: Section<Vec<TaskSummary>> =
         tasks.map_err(|e| section_error("Tasks", &e)).map(|page| {

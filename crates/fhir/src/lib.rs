@@ -12,6 +12,8 @@
 //! * [`screening`], [`referral`], [`appeal`], [`letter`], [`task`],
 //!   [`queue`], [`patterns`], [`measure`]: each feature's reads (returning
 //!   plain values) and the resources it writes;
+//! * [`sdoh`]: SDOH evidence in any standard shape (Observations, panels,
+//!   QuestionnaireResponses, coded Conditions), for [`crate::domain::evidence`];
 //! * [`schema`]: validation of what we write against the R4 JSON schema.
 //!
 //! The web layer (`passerelle::http`) only calls these functions: it never
@@ -39,6 +41,7 @@ pub mod queue;
 pub mod referral;
 pub mod schema;
 pub mod screening;
+pub mod sdoh;
 pub mod task;
 pub mod views;
 
