@@ -1,5 +1,5 @@
 //! Loading a visit's context: every read and search is sent at once, so the
-//! wall time is about one FHIR round trip, not the sum of eight.
+//! wall time is about one FHIR round trip, not the sum of ten.
 //!
 //! The Patient is required (without it there is no page); every other
 //! section that fails shows its own clear message while the others show.
