@@ -23,7 +23,6 @@ use super::extract::{Launched, PatientLaunch, ResourceId, WriteId, check_csrf, p
 use super::outbox::{write_through, written};
 use super::{AppError, AppState};
 use crate::domain::screening::{ItemResponse, Rules, score};
-use crate::domain::visit::latest_screenings;
 use crate::fhir::people;
 use crate::fhir::questionnaire::{self, Form, Item, Kind, LANGUAGES, Posted};
 use crate::fhir::screening::{ConditionTable, RecordedItem, ScreeningRecord, history, transaction};
@@ -189,9 +188,11 @@ async fn show(
     let patient = patient?;
     let observations = observations?;
     let since = today() - time::Duration::days(state.screening_interval_days());
-    let recent: Vec<_> = latest_screenings(&observations)
+    // Only results (positive or negative) within the interval are not asked
+    // again; declined, entered-in-error, cancelled and undated records are.
+    let recent: Vec<_> = observations
         .into_iter()
-        .filter(|s| s.date >= since)
+        .filter(|s| s.recent(since))
         .collect();
     let active = active_forms(&state);
     let form_id = q
@@ -253,7 +254,19 @@ async fn show(
             .collect(),
         recent: recent
             .iter()
-            .map(|r| (r.domain.label().to_string(), r.date.to_string(), r.positive))
+            .map(|r| {
+                let date = r.date.map(|d| d.to_string()).unwrap_or_default();
+                let by = r
+                    .source
+                    .as_deref()
+                    .map(|s| format!(" ({s})"))
+                    .unwrap_or_default();
+                (
+                    r.domain.label().to_string(),
+                    format!("{date}{by}"),
+                    r.positive(),
+                )
+            })
             .collect(),
         not_asked: not_asked.join(","),
         lang,

@@ -285,8 +285,27 @@ struct CoverageView {
 struct ScreeningView {
     code: String,
     domain: String,
+    /// Positive, Negative or Declined, with "(preliminary)" when so.
+    result: String,
     date: String,
+    /// Who recorded it ("Passerelle", the other system, "the patient").
+    source: String,
     positive: bool,
+}
+
+/// A domain's result in words: declined is no result, preliminary says so.
+fn screening_result(s: &crate::domain::visit::DomainScreening) -> String {
+    use crate::domain::visit::Finding;
+    let word = match s.finding {
+        Finding::Positive => "Positive",
+        Finding::Negative => "Negative",
+        Finding::Declined => "Declined to answer",
+    };
+    if s.preliminary {
+        format!("{word} (preliminary)")
+    } else {
+        word.to_string()
+    }
 }
 
 /// A health concern, with what the confirm and refute buttons need.
@@ -441,8 +460,13 @@ impl VisitPage {
                     .map(|s| ScreeningView {
                         code: s.domain.code().into(),
                         domain: s.domain.label().into(),
-                        date: s.date.to_string(),
-                        positive: s.positive,
+                        result: screening_result(&s),
+                        date: s
+                            .date
+                            .map(|d| d.to_string())
+                            .unwrap_or_else(|| "date not recorded".into()),
+                        source: s.source.clone().unwrap_or_default(),
+                        positive: s.positive(),
                     })
                     .collect()
             }),
@@ -461,6 +485,11 @@ impl VisitPage {
                                 .join(", "),
                             c.recorded
                                 .map(|d| format!("recorded {d}"))
+                                .or_else(|| c.onset.map(|d| format!("since {d}")))
+                                .unwrap_or_default(),
+                            c.source
+                                .as_deref()
+                                .map(|s| format!("by {s}"))
                                 .unwrap_or_default(),
                         ]
                         .into_iter()

@@ -466,7 +466,7 @@ async fn a_referral_is_recorded_once_and_its_task_updated_with_if_match_on_both_
         assert!(
             ctx.screenings
                 .iter()
-                .any(|s| s.domain == Domain::FoodInsecurity && s.positive),
+                .any(|s| s.domain == Domain::FoodInsecurity && s.positive()),
             "{engine:?}: James Wilson screened positive for food"
         );
         let reasons: Vec<String> = ctx

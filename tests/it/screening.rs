@@ -234,8 +234,11 @@ async fn a_referral_after_a_positive_safety_screen_is_recorded_once_with_do_not_
         reasons: &reasons,
         screenings: &[passerelle::domain::visit::DomainScreening {
             domain: Domain::IntimatePartnerViolence,
-            date: time::OffsetDateTime::now_utc().date(),
-            positive: true,
+            date: Some(time::OffsetDateTime::now_utc().date()),
+            finding: passerelle::domain::visit::Finding::Positive,
+            preliminary: false,
+            source: None,
+            evidence: None,
         }],
         concerns: &[],
         authored: "2026-11-22T10:00:00-05:00",

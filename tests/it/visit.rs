@@ -299,3 +299,188 @@ async fn malformed_schema_invalid_and_oversize_answers_get_clear_pages() {
     let (status, _) = app.open(&iss, "pas-p01").await;
     assert_eq!(status, 200);
 }
+
+/// Records other systems wrote, in their own shapes, created here as plain
+/// JSON (never through Passerelle's builders), for a patient Passerelle has
+/// never screened: a US Core AHC HRSN panel with member Observations and no
+/// interpretation (as US Core's Observation-AHC-HRSN-panel-example-96777-8),
+/// an SDOHCC-style Hunger Vital Sign QuestionnaireResponse with `/` linkIds
+/// (SDOHCC-QuestionnaireResponseHungerVitalSignExample), a bare Z59.41
+/// Condition, a HITS total of 12 as valueQuantity from a CBO platform, a
+/// declined transportation item and an entered-in-error utility positive.
+#[tokio::test]
+async fn screenings_recorded_elsewhere_show_are_not_asked_again_and_protect_the_patient() {
+    use serde_json::{Value, json};
+    let app = spawn_app().await;
+    let client = common::fhir_client(app.fhir_base());
+    let patient = client
+        .create(
+            &json!({ "resourceType": "Patient", "name": [{ "family": "Okafor", "given": ["Ada"] }], "birthDate": "1980-04-02" }),
+            None,
+        )
+        .await
+        .unwrap()
+        .reference
+        .unwrap();
+    let patient_id = patient.trim_start_matches("Patient/").to_string();
+    let day = (time::OffsetDateTime::now_utc().date() - time::Duration::days(20)).to_string();
+    let loinc = |c: &str| json!({ "coding": [{ "system": "http://loinc.org", "code": c }] });
+    let item = |question: &str, extra: Value| {
+        let mut o = json!({
+            "resourceType": "Observation", "status": "final",
+            "category": [
+                { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "survey" }] },
+                { "coding": [{ "system": "http://hl7.org/fhir/us/core/CodeSystem/us-core-category", "code": "sdoh" }] }
+            ],
+            "code": loinc(question),
+            "subject": { "reference": patient },
+            "effectiveDateTime": day,
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            o[k] = v.clone();
+        }
+        o
+    };
+    let answer = |code: &str| json!({ "valueCodeableConcept": loinc(code) });
+    let mut members = Vec::new();
+    for (q, a) in [("71802-3", "LA31994-9"), ("96778-6", "LA9-3")] {
+        let created = client.create(&item(q, answer(a)), None).await.unwrap();
+        members.push(json!({ "reference": created.reference.unwrap() }));
+    }
+    let mut panel = item("96777-8", json!({ "hasMember": members }));
+    panel["performer"] = json!([{ "display": "Riverside Health Plan" }]);
+    client.create(&panel, None).await.unwrap();
+    // A HITS total of 12 from a CBO platform, survey category only.
+    let mut hits = item(
+        "95614-4",
+        json!({ "valueQuantity": { "value": 12 }, "performer": [{ "display": "Safe Harbor CBO" }] }),
+    );
+    hits["category"] = json!([{ "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "survey" }] }]);
+    client.create(&hits, None).await.unwrap();
+    // Declined; and a positive entered in error.
+    let declined = item(
+        "93030-5",
+        json!({ "dataAbsentReason": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/data-absent-reason", "code": "asked-declined" }] } }),
+    );
+    client.create(&declined, None).await.unwrap();
+    let mut wrong = item("96779-4", answer("LA33-6"));
+    wrong["status"] = json!("entered-in-error");
+    client.create(&wrong, None).await.unwrap();
+    client
+        .create(
+            &json!({
+                "resourceType": "QuestionnaireResponse", "status": "completed",
+                "questionnaire": "http://hl7.org/fhir/us/sdoh-clinicalcare/Questionnaire/SDOHCC-QuestionnaireHungerVitalSign",
+                "subject": { "reference": patient }, "authored": format!("{day}T21:56:54Z"),
+                "author": { "display": "Patient portal" },
+                "item": [
+                    { "linkId": "/88122-7", "answer": [{ "valueCoding": { "system": "http://loinc.org", "code": "LA28397-0" } }] },
+                    { "linkId": "/88123-5", "answer": [{ "valueCoding": { "system": "http://loinc.org", "code": "LA28398-8" } }] }
+                ]
+            }),
+            None,
+        )
+        .await
+        .unwrap();
+    client
+        .create(
+            &json!({
+                "resourceType": "Condition",
+                "clinicalStatus": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active" }] },
+                "category": [{ "coding": [{ "system": "http://hl7.org/fhir/us/core/CodeSystem/condition-category", "code": "health-concern" }] }],
+                "code": { "coding": [{ "system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "Z59.41", "display": "Food insecurity" }] },
+                "subject": { "reference": patient },
+                "recordedDate": day,
+                "recorder": { "display": "Dr. Lee" }
+            }),
+            None,
+        )
+        .await
+        .unwrap();
+
+    // The visit page: prior results with their source and date.
+    let (status, html) = app.open(app.fhir_base().as_str(), &patient_id).await;
+    assert_eq!(status, 200, "{html}");
+    let row = |code: &str| {
+        html.split(&format!("id=\"screening-{code}\""))
+            .nth(1)
+            .and_then(|r| r.split("</tr>").next())
+            .map(str::to_string)
+    };
+    let housing = row("housing-instability").expect("housing row");
+    assert!(
+        housing.contains("Positive")
+            && housing.contains(&day)
+            && housing.contains("Riverside Health Plan"),
+        "{housing}"
+    );
+    assert!(
+        row("inadequate-housing")
+            .expect("quality row")
+            .contains("Negative")
+    );
+    let food = row("food-insecurity").expect("food row");
+    assert!(food.contains("Positive") && food.contains(&day), "{food}");
+    let ipv = row("intimate-partner-violence").expect("IPV row");
+    assert!(
+        ipv.contains("Positive") && ipv.contains("Safe Harbor CBO"),
+        "{ipv}"
+    );
+    assert!(
+        row("transportation-insecurity")
+            .expect("transportation row")
+            .contains("Declined to answer")
+    );
+    assert!(
+        row("utility-insecurity").is_none(),
+        "entered in error: no result"
+    );
+    assert!(
+        html.contains("Food insecurity") && html.contains("by Dr. Lee"),
+        "the bare Z59.41 concern"
+    );
+
+    // Re-screening (what the screen page computes: the history, results
+    // within the interval, the form's items of those domains): only stale or
+    // missing domains are asked again.
+    let since = time::OffsetDateTime::now_utc().date() - time::Duration::days(365);
+    let recent: Vec<_> = passerelle::fhir::screening::history(&client, &patient_id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|s| s.recent(since))
+        .map(|s| s.domain)
+        .collect();
+    let items = &passerelle::domain::screening::Rules::shared().item_domains["ahc-hrsn-core"];
+    let not_asked = |link: &str| recent.contains(&items[link]);
+    for skipped in [
+        "71802-3", "96778-6", "88122-7", "88123-5", "95614-4", "95618-5",
+    ] {
+        assert!(not_asked(skipped), "{skipped} asked again: {recent:?}");
+    }
+    for asked in ["93030-5", "96779-4", "76513-1"] {
+        assert!(!not_asked(asked), "{asked} not asked: {recent:?}");
+    }
+
+    // The next referral may not contact the patient.
+    let ctx = passerelle::fhir::referral::read_context(
+        &client,
+        &patient_id,
+        &passerelle::domain::coverage::RegimeTable::shipped().payer_type_system,
+        time::OffsetDateTime::now_utc().date(),
+    )
+    .await
+    .unwrap();
+    assert!(passerelle::fhir::referral::no_contact_required(
+        &ctx.screenings,
+        &ctx.concerns
+    ));
+    assert!(
+        ctx.reasons.iter().any(
+            |(d, r)| *d == passerelle::domain::sdoh::Domain::FoodInsecurity
+                && r.starts_with("Condition/")
+        ),
+        "the bare Z59.41 Condition is the food referral's reason: {:?}",
+        ctx.reasons
+    );
+}

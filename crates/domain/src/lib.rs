@@ -9,6 +9,7 @@
 pub mod appeal;
 pub mod coverage;
 pub mod directory;
+pub mod evidence;
 pub mod letter;
 pub mod patterns;
 pub mod queue;

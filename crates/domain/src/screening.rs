@@ -48,6 +48,8 @@ struct RawTotal {
     positive_above: i64,
     domain: String,
     source: String,
+    #[serde(default)]
+    answer_scores: BTreeMap<String, i64>,
 }
 
 /// One rule: these answers to this question are positive for this domain.
@@ -67,6 +69,9 @@ pub struct TotalRule {
     pub positive_above: i64,
     pub domain: Domain,
     pub source: String,
+    /// The score of each answer code (for items whose Questionnaire, and so
+    /// whose `ordinalValue`, Passerelle does not have: recorded elsewhere).
+    pub answer_scores: BTreeMap<String, i64>,
 }
 
 /// The checked rule table: the only way to get one is [`Rules::parse`].
@@ -121,6 +126,7 @@ impl Rules {
                     of: t.of,
                     positive_above: t.positive_above,
                     source: t.source,
+                    answer_scores: t.answer_scores,
                 })
             })
             .collect::<Result<Vec<_>, RulesError>>()?;
@@ -147,6 +153,12 @@ impl Rules {
         Rules::parse(SHIPPED_RULES).expect("the shipped screening rules are valid (tested)")
     }
 
+    /// The shipped rules, parsed once.
+    pub fn shared() -> &'static Rules {
+        static RULES: std::sync::OnceLock<Rules> = std::sync::OnceLock::new();
+        RULES.get_or_init(Rules::shipped)
+    }
+
     /// How an item counts: a "choose not to answer" code makes it declined.
     pub fn normalise(&self, mut item: ItemResponse) -> ItemResponse {
         let declined = item
@@ -158,6 +170,48 @@ impl Rules {
             item.absent = Some(Absent::Declined);
         }
         item
+    }
+
+    /// Does the table know this question (a rule, a total or one of its parts)?
+    pub fn knows(&self, question: &str) -> bool {
+        self.by_question.contains_key(question)
+            || self
+                .totals
+                .iter()
+                .any(|t| t.total == question || t.of.iter().any(|q| q == question))
+    }
+
+    /// Every question and total code the table scores, sorted: what to
+    /// search a server's Observations by, whatever their categories.
+    pub fn question_codes(&self) -> Vec<String> {
+        let mut out: BTreeSet<String> = self.by_question.keys().cloned().collect();
+        for t in &self.totals {
+            out.insert(t.total.clone());
+            out.extend(t.of.iter().cloned());
+        }
+        out.into_iter().collect()
+    }
+
+    /// The answer scores of every total, for scoring items recorded elsewhere.
+    pub fn answer_scores(&self) -> BTreeMap<String, i64> {
+        self.totals
+            .iter()
+            .flat_map(|t| t.answer_scores.iter().map(|(k, v)| (k.clone(), *v)))
+            .collect()
+    }
+
+    /// A total recorded as a number (the HITS total 95614-4 as `valueInteger`
+    /// or `valueQuantity`): its domain, and whether it is positive.
+    pub fn total_value(&self, question: &str, value: i64) -> Option<(Domain, bool)> {
+        self.totals
+            .iter()
+            .find(|t| t.total == question)
+            .map(|t| (t.domain, value > t.positive_above))
+    }
+
+    /// The total rule named `total`.
+    pub fn total(&self, total: &str) -> Option<&TotalRule> {
+        self.totals.iter().find(|t| t.total == total)
     }
 
     /// The domains a question screens, positive or not.

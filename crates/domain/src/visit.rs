@@ -2,8 +2,6 @@
 //! visit. Plain values, built by `passerelle::fhir::context` from the FHIR
 //! server's answers and summarised here.
 
-use std::collections::BTreeMap;
-
 use time::Date;
 
 use super::coverage::{Code, CoverageSummary};
@@ -75,47 +73,48 @@ pub struct EncounterSummary {
     pub end: Option<Date>,
 }
 
-/// One SDOH screening answer as read from an Observation.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ScreeningObservation {
-    pub domains: Vec<Domain>,
-    pub date: Option<Date>,
-    pub positive: bool,
+/// What the evidence says of one domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Finding {
+    Positive,
+    Negative,
+    /// The patient declined to answer: no result, shown only when the
+    /// domain has no result at all.
+    Declined,
 }
 
-/// The last screening of one domain.
+/// The state of one domain, from [`crate::evidence::read`]: the latest
+/// result, where it comes from, and the record that shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DomainScreening {
     pub domain: Domain,
-    pub date: Date,
-    pub positive: bool,
+    /// `None` when the record has no date (never "recent").
+    pub date: Option<Date>,
+    pub finding: Finding,
+    /// Recorded with a preliminary status (Observation `preliminary`,
+    /// QuestionnaireResponse `in-progress`, Condition `provisional`).
+    pub preliminary: bool,
+    /// Who recorded it, in words, when the record says.
+    pub source: Option<String>,
+    /// `Observation/…`, `QuestionnaireResponse/…` or `Condition/…` of a
+    /// positive: a referral's reason.
+    pub evidence: Option<String>,
 }
 
-/// The latest screening of each domain: its date, and positive when any
-/// answer of that day was (SDOHCC marks positive answers with
-/// `interpretation` POS and never marks negatives).
-pub fn latest_screenings(observations: &[ScreeningObservation]) -> Vec<DomainScreening> {
-    let mut latest: BTreeMap<Domain, DomainScreening> = BTreeMap::new();
-    for o in observations {
-        let Some(date) = o.date else { continue };
-        for &domain in &o.domains {
-            let entry = latest.entry(domain).or_insert(DomainScreening {
-                domain,
-                date,
-                positive: false,
-            });
-            if date > entry.date {
-                *entry = DomainScreening {
-                    domain,
-                    date,
-                    positive: o.positive,
-                };
-            } else if date == entry.date {
-                entry.positive |= o.positive;
-            }
-        }
+impl DomainScreening {
+    pub fn positive(&self) -> bool {
+        self.finding == Finding::Positive
     }
-    latest.into_values().collect()
+
+    /// Positive or negative: a result (declined is not).
+    pub fn is_result(&self) -> bool {
+        matches!(self.finding, Finding::Positive | Finding::Negative)
+    }
+
+    /// A result on or after `since`: its domain is not asked again.
+    pub fn recent(&self, since: Date) -> bool {
+        self.is_result() && self.date.is_some_and(|d| d >= since)
+    }
 }
 
 /// An SDOH health concern (Condition).
@@ -129,8 +128,10 @@ pub struct Concern {
     pub verification: Option<String>,
     pub clinical_status: Option<String>,
     pub recorded: Option<Date>,
-    /// `onsetDateTime` (or the start of `onsetPeriod`), when recorded.
+    /// `onsetDateTime` or `onsetPeriod.start`: the date when none was recorded.
     pub onset: Option<Date>,
+    /// Who recorded it, in words (`meta.source`, the recorder or asserter).
+    pub source: Option<String>,
 }
 
 /// Health concerns newest first, whatever order the server sent them in:
@@ -301,6 +302,7 @@ mod tests {
             clinical_status: None,
             recorded,
             onset,
+            source: None,
         };
         // As a server that ignores _sort might send them.
         let mut list = vec![
@@ -332,41 +334,6 @@ mod tests {
         again.reverse();
         sort_concerns(&mut again);
         assert_eq!(again, list, "the same order whatever the server's");
-    }
-
-    #[test]
-    fn latest_screening_per_domain_wins_and_positive_is_per_day() {
-        let obs = |d: Domain, date: Date, positive| ScreeningObservation {
-            domains: vec![d],
-            date: Some(date),
-            positive,
-        };
-        let list = latest_screenings(&[
-            obs(Domain::FoodInsecurity, date!(2025 - 01 - 10), true),
-            obs(Domain::FoodInsecurity, date!(2026 - 02 - 01), false),
-            obs(Domain::HousingInstability, date!(2026 - 02 - 01), false),
-            obs(Domain::HousingInstability, date!(2026 - 02 - 01), true),
-            ScreeningObservation {
-                domains: vec![Domain::UtilityInsecurity],
-                date: None,
-                positive: true,
-            },
-        ]);
-        assert_eq!(
-            list,
-            vec![
-                DomainScreening {
-                    domain: Domain::FoodInsecurity,
-                    date: date!(2026 - 02 - 01),
-                    positive: false
-                },
-                DomainScreening {
-                    domain: Domain::HousingInstability,
-                    date: date!(2026 - 02 - 01),
-                    positive: true
-                },
-            ]
-        );
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Loading a visit's context: every read and search is sent at once, so the
-//! wall time is about one FHIR round trip, not the sum of eight.
+//! wall time is about one FHIR round trip, not the sum of ten.
 //!
 //! The Patient is required (without it there is no page); every other
 //! section that fails shows its own clear message while the others show.
@@ -7,19 +7,21 @@
 use std::collections::HashMap;
 
 use fhir_sdk::r4b::resources::{
-    Claim, ClaimResponse, Condition, Coverage, Encounter, Observation, Organization, Patient,
-    ServiceRequest, Task,
+    Claim, ClaimResponse, Coverage, Encounter, Organization, Patient, ServiceRequest, Task,
 };
 use fhir_sdk::r4b::types::Reference;
 use time::Date;
 
 use super::client::{Decoded, FhirClient, SearchPage};
 use super::error::FhirError;
+use super::sdoh;
 use super::views;
 use crate::domain::coverage::{RegimeTable, assess};
+use crate::domain::evidence::{self, ConditionCodes};
 use crate::domain::referral::Status;
+use crate::domain::screening::Rules;
 use crate::domain::visit::{
-    Section, SectionError, TaskKind, TaskSummary, VisitContext, latest_screenings, pair_referrals,
+    Concern, Section, SectionError, TaskKind, TaskSummary, VisitContext, pair_referrals,
     sort_concerns,
 };
 
@@ -70,22 +72,10 @@ pub async fn load_visit_with(
         p.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
         p
     };
-    let searches = [
+    let mut searches: Vec<(&str, Vec<(&str, String)>)> = vec![
         (
             "Coverage",
             by_subject(&[("beneficiary", &subject), ("_include", "Coverage:payor")]),
-        ),
-        (
-            "Observation",
-            by_subject(&[
-                ("subject", &subject),
-                ("category", "sdoh"),
-                ("_sort", "-date"),
-            ]),
-        ),
-        (
-            "Condition",
-            by_subject(&[("subject", &subject), ("category", "sdoh")]),
         ),
         (
             "ServiceRequest",
@@ -104,6 +94,8 @@ pub async fn load_visit_with(
             ]),
         ),
     ];
+    // The SDOH evidence: the same four searches as every other reader of it.
+    searches.extend(sdoh::searches(Rules::shared(), &subject));
     let latest_encounter_q = [
         ("subject", subject.clone()),
         ("_sort", "-date".into()),
@@ -146,8 +138,16 @@ pub async fn load_visit_with(
             (patient, encounter, pages)
         }
     };
-    let [coverages, observations, conditions, requests, tasks, claims]: [_; 6] =
-        pages.try_into().expect("one page per search");
+    let [
+        coverages,
+        requests,
+        tasks,
+        claims,
+        obs_by_category,
+        obs_by_code,
+        responses,
+        conditions,
+    ]: [_; 8] = pages.try_into().expect("one page per search");
     let patient = views::patient(&patient?.resource);
     let mut skipped: Vec<(String, usize)> = Vec::new();
     let mut note_skipped = |t: &str, n: usize| {
@@ -175,28 +175,29 @@ pub async fn load_visit_with(
             assess(facts, regimes, today)
         });
 
-    let screenings = observations
-        .map_err(|e| section_error("Screening results", &e))
+    // Concerns show when their search answered; the domains' states need
+    // every evidence search (a partial record could hide a positive).
+    let concerns: Section<Vec<Concern>> = conditions
+        .as_ref()
+        .map_err(|e| section_error("Health concerns", e))
         .map(|page| {
-            let decoded: Decoded<Observation> = page.resources("Observation");
-            note_skipped("Observation", decoded.skipped);
-            let obs: Vec<_> = decoded
-                .items
-                .iter()
-                .map(views::screening_observation)
+            let codes = ConditionCodes::shipped();
+            let mut concerns: Vec<Concern> = page
+                .raw("Condition")
+                .filter_map(|c| sdoh::concern(c, codes))
                 .collect();
-            latest_screenings(&obs)
-        });
-
-    let concerns = conditions
-        .map_err(|e| section_error("Health concerns", &e))
-        .map(|page| {
-            let decoded: Decoded<Condition> = page.resources("Condition");
-            note_skipped("Condition", decoded.skipped);
-            let mut concerns: Vec<_> = decoded.items.iter().map(views::concern).collect();
             sort_concerns(&mut concerns);
             concerns
         });
+    let screenings = match (obs_by_category, obs_by_code, responses, conditions) {
+        (Ok(a), Ok(b), Ok(c), Ok(d)) => Ok(evidence::read(
+            Rules::shared(),
+            &sdoh::evidence(&a, &b, &c, &d),
+        )),
+        (Err(e), ..) | (_, Err(e), ..) | (_, _, Err(e), _) | (.., Err(e)) => {
+            Err(section_error("Screening results", &e))
+        }
+    };
 
     let task_list: Section<Vec<TaskSummary>> =
         tasks.map_err(|e| section_error("Tasks", &e)).map(|page| {

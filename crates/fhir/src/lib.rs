@@ -12,6 +12,8 @@
 //! * [`screening`], [`referral`], [`appeal`], [`letter`], [`task`],
 //!   [`queue`], [`patterns`], [`measure`]: each feature's reads (returning
 //!   plain values) and the resources it writes;
+//! * [`sdoh`]: SDOH evidence in any standard shape (Observations, panels,
+//!   QuestionnaireResponses, coded Conditions), for [`crate::domain::evidence`];
 //! * [`schema`]: validation of what we write against the R4 JSON schema;
 //! * [`searches`]: every search Passerelle sends, for `passerelle check`.
 //!
@@ -40,6 +42,7 @@ pub mod queue;
 pub mod referral;
 pub mod schema;
 pub mod screening;
+pub mod sdoh;
 pub mod searches;
 pub mod task;
 pub mod views;

@@ -17,19 +17,22 @@
 
 use std::collections::BTreeSet;
 
-use fhir_sdk::r4b::resources::{Condition, Coverage, Observation, Patient};
+use fhir_sdk::r4b::resources::{Coverage, Patient};
 use serde_json::{Value, json};
 use time::Date;
 
 use super::bundle::urn;
 use super::client::FhirClient;
 use super::error::FhirError;
+use super::sdoh;
 use super::views;
 
 use crate::domain::directory::{Service, chart_facts};
+use crate::domain::evidence;
+use crate::domain::screening::Rules;
 use crate::domain::sdoh::{Domain, SDOHCC_TEMPORARY_CODES};
 use crate::domain::visit::{
-    Concern, DomainScreening, PatientSummary, TASK_CODE_SYSTEM, latest_screenings, sort_concerns,
+    Concern, DomainScreening, PatientSummary, TASK_CODE_SYSTEM, sort_concerns,
 };
 
 /// What a referral is built from, read from the EHR.
@@ -58,65 +61,28 @@ pub async fn read_context(
     today: Date,
 ) -> Result<ReferContext, FhirError> {
     let subject = format!("Patient/{patient_id}");
-    let sdoh = |extra: &[(&'static str, &str)]| {
-        let mut p: Vec<(&str, String)> = vec![
-            ("subject", subject.clone()),
-            ("category", "sdoh".into()),
-            ("_count", "200".into()),
-        ];
-        p.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
-        p
-    };
-    let obs_q = sdoh(&[("_sort", "-date")]);
-    let cond_q = sdoh(&[]);
     let cov_q = [("beneficiary", subject.clone()), ("_count", "50".into())];
     let med_q = [
         ("subject", subject.clone()),
         ("status", "active".to_string()),
         ("_count", "50".to_string()),
     ];
-    let (patient, observations, conditions, coverages, meds) = tokio::join!(
+    let rules = Rules::shared();
+    let (patient, evidence, coverages, meds) = tokio::join!(
         client.read::<Patient>("Patient", patient_id),
-        client.search("Observation", &obs_q),
-        client.search("Condition", &cond_q),
+        sdoh::read(client, rules, patient_id),
         client.search("Coverage", &cov_q),
         client.search("MedicationRequest", &med_q),
     );
     let patient = views::patient(&patient?.resource);
-    let observations = observations?;
-    let conditions = conditions?;
-    let obs = observations.resources::<Observation>("Observation").items;
-    let screening_obs: Vec<_> = obs.iter().map(views::screening_observation).collect();
-    let screenings = latest_screenings(&screening_obs);
-    let mut concerns: Vec<Concern> = conditions
-        .resources::<Condition>("Condition")
-        .items
-        .iter()
-        .map(views::concern)
-        .collect();
+    // Every evidence search must answer: the safety rule below never
+    // decides on part of the record.
+    let found = evidence?;
+    let screenings = evidence::read(rules, &found);
+    let mut concerns = found.concerns;
     // Health concerns are searched without _sort: ordered here.
     sort_concerns(&mut concerns);
-    let mut reasons: Vec<(Domain, String)> = concerns
-        .iter()
-        .filter(|c| c.verification.as_deref() != Some("refuted"))
-        .filter(|c| c.clinical_status.as_deref() != Some("resolved"))
-        .flat_map(|c| {
-            c.domains
-                .iter()
-                .map(|d| (*d, format!("Condition/{}", c.id)))
-        })
-        .collect();
-    // Without a concern, the positive screening answer is the reason.
-    for (o, s) in obs.iter().zip(&screening_obs) {
-        let Some(id) = o.id.as_ref().filter(|_| s.positive) else {
-            continue;
-        };
-        for d in &s.domains {
-            if !reasons.iter().any(|(rd, _)| rd == d) {
-                reasons.push((*d, format!("Observation/{id}")));
-            }
-        }
-    }
+    let reasons = reasons(&screenings, &concerns);
     let coverage_facts: Vec<_> = coverages?
         .resources::<Coverage>("Coverage")
         .items
@@ -146,6 +112,30 @@ pub async fn read_context(
         reasons,
         medications,
     })
+}
+
+/// The referral's reasons per domain: its current concerns (not refuted,
+/// not resolved), else the record that shows the domain's positive result
+/// (an Observation, a QuestionnaireResponse or a Condition, whoever wrote it).
+pub fn reasons(screenings: &[DomainScreening], concerns: &[Concern]) -> Vec<(Domain, String)> {
+    let mut reasons: Vec<(Domain, String)> = concerns
+        .iter()
+        .filter(|c| c.verification.as_deref() != Some("refuted"))
+        .filter(|c| c.clinical_status.as_deref() != Some("resolved"))
+        .flat_map(|c| {
+            c.domains
+                .iter()
+                .map(|d| (*d, format!("Condition/{}", c.id)))
+        })
+        .collect();
+    for s in screenings.iter().filter(|s| s.positive()) {
+        if let Some(e) = &s.evidence
+            && !reasons.iter().any(|(d, _)| *d == s.domain)
+        {
+            reasons.push((s.domain, e.clone()));
+        }
+    }
+    reasons
 }
 
 /// Identifier system of referrals Passerelle makes.
@@ -193,15 +183,18 @@ pub fn default_code(domain: Domain) -> Option<(&'static str, &'static str, &'sta
 }
 
 /// Must referrals avoid contacting the patient? Yes when the latest
-/// intimate-partner-violence screen is positive, or an IPV concern is not
-/// refuted.
+/// intimate-partner-violence result is positive (preliminary included),
+/// whoever recorded it and in whichever shape ([`crate::domain::evidence`]:
+/// a HITS total of 11 or more, PRAPARE's partner question, an IPV concern
+/// coded by category or by ICD-10-CM/SNOMED code), or when an IPV concern
+/// is neither refuted nor entered in error (even resolved: Passerelle
+/// errs on the side of not calling).
 pub fn no_contact_required(screenings: &[DomainScreening], concerns: &[Concern]) -> bool {
     let screened_positive = screenings
         .iter()
-        .any(|s| s.domain == Domain::IntimatePartnerViolence && s.positive);
+        .any(|s| s.domain == Domain::IntimatePartnerViolence && s.positive());
     let concern = concerns.iter().any(|c| {
-        c.domains.contains(&Domain::IntimatePartnerViolence)
-            && c.verification.as_deref() != Some("refuted")
+        c.domains.contains(&Domain::IntimatePartnerViolence) && !evidence::concern_void(c)
     });
     screened_positive || concern
 }
@@ -474,6 +467,7 @@ pub fn patient_task(r: &PatientTaskRecord) -> Value {
 mod tests {
     use super::*;
     use crate::domain::directory::{Directory, Query};
+    use crate::domain::visit::Finding;
     use time::macros::date;
 
     fn record<'a>(
@@ -565,8 +559,15 @@ mod tests {
         let service = pantry(&d);
         let screen = |domain, positive| DomainScreening {
             domain,
-            date: date!(2026 - 11 - 01),
-            positive,
+            date: Some(date!(2026 - 11 - 01)),
+            finding: if positive {
+                Finding::Positive
+            } else {
+                Finding::Negative
+            },
+            preliminary: false,
+            source: None,
+            evidence: None,
         };
         let unsafe_at_home = [screen(Domain::IntimatePartnerViolence, true)];
         let b = transaction(&record(&service, &unsafe_at_home, &[]));
@@ -594,9 +595,107 @@ mod tests {
             clinical_status: Some("active".into()),
             recorded: None,
             onset: None,
+            source: None,
         };
         assert!(no_contact_required(&[], &[concern("unconfirmed")]));
         assert!(!no_contact_required(&[], &[concern("refuted")]));
+    }
+
+    /// The safety rule from records other systems wrote, as plain JSON in
+    /// their shapes: whatever the shape, an IPV positive makes the next
+    /// referral say `contacting-subject-prohibited`.
+    #[test]
+    fn an_ipv_positive_recorded_elsewhere_in_any_shape_prohibits_contact() {
+        use crate::client::SearchPage;
+        use serde_json::json;
+        let page = |r: Vec<Value>| SearchPage {
+            entries: r.into_iter().map(|r| (None, r)).collect(),
+            ..Default::default()
+        };
+        let loinc = |c: &str| json!({ "coding": [{ "system": "http://loinc.org", "code": c }] });
+        let prohibited = |obs: Vec<Value>, qrs: Vec<Value>, conds: Vec<Value>| {
+            let found = sdoh::evidence(&page(obs), &page(vec![]), &page(qrs), &page(conds));
+            let screenings = evidence::read(Rules::shared(), &found);
+            let d = Directory::shipped();
+            let service = pantry(&d);
+            let mut r = record(&service, &screenings, &[]);
+            r.concerns = &found.concerns;
+            let b = transaction(&r);
+            b["entry"][0]["resource"]["orderDetail"][0]["coding"][0]["code"]
+                == "contacting-subject-prohibited"
+        };
+        // A HITS total of 12 from a CBO platform (US Core shape:
+        // valueQuantity, categories survey and sdoh, no interpretation).
+        let hits = |status: &str| {
+            json!({
+                "resourceType": "Observation", "id": "hits-total", "status": status,
+                "category": [{ "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "survey" }] }],
+                "code": loinc("95614-4"),
+                "effectiveDateTime": "2026-10-01",
+                "performer": [{ "display": "Safe Harbor CBO" }],
+                "valueQuantity": { "value": 12 }
+            })
+        };
+        assert!(prohibited(vec![hits("final")], vec![], vec![]));
+        assert!(prohibited(vec![hits("preliminary")], vec![], vec![]));
+        assert!(
+            !prohibited(vec![hits("entered-in-error")], vec![], vec![]),
+            "an entered-in-error positive is no result"
+        );
+        // The HITS items in a portal's QuestionnaireResponse, no total
+        // (5 + 3 + 2 + 1 = 11).
+        let item = |q: &str, a: &str| json!({ "linkId": format!("/95614-4/{q}"), "answer": [{ "valueCoding": { "system": "http://loinc.org", "code": a } }] });
+        let qr = json!({
+            "resourceType": "QuestionnaireResponse", "id": "portal", "status": "completed",
+            "authored": "2026-10-02",
+            "item": [{ "linkId": "/95614-4", "item": [
+                item("95618-5", "LA6482-9"), item("95617-7", "LA10082-8"),
+                item("95616-9", "LA10066-1"), item("95615-1", "LA6270-8")
+            ] }]
+        });
+        assert!(prohibited(vec![], vec![qr], vec![]));
+        // A bare ICD-10-CM Condition: adult physical abuse, confirmed.
+        let cond = |code: &str, verification: &str| {
+            json!({
+                "resourceType": "Condition", "id": "c1",
+                "verificationStatus": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/condition-ver-status", "code": verification }] },
+                "category": [{ "coding": [{ "system": "http://hl7.org/fhir/us/core/CodeSystem/us-core-category", "code": "sdoh" }] }],
+                "code": { "coding": [{ "system": "http://hl7.org/fhir/sid/icd-10-cm", "code": code }] },
+                "recordedDate": "2026-09-01"
+            })
+        };
+        assert!(prohibited(
+            vec![],
+            vec![],
+            vec![cond("T74.11XA", "confirmed")]
+        ));
+        assert!(prohibited(
+            vec![],
+            vec![],
+            vec![cond("Z91.410", "unconfirmed")]
+        ));
+        assert!(!prohibited(
+            vec![],
+            vec![],
+            vec![cond("T74.11XA", "entered-in-error")]
+        ));
+        assert!(!prohibited(
+            vec![],
+            vec![],
+            vec![cond("T74.11XA", "refuted")]
+        ));
+        assert!(!prohibited(
+            vec![],
+            vec![],
+            vec![cond("Z59.41", "confirmed")]
+        ));
+        // A declined safety item is no positive (and no negative).
+        let declined = json!({
+            "resourceType": "Observation", "id": "d", "status": "final",
+            "code": loinc("76501-6"), "effectiveDateTime": "2026-10-01",
+            "dataAbsentReason": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/data-absent-reason", "code": "asked-declined" }] }
+        });
+        assert!(!prohibited(vec![declined], vec![], vec![]));
     }
 
     #[test]
@@ -659,8 +758,11 @@ mod tests {
         let service = pantry(&d);
         let positive = [DomainScreening {
             domain: Domain::IntimatePartnerViolence,
-            date: date!(2026 - 11 - 01),
-            positive: true,
+            date: Some(date!(2026 - 11 - 01)),
+            finding: Finding::Positive,
+            preliminary: false,
+            source: None,
+            evidence: None,
         }];
         v.validate_bundle(&transaction(&record(
             &service,

@@ -30,11 +30,11 @@ use serde_json::{Value, json};
 use super::bundle::urn;
 use super::client::FhirClient;
 use super::error::FhirError;
-use super::views;
 
+use crate::domain::screening::Rules;
 use crate::domain::screening::{Absent, Answer, ItemResponse, Scored};
 use crate::domain::sdoh::{Domain, SDOHCC_TEMPORARY_CODES, US_CORE_CATEGORY};
-use crate::domain::visit::ScreeningObservation;
+use crate::domain::visit::DomainScreening;
 
 /// Identifier system of everything a screening records.
 pub const SCREENING_ID_SYSTEM: &str = "http://passerelle.example.org/fhir/sid/screening";
@@ -226,24 +226,16 @@ pub async fn read_and_decide(
     Ok(decide(current.resource, verdict))
 }
 
-/// The patient's screening history: their SDOH Observations, latest first.
+/// The patient's screening history: every SDOH record the server holds,
+/// in any standard shape, by whoever recorded it ([`super::sdoh::read`]),
+/// read into each domain's state with the same rules as the form.
 pub async fn history(
     client: &FhirClient,
     patient_id: &str,
-) -> Result<Vec<ScreeningObservation>, FhirError> {
-    let history_q = [
-        ("subject", format!("Patient/{patient_id}")),
-        ("category", "sdoh".to_string()),
-        ("_sort", "-date".to_string()),
-        ("_count", "200".to_string()),
-    ];
-    let page = client.search("Observation", &history_q).await?;
-    Ok(page
-        .resources::<fhir_sdk::r4b::resources::Observation>("Observation")
-        .items
-        .iter()
-        .map(views::screening_observation)
-        .collect())
+) -> Result<Vec<DomainScreening>, FhirError> {
+    let rules = Rules::shared();
+    let found = super::sdoh::read(client, rules, patient_id).await?;
+    Ok(crate::domain::evidence::read(rules, &found))
 }
 
 /// The transaction Bundle of one screening.

@@ -71,6 +71,20 @@ pub const ALL: &[Search] = &[
         "context, referral: health concerns",
     ),
     s(
+        "Observation",
+        &["subject", "code"],
+        &[],
+        Some("-date"),
+        "context, screening, referral: screenings recorded by other systems (by LOINC code)",
+    ),
+    s(
+        "QuestionnaireResponse",
+        &["subject"],
+        &[],
+        None,
+        "context, screening, referral: questionnaires answered in other systems",
+    ),
+    s(
         "ServiceRequest",
         &["subject", "status"],
         &[],

@@ -2,18 +2,14 @@
 //! [`crate::domain`]. This is where FHIR's shapes (lists of optional
 //! elements, choice types, partial dates) are flattened into what a page shows.
 
-use fhir_sdk::r4b::resources::{
-    ClaimResponse, Condition, ConditionOnset, Coverage, Encounter, Observation,
-    ObservationEffective, Patient, ServiceRequest, Task,
-};
+use fhir_sdk::r4b::resources::{ClaimResponse, Coverage, Encounter, Patient, ServiceRequest, Task};
 use fhir_sdk::r4b::types::{CodeableConcept, ExtensionValue, HumanName, Reference};
 use time::{Date, Month};
 
 use crate::domain::coverage::{Code, CoverageFacts, CoverageStatus};
-use crate::domain::sdoh::{Domain, SDOHCC_TEMPORARY_CODES};
 use crate::domain::visit::{
-    Concern, Denial, EncounterSummary, Identifier, Language, PatientSummary, Referral,
-    ScreeningObservation, TaskSummary, task_kind,
+    Denial, EncounterSummary, Identifier, Language, PatientSummary, Referral, TaskSummary,
+    task_kind,
 };
 
 /// `http://hl7.org/fhir/StructureDefinition/patient-interpreterRequired`
@@ -59,29 +55,6 @@ pub fn concept_text(cc: &CodeableConcept) -> Option<String> {
             .flatten()
             .find_map(|c| c.display.clone().or_else(|| c.code.clone()))
     })
-}
-
-fn has_code(cc: &CodeableConcept, system: &str, code: &str) -> bool {
-    cc.coding
-        .iter()
-        .flatten()
-        .any(|c| c.system.as_deref() == Some(system) && c.code.as_deref() == Some(code))
-}
-
-/// SDOH domains named by SDOHCC category codes in these concepts.
-fn domains_of<'a>(
-    categories: impl IntoIterator<Item = &'a Option<CodeableConcept>>,
-) -> Vec<Domain> {
-    let mut out: Vec<Domain> = categories
-        .into_iter()
-        .flatten()
-        .flat_map(|cc| cc.coding.iter().flatten())
-        .filter(|c| c.system.as_deref() == Some(SDOHCC_TEMPORARY_CODES))
-        .filter_map(|c| c.code.as_deref().and_then(Domain::from_code))
-        .collect();
-    out.sort();
-    out.dedup();
-    out
 }
 
 fn reference_text(r: &Reference) -> Option<String> {
@@ -270,54 +243,6 @@ pub fn coverage(c: &Coverage, payer_name: impl Fn(&Reference) -> Option<String>)
             .and_then(|p| p.end.as_ref())
             .and_then(to_day),
         costs,
-    }
-}
-
-/// An SDOH screening answer; positive when `interpretation` says POS
-/// (SDOHCC Observation Screening Response marks positives only).
-pub fn screening_observation(o: &Observation) -> ScreeningObservation {
-    const V3_INTERPRETATION: &str =
-        "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation";
-    let date = match &o.effective {
-        Some(ObservationEffective::DateTime(dt)) => to_day(dt),
-        Some(ObservationEffective::Period(p)) => p.start.as_ref().and_then(to_day),
-        Some(ObservationEffective::Instant(i)) => Some(i.0.date()),
-        _ => None,
-    }
-    .or_else(|| o.issued.as_ref().map(|i| i.0.date()));
-    ScreeningObservation {
-        domains: domains_of(&o.category),
-        date,
-        positive: o
-            .interpretation
-            .iter()
-            .flatten()
-            .any(|i| has_code(i, V3_INTERPRETATION, "POS")),
-    }
-}
-
-pub fn concern(c: &Condition) -> Concern {
-    let status = |cc: &Option<CodeableConcept>| {
-        cc.as_ref()
-            .and_then(|s| s.coding.iter().flatten().find_map(|c| c.code.clone()))
-    };
-    Concern {
-        id: c.id.clone().unwrap_or_default(),
-        version: c.meta.as_ref().and_then(|m| m.version_id.clone()),
-        domains: domains_of(&c.category),
-        text: c
-            .code
-            .as_ref()
-            .and_then(concept_text)
-            .unwrap_or_else(|| "(no description)".into()),
-        verification: status(&c.verification_status),
-        clinical_status: status(&c.clinical_status),
-        recorded: c.recorded_date.as_ref().and_then(to_day),
-        onset: match &c.onset {
-            Some(ConditionOnset::DateTime(dt)) => to_day(dt),
-            Some(ConditionOnset::Period(p)) => p.start.as_ref().and_then(to_day),
-            _ => None,
-        },
     }
 }
 
