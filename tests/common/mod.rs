@@ -19,6 +19,27 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use url::Url;
 
+/// What the visit page of the fixture patient pas-p01 shows, whichever
+/// server holds the fixtures: banner, encounter, coverage with its appeal
+/// regime, screening, open referral and the denial with its reason code.
+pub const P01_VISIT_PAGE: [&str; 15] = [
+    "María José García",
+    "MRN-P01",
+    "Spanish",
+    "Interpreter needed",
+    "Office visit",
+    "Sunrise Health Plan (Medicaid managed care)",
+    "SHP-448812",
+    "Sunrise Medicaid Gold",
+    "Medicaid managed care: appeal within 60 days (42 CFR 438.402(c)(2)(ii))",
+    "Food insecurity",
+    "Referral to food pantry program",
+    "in-progress",
+    "MRI lumbar spine without contrast",
+    "Prior authorization denied: conservative therapy of at least 6 weeks is not documented.",
+    "<code>197</code> Precertification/authorization/notification/pre-treatment absent",
+];
+
 /// Where the set-up scripts put the definitions (or the environment says).
 pub fn definitions_dir() -> PathBuf {
     std::env::var_os("PASSERELLE_DEFINITIONS_DIR")

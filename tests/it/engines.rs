@@ -261,23 +261,7 @@ async fn the_visit_page_and_the_patient_picker_read_the_same_chart_on_both_engin
         assert_eq!(status, 200, "{engine:?}: {html}");
         // Everything of tests/it/visit.rs's first test: eight reads and
         // searches, `_include=Coverage:payor`, `_sort=-date`.
-        for expected in [
-            "María José García",
-            "MRN-P01",
-            "Spanish",
-            "Interpreter needed",
-            "Office visit",
-            "Sunrise Health Plan (Medicaid managed care)",
-            "SHP-448812",
-            "Sunrise Medicaid Gold",
-            "Medicaid managed care: appeal within 60 days (42 CFR 438.402(c)(2)(ii))",
-            "Food insecurity",
-            "Referral to food pantry program",
-            "in-progress",
-            "MRI lumbar spine without contrast",
-            "Prior authorization denied: conservative therapy of at least 6 weeks is not documented.",
-            "<code>197</code> Precertification/authorization/notification/pre-treatment absent",
-        ] {
+        for expected in common::P01_VISIT_PAGE {
             assert!(html.contains(expected), "{engine:?}: missing {expected:?}");
         }
         let food = html.split("Food insecurity</th>").nth(1).expect("food row");

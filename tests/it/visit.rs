@@ -16,23 +16,7 @@ async fn visit_page_shows_banner_encounter_coverage_screening_and_open_task() {
     let app = spawn_app().await;
     let (status, html) = app.open(app.fhir_base().as_str(), "pas-p01").await;
     assert_eq!(status, 200, "{html}");
-    for expected in [
-        "María José García",
-        "MRN-P01",
-        "Spanish",
-        "Interpreter needed",
-        "Office visit",
-        "Sunrise Health Plan (Medicaid managed care)",
-        "SHP-448812",
-        "Sunrise Medicaid Gold",
-        "Medicaid managed care: appeal within 60 days (42 CFR 438.402(c)(2)(ii))",
-        "Food insecurity",
-        "Referral to food pantry program",
-        "in-progress",
-        "MRI lumbar spine without contrast",
-        "Prior authorization denied: conservative therapy of at least 6 weeks is not documented.",
-        "<code>197</code> Precertification/authorization/notification/pre-treatment absent",
-    ] {
+    for expected in common::P01_VISIT_PAGE {
         assert!(html.contains(expected), "missing {expected:?}");
     }
     // The food screening (150 days ago) is positive, housing negative.
