@@ -120,6 +120,15 @@ struct Seen {
     readable: HashMap<String, bool>,
 }
 
+impl Seen {
+    fn new() -> Self {
+        Seen {
+            since: Instant::now(),
+            readable: HashMap::new(),
+        }
+    }
+}
+
 /// How long a viewer's answers are kept before the EHR is asked again.
 pub const VISIBILITY_TTL: Duration = Duration::from_secs(300);
 
@@ -202,10 +211,7 @@ impl Queue {
         let unknown: Vec<String> = {
             let mut seen = self.seen_by.lock().expect("queue lock");
             seen.retain(|_, s| s.since.elapsed() < VISIBILITY_TTL);
-            let mine = seen.entry(launch_id.to_string()).or_insert_with(|| Seen {
-                since: Instant::now(),
-                readable: HashMap::new(),
-            });
+            let mine = seen.entry(launch_id.to_string()).or_insert_with(Seen::new);
             let mut unknown: Vec<String> = tasks
                 .iter()
                 .map(|(_, p)| p)
@@ -233,10 +239,7 @@ impl Queue {
             .collect()
             .await;
         let mut seen = self.seen_by.lock().expect("queue lock");
-        let mine = seen.entry(launch_id.to_string()).or_insert_with(|| Seen {
-            since: Instant::now(),
-            readable: HashMap::new(),
-        });
+        let mine = seen.entry(launch_id.to_string()).or_insert_with(Seen::new);
         for answer in answers {
             let (batch, found) = answer?;
             for id in batch {

@@ -355,11 +355,7 @@ impl AppState {
     /// launch: Passerelle itself, the practice's list and that EHR's own
     /// origins; never another EHR's, never any site.
     pub fn frame_ancestors_for(&self, ehr: &[String]) -> String {
-        let mut sources = vec!["'self'".to_string()];
-        sources.extend(self.inner.frame_ancestors.iter().cloned());
-        sources.extend(ehr.iter().cloned());
-        sources.dedup();
-        sources.join(" ")
+        frame_ancestor_sources(&self.inner.frame_ancestors, ehr)
     }
 
     /// Refuse a launch from `ip` beyond its quota (see [`server::LaunchLimiter`]).
@@ -468,17 +464,29 @@ pub fn check_frame_ancestor(a: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// CSP `frame-ancestors` sources: Passerelle itself, the practice's list,
+/// then `ehrs`' origins, each once.
+fn frame_ancestor_sources(practice: &[String], ehrs: &[String]) -> String {
+    let mut sources = vec!["'self'".to_string()];
+    for s in practice.iter().chain(ehrs) {
+        if !sources.contains(s) {
+            sources.push(s.clone());
+        }
+    }
+    sources.join(" ")
+}
+
 /// The router with its security headers.
 pub fn router(state: AppState, settings: &Settings) -> Router {
-    let mut ancestors = vec!["'self'".to_string()];
-    ancestors.extend(settings.frame_ancestors.iter().cloned());
-    for ehr in settings.smart.iter().flat_map(|s| &s.ehrs) {
-        ancestors.extend(ehr.frame_ancestors.iter().cloned());
-    }
-    ancestors.dedup();
+    let every_ehr: Vec<String> = settings
+        .smart
+        .iter()
+        .flat_map(|s| &s.ehrs)
+        .flat_map(|ehr| ehr.frame_ancestors.iter().cloned())
+        .collect();
     let csp = format!(
         "default-src 'none'; style-src 'self'; script-src 'self'; connect-src 'self'; img-src 'self' data:; form-action 'self'; base-uri 'none'; frame-ancestors {}",
-        ancestors.join(" ")
+        frame_ancestor_sources(&settings.frame_ancestors, &every_ehr)
     );
     let request_timeout = settings.server.request_timeout;
     let fixed = |name: HeaderName, value: &str| {
