@@ -118,7 +118,7 @@ pub enum NotifySecretIn {
 }
 
 impl BackendConfig {
-    pub const DEFAULT_SCOPE: &'static str = "system/Task.rus system/Patient.rs system/ServiceRequest.rus system/ClaimResponse.rs system/Organization.rs system/Condition.rus system/PractitionerRole.rs system/Practitioner.rs system/Coverage.rs system/Claim.rs system/Observation.rs system/Encounter.rs system/Procedure.rs system/Subscription.crs";
+    pub const DEFAULT_SCOPE: &'static str = "system/Task.rus system/Patient.rs system/ServiceRequest.rus system/ClaimResponse.rs system/Organization.rs system/Condition.rus system/PractitionerRole.rs system/Practitioner.rs system/Coverage.rs system/Claim.rs system/Observation.rs system/QuestionnaireResponse.rs system/Encounter.rs system/Procedure.rs system/Subscription.crs";
 
     fn default_scope() -> String {
         Self::DEFAULT_SCOPE.to_string()

@@ -1,8 +1,8 @@
 //! A generated population for the patterns view and its benchmark: per
-//! patient, a visit, a screening (most visits), three referrals in various
-//! states, a denial, and an appeal of it or a task for the patient: four
-//! Tasks a patient, so 5,000 patients give 20,000 Tasks and 5,000 denials.
-//! One denial in eight was entered by hand in the appeal form (no
+//! patient, a visit, a screening (most visits; in three systems' shapes),
+//! three referrals in various states, a denial, and an appeal of it or a
+//! task for the patient: four Tasks a patient, so 5,000 patients give
+//! 20,000 Tasks and 5,000 denials. One denial in eight was entered by hand in the appeal form (no
 //! ClaimResponse: the appeal Task records it), the others are
 //! ClaimResponses with their Claims.
 //!
@@ -227,6 +227,72 @@ fn instant(offset_days: i64, hours: i64) -> String {
         .expect("a valid instant")
 }
 
+/// The AHC HRSN item that screens each of [`DOMAINS`]: (LOINC question,
+/// a positive answer, a negative answer), per `profiles/screening-rules.json`.
+fn item_of(domain: &str) -> (&'static str, &'static str, &'static str) {
+    match domain {
+        "food-insecurity" => ("88122-7", "LA28397-0", "LA28398-8"),
+        "housing-instability" => ("71802-3", "LA31994-9", "LA31993-1"),
+        "transportation-insecurity" => ("93030-5", "LA33-6", "LA32-8"),
+        _ => ("96779-4", "LA33-6", "LA32-8"),
+    }
+}
+
+/// Patient `i`'s screening, in one of three shapes, as different systems
+/// record it (the patterns view must count each the same): Passerelle's
+/// own (SDOHCC domain category and `interpretation` POS); a US Core
+/// screening panel (96777-8) with its item as a `hasMember` Observation and
+/// no interpretation; or another system's QuestionnaireResponse with
+/// path-style LOINC linkIds and no Observation at all.
+fn screening(i: usize, pid: &str, domain: &str, positive: bool, date: &str) -> Vec<Value> {
+    let subject = json!({ "reference": format!("Patient/{pid}") });
+    let (question, yes, no) = item_of(domain);
+    let answer = json!({ "coding": [{ "system": "http://loinc.org", "code": if positive { yes } else { no } }] });
+    let loinc = |code: &str| json!({ "coding": [{ "system": "http://loinc.org", "code": code }] });
+    let categories = json!([
+        { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "survey" }] },
+        { "coding": [{ "system": "http://hl7.org/fhir/us/core/CodeSystem/us-core-category", "code": "sdoh" }] }
+    ]);
+    match (i / 5) % 3 {
+        0 => {
+            let mut obs = json!({
+                "resourceType": "Observation", "id": format!("{pid}-scr"), "status": "final",
+                "category": categories, "code": loinc(question),
+                "subject": subject, "effectiveDateTime": date, "valueCodeableConcept": answer
+            });
+            obs["category"]
+                .as_array_mut()
+                .expect("categories")
+                .push(json!({ "coding": [{ "system": SDOHCC_TEMPORARY_CODES, "code": domain }] }));
+            if positive {
+                obs["interpretation"] = json!([{ "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation", "code": "POS" }] }]);
+            }
+            vec![obs]
+        }
+        1 => vec![
+            json!({
+                "resourceType": "Observation", "id": format!("{pid}-scr"), "status": "final",
+                "category": categories, "code": loinc("96777-8"),
+                "subject": subject, "effectiveDateTime": date,
+                "hasMember": [{ "reference": format!("Observation/{pid}-scr-1") }]
+            }),
+            json!({
+                "resourceType": "Observation", "id": format!("{pid}-scr-1"), "status": "final",
+                "category": categories, "code": loinc(question),
+                "subject": subject, "effectiveDateTime": date, "valueCodeableConcept": answer
+            }),
+        ],
+        _ => vec![json!({
+            "resourceType": "QuestionnaireResponse", "id": format!("{pid}-scr"), "status": "completed",
+            "subject": subject, "authored": date,
+            "item": [{ "linkId": "/96777-8", "item": [{
+                "linkId": format!("/96777-8/{question}"),
+                "answer": [{ "valueCoding": answer["coding"][0] }]
+            }] }]
+        })],
+    }
+}
+
 /// The resources of patient `i`.
 pub fn resources(i: usize) -> Vec<Value> {
     let f = facts(i);
@@ -260,21 +326,7 @@ pub fn resources(i: usize) -> Vec<Value> {
         coverage,
     ];
     if let Some((domain, positive)) = f.screen {
-        let mut obs = json!({
-            "resourceType": "Observation", "id": format!("{pid}-scr"), "status": "final",
-            "category": [
-                { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "survey" }] },
-                { "coding": [{ "system": "http://hl7.org/fhir/us/core/CodeSystem/us-core-category", "code": "sdoh" }] },
-                { "coding": [{ "system": SDOHCC_TEMPORARY_CODES, "code": domain }] }
-            ],
-            "code": { "coding": [{ "system": "http://loinc.org", "code": "88122-7" }] },
-            "subject": subject, "effectiveDateTime": day(f.visit),
-            "valueCodeableConcept": { "coding": [{ "system": "http://loinc.org", "code": if positive { "LA28397-0" } else { "LA28398-8" } }] }
-        });
-        if positive {
-            obs["interpretation"] = json!([{ "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation", "code": "POS" }] }]);
-        }
-        out.push(obs);
+        out.extend(screening(i, &pid, domain, positive, &day(f.visit)));
     }
     for (k, r) in f.referrals.iter().enumerate() {
         let sr_id = format!("{pid}-sr{k}");

@@ -131,6 +131,29 @@ pub fn read(rules: &Rules, evidence: &Evidence) -> Vec<DomainScreening> {
     best.into_values().collect()
 }
 
+/// Every result the evidence holds, one per sitting and domain (and per
+/// current concern and domain), not only the latest: what a population
+/// count needs (the patterns view counts screens over a period). Declined
+/// answers and undated records are left out: neither is a screen that can
+/// be placed in a period. A sitting and a concern recorded on one day for
+/// one domain with one finding (a screening and the concern it raised)
+/// count once.
+pub fn results(rules: &Rules, evidence: &Evidence) -> Vec<DomainScreening> {
+    let mut out: Vec<DomainScreening> = Vec::new();
+    let mut seen: BTreeSet<(Domain, Date, bool)> = BTreeSet::new();
+    let sittings = sittings(rules, &evidence.screens);
+    let scored = sittings.iter().flat_map(|s| score_sitting(rules, s));
+    for r in scored.chain(evidence.concerns.iter().flat_map(concern_findings)) {
+        let Some(date) = r.date.filter(|_| r.is_result()) else {
+            continue;
+        };
+        if seen.insert((r.domain, date, r.positive())) {
+            out.push(r);
+        }
+    }
+    out
+}
+
 /// Is `a` the one to show rather than `b`? A result beats a declined
 /// answer whatever its date (declining is no result, it does not hide the
 /// last one); then the later day; on the same day positive beats negative
@@ -688,6 +711,45 @@ mod tests {
         assert_eq!(
             (food.finding, food.source.as_deref()),
             (Finding::Positive, Some("Portal"))
+        );
+    }
+
+    #[test]
+    fn every_dated_result_counts_once_for_a_population_and_declined_or_undated_ones_not() {
+        let mut old = obs("o", "88122-7", vec![code("LA28397-0")]);
+        old.date = Some(date!(2025 - 01 - 10));
+        let new = obs("n", "88122-7", vec![code("LA28398-8")]);
+        let mut undated = obs("u", "88122-7", vec![code("LA28397-0")]);
+        undated.date = None;
+        let mut declined = obs("d", "93030-5", vec![]);
+        declined.absent = Some(Absent::Declined);
+        // The concern a screening raised on its own day counts once with it.
+        let mut same_day = concern("z", vec![Domain::FoodInsecurity], "confirmed", "active");
+        same_day.recorded = Some(date!(2025 - 01 - 10));
+        let later = concern("y", vec![Domain::HousingInstability], "confirmed", "active");
+        let list = results(
+            &rules(),
+            &Evidence {
+                screens: vec![old, new, undated, declined],
+                concerns: vec![same_day, later],
+            },
+        );
+        let mut got: Vec<(Domain, Option<time::Date>, bool)> = list
+            .iter()
+            .map(|r| (r.domain, r.date, r.positive()))
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                (Domain::FoodInsecurity, Some(date!(2025 - 01 - 10)), true),
+                (Domain::FoodInsecurity, Some(date!(2026 - 03 - 02)), false),
+                (
+                    Domain::HousingInstability,
+                    Some(date!(2026 - 02 - 10)),
+                    true
+                ),
+            ]
         );
     }
 

@@ -5,7 +5,10 @@
 //! (an appeal to its denial, a referral to the positive screen before it),
 //! so each batch is counted on its own ([`Accumulator::finish_raw`]) and
 //! added to the total ([`Raw::merge`]); nothing of a batch is kept after it,
-//! and memory does not grow with the number of patients. Suppression is
+//! and memory does not grow with the number of patients (a batch's
+//! screening records and health concerns are held together until scored,
+//! since a panel's members and a sitting's items are scored as one).
+//! Suppression is
 //! applied once, to the total. Records of a patient the Patient search does
 //! not return are not counted.
 //!
@@ -24,11 +27,13 @@ use time::OffsetDateTime;
 use super::appeal::inputs;
 use super::client::{FhirClient, LazyPage};
 use super::error::FhirError;
-use super::views;
+use super::{sdoh, views};
+use crate::domain::evidence;
 use crate::domain::patterns::{
     Accumulator, Appeal, CoverageSpan, Denial, PatientFacts, Period, Raw, Referral, Report, Screen,
     Visit, id_key, postal_area,
 };
+use crate::domain::screening::Rules;
 use crate::domain::sdoh::SDOHCC_TEMPORARY_CODES;
 use crate::domain::visit::{APPEAL_TASK_SYSTEM, TASK_CODE_SYSTEM};
 
@@ -583,36 +588,34 @@ async fn read_records(
     .await?;
 
     progress.stage("screenings");
-    each_page(
-        client,
-        "Observation",
-        &[("category", "sdoh".into()), ("patient", who.clone())],
-        progress,
-        |page| {
-            for o in page.resources("Observation") {
-                let (Some(patient), Some(date), Some(domain)) = (
-                    id_of(&o["subject"], "Patient"),
-                    views::json_date(&o["effectiveDateTime"])
-                        .or_else(|| views::json_date(&o["issued"])),
-                    sdoh_domain(&o["category"]),
-                ) else {
-                    continue;
-                };
-                let positive = o["interpretation"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .any(|i| i["coding"][0]["code"] == "POS");
-                acc.screen(Screen {
-                    patient: patient.to_string(),
-                    date,
-                    domain,
-                    positive,
-                });
-            }
-        },
-    )
-    .await?;
+    // The same reader as the visit page: screenings in any standard shape
+    // (panels, other systems' QuestionnaireResponses, totals, no
+    // interpretation) and health concerns, each result counted once.
+    let rules = Rules::shared();
+    let [by_category, by_code, responses, conditions] = sdoh::population_searches(rules, &who);
+    let mut found: [Vec<Value>; 4] = Default::default();
+    for ((resource_type, params), into) in [by_category, by_code, responses, conditions]
+        .into_iter()
+        .zip(found.iter_mut())
+    {
+        each_page(client, resource_type, &params, progress, |page| {
+            into.extend(page.resources(resource_type));
+        })
+        .await?;
+    }
+    let [mut observations, by_code, responses, conditions] = found;
+    observations.extend(by_code);
+    for (patient, evidence) in sdoh::evidence_by_patient(&observations, &responses, &conditions) {
+        for r in evidence::results(rules, &evidence) {
+            let Some(date) = r.date else { continue };
+            acc.screen(Screen {
+                patient: patient.clone(),
+                date,
+                domain: r.domain.code().to_string(),
+                positive: r.positive(),
+            });
+        }
+    }
 
     progress.stage("visits");
     let mut q = period_q("date");

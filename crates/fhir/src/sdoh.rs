@@ -345,28 +345,87 @@ pub fn concern(c: &Value, codes: &ConditionCodes) -> Option<Concern> {
 /// `sdoh` and by the table's codes (any category), QuestionnaireResponses,
 /// Conditions of category `sdoh` or `health-concern`.
 pub fn searches(rules: &Rules, subject: &str) -> [(&'static str, Vec<(&'static str, String)>); 4] {
+    evidence_searches(
+        rules,
+        vec![("subject", subject.to_string()), ("_count", PAGE.into())],
+        true,
+    )
+}
+
+/// The same searches for many patients at once (`patient=` with their
+/// ids, comma-separated), unsorted and without a page size: the patterns
+/// view pages through them itself and counts every result, in any order.
+pub fn population_searches(
+    rules: &Rules,
+    ids: &str,
+) -> [(&'static str, Vec<(&'static str, String)>); 4] {
+    evidence_searches(rules, vec![("patient", ids.to_string())], false)
+}
+
+fn evidence_searches(
+    rules: &Rules,
+    who: Vec<(&'static str, String)>,
+    sorted: bool,
+) -> [(&'static str, Vec<(&'static str, String)>); 4] {
     let mut codes = rules.question_codes();
     codes.extend(PANELS.iter().map(|p| p.to_string()));
-    let with = |extra: Vec<(&'static str, String)>| {
-        let mut p = vec![("subject", subject.to_string()), ("_count", PAGE.into())];
+    let with = |extra: Vec<(&'static str, String)>, sort: bool| {
+        let mut p = who.clone();
         p.extend(extra);
+        if sort && sorted {
+            p.push(("_sort", "-date".into()));
+        }
         p
     };
     [
-        (
-            "Observation",
-            with(vec![("category", "sdoh".into()), ("_sort", "-date".into())]),
-        ),
-        (
-            "Observation",
-            with(vec![("code", codes.join(",")), ("_sort", "-date".into())]),
-        ),
-        ("QuestionnaireResponse", with(vec![])),
+        ("Observation", with(vec![("category", "sdoh".into())], true)),
+        ("Observation", with(vec![("code", codes.join(","))], true)),
+        ("QuestionnaireResponse", with(vec![], false)),
         (
             "Condition",
-            with(vec![("category", "sdoh,health-concern".into())]),
+            with(vec![("category", "sdoh,health-concern".into())], false),
         ),
     ]
+}
+
+/// The patient a record is about (`subject` `Patient/<id>`).
+fn patient_of(v: &Value) -> Option<&str> {
+    v.get("subject")
+        .and_then(|s| str_of(s, "reference"))
+        .and_then(|r| r.strip_prefix("Patient/"))
+}
+
+/// The evidence of many patients, from the records of
+/// [`population_searches`] (Observations of both searches together, a
+/// record seen twice read once), by patient id.
+pub fn evidence_by_patient(
+    observations_found: &[Value],
+    responses: &[Value],
+    conditions: &[Value],
+) -> HashMap<String, Evidence> {
+    let mut obs: HashMap<&str, Vec<&Value>> = HashMap::new();
+    for o in observations_found {
+        if let Some(p) = patient_of(o) {
+            obs.entry(p).or_default().push(o);
+        }
+    }
+    let mut out: HashMap<String, Evidence> = HashMap::new();
+    for (p, list) in obs {
+        out.entry(p.to_string()).or_default().screens = observations(list);
+    }
+    for qr in responses {
+        if let Some(p) = patient_of(qr) {
+            let e = out.entry(p.to_string()).or_default();
+            e.screens.push(questionnaire_response(qr));
+        }
+    }
+    let codes = ConditionCodes::shipped();
+    for c in conditions {
+        if let (Some(p), Some(concern)) = (patient_of(c), concern(c, codes)) {
+            out.entry(p.to_string()).or_default().concerns.push(concern);
+        }
+    }
+    out
 }
 
 /// The evidence in the pages of [`searches`] (in that order).
@@ -478,6 +537,62 @@ mod tests {
 
     fn coded(code: &str) -> Value {
         json!({ "valueCodeableConcept": loinc(code) })
+    }
+
+    #[test]
+    fn every_evidence_search_is_declared_for_check() {
+        let rules = Rules::shipped();
+        let declared = |t: &str, params: Vec<&str>| {
+            crate::searches::ALL.iter().any(|s| {
+                s.resource_type == t
+                    && params.iter().all(|p| s.params.contains(p))
+                    && s.params.len() == params.len()
+            })
+        };
+        let all = searches(&rules, "Patient/p")
+            .into_iter()
+            .chain(population_searches(&rules, "a,b"));
+        for (t, params) in all {
+            let names: Vec<&str> = params
+                .iter()
+                .map(|(k, _)| *k)
+                .filter(|k| !matches!(*k, "_count" | "_sort"))
+                .collect();
+            assert!(
+                declared(t, names.clone()),
+                "{t} {names:?} is not in searches::ALL"
+            );
+        }
+    }
+
+    #[test]
+    fn a_population_s_evidence_is_grouped_by_patient_and_read_once() {
+        let item = |id: &str, patient: &str| {
+            json!({
+                "resourceType": "Observation", "id": id, "status": "final",
+                "code": loinc("88122-7"),
+                "subject": { "reference": format!("Patient/{patient}") },
+                "effectiveDateTime": "2026-03-29",
+                "valueCodeableConcept": loinc("LA28397-0")
+            })
+        };
+        // The same Observation found by both searches is one record.
+        let found = vec![item("a1", "a"), item("a1", "a"), item("b1", "b")];
+        let z59 = json!({
+            "resourceType": "Condition", "id": "c1",
+            "category": [{ "coding": [{ "system": "http://hl7.org/fhir/us/core/CodeSystem/us-core-category", "code": "health-concern" }] }],
+            "code": { "coding": [{ "system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "Z59.41" }] },
+            "subject": { "reference": "Patient/b" }
+        });
+        let by = evidence_by_patient(&found, &[], &[z59]);
+        assert_eq!(by.len(), 2);
+        assert_eq!(by["a"].screens.len(), 1);
+        assert_eq!(by["b"].screens.len(), 1);
+        assert_eq!(by["b"].concerns.len(), 1, "a bare Z59.41 concern");
+        let results = crate::domain::evidence::results(&Rules::shipped(), &by["a"]);
+        assert_eq!(results.len(), 1);
+        assert!(results[0].positive());
+        assert_eq!(results[0].domain, Domain::FoodInsecurity);
     }
 
     #[test]

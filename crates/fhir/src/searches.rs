@@ -197,10 +197,31 @@ pub const ALL: &[Search] = &[
     ),
     s(
         "Observation",
-        &["category", "patient"],
+        &["patient", "category"],
         &[],
         None,
         "patterns: screenings",
+    ),
+    s(
+        "Observation",
+        &["patient", "code"],
+        &[],
+        None,
+        "patterns: screenings recorded by other systems (by LOINC code)",
+    ),
+    s(
+        "QuestionnaireResponse",
+        &["patient"],
+        &[],
+        None,
+        "patterns: questionnaires answered in other systems",
+    ),
+    s(
+        "Condition",
+        &["patient", "category"],
+        &[],
+        None,
+        "patterns: health concerns",
     ),
     s(
         "Encounter",
