@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use passerelle::auth::keys::SigningKey;
-use passerelle::auth::smart::{ClientAuthMethod, EhrConfig};
+use passerelle::auth::smart::{ClientAuthMethod, EhrConfig, redirect_uri_for};
 use passerelle::http::SmartSettings;
 use passerelle_dev::hfs::{Hfs, HfsAuth};
 use passerelle_dev::launcher::{ClientAuth, Launcher, LauncherConfig, RegisteredClient};
@@ -21,6 +21,8 @@ pub const CLIENT_SECRET: &str = "s3cret-for-tests-only";
 
 pub struct SmartEnv {
     pub app: String,
+    /// The launcher's EHR's redirect URI at the app, as Passerelle sends it.
+    pub redirect_uri: Url,
     pub settings: passerelle::http::Settings,
     pub launcher: Launcher,
     pub hfs: Hfs,
@@ -61,6 +63,12 @@ pub struct EnvOptions {
     pub app_binary: Option<std::path::PathBuf>,
     /// The launcher signs `id_token`s without a `kid` header.
     pub id_token_without_kid: bool,
+    /// The launcher's EHR entry sends the shared `{app}/callback`
+    /// (`legacy_callback`), registered so at the launcher.
+    pub legacy_callback: bool,
+    /// More EHR entries on the app's allow-list after the launcher's own
+    /// (EHRs no test reaches: only their callbacks are used).
+    pub other_ehrs: Vec<Value>,
 }
 
 /// Start launcher, hfs (auth enforced) and the app, with Passerelle
@@ -92,6 +100,8 @@ impl Default for EnvOptions {
             fixtures: None,
             app_binary: None,
             id_token_without_kid: false,
+            legacy_callback: false,
+            other_ehrs: vec![],
         }
     }
 }
@@ -120,12 +130,34 @@ pub async fn smart_env_with(o: EnvOptions) -> SmartEnv {
             jwks_url: app_url.join(".well-known/jwks.json").unwrap(),
         },
     };
+    let launcher_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let fhir_base = Launcher::fhir_base_of(&launcher_listener).unwrap();
+    let ehr_json = serde_json::json!({
+        "name": "Development EHR",
+        "iss": fhir_base.as_str(),
+        "client_id": "passerelle",
+        "client_auth": match method {
+            ClientAuthMethod::None => "none",
+            ClientAuthMethod::ClientSecretBasic => "client_secret_basic",
+            ClientAuthMethod::ClientSecretPost => "client_secret_post",
+            ClientAuthMethod::PrivateKeyJwt => "private_key_jwt",
+        },
+        "client_secret_env": CLIENT_SECRET_ENV,
+        "key_alg": o.key_alg,
+        "scopes": o.scopes,
+        "frame_ancestors": [fhir_base.origin().ascii_serialization()],
+        "backend": o.queue_poll_seconds.map(|s| serde_json::json!({ "poll_seconds": s })),
+        "legacy_callback": o.legacy_callback,
+    });
+    let ehr: EhrConfig = serde_json::from_value(ehr_json.clone()).unwrap();
+    let redirect_uri = redirect_uri_for(&app_url, &ehr).unwrap();
     let launcher = Launcher::start(
-        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        launcher_listener,
         LauncherConfig {
             clients: vec![RegisteredClient {
                 client_id: "passerelle".into(),
-                redirect_uris: vec![app_url.join("callback").unwrap()],
+                // This EHR's own redirect URI, as Passerelle sends it.
+                redirect_uris: vec![redirect_uri.clone()],
                 auth,
             }],
             app_launch_url: app_url.join("launch").unwrap(),
@@ -152,23 +184,6 @@ pub async fn smart_env_with(o: EnvOptions) -> SmartEnv {
     launcher.set_upstream(hfs.base().clone());
     seed_with_token(&launcher, o.generate, o.population, o.fixtures.as_deref()).await;
 
-    let ehr_json = serde_json::json!({
-        "name": "Development EHR",
-        "iss": launcher.fhir_base().as_str(),
-        "client_id": "passerelle",
-        "client_auth": match method {
-            ClientAuthMethod::None => "none",
-            ClientAuthMethod::ClientSecretBasic => "client_secret_basic",
-            ClientAuthMethod::ClientSecretPost => "client_secret_post",
-            ClientAuthMethod::PrivateKeyJwt => "private_key_jwt",
-        },
-        "client_secret_env": CLIENT_SECRET_ENV,
-        "key_alg": o.key_alg,
-        "scopes": o.scopes,
-        "frame_ancestors": [launcher.base().origin().ascii_serialization()],
-        "backend": o.queue_poll_seconds.map(|s| serde_json::json!({ "poll_seconds": s })),
-    });
-    let ehr: EhrConfig = serde_json::from_value(ehr_json.clone()).unwrap();
     let (db_path, session_key) = o.database.clone().unwrap_or_else(|| {
         let name = format!(
             "passerelle-test-{}.db",
@@ -179,8 +194,14 @@ pub async fn smart_env_with(o: EnvOptions) -> SmartEnv {
             passerelle::http::random_key(),
         )
     });
+    let mut entries = vec![ehr_json.clone()];
+    entries.extend(o.other_ehrs.iter().cloned());
+    let ehrs = entries
+        .iter()
+        .map(|e| serde_json::from_value::<EhrConfig>(e.clone()).unwrap())
+        .collect();
     let smart = SmartSettings {
-        ehrs: vec![ehr],
+        ehrs,
         public_url: app_url.clone(),
         session_key,
         keys: keys.clone(),
@@ -220,7 +241,7 @@ pub async fn smart_env_with(o: EnvOptions) -> SmartEnv {
                 "passerelle-ehrs-{}.json",
                 passerelle::auth::keys::random_token(8)
             ));
-            std::fs::write(&ehrs, serde_json::to_vec(&[&ehr_json]).unwrap()).unwrap();
+            std::fs::write(&ehrs, serde_json::to_vec(&entries).unwrap()).unwrap();
             let child = tokio::process::Command::new(bin)
                 .arg("serve")
                 .env("PASSERELLE_LISTEN", listen.to_string())
@@ -259,6 +280,7 @@ pub async fn smart_env_with(o: EnvOptions) -> SmartEnv {
     };
     SmartEnv {
         app,
+        redirect_uri,
         settings,
         launcher,
         hfs,
@@ -282,6 +304,19 @@ impl SmartEnv {
             .json()
             .await
             .unwrap()
+    }
+
+    /// How many rows a table of Passerelle's own store holds (`launches`,
+    /// `launch_state`, `outbox`).
+    pub async fn stored(&self, table: &str) -> i64 {
+        let store = sqlx::SqlitePool::connect(&format!("sqlite://{}", self.db_path.display()))
+            .await
+            .unwrap();
+        let (n,): (i64,) = sqlx::query_as(&format!("SELECT COUNT(*) FROM {table}"))
+            .fetch_one(&store)
+            .await
+            .unwrap();
+        n
     }
 
     /// Stop the app and start it again on the same store (a restart);

@@ -18,6 +18,7 @@ mod hardening;
 mod launcher;
 mod patterns;
 mod queue;
+mod redirect;
 mod screening;
 mod seed_and_check;
 mod smart;

@@ -167,7 +167,7 @@ async fn a_replayed_state_a_replayed_code_and_a_swapped_verifier_are_refused() {
     let callback = page
         .trail
         .iter()
-        .find(|u| u.path() == "/callback")
+        .find(|u| u.path() == env.redirect_uri.path())
         .unwrap()
         .clone();
     // Replayed state (and code): the state was used once.
@@ -188,8 +188,8 @@ async fn a_replayed_state_a_replayed_code_and_a_swapped_verifier_are_refused() {
     let iss = common::enc(&env.launcher.issuer());
     let refused = browser
         .get(&format!(
-            "{}/callback?code={code}&state={fresh_state}&iss={iss}",
-            env.app
+            "{}?code={code}&state={fresh_state}&iss={iss}",
+            env.redirect_uri
         ))
         .await;
     assert_eq!(refused.status, 403);
@@ -212,8 +212,8 @@ async fn a_replayed_state_a_replayed_code_and_a_swapped_verifier_are_refused() {
     let code_b = query(&back_b, "code").unwrap();
     let swapped = browser
         .get(&format!(
-            "{}/callback?code={code_b}&state={}&iss={iss}",
-            env.app,
+            "{}?code={code_b}&state={}&iss={iss}",
+            env.redirect_uri,
             field(&fields_a, "state")
         ))
         .await;
@@ -266,7 +266,7 @@ async fn a_tampered_id_token_is_refused() {
         }))
         .unwrap()],
         env.keys.clone(),
-        url::Url::parse(&format!("{}/callback", env.app)).unwrap(),
+        url::Url::parse(&format!("{}/", env.app)).unwrap(),
     )
     .unwrap();
     let ehr = smart
@@ -338,7 +338,11 @@ async fn an_ehr_launch_works_with_a_kid_less_id_token() {
         .find(|u| u.path().ends_with("/authorize"))
         .unwrap();
     assert!(query(authorize, "nonce").is_some_and(|n| n.len() >= 22));
-    let callback = page.trail.iter().find(|u| u.path() == "/callback").unwrap();
+    let callback = page
+        .trail
+        .iter()
+        .find(|u| u.path() == env.redirect_uri.path())
+        .unwrap();
     assert_eq!(query(callback, "iss"), Some(env.launcher.issuer()));
     // The launcher's id_tokens have no kid indeed.
     let smart = passerelle::auth::smart::SmartClient::new(
@@ -347,7 +351,7 @@ async fn an_ehr_launch_works_with_a_kid_less_id_token() {
         }))
         .unwrap()],
         env.keys.clone(),
-        url::Url::parse(&format!("{}/callback", env.app)).unwrap(),
+        url::Url::parse(&format!("{}/", env.app)).unwrap(),
     )
     .unwrap();
     let ehr = smart
