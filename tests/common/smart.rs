@@ -1,6 +1,7 @@
 //! The SMART test environment: the development EHR launcher, an hfs that
-//! enforces SMART scopes on the launcher's tokens, seeded with the fixtures,
-//! and Passerelle with the launcher on its allow-list. Plus a cookie-aware
+//! enforces SMART scopes on the launcher's tokens (or Medplum's engine,
+//! which checks none), seeded with the fixtures, and Passerelle with the
+//! launcher on its allow-list. Plus a cookie-aware
 //! HTTP client that follows redirects as a browser does.
 
 use std::collections::HashMap;
@@ -11,6 +12,7 @@ use passerelle::auth::smart::{ClientAuthMethod, EhrConfig, redirect_uri_for};
 use passerelle::http::SmartSettings;
 use passerelle_dev::hfs::{Hfs, HfsAuth};
 use passerelle_dev::launcher::{ClientAuth, Launcher, LauncherConfig, RegisteredClient};
+use passerelle_dev::medplum::{Medplum, TransactionMode};
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -25,12 +27,31 @@ pub struct SmartEnv {
     pub redirect_uri: Url,
     pub settings: passerelle::http::Settings,
     pub launcher: Launcher,
-    pub hfs: Hfs,
+    /// The FHIR server behind the launcher.
+    pub server: Upstream,
     pub keys: Vec<SigningKey>,
     pub db_path: std::path::PathBuf,
     _shutdown: oneshot::Sender<()>,
     /// The app's own process, when it runs as the binary.
     pub process: Option<tokio::process::Child>,
+}
+
+/// The FHIR server behind the launcher's `/fhir/`.
+pub enum Upstream {
+    /// hfs, checking the launcher's tokens and enforcing their scopes.
+    Hfs(Hfs),
+    /// Medplum's in-memory engine, which has no authorization: the
+    /// launcher's tokens reach it and are not checked.
+    Medplum(Medplum),
+}
+
+impl Upstream {
+    pub fn base(&self) -> &Url {
+        match self {
+            Upstream::Hfs(h) => h.base(),
+            Upstream::Medplum(m) => m.base(),
+        }
+    }
 }
 
 /// Options of [`smart_env_with`].
@@ -66,6 +87,9 @@ pub struct EnvOptions {
     /// The launcher's EHR entry sends the shared `{app}/callback`
     /// (`legacy_callback`), registered so at the launcher.
     pub legacy_callback: bool,
+    /// Medplum (in this transaction mode) as the EHR's FHIR server instead
+    /// of hfs.
+    pub medplum: Option<TransactionMode>,
     /// More EHR entries on the app's allow-list after the launcher's own
     /// (EHRs no test reaches: only their callbacks are used).
     pub other_ehrs: Vec<Value>,
@@ -101,6 +125,7 @@ impl Default for EnvOptions {
             app_binary: None,
             id_token_without_kid: false,
             legacy_callback: false,
+            medplum: None,
             other_ehrs: vec![],
         }
     }
@@ -167,21 +192,30 @@ pub async fn smart_env_with(o: EnvOptions) -> SmartEnv {
     )
     .await
     .expect("the launcher starts");
-    let mut opts = super::hfs_options();
-    opts.auth = Some(HfsAuth {
-        jwks_url: launcher.jwks_url(),
-        issuer: launcher.issuer(),
-        audience: Some(
-            launcher
-                .fhir_base()
-                .as_str()
-                .trim_end_matches('/')
-                .to_string(),
+    let server = match o.medplum {
+        None => {
+            let mut opts = super::hfs_options();
+            opts.auth = Some(HfsAuth {
+                jwks_url: launcher.jwks_url(),
+                issuer: launcher.issuer(),
+                audience: Some(
+                    launcher
+                        .fhir_base()
+                        .as_str()
+                        .trim_end_matches('/')
+                        .to_string(),
+                ),
+            });
+            opts.public_base = Some(launcher.fhir_base());
+            Upstream::Hfs(Hfs::start(&opts).await.expect("hfs with auth starts"))
+        }
+        Some(mode) => Upstream::Medplum(
+            Medplum::start(&super::medplum_options(mode))
+                .await
+                .expect("Medplum starts"),
         ),
-    });
-    opts.public_base = Some(launcher.fhir_base());
-    let hfs = Hfs::start(&opts).await.expect("hfs with auth starts");
-    launcher.set_upstream(hfs.base().clone());
+    };
+    launcher.set_upstream(server.base().clone());
     seed_with_token(&launcher, o.generate, o.population, o.fixtures.as_deref()).await;
 
     let (db_path, session_key) = o.database.clone().unwrap_or_else(|| {
@@ -283,7 +317,7 @@ pub async fn smart_env_with(o: EnvOptions) -> SmartEnv {
         redirect_uri,
         settings,
         launcher,
-        hfs,
+        server,
         keys,
         db_path,
         _shutdown: tx,
@@ -784,4 +818,88 @@ pub fn hidden_field(html: &str, name: &str) -> String {
         .next()
         .unwrap()
         .to_string()
+}
+
+/// The app URL of `path` in the launch `visit` belongs to.
+pub fn at(visit: &Page, path: &str) -> String {
+    visit.url.as_str().replace("/visit", path)
+}
+
+/// Open the link with `id` on `page`, as a click would.
+pub async fn follow(env: &SmartEnv, browser: &Browser, page: &Page, id: &str) -> Page {
+    browser
+        .get(&format!("{}{}", env.app, link(&page.body, id)))
+        .await
+}
+
+/// The href of the link with `id`.
+pub fn link(html: &str, id: &str) -> String {
+    let html = super::unescape(html);
+    let before = html
+        .split(&format!("id=\"{id}\""))
+        .next()
+        .unwrap_or_else(|| panic!("no link {id}"));
+    let href = before.rsplit("href=\"").next().unwrap();
+    href.split('"').next().unwrap().to_string()
+}
+
+/// The resources of a search Bundle.
+pub fn entries(bundle: &Value) -> Vec<Value> {
+    bundle["entry"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| e["resource"].clone())
+        .collect()
+}
+
+/// Post a status change on a task page; the resulting page.
+pub async fn change(
+    browser: &Browser,
+    task_url: &str,
+    page: &Page,
+    to: &str,
+    reason: &str,
+    note: &str,
+) -> Page {
+    browser
+        .post_form(
+            task_url,
+            &[
+                ("csrf", &hidden_field(&page.body, "csrf")),
+                ("version", &hidden_field(&page.body, "version")),
+                ("to", to),
+                ("reason", reason),
+                ("note", note),
+            ],
+        )
+        .await
+}
+
+/// Fill the Hunger Vital Sign form of a launch (both items "often true").
+pub async fn post_hunger_vital_sign(browser: &Browser, visit: &Page) -> Page {
+    let form = browser
+        .get(
+            &visit
+                .url
+                .as_str()
+                .replace("/visit", "/screen?form=hunger-vital-sign"),
+        )
+        .await;
+    let hidden = |name: &str| hidden_field(&form.body, name);
+    let (csrf, id) = (hidden("csrf"), hidden("screening_id"));
+    browser
+        .post_form(
+            &visit.url.as_str().replace("/visit", "/screen"),
+            &[
+                ("csrf", &csrf),
+                ("screening_id", &id),
+                ("form", "hunger-vital-sign"),
+                ("lang", "en"),
+                ("88122-7", "LA28397-0"),
+                ("88123-5", "LA28397-0"),
+            ],
+        )
+        .await
 }

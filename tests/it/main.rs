@@ -16,6 +16,7 @@ mod engines;
 mod fhir_client;
 mod hardening;
 mod launcher;
+mod medplum_smart;
 mod patterns;
 mod queue;
 mod redirect;

@@ -8,7 +8,9 @@ use crate::common;
 use std::time::Duration;
 
 use common::proxy::Proxy;
-use common::smart::{Browser, Page, authorize_at_ehr, begin_launch, field, query, smart_env};
+use common::smart::{
+    Browser, Page, authorize_at_ehr, begin_launch, field, post_hunger_vital_sign, query, smart_env,
+};
 use passerelle::auth::smart::ClientAuthMethod;
 use passerelle_dev::launcher::Simulation;
 
@@ -533,7 +535,7 @@ async fn a_401_from_the_fhir_server_is_refreshed_once_and_a_refused_refresh_is_r
     let browser = Browser::default();
     let page = ehr_launch(&env, &browser, "pas-p01").await;
     assert_eq!(page.status, 200, "{}", page.body);
-    let proxy = Proxy::start(env.hfs.base()).await;
+    let proxy = Proxy::start(env.server.base()).await;
     env.launcher.set_upstream(proxy.base.clone());
     let outcome = r#"{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"login","diagnostics":"token revoked"}]}"#;
 
@@ -755,33 +757,6 @@ async fn a_screening_in_the_patients_language_is_recorded_once_and_shows_on_the_
     assert_eq!(browser.post_form(&action, &forged).await.status, 400);
 }
 
-/// Fill the Hunger Vital Sign form of a launch (both items "often true").
-async fn post_hunger_vital_sign(browser: &Browser, visit: &Page) -> Page {
-    let form = browser
-        .get(
-            &visit
-                .url
-                .as_str()
-                .replace("/visit", "/screen?form=hunger-vital-sign"),
-        )
-        .await;
-    let hidden = |name: &str| common::smart::hidden_field(&form.body, name);
-    let (csrf, id) = (hidden("csrf"), hidden("screening_id"));
-    browser
-        .post_form(
-            &visit.url.as_str().replace("/visit", "/screen"),
-            &[
-                ("csrf", &csrf),
-                ("screening_id", &id),
-                ("form", "hunger-vital-sign"),
-                ("lang", "en"),
-                ("88122-7", "LA28397-0"),
-                ("88123-5", "LA28397-0"),
-            ],
-        )
-        .await
-}
-
 async fn questionnaire_responses(env: &common::smart::SmartEnv, patient: &str) -> usize {
     let r = env
         .fhir_json(&format!("QuestionnaireResponse?subject=Patient/{patient}"))
@@ -797,7 +772,7 @@ async fn a_screening_the_server_refuses_is_kept_sent_again_and_survives_a_restar
     })
     .await;
     // A proxy between the EHR's FHIR endpoint and hfs fails the transaction.
-    let proxy = Proxy::start(env.hfs.base()).await;
+    let proxy = Proxy::start(env.server.base()).await;
     env.launcher.set_upstream(proxy.base.clone());
     let probe = reqwest::get(format!("{}metadata", env.launcher.fhir_base()))
         .await
@@ -875,7 +850,7 @@ fn one_entry_precondition_failed(mut response: serde_json::Value) -> serde_json:
 #[tokio::test]
 async fn a_transaction_answered_200_with_a_failed_entry_is_not_recorded() {
     let env = smart_env(ClientAuthMethod::None, HOUR).await;
-    let proxy = Proxy::start(env.hfs.base()).await;
+    let proxy = Proxy::start(env.server.base()).await;
     env.launcher.set_upstream(proxy.base.clone());
     proxy.fault(
         "POST /$",
