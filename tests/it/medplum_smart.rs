@@ -137,11 +137,11 @@ async fn a_screening_a_referral_and_its_task_update_go_through_an_ehr_launch_on_
 #[tokio::test]
 async fn a_transaction_that_failed_part_way_on_a_non_atomic_server_ends_with_each_resource_once() {
     let env = medplum_env(TransactionMode::Entries).await;
-    // Between the launcher and Medplum: the next transaction has only its
-    // first two entries applied, then the server answers 503.
+    // Between the launcher and Medplum: until cleared, a transaction has
+    // only its first two entries applied, then the server answers 503.
     let proxy = Proxy::start(env.server.base()).await;
     env.launcher.set_upstream(proxy.base.clone());
-    proxy.fault_times("POST /$", Fault::ForwardFirst(2), 1);
+    proxy.fault("POST /$", Fault::ForwardFirst(2));
     let browser = Browser::default();
     let visit = ehr_launch(&env, &browser, "pas-p12").await;
     assert_eq!(visit.status, 200, "{}", visit.body);
@@ -152,11 +152,22 @@ async fn a_transaction_that_failed_part_way_on_a_non_atomic_server_ends_with_eac
         "kept by the outbox: {}",
         saving.body
     );
+    // The outbox keeps sending it; each time the two entries are found
+    // again, not created again.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     let part = screening_resources(&env, "pas-p12").await;
     assert_eq!(part.len(), 2, "two entries applied: {part:?}");
+    assert!(part.values().all(|n| *n == 1), "{part:?}");
+    let failed_sends = proxy.seen().iter().filter(|s| *s == "POST /").count();
+    assert!(
+        failed_sends >= 2,
+        "resent while failing: {:?}",
+        proxy.seen()
+    );
 
-    // The outbox sends the whole transaction again; the conditional
-    // creates find the two already there and create the rest.
+    // The server recovers: the outbox sends the whole transaction again;
+    // the conditional creates find the two already there and create the rest.
+    proxy.clear();
     let mut recorded = false;
     for _ in 0..40 {
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -194,10 +205,7 @@ async fn a_transaction_that_failed_part_way_on_a_non_atomic_server_ends_with_eac
         .collect();
     assert!(!derived.is_empty());
     assert!(derived.iter().all(|r| **r == qr), "{derived:?} vs {qr}");
-    let transactions = proxy
-        .seen()
-        .iter()
-        .filter(|s| s.as_str() == "POST /")
-        .count();
-    assert_eq!(transactions, 2, "sent twice: {:?}", proxy.seen());
+    let sends = proxy.seen().iter().filter(|s| *s == "POST /").count();
+    println!("sent {sends} times, at least the first {failed_sends} failing part-way");
+    assert!(sends > failed_sends);
 }
