@@ -903,3 +903,15 @@ pub async fn post_hunger_vital_sign(browser: &Browser, visit: &Page) -> Page {
         )
         .await
 }
+
+/// The fields of a referral page's form (`html`, unescaped) that refer the
+/// patient for `domain` to the service the page proposes first.
+pub fn referral_form(html: &str, domain: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("csrf", hidden_field(html, "csrf")),
+        ("referral_id", hidden_field(html, "referral_id")),
+        ("domain", domain.to_string()),
+        ("service", hidden_field(html, "service")),
+        ("action", "refer".to_string()),
+    ]
+}

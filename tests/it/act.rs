@@ -34,13 +34,7 @@ async fn a_referral_is_recorded_once_with_consent_and_taken_through_its_lifecycl
     let html = common::unescape(&refer.body);
     assert!(html.contains("Services for food insecurity"), "{html}");
     assert!(html.contains("Eastside Community Food Pantry"));
-    let form = [
-        ("csrf", hidden_field(&html, "csrf")),
-        ("referral_id", hidden_field(&html, "referral_id")),
-        ("domain", "food-insecurity".to_string()),
-        ("service", hidden_field(&html, "service")),
-        ("action", "refer".to_string()),
-    ];
+    let form = common::smart::referral_form(&html, "food-insecurity");
     let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let done = browser.post_form(&at(&visit, "/refer"), &form).await;
     assert_eq!(done.status, 200, "{}", done.body);

@@ -81,13 +81,7 @@ async fn a_screening_a_referral_and_its_task_update_go_through_an_ehr_launch_on_
     assert_eq!(refer.status, 200, "{}", refer.body);
     let html = common::unescape(&refer.body);
     let referral_id = hidden_field(&html, "referral_id");
-    let form = [
-        ("csrf", hidden_field(&html, "csrf")),
-        ("referral_id", referral_id.clone()),
-        ("domain", "food-insecurity".to_string()),
-        ("service", hidden_field(&html, "service")),
-        ("action", "refer".to_string()),
-    ];
+    let form = common::smart::referral_form(&html, "food-insecurity");
     let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let done = browser.post_form(&at(&visit, "/refer"), &form).await;
     assert_eq!(done.status, 200, "{}", done.body);
