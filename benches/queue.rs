@@ -68,7 +68,7 @@ async fn main() {
     let pid = env.process.as_ref().unwrap().id().unwrap();
     passerelle::telemetry::init("error");
     // Count every FHIR request from here on.
-    let proxy = Proxy::start(env.hfs.base()).await;
+    let proxy = Proxy::start(env.server.base()).await;
     env.launcher.set_upstream(proxy.base.clone());
 
     let browser = Browser::default();

@@ -401,18 +401,17 @@ fn check_tag() -> Value {
     json!({ "tag": [{ "system": crate::seed::TAG_SYSTEM, "code": "check" }] })
 }
 
-/// How many observations the full-size probe writes: a screening of the
-/// longest instrument (AHC HRSN core and supplemental) with its
-/// QuestionnaireResponse and Conditions is about this many entries.
-const SCREENING_SIZED: usize = 13;
-
-/// A transaction the size of a full screening: an obviously tagged test
-/// patient ("Passerelle-Check Test", identifier `…/sid/check`) and 13
-/// Observations, every entry a conditional create (`ifNoneExist`), as the
-/// outbox sends them; then (b) a transaction with one failing entry (a
-/// stale `ifMatch`) to see whether the server applies transactions as a
-/// whole (FHIR R4 http.html#transaction: "must fail or succeed as a
-/// single atomic unit"). Everything created is deleted.
+/// A transaction the size of the largest Passerelle sends
+/// ([`crate::fhir::transactions::largest`]: a full screening with every
+/// domain positive): an obviously tagged test patient ("Passerelle-Check
+/// Test", identifier `…/sid/check`) and as many Observations as make up
+/// that size, every entry a conditional create (`ifNoneExist`), as the
+/// outbox sends them. A server that refuses it (many cap a Bundle's
+/// entries) could not record such a screening: the row is missing, naming
+/// the size and the server's answer. Then (b) a transaction with one
+/// failing entry (a stale `ifMatch`) to see whether the server applies
+/// transactions as a whole (FHIR R4 http.html#transaction: "must fail or
+/// succeed as a single atomic unit"). Everything created is deleted.
 pub async fn probe_screening_sized(client: &FhirClient) -> Vec<Row> {
     let marker = format!("check-{}", uuid_like());
     let system = check_system();
@@ -427,7 +426,8 @@ pub async fn probe_screening_sized(client: &FhirClient) -> Vec<Row> {
             "name": [{ "family": "Passerelle-Check", "given": ["Test"] }]
         }),
     )];
-    for i in 0..SCREENING_SIZED {
+    let largest = crate::fhir::transactions::largest();
+    for i in 1..largest.entries {
         let value = format!("{marker}/obs/{i}");
         entries.push(crate::fhir::bundle::conditional_create(
             &system,
@@ -470,9 +470,12 @@ pub async fn probe_screening_sized(client: &FhirClient) -> Vec<Row> {
                 "answered, but {} of {n} entries gave a location",
                 created.len()
             ),
-            Err(e) => e.to_string(),
+            Err(e) => format!(
+                "the server refused a transaction of {n} entries, the largest Passerelle sends ({}): {e}",
+                largest.what
+            ),
         },
-        needed_by: "recording a full screening in one transaction".into(),
+        needed_by: format!("recording a screening of up to {n} entries in one transaction"),
         ..Row::default()
     };
     let patient = created.iter().find(|r| r.starts_with("Patient/")).cloned();

@@ -220,7 +220,8 @@ pub struct SmartArgs {
     #[arg(long, env = "PASSERELLE_EHRS")]
     pub ehrs: Option<PathBuf>,
 
-    /// Passerelle's public URL; the redirect URI is `{public-url}/callback`.
+    /// Passerelle's public URL; each EHR's redirect URI is `{public-url}/callback/{key}` (the
+    /// EHR entry's `id`, else derived from its `iss`; logged at start).
     /// Defaults to `http://{listen}`.
     #[arg(long, env = "PASSERELLE_PUBLIC_URL")]
     pub public_url: Option<Url>,

@@ -130,16 +130,23 @@ impl Sessions {
     }
 
     /// Finish an authorization: the state must be fresh, unused and from this
-    /// browser; the response's `iss` (RFC 9207) must name the EHR the
-    /// request went to; the code is exchanged; the `id_token` verified with
-    /// the request's `nonce`. The state is used up whatever the outcome.
-    /// Returns the launch id.
+    /// browser; the response must have come back to the redirect URI of
+    /// the EHR the request went to (`arrived`: the `{key}` of the
+    /// `/callback/{key}` it arrived at, `None` for `/callback`; RFC 9700
+    /// §4.4.2) and its `iss` (RFC 9207) must name that EHR; the code is
+    /// exchanged; the `id_token` verified with the request's `nonce`.
+    ///
+    /// The state is used up whatever the outcome, a refused one too: a
+    /// state seen at the wrong callback has been relayed, and leaving it
+    /// pending would let whoever relayed it try it again elsewhere; the
+    /// person launches again. Returns the launch id.
     pub async fn complete(
         &self,
         state: &str,
         code: &str,
         iss: Option<&str>,
         browser: &str,
+        arrived: Option<&str>,
     ) -> Result<String, AuthError> {
         let pending = self
             .store
@@ -157,6 +164,14 @@ impl Sessions {
             .and_then(|b| serde_json::from_slice(&b).ok())
             .ok_or(AuthError::BadState)?;
         let ehr = self.smart.ehr(&pending.iss)?.clone();
+        // Before any request: another EHR's callback never exchanges a code.
+        if !ehr.answers_at(arrived) {
+            tracing::warn!(
+                ehr = %ehr.config.name,
+                "an authorization response came back to another EHR's redirect URI; refused"
+            );
+            return Err(AuthError::WrongRedirect);
+        }
         let config = self.smart.discover(&ehr).await?;
         // Before the code goes anywhere: a relayed response's code must not
         // reach this EHR's token endpoint (RFC 9700 §4.4).

@@ -6,10 +6,12 @@
 //! Security choices follow RFC 9700 (OAuth 2.0 Security BCP): `iss` is
 //! checked against the allow-list before any request; discovery failures
 //! fail closed; the token endpoint is called by a client that follows no
-//! redirects; tokens never reach the browser. Several EHRs share one
-//! redirect URI, so the authorization response's `iss` (RFC 9207) is checked
-//! against the EHR the request went to (mix-up defence, RFC 9700 §4.4), and
-//! an EHR's discovery may not claim another's issuer.
+//! redirects; tokens never reach the browser. Each EHR has its own
+//! redirect URI, `{public-url}/callback/{key}` ([`callback_key`]), and an
+//! authorization response is taken only at the URI of the EHR its request
+//! went to (mix-up defence, RFC 9700 §4.4.2); its `iss` (RFC 9207) is
+//! checked against that EHR too, and an EHR's discovery may not claim
+//! another's issuer.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -86,6 +88,76 @@ pub struct EhrConfig {
     /// on the origin of `iss`.
     #[serde(default)]
     pub issuer: Option<Url>,
+    /// The EHR's key in its redirect URI, `{public-url}/callback/{id}`:
+    /// 1 to 64 of the characters RFC 3986 §2.3 leaves unreserved. Without
+    /// it the key is derived from `iss` ([`callback_key`]).
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Send the redirect URI `{public-url}/callback` shared by no other EHR,
+    /// as Passerelle did before each EHR had its own: for an EHR registered
+    /// with that URI. Refused at start-up unless this is the only EHR, since
+    /// a shared URI cannot tell which EHR answered (RFC 9700 §4.4.2).
+    #[serde(default)]
+    pub legacy_callback: bool,
+}
+
+/// The longest `id` an EHR entry may give.
+pub const MAX_CALLBACK_KEY: usize = 64;
+
+/// The key of an EHR's redirect URI `{public-url}/callback/{key}`: its
+/// configured `id`, checked to be 1 to [`MAX_CALLBACK_KEY`] unreserved
+/// characters (RFC 3986 §2.3: `A-Z a-z 0-9 - . _ ~`), or else derived from
+/// `iss`: its host, port (when written) and path, lower-cased, every run of
+/// characters other than `a-z 0-9` made one `-`, with no `-` at either end.
+/// So `https://ehr.example.org/fhir/r4` gives `ehr-example-org-fhir-r4`
+/// and `http://127.0.0.1:9090/fhir/` gives `127-0-0-1-9090-fhir`. The
+/// derivation is stable: the EHR's administrator registers the URI once.
+pub fn callback_key(config: &EhrConfig) -> Result<String, String> {
+    if let Some(id) = &config.id {
+        let unreserved = |c: char| c.is_ascii_alphanumeric() || "-._~".contains(c);
+        if id.is_empty() || id.len() > MAX_CALLBACK_KEY || !id.chars().all(unreserved) {
+            return Err(format!(
+                "{}: id must be 1 to {MAX_CALLBACK_KEY} of the characters A-Z a-z 0-9 - . _ ~",
+                config.name
+            ));
+        }
+        return Ok(id.clone());
+    }
+    let iss = &config.iss;
+    let raw = format!(
+        "{}-{}-{}",
+        iss.host_str().unwrap_or_default(),
+        iss.port().map(|p| p.to_string()).unwrap_or_default(),
+        iss.path()
+    )
+    .to_lowercase();
+    let key = raw
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|part| !part.is_empty())
+        .collect::<Vec<_>>()
+        .join("-");
+    if key.is_empty() {
+        return Err(format!("{}: give the EHR an id", config.name));
+    }
+    Ok(key)
+}
+
+/// The redirect URI Passerelle sends for the EHR `config`:
+/// `{public_url}/callback/{key}` ([`callback_key`]), or
+/// `{public_url}/callback` with `legacy_callback`.
+pub fn redirect_uri_for(public_url: &Url, config: &EhrConfig) -> Result<Url, String> {
+    let mut base = public_url.clone();
+    if !base.path().ends_with('/') {
+        let path = format!("{}/", base.path());
+        base.set_path(&path);
+    }
+    let path = if config.legacy_callback {
+        "callback".to_string()
+    } else {
+        format!("callback/{}", callback_key(config)?)
+    };
+    base.join(&path)
+        .map_err(|e| format!("{}: {e}", config.name))
 }
 
 /// How the queue's poller reads an EHR (SMART Backend Services).
@@ -134,6 +206,27 @@ impl BackendConfig {
 pub struct Ehr {
     pub config: EhrConfig,
     secret: Option<SecretString>,
+    /// Its own redirect URI ([`redirect_uri_for`]), sent in the
+    /// authorization and token requests and the only one its answers are
+    /// taken at.
+    redirect_uri: Url,
+    /// The `{key}` of that URI; `None` with `legacy_callback`.
+    callback_key: Option<String>,
+}
+
+impl Ehr {
+    /// See [`redirect_uri_for`].
+    pub fn redirect_uri(&self) -> &Url {
+        &self.redirect_uri
+    }
+
+    /// Whether an authorization response that arrived at
+    /// `{public-url}/callback/{arrived}` (`None`: at `{public-url}/callback`)
+    /// came back to this EHR's redirect URI, the only place its answers are
+    /// taken (RFC 9700 §4.4.2).
+    pub fn answers_at(&self, arrived: Option<&str>) -> bool {
+        self.callback_key.as_deref() == arrived
+    }
 }
 
 impl std::fmt::Debug for Ehr {
@@ -141,6 +234,7 @@ impl std::fmt::Debug for Ehr {
         f.debug_struct("Ehr")
             .field("name", &self.config.name)
             .field("iss", &self.config.iss.as_str())
+            .field("redirect_uri", &self.redirect_uri.as_str())
             .finish()
     }
 }
@@ -183,6 +277,13 @@ pub enum AuthError {
         "The answer to this sign-in {0}, so it may have been relayed from another EHR; the sign-in was refused. Launch again from the EHR."
     )]
     ResponseIssuer(&'static str),
+    /// RFC 9700 §4.4.2: the authorization response came back to another
+    /// redirect URI than the one its request named (another EHR's, or the
+    /// shared one where each EHR has its own).
+    #[error(
+        "The answer to this sign-in came back to another EHR's address than the one it was sent with, so it may have been relayed from another EHR; the sign-in was refused and nothing was sent. Launch again from the EHR."
+    )]
+    WrongRedirect,
     #[error("Your authorization has ended. Launch Passerelle again from the EHR.")]
     LaunchAgain,
     #[error("This page belongs to another launch or browser. Open the chart again from the EHR.")]
@@ -326,7 +427,6 @@ pub struct Granted {
 pub struct SmartClient {
     ehrs: Vec<Ehr>,
     keys: Vec<SigningKey>,
-    redirect_uri: Url,
     http: reqwest::Client,
     discovered: Mutex<HashMap<String, Arc<SmartConfiguration>>>,
     jwks: Mutex<HashMap<String, Arc<JwkSet>>>,
@@ -349,14 +449,31 @@ const ID_TOKEN_ALGS: [Algorithm; 4] = [
 ];
 
 impl SmartClient {
-    /// Check the allow-list: secrets present, key algorithms available.
+    /// Check the allow-list: secrets present, key algorithms available,
+    /// each EHR's redirect URI under `public_url` its own (unique keys;
+    /// `legacy_callback` only for a lone EHR).
     pub fn new(
         configs: Vec<EhrConfig>,
         keys: Vec<SigningKey>,
-        redirect_uri: Url,
+        public_url: Url,
     ) -> Result<Self, AuthError> {
-        let mut ehrs = Vec::new();
+        let mut ehrs: Vec<Ehr> = Vec::new();
+        let lone = configs.len() == 1;
         for config in configs {
+            if config.legacy_callback && !lone {
+                return Err(AuthError::Config(format!(
+                    "{}: legacy_callback shares {{public-url}}/callback, which only a lone EHR may use; register {{public-url}}/callback/{} at this EHR and remove legacy_callback",
+                    config.name,
+                    callback_key(&config).unwrap_or_else(|_| "<id>".into())
+                )));
+            }
+            let redirect_uri = redirect_uri_for(&public_url, &config).map_err(AuthError::Config)?;
+            if let Some(other) = ehrs.iter().find(|e| e.redirect_uri == redirect_uri) {
+                return Err(AuthError::Config(format!(
+                    "{} and {} have the same redirect URI {redirect_uri}; give one of them another id",
+                    other.config.name, config.name
+                )));
+            }
             let secret = match config.client_auth {
                 ClientAuthMethod::ClientSecretBasic | ClientAuthMethod::ClientSecretPost => {
                     let var = config.client_secret_env.as_deref().ok_or_else(|| {
@@ -384,7 +501,17 @@ impl SmartClient {
                     )));
                 }
             }
-            ehrs.push(Ehr { config, secret });
+            let callback_key = if config.legacy_callback {
+                None
+            } else {
+                Some(callback_key(&config).map_err(AuthError::Config)?)
+            };
+            ehrs.push(Ehr {
+                config,
+                secret,
+                redirect_uri,
+                callback_key,
+            });
         }
         // Redirects are never followed: a token endpoint that redirects is refused.
         let http = reqwest::Client::builder()
@@ -396,7 +523,6 @@ impl SmartClient {
         Ok(SmartClient {
             ehrs,
             keys,
-            redirect_uri,
             http,
             discovered: Mutex::default(),
             jwks: Mutex::default(),
@@ -493,7 +619,7 @@ impl SmartClient {
         let mut client: TokenClient =
             oauth2::Client::new(ClientId::new(ehr.config.client_id.clone()))
                 .set_token_uri(token_url)
-                .set_redirect_uri(RedirectUrl::from_url(self.redirect_uri.clone()));
+                .set_redirect_uri(RedirectUrl::from_url(ehr.redirect_uri.clone()));
         client = match &ehr.secret {
             Some(secret) => {
                 let auth_type = match config.secret_method(&ehr.config.client_auth) {
@@ -594,7 +720,7 @@ impl SmartClient {
             .map_err(|e| AuthError::Discovery(e.to_string()))?;
         let client = oauth2::basic::BasicClient::new(ClientId::new(ehr.config.client_id.clone()))
             .set_auth_uri(auth_url)
-            .set_redirect_uri(RedirectUrl::from_url(self.redirect_uri.clone()));
+            .set_redirect_uri(RedirectUrl::from_url(ehr.redirect_uri.clone()));
         let st = state.clone();
         let mut request = client
             .authorize_url(move || CsrfToken::new(st))
@@ -1197,7 +1323,7 @@ mod tests {
         SmartClient::new(
             configs,
             vec![SigningKey::generate_es384("k1").unwrap()],
-            Url::parse("http://app/callback").unwrap(),
+            Url::parse("http://app/").unwrap(),
         )
     }
 
@@ -1277,7 +1403,10 @@ mod tests {
         assert!(req.state.len() >= 22, "at least 128 bits");
         assert_eq!(q["aud"], "https://ehr.example.org/fhir");
         assert_eq!(q["launch"], "xyz");
-        assert_eq!(q["redirect_uri"], "http://app/callback");
+        assert_eq!(
+            q["redirect_uri"], "http://app/callback/ehr-example-org-fhir",
+            "the EHR's own redirect URI"
+        );
         assert!(q["scope"].contains("user/Task.crus"));
         assert!(req.post.is_none());
         config.capabilities = vec!["authorize-post".into()];
@@ -1288,6 +1417,98 @@ mod tests {
         assert!(
             scope.starts_with("launch/patient ") && scope.contains("user/Task.read"),
             "v1 without permission-v2"
+        );
+    }
+
+    fn entry(extra: serde_json::Value) -> EhrConfig {
+        let mut e = serde_json::json!({"name": "A", "iss": "https://ehr.example.org/fhir/R4/", "client_id": "p", "client_auth": "none"});
+        e.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        serde_json::from_value(e).unwrap()
+    }
+
+    #[test]
+    fn each_ehr_has_its_own_redirect_uri_from_its_id_or_its_iss() {
+        let public = Url::parse("https://passerelle.example.org/app").unwrap();
+        let derived = entry(serde_json::json!({}));
+        assert_eq!(callback_key(&derived).unwrap(), "ehr-example-org-fhir-r4");
+        assert_eq!(
+            redirect_uri_for(&public, &derived).unwrap().as_str(),
+            "https://passerelle.example.org/app/callback/ehr-example-org-fhir-r4"
+        );
+        let with_port = entry(serde_json::json!({"iss": "http://127.0.0.1:9090/fhir/"}));
+        assert_eq!(callback_key(&with_port).unwrap(), "127-0-0-1-9090-fhir");
+        let named = entry(serde_json::json!({"id": "Riverside_prod.1~"}));
+        assert_eq!(
+            redirect_uri_for(&public, &named).unwrap().as_str(),
+            "https://passerelle.example.org/app/callback/Riverside_prod.1~"
+        );
+        for bad in ["", "a/b", "a b", "é", &"x".repeat(65)] {
+            let e = entry(serde_json::json!({ "id": bad }));
+            assert!(
+                callback_key(&e).unwrap_err().contains("id must be 1 to 64"),
+                "{bad:?}"
+            );
+        }
+        let legacy = entry(serde_json::json!({"legacy_callback": true}));
+        assert_eq!(
+            redirect_uri_for(&public, &legacy).unwrap().as_str(),
+            "https://passerelle.example.org/app/callback"
+        );
+    }
+
+    #[test]
+    fn an_ehr_answers_only_at_its_own_callback() {
+        let two = SmartClient::new(
+            vec![
+                entry(serde_json::json!({})),
+                entry(serde_json::json!({"name": "B", "iss": "https://b.example.org/fhir", "id": "b"})),
+            ],
+            vec![],
+            Url::parse("http://app/").unwrap(),
+        )
+        .unwrap();
+        let a = two.ehr("https://ehr.example.org/fhir/R4").unwrap();
+        assert!(a.answers_at(Some("ehr-example-org-fhir-r4")));
+        assert!(!a.answers_at(Some("b")), "B's callback");
+        assert!(!a.answers_at(None), "the shared callback");
+        let lone = SmartClient::new(
+            vec![entry(serde_json::json!({"legacy_callback": true}))],
+            vec![],
+            Url::parse("http://app/").unwrap(),
+        )
+        .unwrap();
+        let a = lone.ehr("https://ehr.example.org/fhir/R4").unwrap();
+        assert_eq!(a.redirect_uri().as_str(), "http://app/callback");
+        assert!(a.answers_at(None));
+        assert!(!a.answers_at(Some("ehr-example-org-fhir-r4")));
+    }
+
+    #[test]
+    fn a_shared_or_repeated_redirect_uri_stops_start_up() {
+        let start = |configs: Vec<EhrConfig>| {
+            SmartClient::new(configs, vec![], Url::parse("http://app/").unwrap())
+                .err()
+                .unwrap()
+                .to_string()
+        };
+        let err = start(vec![
+            entry(serde_json::json!({"legacy_callback": true})),
+            entry(serde_json::json!({"name": "B", "iss": "https://b.example.org/fhir"})),
+        ]);
+        assert!(
+            err.contains("A: legacy_callback shares {public-url}/callback, which only a lone EHR may use; register {public-url}/callback/ehr-example-org-fhir-r4"),
+            "{err}"
+        );
+        // Paths differ only in case: the derived keys collide.
+        let err = start(vec![
+            entry(serde_json::json!({})),
+            entry(serde_json::json!({"name": "B", "iss": "https://ehr.example.org/fhir/r4"})),
+        ]);
+        assert_eq!(
+            err,
+            "Passerelle is not configured correctly: A and B have the same redirect URI http://app/callback/ehr-example-org-fhir-r4; give one of them another id"
         );
     }
 
@@ -1615,8 +1836,7 @@ mod id_token_tests {
             "name": "A", "iss": format!("{ISSUER}/fhir"), "client_id": CLIENT, "client_auth": "none"
         }]))
         .unwrap();
-        let client =
-            SmartClient::new(configs, vec![], Url::parse("http://app/callback").unwrap()).unwrap();
+        let client = SmartClient::new(configs, vec![], Url::parse("http://app/").unwrap()).unwrap();
         let ehr = client.ehrs()[0].clone();
         let config = serde_json::from_value(json!({
             "issuer": ISSUER, "jwks_uri": jwks_uri,
@@ -1694,7 +1914,7 @@ mod id_token_tests {
             {"name": "C", "iss": "https://a.example.org/tenant-c/fhir", "client_id": CLIENT, "client_auth": "none"}
         ]))
         .unwrap();
-        SmartClient::new(configs, vec![], Url::parse("http://app/callback").unwrap()).unwrap()
+        SmartClient::new(configs, vec![], Url::parse("http://app/").unwrap()).unwrap()
     }
 
     fn discovered(issuer: Option<&str>, iss_parameter: bool) -> SmartConfiguration {
@@ -1799,8 +2019,7 @@ mod id_token_tests {
              "scopes": "launch user/Patient.rs"}
         ]))
         .unwrap();
-        let c =
-            SmartClient::new(configs, vec![], Url::parse("http://app/callback").unwrap()).unwrap();
+        let c = SmartClient::new(configs, vec![], Url::parse("http://app/").unwrap()).unwrap();
         let config = discovered(None, false);
         let config = SmartConfiguration {
             code_challenge_methods_supported: vec!["S256".into()],

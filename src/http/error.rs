@@ -114,7 +114,8 @@ impl AppError {
                 AuthError::UnknownIss(_)
                 | AuthError::WrongLaunch
                 | AuthError::Refused(_)
-                | AuthError::ResponseIssuer(_) => StatusCode::FORBIDDEN,
+                | AuthError::ResponseIssuer(_)
+                | AuthError::WrongRedirect => StatusCode::FORBIDDEN,
                 AuthError::Discovery(_) | AuthError::Unsupported(_) => StatusCode::BAD_GATEWAY,
                 AuthError::BadState => StatusCode::BAD_REQUEST,
                 AuthError::IdToken(_) | AuthError::LaunchAgain => StatusCode::UNAUTHORIZED,
@@ -262,6 +263,7 @@ fn auth_kind(e: &AuthError) -> &'static str {
         AuthError::BadState => "bad-state",
         AuthError::IdToken(_) => "id-token",
         AuthError::ResponseIssuer(_) => "response-issuer",
+        AuthError::WrongRedirect => "wrong-redirect",
         AuthError::LaunchAgain => "launch-again",
         AuthError::WrongLaunch => "wrong-launch",
         AuthError::Config(_) => "config",

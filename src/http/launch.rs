@@ -2,8 +2,9 @@
 //!
 //! * `GET /launch?iss=…&launch=…`: EHR launch;
 //! * `GET /standalone`, `GET /standalone/start?iss=…`: standalone launch;
-//! * `GET /callback`: the redirect back from the EHR, to the launch's visit
-//!   page;
+//! * `GET /callback/{key}`: the redirect back from the EHR whose redirect
+//!   URI this is (each EHR has its own, RFC 9700 §4.4.2), to the launch's
+//!   visit page; `GET /callback` for a lone EHR with `legacy_callback`;
 //! * `POST /l/{launch}/patient`, `POST /l/{launch}/logout` (CSRF-protected);
 //! * `GET /.well-known/jwks.json`: Passerelle's public keys.
 //!
@@ -15,7 +16,7 @@
 use askama::Template;
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, Form, Query, State};
+use axum::extract::{ConnectInfo, Form, Path, Query, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -36,7 +37,8 @@ pub fn router() -> Router<AppState> {
         .route("/launch", get(ehr_launch))
         .route("/standalone", get(standalone))
         .route("/standalone/start", get(standalone_start))
-        .route("/callback", get(callback))
+        .route("/callback", get(shared_callback))
+        .route("/callback/{key}", get(ehr_callback))
         .route("/l/{id}/patient", post(choose_patient))
         .route("/l/{id}/logout", post(logout))
         .route("/.well-known/jwks.json", get(public_keys))
@@ -180,10 +182,31 @@ struct CallbackQuery {
     error_description: Option<String>,
 }
 
-async fn callback(
+/// `/callback/{key}`: the redirect URI of the EHR with that key.
+async fn ehr_callback(
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+    jar: CookieJar,
+    Query(q): Query<CallbackQuery>,
+) -> Result<Response, AppError> {
+    callback(state, Some(&key), jar, q).await
+}
+
+/// `/callback`: taken only for a lone EHR configured with
+/// `legacy_callback`; any other EHR's state arriving here is refused.
+async fn shared_callback(
     State(state): State<AppState>,
     jar: CookieJar,
     Query(q): Query<CallbackQuery>,
+) -> Result<Response, AppError> {
+    callback(state, None, jar, q).await
+}
+
+async fn callback(
+    state: AppState,
+    arrived: Option<&str>,
+    jar: CookieJar,
+    q: CallbackQuery,
 ) -> Result<Response, AppError> {
     let sessions = state.sessions()?;
     if let Some(error) = q.error {
@@ -205,7 +228,7 @@ async fn callback(
     };
     let browser = existing_browser(&jar).map_err(|_| AuthError::BadState)?;
     let id = sessions
-        .complete(&st, &code, q.iss.as_deref(), &browser)
+        .complete(&st, &code, q.iss.as_deref(), &browser, arrived)
         .await?;
     Ok(Redirect::to(&format!("/l/{id}/visit")).into_response())
 }

@@ -315,8 +315,18 @@ impl AppState {
         let sessions = match &settings.smart {
             Some(smart) => {
                 let store = Store::open(&smart.database_url, &smart.session_key).await?;
-                let redirect = smart.public_url.join("callback")?;
-                let client = SmartClient::new(smart.ehrs.clone(), smart.keys.clone(), redirect)?;
+                let client = SmartClient::new(
+                    smart.ehrs.clone(),
+                    smart.keys.clone(),
+                    smart.public_url.clone(),
+                )?;
+                for ehr in client.ehrs() {
+                    tracing::info!(
+                        ehr = %ehr.config.name,
+                        redirect_uri = %ehr.redirect_uri(),
+                        "the redirect URI to register at this EHR"
+                    );
+                }
                 Some(Sessions::new(store, Arc::new(client), smart.idle))
             }
             None => None,

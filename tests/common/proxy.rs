@@ -31,6 +31,13 @@ pub enum Fault {
     Rewrite(fn(serde_json::Value) -> serde_json::Value),
     /// Forward (the server does the work), then never answer: a lost response.
     ForwardThenHang,
+    /// Refuse (400, an OperationOutcome saying so) a Bundle of more entries
+    /// than this, as a server that caps them; forward smaller ones.
+    EntriesOver(usize),
+    /// Forward a Bundle with only its first this-many entries (the server
+    /// applies them), then answer 503: a server that failed part-way
+    /// through a transaction it did not apply as one unit.
+    ForwardFirst(usize),
 }
 
 #[derive(Default)]
@@ -188,7 +195,25 @@ async fn forward(State(s): State<Shared>, req: Request) -> Response {
             headers.insert(k.clone(), v.clone());
         }
     }
-    let body = to_bytes(req.into_body(), usize::MAX).await.unwrap();
+    let mut body = to_bytes(req.into_body(), usize::MAX).await.unwrap();
+    if let Some(Fault::EntriesOver(cap) | Fault::ForwardFirst(cap)) = &fault
+        && let Ok(mut bundle) = serde_json::from_slice::<serde_json::Value>(&body)
+        && let Some(entries) = bundle["entry"].as_array_mut()
+    {
+        let n = entries.len();
+        if let Some(Fault::EntriesOver(_)) = &fault
+            && n > *cap
+        {
+            let outcome = operation_outcome(&format!(
+                "a Bundle of {n} entries: this server accepts at most {cap}"
+            ));
+            return (StatusCode::BAD_REQUEST, outcome).into_response();
+        }
+        if let Some(Fault::ForwardFirst(_)) = &fault {
+            entries.truncate(*cap);
+            body = serde_json::to_vec(&bundle).unwrap().into();
+        }
+    }
     let upstream = match s
         .http
         .request(method, target)
@@ -205,6 +230,10 @@ async fn forward(State(s): State<Shared>, req: Request) -> Response {
     out_headers.remove("content-length");
     out_headers.remove("transfer-encoding");
     let mut bytes = upstream.bytes().await.unwrap_or_default().to_vec();
+    if let Some(Fault::ForwardFirst(k)) = fault {
+        let outcome = operation_outcome(&format!("failed after entry {k}"));
+        return (StatusCode::SERVICE_UNAVAILABLE, outcome).into_response();
+    }
     if let Some(Fault::ForwardThenHang) = fault {
         tokio::time::sleep(Duration::from_secs(3600)).await;
     }
@@ -217,4 +246,14 @@ async fn forward(State(s): State<Shared>, req: Request) -> Response {
     *response.status_mut() = status;
     *response.headers_mut() = out_headers;
     response
+}
+
+/// An error OperationOutcome with `diagnostics`, as a FHIR server answers.
+fn operation_outcome(diagnostics: &str) -> impl IntoResponse + use<> {
+    (
+        [("content-type", "application/fhir+json")],
+        serde_json::json!({"resourceType": "OperationOutcome", "issue": [
+            {"severity": "error", "code": "too-costly", "diagnostics": diagnostics}]})
+        .to_string(),
+    )
 }

@@ -1,16 +1,18 @@
 //! The SMART test environment: the development EHR launcher, an hfs that
-//! enforces SMART scopes on the launcher's tokens, seeded with the fixtures,
-//! and Passerelle with the launcher on its allow-list. Plus a cookie-aware
+//! enforces SMART scopes on the launcher's tokens (or Medplum's engine,
+//! which checks none), seeded with the fixtures, and Passerelle with the
+//! launcher on its allow-list. Plus a cookie-aware
 //! HTTP client that follows redirects as a browser does.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use passerelle::auth::keys::SigningKey;
-use passerelle::auth::smart::{ClientAuthMethod, EhrConfig};
+use passerelle::auth::smart::{ClientAuthMethod, EhrConfig, redirect_uri_for};
 use passerelle::http::SmartSettings;
 use passerelle_dev::hfs::{Hfs, HfsAuth};
 use passerelle_dev::launcher::{ClientAuth, Launcher, LauncherConfig, RegisteredClient};
+use passerelle_dev::medplum::{Medplum, TransactionMode};
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -21,14 +23,35 @@ pub const CLIENT_SECRET: &str = "s3cret-for-tests-only";
 
 pub struct SmartEnv {
     pub app: String,
+    /// The launcher's EHR's redirect URI at the app, as Passerelle sends it.
+    pub redirect_uri: Url,
     pub settings: passerelle::http::Settings,
     pub launcher: Launcher,
-    pub hfs: Hfs,
+    /// The FHIR server behind the launcher.
+    pub server: Upstream,
     pub keys: Vec<SigningKey>,
     pub db_path: std::path::PathBuf,
     _shutdown: oneshot::Sender<()>,
     /// The app's own process, when it runs as the binary.
     pub process: Option<tokio::process::Child>,
+}
+
+/// The FHIR server behind the launcher's `/fhir/`.
+pub enum Upstream {
+    /// hfs, checking the launcher's tokens and enforcing their scopes.
+    Hfs(Hfs),
+    /// Medplum's in-memory engine, which has no authorization: the
+    /// launcher's tokens reach it and are not checked.
+    Medplum(Medplum),
+}
+
+impl Upstream {
+    pub fn base(&self) -> &Url {
+        match self {
+            Upstream::Hfs(h) => h.base(),
+            Upstream::Medplum(m) => m.base(),
+        }
+    }
 }
 
 /// Options of [`smart_env_with`].
@@ -61,6 +84,15 @@ pub struct EnvOptions {
     pub app_binary: Option<std::path::PathBuf>,
     /// The launcher signs `id_token`s without a `kid` header.
     pub id_token_without_kid: bool,
+    /// The launcher's EHR entry sends the shared `{app}/callback`
+    /// (`legacy_callback`), registered so at the launcher.
+    pub legacy_callback: bool,
+    /// Medplum (in this transaction mode) as the EHR's FHIR server instead
+    /// of hfs.
+    pub medplum: Option<TransactionMode>,
+    /// More EHR entries on the app's allow-list after the launcher's own
+    /// (EHRs no test reaches: only their callbacks are used).
+    pub other_ehrs: Vec<Value>,
 }
 
 /// Start launcher, hfs (auth enforced) and the app, with Passerelle
@@ -92,6 +124,9 @@ impl Default for EnvOptions {
             fixtures: None,
             app_binary: None,
             id_token_without_kid: false,
+            legacy_callback: false,
+            medplum: None,
+            other_ehrs: vec![],
         }
     }
 }
@@ -120,41 +155,11 @@ pub async fn smart_env_with(o: EnvOptions) -> SmartEnv {
             jwks_url: app_url.join(".well-known/jwks.json").unwrap(),
         },
     };
-    let launcher = Launcher::start(
-        TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        LauncherConfig {
-            clients: vec![RegisteredClient {
-                client_id: "passerelle".into(),
-                redirect_uris: vec![app_url.join("callback").unwrap()],
-                auth,
-            }],
-            app_launch_url: app_url.join("launch").unwrap(),
-            token_lifetime,
-            id_token_without_kid: o.id_token_without_kid,
-        },
-    )
-    .await
-    .expect("the launcher starts");
-    let mut opts = super::hfs_options();
-    opts.auth = Some(HfsAuth {
-        jwks_url: launcher.jwks_url(),
-        issuer: launcher.issuer(),
-        audience: Some(
-            launcher
-                .fhir_base()
-                .as_str()
-                .trim_end_matches('/')
-                .to_string(),
-        ),
-    });
-    opts.public_base = Some(launcher.fhir_base());
-    let hfs = Hfs::start(&opts).await.expect("hfs with auth starts");
-    launcher.set_upstream(hfs.base().clone());
-    seed_with_token(&launcher, o.generate, o.population, o.fixtures.as_deref()).await;
-
+    let launcher_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let fhir_base = Launcher::fhir_base_of(&launcher_listener).unwrap();
     let ehr_json = serde_json::json!({
         "name": "Development EHR",
-        "iss": launcher.fhir_base().as_str(),
+        "iss": fhir_base.as_str(),
         "client_id": "passerelle",
         "client_auth": match method {
             ClientAuthMethod::None => "none",
@@ -165,10 +170,54 @@ pub async fn smart_env_with(o: EnvOptions) -> SmartEnv {
         "client_secret_env": CLIENT_SECRET_ENV,
         "key_alg": o.key_alg,
         "scopes": o.scopes,
-        "frame_ancestors": [launcher.base().origin().ascii_serialization()],
+        "frame_ancestors": [fhir_base.origin().ascii_serialization()],
         "backend": o.queue_poll_seconds.map(|s| serde_json::json!({ "poll_seconds": s })),
+        "legacy_callback": o.legacy_callback,
     });
     let ehr: EhrConfig = serde_json::from_value(ehr_json.clone()).unwrap();
+    let redirect_uri = redirect_uri_for(&app_url, &ehr).unwrap();
+    let launcher = Launcher::start(
+        launcher_listener,
+        LauncherConfig {
+            clients: vec![RegisteredClient {
+                client_id: "passerelle".into(),
+                // This EHR's own redirect URI, as Passerelle sends it.
+                redirect_uris: vec![redirect_uri.clone()],
+                auth,
+            }],
+            app_launch_url: app_url.join("launch").unwrap(),
+            token_lifetime,
+            id_token_without_kid: o.id_token_without_kid,
+        },
+    )
+    .await
+    .expect("the launcher starts");
+    let server = match o.medplum {
+        None => {
+            let mut opts = super::hfs_options();
+            opts.auth = Some(HfsAuth {
+                jwks_url: launcher.jwks_url(),
+                issuer: launcher.issuer(),
+                audience: Some(
+                    launcher
+                        .fhir_base()
+                        .as_str()
+                        .trim_end_matches('/')
+                        .to_string(),
+                ),
+            });
+            opts.public_base = Some(launcher.fhir_base());
+            Upstream::Hfs(Hfs::start(&opts).await.expect("hfs with auth starts"))
+        }
+        Some(mode) => Upstream::Medplum(
+            Medplum::start(&super::medplum_options(mode))
+                .await
+                .expect("Medplum starts"),
+        ),
+    };
+    launcher.set_upstream(server.base().clone());
+    seed_with_token(&launcher, o.generate, o.population, o.fixtures.as_deref()).await;
+
     let (db_path, session_key) = o.database.clone().unwrap_or_else(|| {
         let name = format!(
             "passerelle-test-{}.db",
@@ -179,8 +228,14 @@ pub async fn smart_env_with(o: EnvOptions) -> SmartEnv {
             passerelle::http::random_key(),
         )
     });
+    let mut entries = vec![ehr_json.clone()];
+    entries.extend(o.other_ehrs.iter().cloned());
+    let ehrs = entries
+        .iter()
+        .map(|e| serde_json::from_value::<EhrConfig>(e.clone()).unwrap())
+        .collect();
     let smart = SmartSettings {
-        ehrs: vec![ehr],
+        ehrs,
         public_url: app_url.clone(),
         session_key,
         keys: keys.clone(),
@@ -220,7 +275,7 @@ pub async fn smart_env_with(o: EnvOptions) -> SmartEnv {
                 "passerelle-ehrs-{}.json",
                 passerelle::auth::keys::random_token(8)
             ));
-            std::fs::write(&ehrs, serde_json::to_vec(&[&ehr_json]).unwrap()).unwrap();
+            std::fs::write(&ehrs, serde_json::to_vec(&entries).unwrap()).unwrap();
             let child = tokio::process::Command::new(bin)
                 .arg("serve")
                 .env("PASSERELLE_LISTEN", listen.to_string())
@@ -259,9 +314,10 @@ pub async fn smart_env_with(o: EnvOptions) -> SmartEnv {
     };
     SmartEnv {
         app,
+        redirect_uri,
         settings,
         launcher,
-        hfs,
+        server,
         keys,
         db_path,
         _shutdown: tx,
@@ -282,6 +338,19 @@ impl SmartEnv {
             .json()
             .await
             .unwrap()
+    }
+
+    /// How many rows a table of Passerelle's own store holds (`launches`,
+    /// `launch_state`, `outbox`).
+    pub async fn stored(&self, table: &str) -> i64 {
+        let store = sqlx::SqlitePool::connect(&format!("sqlite://{}", self.db_path.display()))
+            .await
+            .unwrap();
+        let (n,): (i64,) = sqlx::query_as(&format!("SELECT COUNT(*) FROM {table}"))
+            .fetch_one(&store)
+            .await
+            .unwrap();
+        n
     }
 
     /// Stop the app and start it again on the same store (a restart);
@@ -749,4 +818,100 @@ pub fn hidden_field(html: &str, name: &str) -> String {
         .next()
         .unwrap()
         .to_string()
+}
+
+/// The app URL of `path` in the launch `visit` belongs to.
+pub fn at(visit: &Page, path: &str) -> String {
+    visit.url.as_str().replace("/visit", path)
+}
+
+/// Open the link with `id` on `page`, as a click would.
+pub async fn follow(env: &SmartEnv, browser: &Browser, page: &Page, id: &str) -> Page {
+    browser
+        .get(&format!("{}{}", env.app, link(&page.body, id)))
+        .await
+}
+
+/// The href of the link with `id`.
+pub fn link(html: &str, id: &str) -> String {
+    let html = super::unescape(html);
+    let before = html
+        .split(&format!("id=\"{id}\""))
+        .next()
+        .unwrap_or_else(|| panic!("no link {id}"));
+    let href = before.rsplit("href=\"").next().unwrap();
+    href.split('"').next().unwrap().to_string()
+}
+
+/// The resources of a search Bundle.
+pub fn entries(bundle: &Value) -> Vec<Value> {
+    bundle["entry"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| e["resource"].clone())
+        .collect()
+}
+
+/// Post a status change on a task page; the resulting page.
+pub async fn change(
+    browser: &Browser,
+    task_url: &str,
+    page: &Page,
+    to: &str,
+    reason: &str,
+    note: &str,
+) -> Page {
+    browser
+        .post_form(
+            task_url,
+            &[
+                ("csrf", &hidden_field(&page.body, "csrf")),
+                ("version", &hidden_field(&page.body, "version")),
+                ("to", to),
+                ("reason", reason),
+                ("note", note),
+            ],
+        )
+        .await
+}
+
+/// Fill the Hunger Vital Sign form of a launch (both items "often true").
+pub async fn post_hunger_vital_sign(browser: &Browser, visit: &Page) -> Page {
+    let form = browser
+        .get(
+            &visit
+                .url
+                .as_str()
+                .replace("/visit", "/screen?form=hunger-vital-sign"),
+        )
+        .await;
+    let hidden = |name: &str| hidden_field(&form.body, name);
+    let (csrf, id) = (hidden("csrf"), hidden("screening_id"));
+    browser
+        .post_form(
+            &visit.url.as_str().replace("/visit", "/screen"),
+            &[
+                ("csrf", &csrf),
+                ("screening_id", &id),
+                ("form", "hunger-vital-sign"),
+                ("lang", "en"),
+                ("88122-7", "LA28397-0"),
+                ("88123-5", "LA28397-0"),
+            ],
+        )
+        .await
+}
+
+/// The fields of a referral page's form (`html`, unescaped) that refer the
+/// patient for `domain` to the service the page proposes first.
+pub fn referral_form(html: &str, domain: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("csrf", hidden_field(html, "csrf")),
+        ("referral_id", hidden_field(html, "referral_id")),
+        ("domain", domain.to_string()),
+        ("service", hidden_field(html, "service")),
+        ("action", "refer".to_string()),
+    ]
 }

@@ -9,12 +9,11 @@ use crate::common;
 use std::time::Duration;
 
 use common::proxy::{Fault, Proxy};
-use common::smart::{Browser, Page, SmartEnv, hidden_field, smart_env};
+use common::smart::{Browser, Page, at, change, entries, follow, hidden_field, smart_env};
 use passerelle::auth::smart::ClientAuthMethod;
 use passerelle::fhir::appeal::APPEAL_ID_SYSTEM;
 use passerelle::fhir::referral::REFERRAL_ID_SYSTEM;
 use passerelle::fhir::{FhirClient, FhirError, Limits};
-use serde_json::Value;
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -22,62 +21,6 @@ async fn ehr_launch(env: &common::smart::SmartEnv, browser: &Browser, patient: &
     let visit = common::smart::ehr_launch(env, browser, patient).await;
     assert_eq!(visit.status, 200, "{}", visit.body);
     visit
-}
-
-/// The app URL of `path` in the launch `visit` belongs to.
-fn at(visit: &Page, path: &str) -> String {
-    visit.url.as_str().replace("/visit", path)
-}
-
-/// The href of the link with `id`.
-/// Open the link with `id` on `page`, as a click would.
-async fn follow(env: &SmartEnv, browser: &Browser, page: &Page, id: &str) -> Page {
-    browser
-        .get(&format!("{}{}", env.app, link(&page.body, id)))
-        .await
-}
-
-fn link(html: &str, id: &str) -> String {
-    let html = common::unescape(html);
-    let before = html
-        .split(&format!("id=\"{id}\""))
-        .next()
-        .unwrap_or_else(|| panic!("no link {id}"));
-    let href = before.rsplit("href=\"").next().unwrap();
-    href.split('"').next().unwrap().to_string()
-}
-
-fn entries(bundle: &Value) -> Vec<Value> {
-    bundle["entry"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|e| e["resource"].clone())
-        .collect()
-}
-
-/// Post a status change on a task page; the resulting page.
-async fn change(
-    browser: &Browser,
-    task_url: &str,
-    page: &Page,
-    to: &str,
-    reason: &str,
-    note: &str,
-) -> Page {
-    browser
-        .post_form(
-            task_url,
-            &[
-                ("csrf", &hidden_field(&page.body, "csrf")),
-                ("version", &hidden_field(&page.body, "version")),
-                ("to", to),
-                ("reason", reason),
-                ("note", note),
-            ],
-        )
-        .await
 }
 
 #[tokio::test]
@@ -91,13 +34,7 @@ async fn a_referral_is_recorded_once_with_consent_and_taken_through_its_lifecycl
     let html = common::unescape(&refer.body);
     assert!(html.contains("Services for food insecurity"), "{html}");
     assert!(html.contains("Eastside Community Food Pantry"));
-    let form = [
-        ("csrf", hidden_field(&html, "csrf")),
-        ("referral_id", hidden_field(&html, "referral_id")),
-        ("domain", "food-insecurity".to_string()),
-        ("service", hidden_field(&html, "service")),
-        ("action", "refer".to_string()),
-    ];
+    let form = common::smart::referral_form(&html, "food-insecurity");
     let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let done = browser.post_form(&at(&visit, "/refer"), &form).await;
     assert_eq!(done.status, 200, "{}", done.body);

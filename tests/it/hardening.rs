@@ -185,12 +185,6 @@ async fn a_launch_flood_is_refused_past_the_rate_and_leaves_the_store_bounded() 
         (5, 35),
         "five go to the EHR, the rest wait: {statuses:?}"
     );
-    let store = sqlx::SqlitePool::connect(&format!("sqlite://{}", env.db_path.display()))
-        .await
-        .unwrap();
-    let (kept,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM launch_state")
-        .fetch_one(&store)
-        .await
-        .unwrap();
+    let kept = env.stored("launch_state").await;
     assert_eq!(kept, 5, "only the admitted launches are stored");
 }

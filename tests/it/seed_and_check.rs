@@ -108,7 +108,8 @@ async fn check_reports_each_capability_of_hfs_and_its_write_probe_leaves_nothing
     }
     // What hfs 0.2.7 does, measured: it honours Prefer: handling=strict
     // (an unknown parameter is a 400), accepts our _sorts, records a
-    // 14-entry transaction of conditional creates, and applies a
+    // transaction of conditional creates the size of the largest Passerelle
+    // sends (22 entries), and applies a
     // transaction with a failing entry as a whole (400, nothing kept).
     let strict = row("Prefer: handling=strict");
     assert!(strict.ok, "{strict:?}");
@@ -123,7 +124,8 @@ async fn check_reports_each_capability_of_hfs_and_its_write_probe_leaves_nothing
     ] {
         assert_eq!(row(sort).detail, "accepted", "{:?}", row(sort));
     }
-    let full = row("transaction of 14 entries (ifNoneExist)");
+    let n = passerelle::fhir::transactions::largest().entries;
+    let full = row(&format!("transaction of {n} entries (ifNoneExist)"));
     assert!(full.ok, "{full:?}");
     let atomic = row("transaction atomicity");
     assert!(atomic.ok, "{atomic:?}");
@@ -183,6 +185,40 @@ async fn the_binary_seeds_and_checks_a_server_like_an_integrator_would() {
     .await;
     assert_eq!(code, Some(1));
     assert!(stderr.contains("could not be reached"), "{stderr}");
+}
+
+#[tokio::test]
+async fn check_fails_on_a_server_that_refuses_a_transaction_of_the_size_passerelle_sends() {
+    let hfs = Hfs::start(&common::hfs_options()).await.unwrap();
+    let largest = passerelle::fhir::transactions::largest();
+    // A server that takes Bundles of up to 20 entries.
+    let capped = common::proxy::Proxy::start(hfs.base()).await;
+    capped.fault("POST /$", common::proxy::Fault::EntriesOver(20));
+    let (code, stdout, _) = run(&["check", "--fhir-base", capped.base.as_str()]).await;
+    println!("{stdout}");
+    assert_eq!(code, Some(1), "{stdout}");
+    let n = largest.entries;
+    assert!(n > 20, "{largest:?}");
+    let line = stdout
+        .lines()
+        .find(|l| l.contains(&format!("transaction of {n} entries")))
+        .unwrap_or_else(|| panic!("no row for {n} entries: {stdout}"));
+    assert!(line.starts_with("MISSING"), "{line}");
+    assert!(
+        line.contains(&format!(
+            "the server refused a transaction of {n} entries, the largest Passerelle sends ({})",
+            largest.what
+        )) && line.contains(&format!(
+            "a Bundle of {n} entries: this server accepts at most 20"
+        )),
+        "the size needed and the server's answer: {line}"
+    );
+    assert!(
+        line.ends_with(&format!(
+            "-> disables: recording a screening of up to {n} entries in one transaction"
+        )),
+        "{line}"
+    );
 }
 
 /// Run the `passerelle` binary; returns its exit code, stdout and stderr.

@@ -8,7 +8,9 @@ use crate::common;
 use std::time::Duration;
 
 use common::proxy::Proxy;
-use common::smart::{Browser, Page, authorize_at_ehr, begin_launch, field, query, smart_env};
+use common::smart::{
+    Browser, Page, authorize_at_ehr, begin_launch, field, post_hunger_vital_sign, query, smart_env,
+};
 use passerelle::auth::smart::ClientAuthMethod;
 use passerelle_dev::launcher::Simulation;
 
@@ -167,7 +169,7 @@ async fn a_replayed_state_a_replayed_code_and_a_swapped_verifier_are_refused() {
     let callback = page
         .trail
         .iter()
-        .find(|u| u.path() == "/callback")
+        .find(|u| u.path() == env.redirect_uri.path())
         .unwrap()
         .clone();
     // Replayed state (and code): the state was used once.
@@ -188,8 +190,8 @@ async fn a_replayed_state_a_replayed_code_and_a_swapped_verifier_are_refused() {
     let iss = common::enc(&env.launcher.issuer());
     let refused = browser
         .get(&format!(
-            "{}/callback?code={code}&state={fresh_state}&iss={iss}",
-            env.app
+            "{}?code={code}&state={fresh_state}&iss={iss}",
+            env.redirect_uri
         ))
         .await;
     assert_eq!(refused.status, 403);
@@ -212,8 +214,8 @@ async fn a_replayed_state_a_replayed_code_and_a_swapped_verifier_are_refused() {
     let code_b = query(&back_b, "code").unwrap();
     let swapped = browser
         .get(&format!(
-            "{}/callback?code={code_b}&state={}&iss={iss}",
-            env.app,
+            "{}?code={code_b}&state={}&iss={iss}",
+            env.redirect_uri,
             field(&fields_a, "state")
         ))
         .await;
@@ -266,7 +268,7 @@ async fn a_tampered_id_token_is_refused() {
         }))
         .unwrap()],
         env.keys.clone(),
-        url::Url::parse(&format!("{}/callback", env.app)).unwrap(),
+        url::Url::parse(&format!("{}/", env.app)).unwrap(),
     )
     .unwrap();
     let ehr = smart
@@ -338,7 +340,11 @@ async fn an_ehr_launch_works_with_a_kid_less_id_token() {
         .find(|u| u.path().ends_with("/authorize"))
         .unwrap();
     assert!(query(authorize, "nonce").is_some_and(|n| n.len() >= 22));
-    let callback = page.trail.iter().find(|u| u.path() == "/callback").unwrap();
+    let callback = page
+        .trail
+        .iter()
+        .find(|u| u.path() == env.redirect_uri.path())
+        .unwrap();
     assert_eq!(query(callback, "iss"), Some(env.launcher.issuer()));
     // The launcher's id_tokens have no kid indeed.
     let smart = passerelle::auth::smart::SmartClient::new(
@@ -347,7 +353,7 @@ async fn an_ehr_launch_works_with_a_kid_less_id_token() {
         }))
         .unwrap()],
         env.keys.clone(),
-        url::Url::parse(&format!("{}/callback", env.app)).unwrap(),
+        url::Url::parse(&format!("{}/", env.app)).unwrap(),
     )
     .unwrap();
     let ehr = smart
@@ -529,7 +535,7 @@ async fn a_401_from_the_fhir_server_is_refreshed_once_and_a_refused_refresh_is_r
     let browser = Browser::default();
     let page = ehr_launch(&env, &browser, "pas-p01").await;
     assert_eq!(page.status, 200, "{}", page.body);
-    let proxy = Proxy::start(env.hfs.base()).await;
+    let proxy = Proxy::start(env.server.base()).await;
     env.launcher.set_upstream(proxy.base.clone());
     let outcome = r#"{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"login","diagnostics":"token revoked"}]}"#;
 
@@ -751,33 +757,6 @@ async fn a_screening_in_the_patients_language_is_recorded_once_and_shows_on_the_
     assert_eq!(browser.post_form(&action, &forged).await.status, 400);
 }
 
-/// Fill the Hunger Vital Sign form of a launch (both items "often true").
-async fn post_hunger_vital_sign(browser: &Browser, visit: &Page) -> Page {
-    let form = browser
-        .get(
-            &visit
-                .url
-                .as_str()
-                .replace("/visit", "/screen?form=hunger-vital-sign"),
-        )
-        .await;
-    let hidden = |name: &str| common::smart::hidden_field(&form.body, name);
-    let (csrf, id) = (hidden("csrf"), hidden("screening_id"));
-    browser
-        .post_form(
-            &visit.url.as_str().replace("/visit", "/screen"),
-            &[
-                ("csrf", &csrf),
-                ("screening_id", &id),
-                ("form", "hunger-vital-sign"),
-                ("lang", "en"),
-                ("88122-7", "LA28397-0"),
-                ("88123-5", "LA28397-0"),
-            ],
-        )
-        .await
-}
-
 async fn questionnaire_responses(env: &common::smart::SmartEnv, patient: &str) -> usize {
     let r = env
         .fhir_json(&format!("QuestionnaireResponse?subject=Patient/{patient}"))
@@ -793,7 +772,7 @@ async fn a_screening_the_server_refuses_is_kept_sent_again_and_survives_a_restar
     })
     .await;
     // A proxy between the EHR's FHIR endpoint and hfs fails the transaction.
-    let proxy = Proxy::start(env.hfs.base()).await;
+    let proxy = Proxy::start(env.server.base()).await;
     env.launcher.set_upstream(proxy.base.clone());
     let probe = reqwest::get(format!("{}metadata", env.launcher.fhir_base()))
         .await
@@ -871,7 +850,7 @@ fn one_entry_precondition_failed(mut response: serde_json::Value) -> serde_json:
 #[tokio::test]
 async fn a_transaction_answered_200_with_a_failed_entry_is_not_recorded() {
     let env = smart_env(ClientAuthMethod::None, HOUR).await;
-    let proxy = Proxy::start(env.hfs.base()).await;
+    let proxy = Proxy::start(env.server.base()).await;
     env.launcher.set_upstream(proxy.base.clone());
     proxy.fault(
         "POST /$",

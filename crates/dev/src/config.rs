@@ -82,13 +82,12 @@ pub struct LauncherArgs {
     )]
     pub client_id: String,
 
-    /// The registered redirect URI.
-    #[arg(
-        long,
-        env = "PASSERELLE_LAUNCHER_REDIRECT_URI",
-        default_value = "http://127.0.0.1:8080/callback"
-    )]
-    pub redirect_uri: Url,
+    /// The registered redirect URIs (repeat the flag, or separate with commas), each compared
+    /// exactly with the requests' `redirect_uri`. Defaults to the one Passerelle sends for an
+    /// EHR entry with this launcher's FHIR base and no `id`: `{app}/callback/{key}`, e.g.
+    /// `http://127.0.0.1:8080/callback/127-0-0-1-9090-fhir`.
+    #[arg(long, env = "PASSERELLE_LAUNCHER_REDIRECT_URI", value_delimiter = ',')]
+    pub redirect_uri: Vec<Url>,
 
     /// The client's JWKS URL, for `private_key_jwt` (else the client is public or uses a secret).
     #[arg(long, env = "PASSERELLE_LAUNCHER_CLIENT_JWKS_URL")]

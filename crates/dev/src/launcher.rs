@@ -405,6 +405,14 @@ impl Launcher {
         })
     }
 
+    /// The FHIR base (`iss`) a launcher started on `listener` will give
+    /// apps, known before it starts: an app's EHR entry, and so its
+    /// redirect URI, are made from it before the launcher registers that URI.
+    pub fn fhir_base_of(listener: &TcpListener) -> Result<Url, LauncherError> {
+        let addr = listener.local_addr().map_err(LauncherError::Address)?;
+        Ok(base_url(addr).join("fhir/").expect("valid URL"))
+    }
+
     /// `http://127.0.0.1:PORT/`
     pub fn base(&self) -> &Url {
         &self.shared.base
@@ -563,21 +571,32 @@ pub async fn run(args: LauncherArgs) -> anyhow::Result<ExitCode> {
         (None, Some(secret)) => ClientAuth::SecretBasic(SecretString::from(secret)),
         (None, None) => ClientAuth::Public,
     };
-    let mut config = LauncherConfig::new(
-        args.app_launch_url,
-        vec![RegisteredClient {
-            client_id: args.client_id,
-            redirect_uris: vec![args.redirect_uri],
-            auth,
-        }],
-    );
-    config.id_token_without_kid = args.id_token_without_kid;
     let listener = TcpListener::bind(args.listen).await.map_err(|e| {
         anyhow::anyhow!(
             "cannot listen on {}: {e} (choose another with --listen)",
             args.listen
         )
     })?;
+    let redirect_uris = if args.redirect_uri.is_empty() {
+        vec![default_redirect_uri(
+            &args.app_launch_url,
+            &Launcher::fhir_base_of(&listener)?,
+        )?]
+    } else {
+        args.redirect_uri
+    };
+    for uri in &redirect_uris {
+        tracing::info!(redirect_uri = %uri, "registered redirect URI");
+    }
+    let mut config = LauncherConfig::new(
+        args.app_launch_url,
+        vec![RegisteredClient {
+            client_id: args.client_id,
+            redirect_uris,
+            auth,
+        }],
+    );
+    config.id_token_without_kid = args.id_token_without_kid;
     let launcher = Launcher::start(listener, config).await?;
     launcher.set_upstream(args.fhir_upstream);
     let auth = launcher.hfs_auth();
@@ -598,9 +617,37 @@ pub async fn run(args: LauncherArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The redirect URI Passerelle sends for an EHR entry with this
+/// launcher's FHIR base as `iss` and no `id`, at the app whose launch URL
+/// is `app_launch_url` (`{app}/launch`): `{app}/callback/{key}`, as
+/// Passerelle derives it ([`passerelle::auth::smart::redirect_uri_for`]).
+fn default_redirect_uri(app_launch_url: &Url, fhir_base: &Url) -> anyhow::Result<Url> {
+    let entry: passerelle::auth::smart::EhrConfig = serde_json::from_value(json!({
+        "name": "Development EHR",
+        "iss": fhir_base.as_str(),
+        "client_id": "passerelle",
+        "client_auth": "none",
+    }))?;
+    let app = app_launch_url.join("./")?;
+    passerelle::auth::smart::redirect_uri_for(&app, &entry).map_err(anyhow::Error::msg)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_redirect_uri_is_the_one_passerelle_derives_for_this_launcher() {
+        let uri = default_redirect_uri(
+            &Url::parse("http://127.0.0.1:8080/launch").unwrap(),
+            &Url::parse("http://127.0.0.1:9090/fhir/").unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            uri.as_str(),
+            "http://127.0.0.1:8080/callback/127-0-0-1-9090-fhir"
+        );
+    }
 
     #[test]
     fn simulations_parse_from_their_names_and_the_error_lists_them_all() {

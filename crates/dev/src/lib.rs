@@ -21,7 +21,7 @@ use crate::config::DemoArgs;
 use launcher::{ClientAuth, Launcher, LauncherConfig, RegisteredClient};
 use passerelle::auth::StaticToken;
 use passerelle::auth::keys::SigningKey;
-use passerelle::auth::smart::EhrConfig;
+use passerelle::auth::smart::{EhrConfig, redirect_uri_for};
 use passerelle::fhir::{FhirClient, Limits, SchemaValidator};
 use passerelle::http::{self, Settings, SmartSettings};
 
@@ -39,13 +39,27 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     })?;
     let app = Url::parse(&format!("http://{addr}/"))?;
 
+    let launcher_listener = TcpListener::bind("127.0.0.1:0").await?;
+    let fhir_base = Launcher::fhir_base_of(&launcher_listener)?;
+    let launcher_origin = fhir_base.origin().ascii_serialization();
+    let ehr: EhrConfig = serde_json::from_value(serde_json::json!({
+        "name": "Development EHR",
+        "iss": fhir_base.as_str(),
+        "client_id": "passerelle",
+        "client_auth": "private_key_jwt",
+        "key_alg": "ES384",
+        "frame_ancestors": [launcher_origin],
+        // The coordinators' queue, read with Backend Services.
+        "backend": {},
+    }))?;
     let launcher = Launcher::start(
-        TcpListener::bind("127.0.0.1:0").await?,
+        launcher_listener,
         LauncherConfig::new(
             app.join("launch")?,
             vec![RegisteredClient {
                 client_id: "passerelle".into(),
-                redirect_uris: vec![app.join("callback")?],
+                // The EHR's own redirect URI, as Passerelle sends it.
+                redirect_uris: vec![redirect_uri_for(&app, &ehr).map_err(anyhow::Error::msg)?],
                 auth: ClientAuth::PrivateKeyJwt {
                     jwks_url: app.join(".well-known/jwks.json")?,
                 },
@@ -77,16 +91,6 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let today = time::OffsetDateTime::now_utc().date();
     passerelle::seed::load(&seeding, &schema, None, args.generate, today).await?;
 
-    let ehr: EhrConfig = serde_json::from_value(serde_json::json!({
-        "name": "Development EHR",
-        "iss": launcher.fhir_base().as_str(),
-        "client_id": "passerelle",
-        "client_auth": "private_key_jwt",
-        "key_alg": "ES384",
-        "frame_ancestors": [launcher.base().origin().ascii_serialization()],
-        // The coordinators' queue, read with Backend Services.
-        "backend": {},
-    }))?;
     let settings = Settings {
         open_servers: vec![],
         frame_ancestors: vec![],

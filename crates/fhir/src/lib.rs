@@ -15,7 +15,9 @@
 //! * [`sdoh`]: SDOH evidence in any standard shape (Observations, panels,
 //!   QuestionnaireResponses, coded Conditions), for [`crate::domain::evidence`];
 //! * [`schema`]: validation of what we write against the R4 JSON schema;
-//! * [`searches`]: every search Passerelle sends, for `passerelle check`.
+//! * [`searches`]: every search Passerelle sends, for `passerelle check`;
+//! * [`transactions`]: the largest transaction Passerelle sends and what
+//!   makes each entry safe to send again, for `passerelle check`.
 //!
 //! The web layer (`passerelle::http`) only calls these functions: it never
 //! decodes a FHIR resource itself.
@@ -45,6 +47,7 @@ pub mod screening;
 pub mod sdoh;
 pub mod searches;
 pub mod task;
+pub mod transactions;
 pub mod views;
 
 pub use client::{
