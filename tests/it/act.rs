@@ -513,7 +513,7 @@ async fn a_referral_or_appeal_sent_again_after_a_timeout_is_recorded_once() {
         id: "ref-timeout",
         patient: "Patient/pas-p06",
         encounter: None,
-        requester: None,
+        requester: "Organization/pas-org-practice",
         domain: Domain::FoodInsecurity,
         service,
         reasons: &[],
@@ -521,9 +521,8 @@ async fn a_referral_or_appeal_sent_again_after_a_timeout_is_recorded_once() {
         concerns: &[],
         authored: "2026-11-22T10:00:00Z",
         priority: "routine",
-        code: None,
-        consent: true,
-        practice: None,
+        code: passerelle::fhir::referral::default_code(Domain::FoodInsecurity),
+        consent: None,
     });
     let p = plan(
         AppealKind::InternalAppeal,

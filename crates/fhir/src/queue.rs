@@ -30,7 +30,10 @@ pub fn kind_of(t: &Value) -> Option<Kind> {
         t["owner"]["reference"].is_string() && t["owner"]["reference"] == t["for"]["reference"];
     match (system, code) {
         (APPEAL_TASK_SYSTEM, _) => Some(Kind::Appeal),
-        (SDOHCC_TEMPORARY_CODES, "make-contact" | "review-material" | "general-information") => {
+        (
+            SDOHCC_TEMPORARY_CODES,
+            "make-contact" | "review-material" | "general-information" | "complete-questionnaire",
+        ) => {
             Some(Kind::Patient)
         }
         (TASK_CODE_SYSTEM, "fulfill") if owner_is_patient => Some(Kind::Patient),
