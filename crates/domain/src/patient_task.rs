@@ -95,7 +95,10 @@ pub fn check(
             .iter()
             .find(|(f, t, _)| *f == from && *t == to)
             .map(|(_, _, w)| *w)
-            .ok_or(TransitionError::NotAllowedForPatient(from.code(), to.code()))?;
+            .ok_or(TransitionError::NotAllowedForPatient(
+                from.code(),
+                to.code(),
+            ))?;
         if who == Who::Patient && party == Party::Requester {
             return Err(TransitionError::WrongPartyForPatient(to.code(), "patient"));
         }

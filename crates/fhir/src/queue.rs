@@ -33,9 +33,7 @@ pub fn kind_of(t: &Value) -> Option<Kind> {
         (
             SDOHCC_TEMPORARY_CODES,
             "make-contact" | "review-material" | "general-information" | "complete-questionnaire",
-        ) => {
-            Some(Kind::Patient)
-        }
+        ) => Some(Kind::Patient),
         (TASK_CODE_SYSTEM, "fulfill") if owner_is_patient => Some(Kind::Patient),
         (TASK_CODE_SYSTEM, "fulfill")
             if t["focus"]["reference"]
@@ -235,6 +233,7 @@ pub fn queue_task(t: &Value, included: &HashMap<String, Value>) -> Option<QueueT
                 .as_str()
                 .is_some_and(|r| r.starts_with("Procedure/"))
         }),
+        report: super::task::report(t),
     })
 }
 

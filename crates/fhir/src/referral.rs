@@ -581,8 +581,14 @@ mod tests {
         let org = by_url(&task["owner"]["reference"]);
         assert_eq!(org["resourceType"], "Organization");
         assert_eq!(hcs["providedBy"]["reference"], task["owner"]["reference"]);
-        assert_eq!(task["requester"]["reference"], "PractitionerRole/pas-role-moreau");
-        assert_eq!(sr["requester"]["reference"], "PractitionerRole/pas-role-moreau");
+        assert_eq!(
+            task["requester"]["reference"],
+            "PractitionerRole/pas-role-moreau"
+        );
+        assert_eq!(
+            sr["requester"]["reference"],
+            "PractitionerRole/pas-role-moreau"
+        );
         assert_eq!(
             b["entry"][1]["request"]["ifNoneExist"],
             format!("identifier={REFERRAL_ID_SYSTEM}|ref-1/task")
@@ -821,8 +827,7 @@ mod tests {
         assert_eq!(t["input"][0]["type"]["coding"][0]["code"], "contact-entity");
         assert_eq!(t["status"], "ready");
         assert_eq!(
-            t["input"][0]["valueReference"]["reference"],
-            b["entry"][1]["fullUrl"],
+            t["input"][0]["valueReference"]["reference"], b["entry"][1]["fullUrl"],
             "the service to contact is its HealthcareService"
         );
         assert_eq!(

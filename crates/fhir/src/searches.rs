@@ -99,6 +99,13 @@ pub const ALL: &[Search] = &[
         "context: open referrals, appeals and patient tasks",
     ),
     s(
+        "Task",
+        &["patient", "status", "_lastUpdated"],
+        &[],
+        None,
+        "context: referrals closed in the last 90 days, with what the service reported",
+    ),
+    s(
         "ClaimResponse",
         &["patient"],
         &["ClaimResponse:request", "ClaimResponse:insurer"],

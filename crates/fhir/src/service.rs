@@ -50,7 +50,10 @@ pub struct Materialised {
 fn keyed(system: &str, value: &str, mut resource: Value) -> (String, Value) {
     let full_url = urn(&format!("{system}|{value}"));
     resource["identifier"] = json!([{ "system": system, "value": value }]);
-    let rtype = resource["resourceType"].as_str().unwrap_or_default().to_string();
+    let rtype = resource["resourceType"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let entry = json!({
         "fullUrl": full_url,
         "resource": resource,
@@ -151,9 +154,17 @@ pub fn materialise(service: &Service) -> Materialised {
     // SDOHCC-ExtensionHealthcareServiceTelecomAppointment extension.
     let appointment = json!([{ "url": SDOHCC_TELECOM_APPOINTMENT, "valueBoolean": true }]);
     let telecom: Vec<Value> = [
-        service.phone.as_ref().map(|p| json!({ "extension": appointment, "system": "phone", "value": p, "use": "work" })),
-        service.email.as_ref().map(|e| json!({ "system": "email", "value": e, "use": "work" })),
-        service.url.as_ref().map(|u| json!({ "system": "url", "value": u, "use": "work" })),
+        service.phone.as_ref().map(
+            |p| json!({ "extension": appointment, "system": "phone", "value": p, "use": "work" }),
+        ),
+        service
+            .email
+            .as_ref()
+            .map(|e| json!({ "system": "email", "value": e, "use": "work" })),
+        service
+            .url
+            .as_ref()
+            .map(|u| json!({ "system": "url", "value": u, "use": "work" })),
     ]
     .into_iter()
     .flatten()

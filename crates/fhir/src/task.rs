@@ -150,6 +150,17 @@ pub fn view(task: &Value) -> TaskView {
     }
 }
 
+/// What the performer reported on `task` (its status reason, business
+/// status and outputs, in words).
+pub fn report(task: &Value) -> crate::domain::visit::Report {
+    let v = view(task);
+    crate::domain::visit::Report {
+        status_reason: v.status_reason,
+        business_status: v.business_status,
+        outputs: v.outputs,
+    }
+}
+
 /// A CodeableConcept in words: its text, else its first display, else code.
 pub fn concept_words(cc: &Value) -> Option<String> {
     cc["text"]
