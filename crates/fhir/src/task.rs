@@ -414,6 +414,56 @@ mod tests {
     }
 
     #[test]
+    fn a_task_for_the_patient_follows_its_own_machine_and_notes_whose_move_it_was() {
+        let task = json!({ "resourceType": "Task", "status": "ready",
+            "code": { "coding": [{ "system": crate::domain::sdoh::SDOHCC_TEMPORARY_CODES, "code": "make-contact" }] },
+            "for": { "reference": "Patient/p1" }, "owner": { "reference": "Patient/p1" } });
+        let mut c = change(Status::InProgress, Party::Performer, None);
+        c.author = Some("PractitionerRole/r1");
+        let t = apply(task.clone(), &c).unwrap();
+        assert_eq!(t["status"], "in-progress");
+        assert_eq!(
+            t["note"][0]["text"],
+            "Status set to in-progress by the practice, on behalf of the patient."
+        );
+        assert_eq!(t["note"][0]["authorReference"]["reference"], "PractitionerRole/r1");
+        assert_eq!(
+            apply(task.clone(), &change(Status::Accepted, Party::Performer, None))
+                .unwrap_err()
+                .to_string(),
+            "SDOHCC Tasks for the patient do not use the status accepted."
+        );
+        let t = apply(task, &change(Status::Cancelled, Party::Requester, Some("moved")))
+            .unwrap();
+        assert!(t.get("note").is_none(), "the practice's own move needs no note");
+    }
+
+    #[test]
+    fn a_referral_moved_for_the_service_names_it_and_its_report_reads_in_words() {
+        let task = json!({ "resourceType": "Task", "status": "requested",
+            "code": { "coding": [{ "system": crate::domain::visit::TASK_CODE_SYSTEM, "code": "fulfill" }] },
+            "focus": { "reference": "ServiceRequest/s1" },
+            "owner": { "reference": "Organization/o1", "display": "Eastside Pantry" } });
+        let t = apply(task, &change(Status::Accepted, Party::Performer, None)).unwrap();
+        assert_eq!(
+            t["note"][0]["text"],
+            "Status set to accepted by the practice, on behalf of Eastside Pantry."
+        );
+        let done = json!({ "status": "completed",
+            "businessStatus": { "text": "Groceries weekly" },
+            "statusReason": { "text": "Enrolled" },
+            "output": [
+                { "type": { "coding": [{ "code": "resulting-activity" }] }, "valueReference": { "reference": "Procedure/p9" } },
+                { "type": { "text": "Summary" }, "valueString": "Two visits" }
+            ] });
+        let r = report(&done);
+        assert_eq!(
+            r.words(),
+            "Groceries weekly · Enrolled · Resulting activity: Procedure/p9 · Summary: Two visits"
+        );
+    }
+
+    #[test]
     fn a_completed_appeal_records_its_outcome() {
         let task = json!({ "resourceType": "Task", "status": "in-progress" });
         let mut c = change(Status::Completed, Party::Performer, None);
