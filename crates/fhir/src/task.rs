@@ -426,16 +426,28 @@ mod tests {
             t["note"][0]["text"],
             "Status set to in-progress by the practice, on behalf of the patient."
         );
-        assert_eq!(t["note"][0]["authorReference"]["reference"], "PractitionerRole/r1");
         assert_eq!(
-            apply(task.clone(), &change(Status::Accepted, Party::Performer, None))
-                .unwrap_err()
-                .to_string(),
+            t["note"][0]["authorReference"]["reference"],
+            "PractitionerRole/r1"
+        );
+        assert_eq!(
+            apply(
+                task.clone(),
+                &change(Status::Accepted, Party::Performer, None)
+            )
+            .unwrap_err()
+            .to_string(),
             "SDOHCC Tasks for the patient do not use the status accepted."
         );
-        let t = apply(task, &change(Status::Cancelled, Party::Requester, Some("moved")))
-            .unwrap();
-        assert!(t.get("note").is_none(), "the practice's own move needs no note");
+        let t = apply(
+            task,
+            &change(Status::Cancelled, Party::Requester, Some("moved")),
+        )
+        .unwrap();
+        assert!(
+            t.get("note").is_none(),
+            "the practice's own move needs no note"
+        );
     }
 
     #[test]
