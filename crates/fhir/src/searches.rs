@@ -187,6 +187,14 @@ pub const ALL: &[Search] = &[
         None,
         "queue: the care team to assign Tasks to",
     ),
+    // fhir::people
+    s(
+        "PractitionerRole",
+        &["practitioner", "active"],
+        &[],
+        None,
+        "refer: the signed-in practitioner's role, the requester of referrals",
+    ),
     // fhir::patterns
     s(
         "ClaimResponse",

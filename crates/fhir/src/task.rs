@@ -476,6 +476,20 @@ mod tests {
     }
 
     #[test]
+    fn a_referral_written_before_with_an_identifier_owner_still_shows_its_service() {
+        let legacy = json!({ "resourceType": "Task", "status": "requested",
+            "owner": { "identifier": { "system": crate::service::HSDS_SERVICE_SYSTEM, "value": "8e26" },
+                "display": "Eastside Community Food Pantry" } });
+        let v = view(&legacy);
+        assert_eq!(v.owner.as_deref(), Some("Eastside Community Food Pantry"));
+        assert_eq!(report(&legacy), Default::default());
+        assert_eq!(
+            performer_words(&legacy, false),
+            "Eastside Community Food Pantry"
+        );
+    }
+
+    #[test]
     fn a_completed_appeal_records_its_outcome() {
         let task = json!({ "resourceType": "Task", "status": "in-progress" });
         let mut c = change(Status::Completed, Party::Performer, None);
