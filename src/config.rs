@@ -142,6 +142,12 @@ pub struct ServeArgs {
     #[arg(long, env = "PASSERELLE_APPEAL_REGIMES")]
     pub appeal_regimes: Option<PathBuf>,
 
+    /// The practice's Organization on the EHR's FHIR server (`Organization/<id>`): the
+    /// requester of referrals and Tasks for the patient when the signed-in user has no
+    /// PractitionerRole there, and the organization of the Consents recorded.
+    #[arg(long, env = "PASSERELLE_PRACTICE_ORGANIZATION")]
+    pub practice_organization: Option<String>,
+
     #[command(flatten)]
     pub fhir: FhirArgs,
 

@@ -122,8 +122,23 @@ pub const RESOURCE_SCOPES: &[(&str, &str, &str)] = &[
     ),
     ("Encounter", "rs", "the visit's encounter"),
     ("Coverage", "rs", "coverage cards, gaps and appeal regimes"),
-    ("Organization", "rs", "payer and service names"),
+    (
+        "Organization",
+        "crs",
+        "payer and service names; the organisation a referral goes to",
+    ),
     ("Practitioner", "rs", "who is signed in (fhirUser)"),
+    (
+        "PractitionerRole",
+        "rs",
+        "the signed-in practitioner's role: the requester of referrals",
+    ),
+    (
+        "HealthcareService",
+        "crs",
+        "the community service a referral goes to",
+    ),
+    ("Location", "crs", "where the community service is given"),
     (
         "Observation",
         "crs",

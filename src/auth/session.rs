@@ -532,9 +532,16 @@ impl Launch {
     }
 }
 
+/// The directory resources a referral writes beside the patient's own: the
+/// service, the organisation that provides it and where (they are about no
+/// patient, and hold nothing of one).
+const DIRECTORY_TYPES: [&str; 3] = ["HealthcareService", "Organization", "Location"];
+
 /// Every patient reference a resource's subject fields hold
 /// (`subject`, `patient`, `for`, `beneficiary`) must be `patient`, and at
-/// least one must be present; a Bundle is checked entry by entry.
+/// least one must be present; a Bundle is checked entry by entry, where a
+/// directory resource ([`DIRECTORY_TYPES`]) naming no patient may come
+/// with at least one entry about `patient`.
 pub fn write_is_about(resource: &Value, patient: &str) -> bool {
     if resource.get("resourceType").and_then(Value::as_str) == Some("Bundle") {
         let entries: Vec<&Value> = resource
@@ -544,17 +551,29 @@ pub fn write_is_about(resource: &Value, patient: &str) -> bool {
             .flatten()
             .filter_map(|e| e.get("resource"))
             .collect();
-        return !entries.is_empty() && entries.iter().all(|r| write_is_about(r, patient));
+        let (directory, own): (Vec<&Value>, Vec<&Value>) = entries.iter().partition(|r| {
+            r.get("resourceType")
+                .and_then(Value::as_str)
+                .is_some_and(|t| DIRECTORY_TYPES.contains(&t))
+        });
+        return !own.is_empty()
+            && own.iter().all(|r| write_is_about(r, patient))
+            && directory.iter().all(|r| subject_refs(r).is_empty());
     }
-    let refs: Vec<&str> = ["subject", "patient", "for", "beneficiary"]
-        .iter()
-        .filter_map(|k| resource.get(*k))
-        .filter_map(|r| r.get("reference").and_then(Value::as_str))
-        .collect();
+    let refs = subject_refs(resource);
     !refs.is_empty()
         && refs
             .iter()
             .all(|r| *r == patient || r.ends_with(&format!("/{patient}")))
+}
+
+/// The references a resource's subject fields hold.
+fn subject_refs(resource: &Value) -> Vec<&str> {
+    ["subject", "patient", "for", "beneficiary"]
+        .iter()
+        .filter_map(|k| resource.get(*k))
+        .filter_map(|r| r.get("reference").and_then(Value::as_str))
+        .collect()
 }
 
 /// What a coordinator's launch (no patient in context) may write: an update
@@ -635,6 +654,28 @@ mod tests {
         assert!(
             !write_is_about(&bundle, p),
             "one entry about another patient refuses the bundle"
+        );
+        let task =
+            json!({"resource": {"resourceType": "Task", "for": {"reference": "Patient/pas-p01"}}});
+        let service = json!({"resource": {"resourceType": "HealthcareService", "name": "Pantry"}});
+        assert!(
+            write_is_about(
+                &json!({"resourceType": "Bundle", "entry": [task, service]}),
+                p
+            ),
+            "a referral may write the service it goes to"
+        );
+        assert!(
+            !write_is_about(&json!({"resourceType": "Bundle", "entry": [service]}), p),
+            "directory resources alone are no write about the patient"
+        );
+        let named = json!({"resource": {"resourceType": "Organization", "patient": {"reference": "Patient/pas-p02"}}});
+        assert!(
+            !write_is_about(
+                &json!({"resourceType": "Bundle", "entry": [task, named]}),
+                p
+            ),
+            "a directory resource naming a patient is checked like the rest"
         );
     }
 }

@@ -25,6 +25,10 @@ pub enum AppError {
     ServerNotAllowed,
     #[error("{0}")]
     BadRequest(String),
+    /// The request is understood but a rule forbids it (422); the message
+    /// names the rule and says nothing was recorded.
+    #[error("{0}")]
+    Unprocessable(String),
     /// The user's own access at the EHR does not cover this page.
     #[error("{0}")]
     Forbidden(String),
@@ -105,6 +109,7 @@ impl AppError {
         match self {
             AppError::ServerNotAllowed => StatusCode::FORBIDDEN,
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AppError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             AppError::Forbidden(_) => StatusCode::FORBIDDEN,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             AppError::NotConfigured(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -143,6 +148,10 @@ impl AppError {
             AppError::BadRequest(_) => (
                 "Incomplete request",
                 "Open Passerelle again from the EHR or from its home page.",
+            ),
+            AppError::Unprocessable(_) => (
+                "Not recorded",
+                "Nothing was sent. The message above says what is missing.",
             ),
             AppError::Forbidden(_) => (
                 "Not available to your account",

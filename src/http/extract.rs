@@ -274,6 +274,16 @@ impl std::fmt::Display for WriteId {
     }
 }
 
+/// The signed-in user as a relative reference (`Practitioner/7`,
+/// `PractitionerRole/3`, …), from the launch's `fhirUser`.
+pub(super) fn user_reference(launch: &Launch) -> Option<String> {
+    launch
+        .context
+        .fhir_user
+        .as_deref()
+        .and_then(relative_reference)
+}
+
 /// `Practitioner/…` of the signed-in user, when they are a practitioner.
 pub(super) fn practitioner_of(launch: &Launch) -> Option<String> {
     launch

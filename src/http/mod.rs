@@ -90,6 +90,7 @@ struct Inner {
     launches: server::LaunchLimiter,
     /// Origins every page may be framed by (`PASSERELLE_FRAME_ANCESTORS`).
     frame_ancestors: Vec<String>,
+    practice_organization: Option<String>,
 }
 
 /// Everything the app needs to start, already checked.
@@ -115,6 +116,8 @@ pub struct Settings {
     pub directory: Arc<Directory>,
     /// The letter templates (the shipped ones, or the practice's edited copies).
     pub letters: Arc<LetterTemplates>,
+    /// `Organization/<id>` of the practice (`PASSERELLE_PRACTICE_ORGANIZATION`).
+    pub practice_organization: Option<String>,
 }
 
 /// SMART settings, checked.
@@ -260,6 +263,14 @@ impl Settings {
         Ok(Settings {
             open_servers: args.open_servers.iter().map(normalise_base).collect(),
             frame_ancestors: args.frame_ancestors.clone(),
+            practice_organization: match &args.practice_organization {
+                Some(o) if !crate::fhir::people::is_organization_reference(o) => {
+                    anyhow::bail!(
+                        "PASSERELLE_PRACTICE_ORGANIZATION: {o:?} is not Organization/<id>"
+                    )
+                }
+                o => o.clone(),
+            },
             regimes,
             limits: Limits {
                 timeout: args.fhir.timeout(),
@@ -357,6 +368,7 @@ impl AppState {
                 queues,
                 launches: server::launch_limiter(settings.server.launches_per_minute),
                 frame_ancestors: settings.frame_ancestors.clone(),
+                practice_organization: settings.practice_organization.clone(),
             }),
         })
     }
@@ -429,6 +441,11 @@ impl AppState {
 
     pub fn regimes(&self) -> &RegimeTable {
         &self.inner.regimes
+    }
+
+    /// `Organization/<id>` of the practice, when configured.
+    pub fn practice_organization(&self) -> Option<&str> {
+        self.inner.practice_organization.as_deref()
     }
 
     pub fn directory(&self) -> &Directory {

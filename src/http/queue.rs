@@ -176,6 +176,9 @@ struct RowView {
     overdue: bool,
     mine: bool,
     unassigned: bool,
+    /// What the performer reported on the Task (status reason, business
+    /// status, outputs): their words, escaped by the template.
+    report: String,
 }
 
 #[derive(Template)]
@@ -380,6 +383,7 @@ fn render_queue(
                 description: t.description.clone(),
                 patient: t.patient_name.clone(),
                 status: t.status.clone(),
+                report: t.report.words(),
                 priority: t.priority.clone(),
                 owner: match (&t.owner, &t.role) {
                     (Some(o), _) if o.starts_with("Practitioner/") => team
@@ -577,6 +581,7 @@ async fn digest_page(
                             description: t.description.clone(),
                             patient: t.patient_name.clone(),
                             status: t.status.clone(),
+                            report: t.report.words(),
                             priority: t.priority.clone(),
                             owner: t
                                 .owner

@@ -4,7 +4,11 @@
 //! `GET /l/{launch}/refer?domain=…` lists services from the directory for a
 //! domain (or peer support, or a medicine), near the patient's postal code,
 //! in their language, open to them; `POST` records the referral
-//! (ServiceRequest + Task + Consent) or a Task for the patient.
+//! (ServiceRequest + Task, a Consent only when the user ticked that the
+//! patient agreed, and the service as HealthcareService + Organization)
+//! or a Task for the patient. The requester is the signed-in user's
+//! PractitionerRole, else the practice's Organization
+//! ([`crate::fhir::people::requester`]); with neither, nothing is written.
 //!
 //! Every write is built from what the FHIR server says now (never from
 //! hidden form fields), validated against the R4 schema, checked to concern
@@ -19,14 +23,14 @@ use serde::Deserialize;
 
 use super::clock::{now_fhir, today};
 use super::error::render;
-use super::extract::{Launched, PatientLaunch, WriteId, check_csrf, patient_of, practitioner_of};
+use super::extract::{Launched, PatientLaunch, WriteId, check_csrf, patient_of, user_reference};
 use super::outbox::{done_url, write_through};
 use super::{AppError, AppState};
 use crate::domain::directory::{Capacity, Query as DirQuery, medication_term};
 use crate::domain::sdoh::Domain;
 use crate::fhir::referral::{
-    PatientTaskKind, PatientTaskRecord, ReferralRecord, default_code, no_contact_required,
-    read_context,
+    Consented, PatientTaskKind, PatientTaskRecord, ReferralRecord, default_code,
+    no_contact_required, peer_support_code, read_context,
 };
 
 pub fn router() -> Router<AppState> {
@@ -229,6 +233,10 @@ struct ReferForm {
     action: String,
     #[serde(default)]
     priority: String,
+    /// `yes` when the user ticked that the patient agrees to share their
+    /// need and contact details with the service.
+    #[serde(default)]
+    consent: String,
 }
 
 /// Instructions for the patient in their language (en, fr, es, pt).
@@ -305,7 +313,18 @@ async fn refer(
     )
     .await?;
     let patient = format!("Patient/{patient_id}");
-    let requester = practitioner_of(&launch);
+    let user = user_reference(&launch);
+    let requester = crate::fhir::people::requester(
+        &client,
+        user.as_deref(),
+        state.practice_organization(),
+    )
+    .await?
+    .ok_or_else(|| {
+        AppError::Unprocessable(
+            "Passerelle cannot name who asks for this: the signed-in user has no PractitionerRole on the EHR's server and no practice Organization is configured (PASSERELLE_PRACTICE_ORGANIZATION). Nothing was recorded.".into(),
+        )
+    })?;
     let authored = now_fhir()?;
     let (bundle, what) = match form.action.as_str() {
         "refer" => {
@@ -324,11 +343,20 @@ async fn refer(
                 .encounter
                 .as_ref()
                 .map(|e| format!("Encounter/{e}"));
+            let consent = match (form.consent.as_str(), requester.organization.as_deref()) {
+                ("yes", Some(organization)) => Some(Consented { organization }),
+                ("yes", None) => {
+                    return Err(AppError::Unprocessable(
+                        "The patient's consent needs the practice's Organization (SDOHCC Consent names it), and none is known: configure PASSERELLE_PRACTICE_ORGANIZATION. Nothing was recorded.".into(),
+                    ));
+                }
+                _ => None,
+            };
             let record = ReferralRecord {
                 id: &write_id,
                 patient: &patient,
                 encounter: encounter.as_deref(),
-                requester: requester.as_deref(),
+                requester: &requester.reference,
                 domain,
                 service,
                 reasons: &reasons,
@@ -336,9 +364,12 @@ async fn refer(
                 concerns: &ctx.concerns,
                 authored: &authored,
                 priority,
-                code: if peer { None } else { default_code(domain) },
-                consent: true,
-                practice: None,
+                code: if peer {
+                    peer_support_code()
+                } else {
+                    default_code(domain)
+                },
+                consent,
             };
             (
                 crate::fhir::referral::transaction(&record),
@@ -367,7 +398,7 @@ async fn refer(
             let record = PatientTaskRecord {
                 id: &write_id,
                 patient: &patient,
-                requester: requester.as_deref(),
+                requester: &requester.reference,
                 kind,
                 service,
                 description: &description,

@@ -1,9 +1,13 @@
 //! Following a Task up from the visit (or the queue): `GET
 //! /l/{launch}/task/{id}` shows a referral, appeal or patient Task, its
-//! inputs, notes and letters; `POST` changes its status through the state
-//! machine ([`crate::domain::referral`]), with `If-Match` on the version
-//! shown, so nobody overwrites someone else's change: a conflict shows the
-//! task as it is now with the user's change kept to apply again.
+//! inputs, outputs, notes and letters; `POST` changes its status through
+//! its state machine (a referral's, [`crate::domain::referral`]; a Task for
+//! the patient's, [`crate::domain::patient_task`]), with `If-Match` on the
+//! version shown, so nobody overwrites someone else's change: a conflict
+//! shows the task as it is now with the user's change kept to apply again
+//! (409), a move the machine forbids names its rule (422). Moves that
+//! belong to the performer are offered apart, labelled as recorded on its
+//! behalf, and the Task gets a note saying so ([`crate::fhir::task`]).
 
 use askama::Template;
 use axum::Router;
@@ -45,6 +49,9 @@ struct TaskPage {
     is_appeal: bool,
     status: String,
     status_reason: String,
+    business_status: String,
+    /// Whose moves `theirs` are: "the service", "the patient".
+    performer: String,
     priority: String,
     owner: String,
     authored: String,
@@ -83,17 +90,25 @@ fn move_label(s: Status) -> &'static str {
     }
 }
 
-fn moves(from: Status, party: Party) -> Vec<Move> {
+/// The buttons for `party`, from the machine of the Task's kind.
+fn moves(from: Status, party: Party, patient_task: bool) -> Vec<Move> {
     let key = match party {
         Party::Requester => "requester",
         Party::Performer => "performer",
     };
-    next(from, party)
-        .into_iter()
+    let (to, needs_reason): (Vec<Status>, &[Status]) = if patient_task {
+        (
+            crate::domain::patient_task::next(from, party),
+            &crate::domain::patient_task::NEEDS_REASON,
+        )
+    } else {
+        (next(from, party), &crate::domain::referral::NEEDS_REASON)
+    };
+    to.into_iter()
         .map(|s| Move {
             value: format!("{key}:{}", s.code()),
             label: move_label(s).to_string(),
-            needs_reason: crate::domain::referral::NEEDS_REASON.contains(&s),
+            needs_reason: needs_reason.contains(&s),
         })
         .collect()
 }
@@ -159,18 +174,29 @@ async fn show_task(
         .unwrap_or_default();
     // Appeals are the practice's own work: one set of buttons. Referrals
     // show what the practice may do and what the service reports apart.
+    let patient_task = task.is_patient_task;
     let (ours, theirs) = match status {
         Some(s) if task.is_appeal => {
-            let mut all = moves(s, Party::Performer);
+            let mut all = moves(s, Party::Performer, false);
             all.extend(
-                moves(s, Party::Requester)
+                moves(s, Party::Requester, false)
                     .into_iter()
                     .filter(|m| !m.value.ends_with(":cancelled")),
             );
             (all, vec![])
         }
-        Some(s) => (moves(s, Party::Requester), moves(s, Party::Performer)),
+        Some(s) => (
+            moves(s, Party::Requester, patient_task),
+            moves(s, Party::Performer, patient_task),
+        ),
         None => (vec![], vec![]),
+    };
+    let performer = if patient_task {
+        "the patient".to_string()
+    } else {
+        task.owner
+            .clone()
+            .unwrap_or_else(|| "the service".to_string())
     };
     render(TaskPage {
         launch_id: launch.id.clone(),
@@ -184,6 +210,8 @@ async fn show_task(
         is_appeal: task.is_appeal,
         status: task.status.unwrap_or_default(),
         status_reason: task.status_reason.unwrap_or_default(),
+        business_status: task.business_status.unwrap_or_default(),
+        performer,
         priority: task.priority.unwrap_or_else(|| "routine".to_string()),
         owner: task.owner.unwrap_or_else(|| "unassigned".to_string()),
         authored: task.authored.unwrap_or_default(),

@@ -257,6 +257,7 @@ struct VisitPage {
     screenings: Result<Vec<ScreeningView>, String>,
     concerns: Result<Vec<ConcernRow>, String>,
     referrals: Result<Vec<Row>, String>,
+    closed_referrals: Result<Vec<Row>, String>,
     appeals: Result<Vec<Row>, String>,
     patient_tasks: Result<Vec<Row>, String>,
     denials: Result<Vec<DenialView>, String>,
@@ -319,12 +320,14 @@ struct ConcernRow {
 }
 
 /// A generic list row: a title, details, and a status; `task` is the id of
-/// the Task behind it, if any (the row then links to it).
+/// the Task behind it, if any (the row then links to it); `report` what the
+/// performer reported on it (the service's words: escaped like the rest).
 struct Row {
     task: String,
     title: String,
     detail: String,
     status: String,
+    report: String,
 }
 
 struct DenialView {
@@ -513,9 +516,17 @@ impl VisitPage {
                         .filter(|s| !s.is_empty())
                         .collect::<Vec<_>>()
                         .join(" · "),
+                        report: r
+                            .task
+                            .as_ref()
+                            .map(|t| t.report.words())
+                            .unwrap_or_default(),
                         status: r.task.map(|t| t.status).unwrap_or(r.status),
                     })
                     .collect()
+            }),
+            closed_referrals: section(ctx.closed_referrals, |list| {
+                list.into_iter().map(task_row).collect()
             }),
             appeals: section(ctx.appeals, |list| {
                 list.into_iter()
@@ -584,6 +595,7 @@ fn plural(n: i64) -> &'static str {
 
 fn task_row(t: crate::domain::visit::TaskSummary) -> Row {
     Row {
+        report: t.report.words(),
         task: t.id.clone(),
         title: t.description,
         detail: [

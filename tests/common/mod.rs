@@ -305,6 +305,7 @@ pub async fn start_app(base: &Url, opts: AppOptions) -> (String, oneshot::Sender
         screening_instruments: vec![],
         directory: std::sync::Arc::new(passerelle::domain::directory::Directory::shipped()),
         letters: std::sync::Arc::new(passerelle::domain::letter::LetterTemplates::shipped()),
+        practice_organization: None,
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
     let address = format!("http://{}", listener.local_addr().expect("local address"));

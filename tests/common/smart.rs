@@ -255,6 +255,7 @@ pub async fn smart_env_with(o: EnvOptions) -> SmartEnv {
         screening_instruments: o.instruments.clone(),
         directory: std::sync::Arc::new(passerelle::domain::directory::Directory::shipped()),
         letters: std::sync::Arc::new(passerelle::domain::letter::LetterTemplates::shipped()),
+        practice_organization: None,
     };
     let (tx, rx) = oneshot::channel::<()>();
     let process = match &o.app_binary {

@@ -34,7 +34,9 @@ async fn a_referral_is_recorded_once_with_consent_and_taken_through_its_lifecycl
     let html = common::unescape(&refer.body);
     assert!(html.contains("Services for food insecurity"), "{html}");
     assert!(html.contains("Eastside Community Food Pantry"));
-    let form = common::smart::referral_form(&html, "food-insecurity");
+    let mut form = common::smart::referral_form(&html, "food-insecurity");
+    // The user says the patient agreed: a Consent is recorded.
+    form.push(("consent", "yes".to_string()));
     let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let done = browser.post_form(&at(&visit, "/refer"), &form).await;
     assert_eq!(done.status, 200, "{}", done.body);
@@ -57,7 +59,24 @@ async fn a_referral_is_recorded_once_with_consent_and_taken_through_its_lifecycl
     let sr = &srs[0];
     assert_eq!(sr["category"][1]["coding"][0]["code"], "food-insecurity");
     assert_eq!(sr["code"]["coding"][0]["code"], "467771000124109");
-    assert_eq!(sr["requester"]["reference"], "Practitioner/pas-prac-moreau");
+    // The signed-in practitioner is represented by their PractitionerRole
+    // (SDOHCC requester: PractitionerRole or Organization).
+    assert_eq!(
+        sr["requester"]["reference"],
+        "PractitionerRole/pas-role-moreau"
+    );
+    // The performer resolves to the service's HealthcareService on the
+    // server, provided by the Organization that owns the Task.
+    let performer = sr["performer"][0]["reference"].as_str().unwrap();
+    assert!(performer.starts_with("HealthcareService/"), "{sr}");
+    let hcs = env.fhir_json(performer).await;
+    assert_eq!(hcs["identifier"][0]["value"], form[3].1, "the HSDS id");
+    assert!(
+        hcs["location"][0]["reference"]
+            .as_str()
+            .unwrap()
+            .starts_with("Location/")
+    );
     assert!(
         sr["reasonReference"][0]["reference"]
             .as_str()
@@ -69,6 +88,11 @@ async fn a_referral_is_recorded_once_with_consent_and_taken_through_its_lifecycl
     let consent = env.fhir_json(consent_ref).await;
     assert_eq!(consent["resourceType"], "Consent");
     assert_eq!(consent["provision"]["type"], "permit");
+    assert_eq!(
+        consent["organization"][0]["reference"], "Organization/pas-org-practice",
+        "the practitioner role's organization holds the consent"
+    );
+    assert!(consent["sourceAttachment"]["data"].is_string());
     let tasks = entries(
         &env.fhir_json(&format!("Task?identifier={REFERRAL_ID_SYSTEM}|{id}/task"))
             .await,
@@ -76,6 +100,14 @@ async fn a_referral_is_recorded_once_with_consent_and_taken_through_its_lifecycl
     assert_eq!(tasks.len(), 1);
     let task_id = tasks[0]["id"].as_str().unwrap().to_string();
     assert_eq!(tasks[0]["status"], "requested");
+    assert_eq!(
+        tasks[0]["owner"]["reference"],
+        hcs["providedBy"]["reference"]
+    );
+    assert_eq!(
+        tasks[0]["requester"]["reference"],
+        "PractitionerRole/pas-role-moreau"
+    );
     assert_eq!(
         tasks[0]["focus"]["reference"],
         format!("ServiceRequest/{}", sr["id"].as_str().unwrap())
@@ -89,6 +121,17 @@ async fn a_referral_is_recorded_once_with_consent_and_taken_through_its_lifecycl
     let task_url = at(&visit, &format!("/task/{task_id}"));
     let mut shown = browser.get(&task_url).await;
     assert_eq!(shown.status, 200, "{}", shown.body);
+    let org = env
+        .fhir_json(tasks[0]["owner"]["reference"].as_str().unwrap())
+        .await;
+    assert!(
+        common::unescape(&shown.body).contains(&format!(
+            "id=\"on-behalf\">On {}'s behalf",
+            org["name"].as_str().unwrap()
+        )),
+        "the service's moves are labelled as recorded on its behalf: {}",
+        shown.body
+    );
     let refused = change(&browser, &task_url, &shown, "requester:accepted", "", "").await;
     assert_eq!(refused.status, 422);
     assert!(
@@ -134,14 +177,160 @@ async fn a_referral_is_recorded_once_with_consent_and_taken_through_its_lifecycl
     assert_eq!(shown.status, 200);
     assert!(shown.body.contains("id=\"task-status\">completed<"));
     assert!(
-        !shown.body.contains("The service reports:"),
-        "nothing left for the service to report"
+        !shown.body.contains("id=\"on-behalf\""),
+        "nothing left to record on the service's behalf"
     );
     let t = env.fhir_json(&format!("Task/{task_id}")).await;
     assert_eq!(t["status"], "completed");
-    assert_eq!(t["note"][0]["text"], "Pantry called the patient");
+    // Each of the service's moves made at the practice says so, before the
+    // user's own note.
+    let notes: Vec<&str> = t["note"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(notes[1], "Pantry called the patient");
+    assert!(
+        notes[0].starts_with("Status set to accepted by the practice, on behalf of "),
+        "{notes:?}"
+    );
+    assert_eq!(
+        notes
+            .iter()
+            .filter(|n| n.contains("by the practice, on behalf of"))
+            .count(),
+        5,
+        "accepted, in-progress, on-hold, in-progress, completed"
+    );
     assert!(t.get("statusReason").is_none());
     assert_eq!(t["meta"]["versionId"], "6", "one version per change");
+}
+
+/// Without the consent box ticked, a referral records no Consent and cites
+/// none; a Task for the patient is created `ready` and follows SDOHCC Task
+/// For Patient's state machine, not the referral's.
+#[tokio::test]
+async fn without_consent_no_consent_is_recorded_and_a_patient_task_follows_its_own_machine() {
+    let env = smart_env(ClientAuthMethod::None, HOUR).await;
+    let browser = Browser::default();
+    let visit = ehr_launch(&env, &browser, "pas-p08").await;
+    let refer = follow(&env, &browser, &visit, "refer-food-insecurity").await;
+    let html = common::unescape(&refer.body);
+    assert!(html.contains("name=\"consent\" value=\"yes\""), "{html}");
+    let id = hidden_field(&html, "referral_id");
+    let post = |action: &'static str| {
+        let (csrf, id, service) = (
+            hidden_field(&html, "csrf"),
+            id.clone(),
+            hidden_field(&html, "service"),
+        );
+        let (browser, url) = (&browser, at(&visit, "/refer"));
+        async move {
+            browser
+                .post_form(
+                    &url,
+                    &[
+                        ("csrf", csrf.as_str()),
+                        ("referral_id", id.as_str()),
+                        ("domain", "food-insecurity"),
+                        ("service", service.as_str()),
+                        ("action", action),
+                    ],
+                )
+                .await
+        }
+    };
+    let done = post("refer").await;
+    assert_eq!(done.status, 200, "{}", done.body);
+    let sr = &entries(
+        &env.fhir_json(&format!(
+            "ServiceRequest?identifier={REFERRAL_ID_SYSTEM}|{id}-referral/service-request"
+        ))
+        .await,
+    )[0];
+    assert!(sr.get("supportingInfo").is_none(), "{sr}");
+    let consents = env
+        .fhir_json(&format!(
+            "Consent?identifier={REFERRAL_ID_SYSTEM}|{id}-referral/consent"
+        ))
+        .await;
+    assert!(entries(&consents).is_empty(), "{consents}");
+
+    // The patient will call: a Task for the patient, ready.
+    let done = post("patient-task").await;
+    assert_eq!(done.status, 200, "{}", done.body);
+    let t = &entries(
+        &env.fhir_json(&format!(
+            "Task?identifier={REFERRAL_ID_SYSTEM}|{id}-call/make-contact"
+        ))
+        .await,
+    )[0];
+    assert_eq!(t["status"], "ready");
+    assert_eq!(
+        t["requester"]["reference"],
+        "PractitionerRole/pas-role-moreau"
+    );
+    let contact = t["input"][0]["valueReference"]["reference"]
+        .as_str()
+        .unwrap();
+    assert_eq!(
+        env.fhir_json(contact).await["resourceType"],
+        "HealthcareService"
+    );
+    let task_url = at(&visit, &format!("/task/{}", t["id"].as_str().unwrap()));
+    let shown = browser.get(&task_url).await;
+    assert!(
+        common::unescape(&shown.body).contains("On the patient's behalf"),
+        "{}",
+        shown.body
+    );
+    for (to, reason, status, words) in [
+        (
+            "requester:completed",
+            "",
+            422,
+            "Only the patient may move a Task for the patient to completed.",
+        ),
+        (
+            "performer:accepted",
+            "",
+            422,
+            "SDOHCC Tasks for the patient do not use the status accepted.",
+        ),
+        (
+            "performer:cancelled",
+            "",
+            422,
+            "Cancelling a Task for the patient needs a reason (statusReason).",
+        ),
+    ] {
+        let refused = change(&browser, &task_url, &shown, to, reason, "").await;
+        assert_eq!(refused.status, status, "{to}: {}", refused.body);
+        assert!(refused.body.contains(words), "{to}: {}", refused.body);
+    }
+    let started = change(&browser, &task_url, &shown, "performer:in-progress", "", "").await;
+    assert_eq!(started.status, 200, "{}", started.body);
+    // The page shown before is stale now: refused, nothing overwritten.
+    let stale = change(&browser, &task_url, &shown, "performer:completed", "", "").await;
+    assert_eq!(stale.status, 409, "{}", stale.body);
+    let done = change(&browser, &task_url, &started, "performer:completed", "", "").await;
+    assert_eq!(done.status, 200, "{}", done.body);
+    let after = env
+        .fhir_json(&format!("Task/{}", t["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(after["status"], "completed");
+    assert_eq!(
+        after["note"][0]["text"],
+        "Status set to in-progress by the practice, on behalf of the patient."
+    );
+    let closed = change(&browser, &task_url, &done, "performer:in-progress", "", "").await;
+    assert_eq!(closed.status, 422);
+    assert!(
+        closed
+            .body
+            .contains("A Task for the patient cannot go from completed to in-progress.")
+    );
 }
 
 #[tokio::test]
@@ -181,7 +370,11 @@ async fn a_stale_task_update_is_refused_clearly_and_the_users_change_is_kept() {
     // …and the first user's change stands.
     let after = env.fhir_json(&format!("Task/{task_id}")).await;
     assert_eq!(after["status"], "in-progress");
-    assert!(after.get("note").is_none());
+    assert_eq!(
+        after["note"].as_array().map(Vec::len),
+        Some(1),
+        "only the note that the practice recorded the service's move: {after}"
+    );
     // Applied again on the current version, it goes through.
     let again = change(
         &second,
@@ -450,7 +643,7 @@ async fn a_referral_or_appeal_sent_again_after_a_timeout_is_recorded_once() {
         id: "ref-timeout",
         patient: "Patient/pas-p06",
         encounter: None,
-        requester: None,
+        requester: "Organization/pas-org-practice",
         domain: Domain::FoodInsecurity,
         service,
         reasons: &[],
@@ -458,9 +651,10 @@ async fn a_referral_or_appeal_sent_again_after_a_timeout_is_recorded_once() {
         concerns: &[],
         authored: "2026-11-22T10:00:00Z",
         priority: "routine",
-        code: None,
-        consent: true,
-        practice: None,
+        code: passerelle::fhir::referral::default_code(Domain::FoodInsecurity),
+        consent: Some(passerelle::fhir::referral::Consented {
+            organization: "Organization/pas-org-practice",
+        }),
     });
     let p = plan(
         AppealKind::InternalAppeal,

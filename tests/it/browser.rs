@@ -429,6 +429,15 @@ async fn from_the_visit_page_a_food_referral_and_an_appeal_with_its_letter_in_fe
         &mut referral_clicks,
     )
     .await;
+    // The patient agrees to share: the box is ticked, then Refer.
+    click(
+        c,
+        Locator::XPath(
+            "//li[contains(@class,'service')][.//h2[contains(., 'Pantry')]]//input[@name='consent']",
+        ),
+        &mut referral_clicks,
+    )
+    .await;
     click(
         c,
         Locator::XPath(
@@ -444,6 +453,28 @@ async fn from_the_visit_page_a_food_referral_and_an_appeal_with_its_letter_in_fe
     );
     let referrals = text_of(c, Locator::Css("ul.referrals")).await;
     assert!(referrals.contains("Pantry"), "{referrals}");
+    // The ticked box recorded the patient's Consent, cited by the request.
+    let srs = env
+        .fhir_json("ServiceRequest?subject=Patient/pas-p08&status=active&_count=50")
+        .await;
+    let pantry = srs["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["resource"])
+        .find(|sr| {
+            sr["performer"][0]["display"]
+                .as_str()
+                .is_some_and(|d| d.contains("Pantry"))
+                && sr["performer"][0]["reference"]
+                    .as_str()
+                    .is_some_and(|r| r.starts_with("HealthcareService/"))
+        })
+        .expect("the pantry referral, its performer a HealthcareService");
+    let consent = env
+        .fhir_json(pantry["supportingInfo"][0]["reference"].as_str().unwrap())
+        .await;
+    assert_eq!(consent["resourceType"], "Consent");
 
     // Appeal the denial, then draft and store the appeal letter.
     let mut appeal_clicks = 0;

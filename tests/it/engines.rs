@@ -463,7 +463,7 @@ async fn a_referral_is_recorded_once_and_its_task_updated_with_if_match_on_both_
             id: "ref-eng",
             patient: "Patient/pas-p08",
             encounter: None,
-            requester: Some("Practitioner/pas-prac-moreau"),
+            requester: "PractitionerRole/pas-role-moreau",
             domain: Domain::FoodInsecurity,
             service: &service,
             reasons: &reasons,
@@ -472,8 +472,9 @@ async fn a_referral_is_recorded_once_and_its_task_updated_with_if_match_on_both_
             authored: "2026-11-22T10:00:00-05:00",
             priority: "routine",
             code: passerelle::fhir::referral::default_code(Domain::FoodInsecurity),
-            consent: true,
-            practice: None,
+            consent: Some(passerelle::fhir::referral::Consented {
+                organization: "Organization/pas-org-practice",
+            }),
         };
         let bundle = passerelle::fhir::referral::transaction(&record);
         common::schema().validate_bundle(&bundle).unwrap();

@@ -211,3 +211,50 @@ async fn a_redirect_is_followed_on_the_servers_origin_and_never_to_another() {
     let read = same.read_json("Patient", "moved").await.unwrap();
     assert_eq!(read.resource["id"], "here");
 }
+
+/// Who a referral names as requester (SDOHCC: a PractitionerRole or an
+/// Organization), from the signed-in user, against the seeded server.
+#[tokio::test]
+async fn the_requester_is_the_users_practitioner_role_else_the_practice() {
+    use passerelle::fhir::people::{Requester, requester};
+    let hfs = common::seeded_hfs().await;
+    let client = common::fhir_client(hfs.base());
+    let practice = Some("Organization/pas-org-practice");
+    let role = |r: &str| Requester {
+        reference: r.to_string(),
+        organization: Some("Organization/pas-org-practice".into()),
+    };
+    assert_eq!(
+        requester(&client, Some("Practitioner/pas-prac-moreau"), None)
+            .await
+            .unwrap(),
+        Some(role("PractitionerRole/pas-role-moreau")),
+        "a practitioner is represented by their role, whose organization holds the consent"
+    );
+    assert_eq!(
+        requester(&client, Some("PractitionerRole/pas-role-roy"), None)
+            .await
+            .unwrap(),
+        Some(role("PractitionerRole/pas-role-roy"))
+    );
+    assert_eq!(
+        requester(&client, Some("Practitioner/nobody-here"), practice)
+            .await
+            .unwrap(),
+        Some(role("Organization/pas-org-practice")),
+        "no role: the practice"
+    );
+    assert_eq!(
+        requester(&client, Some("Patient/pas-p01"), practice)
+            .await
+            .unwrap(),
+        Some(role("Organization/pas-org-practice"))
+    );
+    assert_eq!(
+        requester(&client, Some("Practitioner/nobody-here"), None)
+            .await
+            .unwrap(),
+        None,
+        "nobody to name: the caller refuses the write"
+    );
+}

@@ -845,3 +845,183 @@ async fn a_coordinator_sees_only_the_tasks_their_own_token_can_read() {
     );
     env.launcher.simulate(Simulation::None);
 }
+
+/// Wait until the HTML `page()` sends, as sent (not unescaped), has
+/// `needle` (a sync or two may be needed); that HTML.
+async fn eventually<F, Fut>(what: &str, needle: &str, mut page: F) -> String
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Page>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let p = page().await;
+        let raw = String::from_utf8_lossy(&p.bytes).to_string();
+        if raw.contains(needle) {
+            return raw;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} never showed {needle:?}: {raw}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// The loop from the service's side: a referral made at the visit reaches
+/// the pantry's Organization on the EHR's server; the pantry's own system
+/// (plain JSON over REST, no Passerelle code) finds it with
+/// `Task?owner=Organization/<id>`, accepts it, then completes it with an
+/// output naming the Procedure it performed. The visit page and the queue
+/// show what the pantry wrote, escaped.
+#[tokio::test]
+async fn the_service_finds_its_referral_by_owner_accepts_and_completes_it_and_the_practice_sees_its_words()
+ {
+    let env = env(0, 1).await;
+    let browser = Browser::default();
+    let visit = common::smart::ehr_launch(&env, &browser, "pas-p08").await;
+    assert_eq!(visit.status, 200, "{}", visit.body);
+    let refer_url = visit.url.as_str().replace("/visit", "/refer");
+    let refer = browser
+        .get(&format!("{refer_url}?domain=food-insecurity"))
+        .await;
+    let html = common::unescape(&refer.body);
+    let id = common::smart::hidden_field(&html, "referral_id");
+    let done = browser
+        .post_form(
+            &refer_url,
+            &[
+                ("csrf", &common::smart::hidden_field(&html, "csrf")),
+                ("referral_id", &id),
+                ("domain", "food-insecurity"),
+                ("service", &common::smart::hidden_field(&html, "service")),
+                ("action", "refer"),
+                ("consent", "yes"),
+            ],
+        )
+        .await;
+    assert_eq!(done.status, 200, "{}", done.body);
+    let found = env
+        .fhir_json(&format!(
+            "Task?identifier={}|{id}-referral/task",
+            passerelle::fhir::referral::REFERRAL_ID_SYSTEM
+        ))
+        .await;
+    let task = found["entry"][0]["resource"].clone();
+    let task_id = task["id"].as_str().unwrap().to_string();
+    let owner = task["owner"]["reference"].as_str().unwrap().to_string();
+    assert!(owner.starts_with("Organization/"), "{task}");
+    let org = env.fhir_json(&owner).await;
+    assert_eq!(org["resourceType"], "Organization");
+    assert_eq!(org["name"], task["owner"]["display"]);
+
+    // The pantry's system: its own token, plain JSON.
+    let base = env.launcher.fhir_base().to_string();
+    let token = env.launcher.system_token("system/*.cruds");
+    let http = reqwest::Client::new();
+    let get = |path: String| {
+        let (http, token, base) = (http.clone(), token.clone(), base.clone());
+        async move {
+            http.get(format!("{base}{path}"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let put = |t: Value| {
+        let (http, token, base) = (http.clone(), token.clone(), base.clone());
+        async move {
+            let r = http
+                .put(format!("{base}Task/{}", t["id"].as_str().unwrap()))
+                .bearer_auth(&token)
+                .header("content-type", "application/fhir+json")
+                .json(&t)
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success(), "{}", r.status());
+        }
+    };
+    let mine = get(format!("Task?owner={owner}&status=requested")).await;
+    let ids: Vec<&str> = mine["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["resource"]["id"].as_str())
+        .collect();
+    assert!(ids.contains(&task_id.as_str()), "{mine}");
+
+    // Accepted, with where it stands in the pantry's words (markup in them
+    // must reach the pages as text).
+    let mut t = get(format!("Task/{task_id}")).await;
+    t["status"] = json!("accepted");
+    t["businessStatus"] = json!({ "text": "Intake call booked <Tuesday>" });
+    put(t).await;
+    let at_visit = || browser.get(visit.url.as_str());
+    let page = eventually(
+        "the visit page",
+        "The service reports: Intake call booked &#60;Tuesday&#62;",
+        at_visit,
+    )
+    .await;
+    assert!(!page.contains("<Tuesday>"));
+    let q = coordinator(&env, &browser, "pas-prac-roy").await;
+    eventually("the queue", "Intake call booked &#60;Tuesday&#62;", || {
+        queue_at(&browser, &q, "status=accepted")
+    })
+    .await;
+
+    // Completed, with the Procedure performed as the resulting activity
+    // (SDOHCC Task For Referral Management, output[PerformedActivityReference]).
+    let procedure: Value = http
+        .post(format!("{base}Procedure"))
+        .bearer_auth(&token)
+        .header("content-type", "application/fhir+json")
+        .json(&json!({ "resourceType": "Procedure", "status": "completed",
+            "code": { "coding": [{ "system": "http://snomed.info/sct", "code": "467771000124109",
+                "display": "Assistance with application for food pantry program" }] },
+            "subject": { "reference": "Patient/pas-p08" },
+            "basedOn": [task["focus"].clone()] }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let procedure_ref = format!("Procedure/{}", procedure["id"].as_str().unwrap());
+    let mut t = get(format!("Task/{task_id}")).await;
+    t["status"] = json!("completed");
+    t["statusReason"] = json!({ "text": "Enrolled <b>weekly</b>" });
+    t["output"] = json!([{
+        "type": { "coding": [{ "system": "http://hl7.org/fhir/us/sdoh-clinicalcare/CodeSystem/SDOHCC-CodeSystemTemporaryCodes", "code": "resulting-activity" }] },
+        "valueReference": { "reference": procedure_ref }
+    }]);
+    put(t).await;
+    let page = eventually(
+        "the visit page",
+        &format!("Resulting activity: {procedure_ref}"),
+        at_visit,
+    )
+    .await;
+    let closed = page
+        .split("class=\"rows closed-referrals\"")
+        .nth(1)
+        .expect("a closed referrals list");
+    assert!(
+        closed.contains(&format!("/task/{task_id}\""))
+            && closed.contains("Enrolled &#60;b&#62;weekly&#60;/b&#62;"),
+        "{closed}"
+    );
+    let row = eventually(
+        "the queue",
+        &format!("Resulting activity: {procedure_ref}"),
+        || queue_at(&browser, &q, "status=completed"),
+    )
+    .await;
+    assert!(row.contains("Enrolled &#60;b&#62;weekly&#60;/b&#62;"));
+    assert!(!row.contains("<b>weekly"));
+}

@@ -228,7 +228,7 @@ async fn a_referral_after_a_positive_safety_screen_is_recorded_once_with_do_not_
         id: "ref-itest",
         patient: "Patient/pas-p08",
         encounter: Some("Encounter/pas-enc-08"),
-        requester: Some("Practitioner/pas-prac-moreau"),
+        requester: "PractitionerRole/pas-role-moreau",
         domain: Domain::FoodInsecurity,
         service: &service,
         reasons: &reasons,
@@ -243,9 +243,10 @@ async fn a_referral_after_a_positive_safety_screen_is_recorded_once_with_do_not_
         concerns: &[],
         authored: "2026-11-22T10:00:00-05:00",
         priority: "routine",
-        code: None,
-        consent: true,
-        practice: Some("Organization/pas-org-practice"),
+        code: passerelle::fhir::referral::default_code(Domain::FoodInsecurity),
+        consent: Some(passerelle::fhir::referral::Consented {
+            organization: "Organization/pas-org-practice",
+        }),
     };
     let bundle = referral(&record);
     common::schema().validate_bundle(&bundle).unwrap();

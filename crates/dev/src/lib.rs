@@ -114,6 +114,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         screening_instruments: vec![],
         directory: std::sync::Arc::new(passerelle::domain::directory::Directory::shipped()),
         letters: std::sync::Arc::new(passerelle::domain::letter::LetterTemplates::shipped()),
+        practice_organization: Some("Organization/pas-org-practice".into()),
     };
     println!(
         "Passerelle demo is ready: open {} (the development EHR: pick a patient and Passerelle opens in its frame); coordinators sign in at {}standalone",

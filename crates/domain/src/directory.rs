@@ -94,7 +94,15 @@ struct RawService {
     #[serde(default)]
     eligibility_description: Option<String>,
     #[serde(default)]
-    organization: Option<RawNamed>,
+    organization_id: Option<String>,
+    #[serde(default)]
+    organization: Option<RawOrganization>,
+    #[serde(default)]
+    email: Option<String>,
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    schedules: Vec<RawSchedule>,
     #[serde(default)]
     languages: Vec<RawLanguage>,
     #[serde(default)]
@@ -106,8 +114,26 @@ struct RawService {
 }
 
 #[derive(Deserialize)]
-struct RawNamed {
+struct RawOrganization {
+    #[serde(default)]
+    id: Option<String>,
     name: String,
+    #[serde(default)]
+    email: Option<String>,
+    #[serde(default)]
+    website: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawSchedule {
+    #[serde(default)]
+    byday: Option<String>,
+    #[serde(default)]
+    opens_at: Option<String>,
+    #[serde(default)]
+    closes_at: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -142,6 +168,10 @@ struct RawServiceAtLocation {
 #[derive(Deserialize)]
 struct RawLocation {
     #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
     latitude: Option<f64>,
     #[serde(default)]
     longitude: Option<f64>,
@@ -152,7 +182,50 @@ struct RawLocation {
 #[derive(Deserialize)]
 struct RawAddress {
     #[serde(default)]
+    address_1: Option<String>,
+    #[serde(default)]
+    address_2: Option<String>,
+    #[serde(default)]
+    city: Option<String>,
+    #[serde(default)]
+    state_province: Option<String>,
+    #[serde(default)]
     postal_code: Option<String>,
+    #[serde(default)]
+    country: Option<String>,
+}
+
+/// The organization that runs a service (HSDS `organization`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Provider {
+    /// The HSDS organization id: the Organization's identifier.
+    pub id: Option<String>,
+    pub email: Option<String>,
+    pub website: Option<String>,
+}
+
+/// Where a service is given (HSDS `location` and its first address).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Place {
+    /// The HSDS location id: the Location's identifier.
+    pub id: String,
+    pub name: Option<String>,
+    pub lines: Vec<String>,
+    pub city: Option<String>,
+    pub state: Option<String>,
+    pub postal_code: Option<String>,
+    pub country: Option<String>,
+}
+
+/// When a service is open (an HSDS weekly `schedule`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Hours {
+    /// RFC 5545 BYDAY codes (`MO`, `TU`, …), as HSDS writes them.
+    pub days: Vec<String>,
+    /// `HH:MM`, local wall-clock time.
+    pub opens: Option<String>,
+    pub closes: Option<String>,
+    pub description: Option<String>,
 }
 
 /// Whether a service takes new people now.
@@ -184,6 +257,13 @@ pub struct Service {
     pub phone: Option<String>,
     pub location: Option<(f64, f64)>,
     pub postal_code: Option<String>,
+    pub provider: Provider,
+    /// Where it is given, when the directory publishes an address (safety
+    /// services do not).
+    pub place: Option<Place>,
+    pub hours: Vec<Hours>,
+    pub email: Option<String>,
+    pub url: Option<String>,
 }
 
 /// The directory: active services, and postal-code centroids computed from
@@ -242,7 +322,39 @@ impl Directory {
                 slug: s.alternate_name.clone().unwrap_or_else(|| s.id.clone()),
                 id: s.id,
                 name: s.name,
-                organization: s.organization.map(|o| o.name).unwrap_or_default(),
+                organization: s
+                    .organization
+                    .as_ref()
+                    .map(|o| o.name.clone())
+                    .unwrap_or_default(),
+                provider: Provider {
+                    id: s
+                        .organization
+                        .as_ref()
+                        .and_then(|o| o.id.clone())
+                        .or(s.organization_id),
+                    email: s.organization.as_ref().and_then(|o| o.email.clone()),
+                    website: s.organization.as_ref().and_then(|o| o.website.clone()),
+                },
+                place: None,
+                hours: s
+                    .schedules
+                    .into_iter()
+                    .map(|h| Hours {
+                        days: h
+                            .byday
+                            .unwrap_or_default()
+                            .split(',')
+                            .map(|d| d.trim().to_uppercase())
+                            .filter(|d| !d.is_empty())
+                            .collect(),
+                        opens: h.opens_at,
+                        closes: h.closes_at,
+                        description: h.description,
+                    })
+                    .collect(),
+                email: s.email,
+                url: s.url,
                 description: s.description.unwrap_or_default(),
                 domains: BTreeSet::new(),
                 categories: BTreeSet::new(),
@@ -299,11 +411,23 @@ impl Directory {
                 if let (Some(lat), Some(lon)) = (sal.location.latitude, sal.location.longitude) {
                     service.location = Some((lat, lon));
                 }
-                service.postal_code = sal
-                    .location
-                    .addresses
-                    .into_iter()
-                    .find_map(|a| a.postal_code);
+                let address = sal.location.addresses.into_iter().next();
+                service.postal_code = address.as_ref().and_then(|a| a.postal_code.clone());
+                if let (Some(id), Some(a)) = (sal.location.id, address) {
+                    service.place = Some(Place {
+                        id,
+                        name: sal.location.name,
+                        lines: [a.address_1, a.address_2]
+                            .into_iter()
+                            .flatten()
+                            .filter(|l| !l.trim().is_empty())
+                            .collect(),
+                        city: a.city,
+                        state: a.state_province,
+                        postal_code: a.postal_code,
+                        country: a.country,
+                    });
+                }
             }
             services.push(service);
         }

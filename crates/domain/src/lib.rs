@@ -11,6 +11,7 @@ pub mod coverage;
 pub mod directory;
 pub mod evidence;
 pub mod letter;
+pub mod patient_task;
 pub mod patterns;
 pub mod queue;
 pub mod referral;

@@ -92,6 +92,9 @@ pub struct QueueTask {
     /// Its `output` names a Procedure: the service reported what it did
     /// (a completed referral with one closes the loop).
     pub procedure_output: bool,
+    /// What the performer reported (status reason, business status,
+    /// outputs).
+    pub report: crate::visit::Report,
 }
 
 impl QueueTask {
@@ -467,6 +470,7 @@ mod tests {
             due: (!i.is_multiple_of(7)).then(|| TODAY + time::Duration::days(i as i64 - 10)),
             last_updated: format!("2026-11-{:02}", 1 + i % 28),
             procedure_output: false,
+            report: Default::default(),
         }
     }
 

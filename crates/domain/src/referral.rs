@@ -101,7 +101,8 @@ impl Status {
     }
 }
 
-/// Who asks for a change.
+/// Who asks for a change: the Task's requester, or its performer (the
+/// owner: the service of a referral, the patient of a Task for the patient).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Party {
     Requester,
@@ -153,6 +154,14 @@ pub enum TransitionError {
     WrongParty(&'static str, &'static str),
     #[error("Moving a referral Task to {0} needs a reason (statusReason).")]
     ReasonRequired(&'static str),
+    #[error("SDOHCC Tasks for the patient do not use the status {0}.")]
+    UnusedStatusForPatient(&'static str),
+    #[error("A Task for the patient cannot go from {0} to {1}.")]
+    NotAllowedForPatient(&'static str, &'static str),
+    #[error("Only the {1} may move a Task for the patient to {0}.")]
+    WrongPartyForPatient(&'static str, &'static str),
+    #[error("Cancelling a Task for the patient needs a reason (statusReason).")]
+    ReasonRequiredForPatient(&'static str),
 }
 
 /// Check a status change by `party`, with the reason given (if any).

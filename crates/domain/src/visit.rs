@@ -169,6 +169,35 @@ pub struct TaskSummary {
     pub priority: Option<String>,
     pub authored: Option<Date>,
     pub due: Option<Date>,
+    /// What the performer reported on the Task.
+    pub report: Report,
+}
+
+/// What a Task's performer (the service, the patient) reported on it, as
+/// they set it: `statusReason`, `businessStatus` and `output` (SDOHCC Task
+/// For Referral Management: the performer sets the status and its reason,
+/// and the resulting activity in `output`), each in words. Untrusted text:
+/// the pages escape it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Report {
+    pub status_reason: Option<String>,
+    pub business_status: Option<String>,
+    pub outputs: Vec<String>,
+}
+
+impl Report {
+    /// The report in one line ("" when there is none): where the work
+    /// stands, why, and what came of it.
+    pub fn words(&self) -> String {
+        self.business_status
+            .iter()
+            .chain(self.status_reason.iter())
+            .chain(self.outputs.iter())
+            .map(String::as_str)
+            .filter(|s| !s.trim().is_empty())
+            .collect::<Vec<_>>()
+            .join(" · ")
+    }
 }
 
 impl TaskSummary {
@@ -236,12 +265,18 @@ pub struct VisitContext {
     pub screenings: Section<Vec<DomainScreening>>,
     pub concerns: Section<Vec<Concern>>,
     pub referrals: Section<Vec<Referral>>,
+    /// Referral Tasks closed in the last [`RECENTLY_CLOSED_DAYS`] days,
+    /// with what the service reported: the loop, seen from the visit.
+    pub closed_referrals: Section<Vec<TaskSummary>>,
     pub appeals: Section<Vec<TaskSummary>>,
     pub patient_tasks: Section<Vec<TaskSummary>>,
     pub denials: Section<Vec<Denial>>,
     /// Entries the server sent that could not be read, by resource type.
     pub skipped: Vec<(String, usize)>,
 }
+
+/// How far back the visit page shows closed referrals.
+pub const RECENTLY_CLOSED_DAYS: i64 = 90;
 
 /// Pair open referral Tasks with their ServiceRequests; a Task whose
 /// ServiceRequest was not returned still shows, and vice versa.
@@ -380,6 +415,20 @@ mod tests {
     }
 
     #[test]
+    fn a_report_reads_as_one_line_in_order() {
+        assert_eq!(Report::default().words(), "");
+        let r = Report {
+            status_reason: Some("Enrolled".into()),
+            business_status: Some("Groceries weekly".into()),
+            outputs: vec!["Resulting activity: Procedure/7".into(), " ".into()],
+        };
+        assert_eq!(
+            r.words(),
+            "Groceries weekly · Enrolled · Resulting activity: Procedure/7"
+        );
+    }
+
+    #[test]
     fn referrals_pair_with_their_tasks_and_closed_ones_drop() {
         let task = |id: &str, sr: &str, status: &str| TaskSummary {
             id: id.into(),
@@ -391,6 +440,7 @@ mod tests {
             priority: None,
             authored: None,
             due: None,
+            report: Report::default(),
         };
         let sr = |id: &str| Referral {
             service_request_id: id.into(),

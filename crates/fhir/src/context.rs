@@ -67,6 +67,12 @@ pub async fn load_visit_with(
     let subject = format!("Patient/{patient_id}");
     // Tasks worth showing as open work (everything not closed).
     let open_tasks = Status::OPEN.map(Status::code).join(",");
+    // Referrals the service closed lately: what came of them shows too.
+    let closed_tasks = Status::CLOSED.map(Status::code).join(",");
+    let closed_since = format!(
+        "ge{}",
+        today - time::Duration::days(crate::domain::visit::RECENTLY_CLOSED_DAYS)
+    );
     let by_subject = |extra: &[(&'static str, &str)]| {
         let mut p: Vec<(&str, String)> = vec![("_count", PAGE.to_string())];
         p.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
@@ -84,6 +90,14 @@ pub async fn load_visit_with(
         (
             "Task",
             by_subject(&[("patient", &subject), ("status", &open_tasks)]),
+        ),
+        (
+            "Task",
+            by_subject(&[
+                ("patient", &subject),
+                ("status", &closed_tasks),
+                ("_lastUpdated", &closed_since),
+            ]),
         ),
         (
             "ClaimResponse",
@@ -142,12 +156,13 @@ pub async fn load_visit_with(
         coverages,
         requests,
         tasks,
+        closed,
         claims,
         obs_by_category,
         obs_by_code,
         responses,
         conditions,
-    ]: [_; 8] = pages.try_into().expect("one page per search");
+    ]: [_; 9] = pages.try_into().expect("one page per search");
     let patient = views::patient(&patient?.resource);
     let mut skipped: Vec<(String, usize)> = Vec::new();
     let mut note_skipped = |t: &str, n: usize| {
@@ -199,14 +214,32 @@ pub async fn load_visit_with(
         }
     };
 
-    let task_list: Section<Vec<TaskSummary>> =
-        tasks.map_err(|e| section_error("Tasks", &e)).map(|page| {
-            let decoded: Decoded<Task> = page.resources("Task");
-            note_skipped("Task", decoded.skipped);
-            decoded
-                .items
-                .iter()
-                .map(|t| views::task(t, &subject))
+    let mut summaries = |page: SearchPage| -> Vec<TaskSummary> {
+        let reports: HashMap<String, _> = page
+            .raw("Task")
+            .filter_map(|t| Some((t["id"].as_str()?.to_string(), super::task::report(t))))
+            .collect();
+        let decoded: Decoded<Task> = page.resources("Task");
+        note_skipped("Task", decoded.skipped);
+        decoded
+            .items
+            .iter()
+            .map(|t| {
+                let mut summary = views::task(t, &subject);
+                summary.report = reports.get(&summary.id).cloned().unwrap_or_default();
+                summary
+            })
+            .collect()
+    };
+    let task_list: Section<Vec<TaskSummary>> = tasks
+        .map_err(|e| section_error("Tasks", &e))
+        .map(&mut summaries);
+    let closed_referrals: Section<Vec<TaskSummary>> = closed
+        .map_err(|e| section_error("Closed referrals", &e))
+        .map(|page| {
+            summaries(page)
+                .into_iter()
+                .filter(|t| t.kind == TaskKind::Referral)
                 .collect()
         });
 
@@ -273,6 +306,7 @@ pub async fn load_visit_with(
         screenings,
         concerns,
         referrals,
+        closed_referrals,
         appeals,
         patient_tasks,
         denials,

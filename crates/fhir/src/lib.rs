@@ -12,6 +12,9 @@
 //! * [`screening`], [`referral`], [`appeal`], [`letter`], [`task`],
 //!   [`queue`], [`patterns`], [`measure`]: each feature's reads (returning
 //!   plain values) and the resources it writes;
+//! * [`service`]: a directory service as HealthcareService, Organization
+//!   and Location, written inside the referral that first names it;
+//! * [`profiles`]: canonical URLs of the profiles and extensions we write;
 //! * [`sdoh`]: SDOH evidence in any standard shape (Observations, panels,
 //!   QuestionnaireResponses, coded Conditions), for [`crate::domain::evidence`];
 //! * [`schema`]: validation of what we write against the R4 JSON schema;
@@ -39,6 +42,7 @@ pub mod letter;
 pub mod measure;
 pub mod patterns;
 pub mod people;
+pub mod profiles;
 pub mod questionnaire;
 pub mod queue;
 pub mod referral;
@@ -46,6 +50,7 @@ pub mod schema;
 pub mod screening;
 pub mod sdoh;
 pub mod searches;
+pub mod service;
 pub mod task;
 pub mod transactions;
 pub mod views;

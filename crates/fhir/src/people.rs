@@ -72,3 +72,76 @@ pub async fn clinician_name(client: &FhirClient, practitioner: Option<&str>) -> 
     let p = client.read_json("Practitioner", id).await.ok()?.resource;
     views::json_human_name(&p)
 }
+
+/// Who asks for a referral or a Task for the patient, as SDOHCC wants it:
+/// `Task.requester` 1..1, only an SDOHCC PractitionerRole or a US Core
+/// Organization (SDOHCC Task For Referral Management and Task For Patient);
+/// and the organization that holds the patient's Consent (SDOHCC Consent,
+/// `organization` 1..1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Requester {
+    /// `PractitionerRole/…` or `Organization/…`.
+    pub reference: String,
+    /// `Organization/…` of the practice, when known.
+    pub organization: Option<String>,
+}
+
+/// `Organization/<id>` with a valid FHIR id.
+pub fn is_organization_reference(r: &str) -> bool {
+    r.strip_prefix("Organization/").is_some_and(is_valid_id)
+}
+
+/// The requester for the signed-in user (`fhirUser`, as a relative
+/// reference): a PractitionerRole user is the requester; a Practitioner is
+/// represented by their active PractitionerRole on the server (the first
+/// one, `PractitionerRole?practitioner=…&active=true`), as SDOHCC names a
+/// role, not a person, as requester; without one, or for any other user,
+/// the practice's Organization (`practice`), if configured. `Ok(None)`:
+/// nobody can be named, and the caller refuses the write.
+pub async fn requester(
+    client: &FhirClient,
+    fhir_user: Option<&str>,
+    practice: Option<&str>,
+) -> Result<Option<Requester>, FhirError> {
+    let fallback = || {
+        practice.map(|o| Requester {
+            reference: o.to_string(),
+            organization: Some(o.to_string()),
+        })
+    };
+    let Some((kind, id)) = fhir_user.and_then(|u| u.split_once('/')) else {
+        return Ok(fallback());
+    };
+    if !is_valid_id(id) {
+        return Ok(fallback());
+    }
+    let role = match kind {
+        "PractitionerRole" => Some(client.read_json("PractitionerRole", id).await?.resource),
+        "Practitioner" => {
+            let q = [
+                ("practitioner", format!("Practitioner/{id}")),
+                ("active", "true".to_string()),
+                ("_count", "1".to_string()),
+            ];
+            client
+                .search("PractitionerRole", &q)
+                .await?
+                .raw("PractitionerRole")
+                .next()
+                .cloned()
+        }
+        _ => None,
+    };
+    Ok(match role.as_ref().and_then(|r| r["id"].as_str()) {
+        Some(role_id) => Some(Requester {
+            reference: format!("PractitionerRole/{role_id}"),
+            organization: role
+                .as_ref()
+                .and_then(|r| r["organization"]["reference"].as_str())
+                .filter(|o| is_organization_reference(o))
+                .map(String::from)
+                .or_else(|| practice.map(String::from)),
+        }),
+        None => fallback(),
+    })
+}

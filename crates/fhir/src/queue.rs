@@ -30,9 +30,10 @@ pub fn kind_of(t: &Value) -> Option<Kind> {
         t["owner"]["reference"].is_string() && t["owner"]["reference"] == t["for"]["reference"];
     match (system, code) {
         (APPEAL_TASK_SYSTEM, _) => Some(Kind::Appeal),
-        (SDOHCC_TEMPORARY_CODES, "make-contact" | "review-material" | "general-information") => {
-            Some(Kind::Patient)
-        }
+        (
+            SDOHCC_TEMPORARY_CODES,
+            "make-contact" | "review-material" | "general-information" | "complete-questionnaire",
+        ) => Some(Kind::Patient),
         (TASK_CODE_SYSTEM, "fulfill") if owner_is_patient => Some(Kind::Patient),
         (TASK_CODE_SYSTEM, "fulfill")
             if t["focus"]["reference"]
@@ -232,6 +233,7 @@ pub fn queue_task(t: &Value, included: &HashMap<String, Value>) -> Option<QueueT
                 .as_str()
                 .is_some_and(|r| r.starts_with("Procedure/"))
         }),
+        report: super::task::report(t),
     })
 }
 

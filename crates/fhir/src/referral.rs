@@ -140,13 +140,14 @@ pub fn reasons(screenings: &[DomainScreening], concerns: &[Concern]) -> Vec<(Dom
 
 /// Identifier system of referrals Passerelle makes.
 pub const REFERRAL_ID_SYSTEM: &str = "http://passerelle.example.org/fhir/sid/referral";
-/// Identifier system of HSDS services (a logical reference to the directory).
-pub const HSDS_SERVICE_SYSTEM: &str = "http://passerelle.example.org/fhir/sid/hsds-service";
+pub use super::service::HSDS_SERVICE_SYSTEM;
 
 #[derive(serde::Deserialize)]
 struct CodeTable {
     system: String,
     domains: std::collections::HashMap<String, DomainCodes>,
+    general: CodeEntry,
+    peer_support: CodeEntry,
 }
 
 #[derive(serde::Deserialize)]
@@ -168,18 +169,33 @@ fn code_table() -> &'static CodeTable {
     })
 }
 
-/// The default `ServiceRequest.code` of a domain's referrals: the first
-/// code `profiles/referral-codes.json` lists from the domain's SDOHCC
-/// ServiceRequests value set (system, code, display). `None` for the domains
-/// whose codes could not be verified: the request then carries text only.
-pub fn default_code(domain: Domain) -> Option<(&'static str, &'static str, &'static str)> {
+/// A `ServiceRequest.code` coding: (system, code, display).
+pub type Code = (&'static str, &'static str, &'static str);
+
+fn coding(t: &'static CodeTable, e: &'static CodeEntry) -> Code {
+    (t.system.as_str(), e.code.as_str(), e.display.as_str())
+}
+
+/// The default `ServiceRequest.code` of a domain's referrals. SDOHCC
+/// ServiceRequest binds `code` (required) to US Core Procedure Codes, with
+/// a per-category additional binding to the domain's Gravity value set: the
+/// first code `profiles/referral-codes.json` lists from that value set, else
+/// the table's general social-care referral procedure (SNOMED CT), so no
+/// referral is sent with a text-only code.
+pub fn default_code(domain: Domain) -> Code {
     let t = code_table();
-    let first = t.domains.get(domain.code())?.codes.first()?;
-    Some((
-        t.system.as_str(),
-        first.code.as_str(),
-        first.display.as_str(),
-    ))
+    match t.domains.get(domain.code()).and_then(|d| d.codes.first()) {
+        Some(first) => coding(t, first),
+        None => coding(t, &t.general),
+    }
+}
+
+/// The `ServiceRequest.code` of a referral to peer support or a patient
+/// association (category social-connection): SNOMED CT "Referral to peer
+/// support", as an SDOHCC ServiceRequest example of that category codes it.
+pub fn peer_support_code() -> Code {
+    let t = code_table();
+    coding(t, &t.peer_support)
 }
 
 /// Must referrals avoid contacting the patient? Yes when the latest
@@ -199,6 +215,15 @@ pub fn no_contact_required(screenings: &[DomainScreening], concerns: &[Concern])
     screened_positive || concern
 }
 
+/// The patient said yes to sharing, at the visit: what the Consent needs
+/// besides the referral (SDOHCC Consent: `organization` 1..1, the
+/// organization that holds the consent, US Core Organization).
+#[derive(Debug, Clone, Copy)]
+pub struct Consented<'a> {
+    /// `Organization/…` of the practice.
+    pub organization: &'a str,
+}
+
 /// Everything one referral records.
 #[derive(Debug, Clone)]
 pub struct ReferralRecord<'a> {
@@ -206,7 +231,10 @@ pub struct ReferralRecord<'a> {
     pub id: &'a str,
     pub patient: &'a str,
     pub encounter: Option<&'a str>,
-    pub requester: Option<&'a str>,
+    /// `PractitionerRole/…` or `Organization/…`: SDOHCC Task For Referral
+    /// Management `requester` 1..1, only SDOHCC PractitionerRole or US Core
+    /// Organization (also the ServiceRequest's requester).
+    pub requester: &'a str,
     pub domain: Domain,
     pub service: &'a Service,
     /// References to the Conditions or Observations the referral addresses.
@@ -219,28 +247,32 @@ pub struct ReferralRecord<'a> {
     pub authored: &'a str,
     /// routine, urgent, asap or stat.
     pub priority: &'a str,
-    /// `ServiceRequest.code` from the domain's value set (system, code,
-    /// display), when the practice's table has one.
-    pub code: Option<(&'a str, &'a str, &'a str)>,
+    /// `ServiceRequest.code` ([`default_code`], [`peer_support_code`]).
+    pub code: Code,
     /// The patient agreed that their need and contact details go to the
-    /// service: a Consent is recorded and cited in `supportingInfo`.
-    pub consent: bool,
-    /// `Organization/…` of the practice, the Consent's custodian, if known.
-    pub practice: Option<&'a str>,
+    /// service: a Consent is recorded and cited in `supportingInfo`. `None`:
+    /// no Consent, and nothing cites one.
+    pub consent: Option<Consented<'a>>,
 }
 
 fn entry(id_value: &str, resource: Value) -> Value {
     super::bundle::conditional_create(REFERRAL_ID_SYSTEM, id_value, resource)
 }
 
-/// The transaction Bundle of one referral.
+/// The transaction Bundle of one referral: the ServiceRequest, its Task,
+/// the Consent if the patient gave it, and the directory service as
+/// HealthcareService + Organization (+ Location) ([`super::service`]).
+///
+/// `ServiceRequest.performer` is the HealthcareService (SDOHCC
+/// ServiceRequest allows HealthcareService among its performer targets);
+/// `Task.owner` the Organization that provides it (SDOHCC Task For Referral
+/// Management, `owner`: the organisation that claims and fulfils the Task),
+/// so the organisation finds it with `Task?owner=Organization/<id>`.
 pub fn transaction(r: &ReferralRecord) -> Value {
     let sr_id = format!("{}/service-request", r.id);
     let task_id = format!("{}/task", r.id);
-    let performer = json!({
-        "identifier": { "system": HSDS_SERVICE_SYSTEM, "value": r.service.id },
-        "display": r.service.name,
-    });
+    let place = super::service::materialise(r.service);
+    let (system, code, display) = r.code;
     let mut sr = json!({
         "resourceType": "ServiceRequest",
         "identifier": [{ "system": REFERRAL_ID_SYSTEM, "value": sr_id }],
@@ -250,17 +282,15 @@ pub fn transaction(r: &ReferralRecord) -> Value {
             { "coding": [{ "system": "http://snomed.info/sct", "code": "410606002", "display": "Social service procedure" }] },
             { "coding": [{ "system": SDOHCC_TEMPORARY_CODES, "code": r.domain.code(), "display": r.domain.label() }] }
         ],
-        "code": match r.code {
-            Some((system, code, display)) => json!({
-                "coding": [{ "system": system, "code": code, "display": display }],
-                "text": format!("Referral to {}", r.service.name)
-            }),
-            None => json!({ "text": format!("Referral to {}", r.service.name) }),
+        "code": {
+            "coding": [{ "system": system, "code": code, "display": display }],
+            "text": format!("Referral to {}", r.service.name)
         },
         "priority": r.priority,
         "subject": { "reference": r.patient },
         "authoredOn": r.authored,
-        "performer": [performer],
+        "requester": { "reference": r.requester },
+        "performer": [place.service],
     });
     if no_contact_required(r.screenings, r.concerns) {
         sr["orderDetail"] = json!([{ "coding": [{
@@ -278,10 +308,7 @@ pub fn transaction(r: &ReferralRecord) -> Value {
     if let Some(e) = r.encounter {
         sr["encounter"] = json!({ "reference": e });
     }
-    if let Some(q) = r.requester {
-        sr["requester"] = json!({ "reference": q });
-    }
-    let mut task = json!({
+    let task = json!({
         "resourceType": "Task",
         "identifier": [{ "system": REFERRAL_ID_SYSTEM, "value": task_id }],
         "status": "requested",
@@ -292,27 +319,36 @@ pub fn transaction(r: &ReferralRecord) -> Value {
         "focus": { "reference": urn(&sr_id) },
         "for": { "reference": r.patient },
         "authoredOn": r.authored,
-        "owner": performer,
+        "requester": { "reference": r.requester },
+        "owner": place.organization,
     });
-    if let Some(q) = r.requester {
-        task["requester"] = json!({ "reference": q });
-    }
-    let mut entries = Vec::new();
-    if r.consent {
+    let consent_entry = r.consent.map(|consented| {
         let consent_id = format!("{}/consent", r.id);
         sr["supportingInfo"] = json!([{ "reference": urn(&consent_id), "display": "Patient consent to share with the service" }]);
-        entries.push(entry(&consent_id, consent(r, &performer)));
-    }
-    entries.insert(0, entry(&task_id, task));
-    entries.insert(0, entry(&sr_id, sr));
+        entry(&consent_id, consent(r, consented, &place.organization))
+    });
+    let mut entries = vec![entry(&sr_id, sr), entry(&task_id, task)];
+    entries.extend(consent_entry);
+    entries.extend(place.entries);
     json!({ "resourceType": "Bundle", "type": "transaction", "entry": entries })
 }
 
 /// The patient's consent to disclose their need and contact details to the
 /// service (SDOHCC Consent: scope patient-privacy, category IDSCL
-/// "information disclosure", a permit provision naming the recipient).
-fn consent(r: &ReferralRecord, recipient: &Value) -> Value {
-    let mut c = json!({
+/// "information disclosure", `organization` the practice, `source[x]` 1..:
+/// here an Attachment saying how and when it was given; a permit provision
+/// naming the recipient Organization).
+fn consent(r: &ReferralRecord, consented: Consented, recipient: &Value) -> Value {
+    use base64::Engine;
+    let recipient_name = recipient["display"].as_str().unwrap_or_default();
+    let statement = format!(
+        "At the visit on {}, the patient agreed that their need and contact details go to {} ({}), for this referral. Recorded by {}.",
+        r.authored.get(..10).unwrap_or(r.authored),
+        r.service.name,
+        recipient_name,
+        r.requester,
+    );
+    json!({
         "resourceType": "Consent",
         "identifier": [{ "system": REFERRAL_ID_SYSTEM, "value": format!("{}/consent", r.id) }],
         "status": "active",
@@ -321,26 +357,30 @@ fn consent(r: &ReferralRecord, recipient: &Value) -> Value {
         "patient": { "reference": r.patient },
         "performer": [{ "reference": r.patient }],
         "dateTime": r.authored,
+        "organization": [{ "reference": consented.organization }],
+        "sourceAttachment": {
+            "contentType": "text/plain; charset=utf-8",
+            "language": "en",
+            "title": "Verbal consent recorded at the visit",
+            "creation": r.authored,
+            "data": base64::engine::general_purpose::STANDARD.encode(statement.as_bytes()),
+        },
         "policyRule": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN", "display": "opt-in" }] },
         "provision": {
             "type": "permit",
-            "actor": [{
-                "role": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "IRCP", "display": "information recipient" }] },
-                "reference": recipient,
-            }],
+            "actor": [
+                {
+                    "role": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "IRCP", "display": "information recipient" }] },
+                    "reference": recipient,
+                },
+                {
+                    "role": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "AUT", "display": "author (originator)" }] },
+                    "reference": { "reference": r.requester },
+                }
+            ],
             "purpose": [{ "system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "TREAT", "display": "treatment" }],
         },
-    });
-    if let Some(p) = r.practice {
-        c["organization"] = json!([{ "reference": p }]);
-    }
-    if let Some(q) = r.requester {
-        c["provision"]["actor"].as_array_mut().expect("array").push(json!({
-            "role": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "AUT", "display": "author (originator)" }] },
-            "reference": { "reference": q },
-        }));
-    }
-    c
+    })
 }
 
 /// What a Task for the patient asks them to do (SDOHCC Task For Patient).
@@ -383,7 +423,9 @@ impl PatientTaskKind {
 pub struct PatientTaskRecord<'a> {
     pub id: &'a str,
     pub patient: &'a str,
-    pub requester: Option<&'a str>,
+    /// `PractitionerRole/…` or `Organization/…` (SDOHCC Task For Patient,
+    /// `requester` 1..1).
+    pub requester: &'a str,
     pub kind: PatientTaskKind,
     pub service: &'a Service,
     /// In the patient's language.
@@ -393,15 +435,21 @@ pub struct PatientTaskRecord<'a> {
     pub authored: &'a str,
 }
 
-/// The transaction creating a Task for the patient (status `requested`,
-/// owner the patient), idempotent like every write.
+/// The transaction creating a Task for the patient (status `ready`, the
+/// first status of SDOHCC Task For Patient's state machine
+/// ([`crate::domain::patient_task`]); owner the patient), idempotent like
+/// every write. The service to contact is a reference to its
+/// HealthcareService (SDOHCC Task For Patient, `input[Contact].value[x]`:
+/// SDOHCC HealthcareService among its targets), written in the same
+/// transaction ([`super::service`]).
 pub fn patient_task(r: &PatientTaskRecord) -> Value {
     let task_id = format!("{}/{}", r.id, r.kind.code());
+    let place = super::service::materialise(r.service);
     let mut task = json!({
         "resourceType": "Task",
         "identifier": [{ "system": REFERRAL_ID_SYSTEM, "value": task_id }],
         "language": r.language,
-        "status": "requested",
+        "status": crate::domain::patient_task::INITIAL.code(),
         "intent": "order",
         "priority": "routine",
         "code": { "coding": [{ "system": SDOHCC_TEMPORARY_CODES, "code": r.kind.code(), "display": r.kind.display() }] },
@@ -409,17 +457,12 @@ pub fn patient_task(r: &PatientTaskRecord) -> Value {
         "for": { "reference": r.patient },
         "owner": { "reference": r.patient },
         "authoredOn": r.authored,
+        "requester": { "reference": r.requester },
         "input": [{
             "type": { "coding": [{ "system": SDOHCC_TEMPORARY_CODES, "code": "contact-entity", "display": "Contact Entity" }] },
-            "valueReference": {
-                "identifier": { "system": HSDS_SERVICE_SYSTEM, "value": r.service.id },
-                "display": r.service.name,
-            }
+            "valueReference": place.service,
         }],
     });
-    if let Some(q) = r.requester {
-        task["requester"] = json!({ "reference": q });
-    }
     let mut entries = vec![];
     if r.kind == PatientTaskKind::ReviewMaterial {
         // The material to read: the service's own words from the directory,
@@ -460,6 +503,7 @@ pub fn patient_task(r: &PatientTaskRecord) -> Value {
         entries.push(entry(&doc_id, doc));
     }
     entries.insert(0, entry(&task_id, task));
+    entries.extend(place.entries);
     json!({ "resourceType": "Bundle", "type": "transaction", "entry": entries })
 }
 
@@ -479,7 +523,7 @@ mod tests {
             id: "ref-1",
             patient: "Patient/pas-p01",
             encounter: Some("Encounter/pas-enc-01"),
-            requester: Some("Practitioner/pas-prac-moreau"),
+            requester: "PractitionerRole/pas-role-moreau",
             domain: Domain::FoodInsecurity,
             service,
             reasons,
@@ -487,13 +531,10 @@ mod tests {
             concerns: &[],
             authored: "2026-11-22T10:00:00-05:00",
             priority: "routine",
-            code: Some((
-                "http://snomed.info/sct",
-                "467771000124109",
-                "Assistance with application for food pantry program",
-            )),
-            consent: true,
-            practice: Some("Organization/pas-org-practice"),
+            code: default_code(Domain::FoodInsecurity),
+            consent: Some(Consented {
+                organization: "Organization/pas-org-practice",
+            }),
         }
     }
 
@@ -523,7 +564,31 @@ mod tests {
         assert_eq!(task["status"], "requested");
         assert_eq!(task["code"]["coding"][0]["code"], "fulfill");
         assert_eq!(task["focus"]["reference"], b["entry"][0]["fullUrl"]);
-        assert_eq!(task["owner"]["identifier"]["value"], service.id);
+        // Routed: the performer is the service's HealthcareService, the
+        // owner its Organization, both written in the same transaction.
+        let by_url = |u: &Value| {
+            b["entry"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["fullUrl"] == *u)
+                .map(|e| e["resource"].clone())
+                .unwrap()
+        };
+        let hcs = by_url(&sr["performer"][0]["reference"]);
+        assert_eq!(hcs["resourceType"], "HealthcareService");
+        assert_eq!(hcs["identifier"][0]["value"], service.id);
+        let org = by_url(&task["owner"]["reference"]);
+        assert_eq!(org["resourceType"], "Organization");
+        assert_eq!(hcs["providedBy"]["reference"], task["owner"]["reference"]);
+        assert_eq!(
+            task["requester"]["reference"],
+            "PractitionerRole/pas-role-moreau"
+        );
+        assert_eq!(
+            sr["requester"]["reference"],
+            "PractitionerRole/pas-role-moreau"
+        );
         assert_eq!(
             b["entry"][1]["request"]["ifNoneExist"],
             format!("identifier={REFERRAL_ID_SYSTEM}|ref-1/task")
@@ -538,8 +603,16 @@ mod tests {
         let consent = &b["entry"][2]["resource"];
         assert_eq!(consent["resourceType"], "Consent");
         assert_eq!(
-            consent["provision"]["actor"][0]["reference"]["identifier"]["value"],
-            service.id
+            consent["provision"]["actor"][0]["reference"]["reference"],
+            task["owner"]["reference"]
+        );
+        assert_eq!(
+            consent["organization"][0]["reference"],
+            "Organization/pas-org-practice"
+        );
+        assert_eq!(
+            consent["sourceAttachment"]["contentType"],
+            "text/plain; charset=utf-8"
         );
         assert_eq!(
             sr["supportingInfo"][0]["reference"],
@@ -547,9 +620,25 @@ mod tests {
         );
         assert_eq!(sr["code"]["coding"][0]["code"], "467771000124109");
         let mut no_consent = record(&service, &[], &reasons);
-        no_consent.consent = false;
+        no_consent.consent = None;
         let b = transaction(&no_consent);
-        assert_eq!(b["entry"].as_array().unwrap().len(), 2);
+        let types: Vec<&str> = b["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["resource"]["resourceType"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            types,
+            [
+                "ServiceRequest",
+                "Task",
+                "HealthcareService",
+                "Organization",
+                "Location"
+            ],
+            "no Consent"
+        );
         assert!(b["entry"][0]["resource"].get("supportingInfo").is_none());
     }
 
@@ -699,13 +788,22 @@ mod tests {
     }
 
     #[test]
-    fn the_code_table_gives_verified_codes_or_none() {
+    fn every_domain_and_peer_support_get_a_snomed_procedure_code() {
+        assert_eq!(default_code(Domain::FoodInsecurity).1, "467771000124109");
         assert_eq!(
-            default_code(Domain::FoodInsecurity).map(|c| c.1),
-            Some("467771000124109")
+            default_code(Domain::TransportationInsecurity).1,
+            "410365006"
         );
-        assert!(default_code(Domain::TransportationInsecurity).is_some());
-        assert_eq!(default_code(Domain::SocialConnection), None);
+        for d in Domain::ALL {
+            let (system, code, display) = default_code(d);
+            assert_eq!(system, "http://snomed.info/sct", "{d:?}");
+            assert!(
+                code.chars().all(|c| c.is_ascii_digit()) && !display.is_empty(),
+                "{d:?}"
+            );
+        }
+        assert_eq!(default_code(Domain::SocialConnection).1, "464161000124109");
+        assert_eq!(peer_support_code().1, "461481000124109");
     }
 
     #[test]
@@ -715,7 +813,7 @@ mod tests {
         let b = patient_task(&PatientTaskRecord {
             id: "ref-2",
             patient: "Patient/pas-p06",
-            requester: Some("Practitioner/pas-prac-moreau"),
+            requester: "PractitionerRole/pas-role-moreau",
             kind: PatientTaskKind::MakeContact,
             service: &service,
             description: "Appelez la banque alimentaire",
@@ -727,13 +825,22 @@ mod tests {
         assert_eq!(t["owner"]["reference"], "Patient/pas-p06");
         assert_eq!(t["language"], "fr");
         assert_eq!(t["input"][0]["type"]["coding"][0]["code"], "contact-entity");
+        assert_eq!(t["status"], "ready");
+        assert_eq!(
+            t["input"][0]["valueReference"]["reference"], b["entry"][1]["fullUrl"],
+            "the service to contact is its HealthcareService"
+        );
+        assert_eq!(
+            b["entry"][1]["resource"]["resourceType"],
+            "HealthcareService"
+        );
         let v = crate::SchemaValidator::load(&crate::test_definitions_dir())
             .expect("the FHIR schema is installed by ./scripts/test");
         v.validate_bundle(&b).unwrap();
         let b = patient_task(&PatientTaskRecord {
             id: "ref-3",
             patient: "Patient/pas-p06",
-            requester: None,
+            requester: "Organization/pas-org-practice",
             kind: PatientTaskKind::ReviewMaterial,
             service: &service,
             description: "Lisez les informations sur ce service",

@@ -99,6 +99,13 @@ pub const ALL: &[Search] = &[
         "context: open referrals, appeals and patient tasks",
     ),
     s(
+        "Task",
+        &["patient", "status", "_lastUpdated"],
+        &[],
+        None,
+        "context: referrals closed in the last 90 days, with what the service reported",
+    ),
+    s(
         "ClaimResponse",
         &["patient"],
         &["ClaimResponse:request", "ClaimResponse:insurer"],
@@ -179,6 +186,14 @@ pub const ALL: &[Search] = &[
         &["PractitionerRole:practitioner"],
         None,
         "queue: the care team to assign Tasks to",
+    ),
+    // fhir::people
+    s(
+        "PractitionerRole",
+        &["practitioner", "active"],
+        &[],
+        None,
+        "refer: the signed-in practitioner's role, the requester of referrals",
     ),
     // fhir::patterns
     s(

@@ -1,14 +1,24 @@
 //! A Task as the pages read it ([`read`]: its JSON, its version and a plain
 //! [`TaskView`] of what the task page shows), and changing its status: the
 //! one place a Task's status is updated. The change is checked against the
-//! state machine ([`crate::domain::referral`]) before anything is sent, and
-//! the caller sends the result with `If-Match` on the version the user saw,
-//! so nobody overwrites someone else's update.
+//! Task's state machine before anything is sent: a Task for the patient
+//! follows SDOHCC Task For Patient's ([`crate::domain::patient_task`]),
+//! every other Task the referral Task's ([`crate::domain::referral`]). The
+//! caller sends the result with `If-Match` on the version the user saw, so
+//! nobody overwrites someone else's update.
+//!
+//! A move that belongs to the performer (the service accepts, starts,
+//! completes; the patient starts or completes their own Task), made by a
+//! practice user in Passerelle, is recorded as done on the performer's
+//! behalf: a `Task.note` says so, written in the same update as the status
+//! (FHIR R4 Task.note, Annotation with `authorReference`), so the service
+//! and anyone reading the Task later see who set it.
 
 use serde_json::{Value, json};
 
 use crate::domain::appeal::AppealOutcome;
-use crate::domain::referral::{Party, Status, TransitionError, check};
+use crate::domain::queue::Kind;
+use crate::domain::referral::{Party, Status, TransitionError};
 use crate::domain::visit::APPEAL_TASK_SYSTEM;
 
 use super::appeal::APPEAL_INPUT_SYSTEM;
@@ -36,6 +46,12 @@ pub struct TaskView {
     pub display: Option<String>,
     /// An appeal Task (`Task.code` in the appeal code system).
     pub is_appeal: bool,
+    /// A Task for the patient (SDOHCC Task For Patient), with its own
+    /// state machine.
+    pub is_patient_task: bool,
+    /// `businessStatus` as the performer set it (its text, else display or
+    /// code): the service's own words on where the work stands.
+    pub business_status: Option<String>,
     pub description: Option<String>,
     pub priority: Option<String>,
     /// The owner's display, else its reference.
@@ -47,7 +63,9 @@ pub struct TaskView {
     /// (input type code, value in words) of the inputs that have a value:
     /// an appeal's denial, its words verbatim.
     pub inputs: Vec<(String, String)>,
-    /// An appeal's outputs, in words (how it ended).
+    /// An appeal's outputs, in words (how it ended); a referral's, as the
+    /// performer set them (SDOHCC Task For Referral Management `output`:
+    /// the resulting activity, a Procedure or a code), in words.
     pub outputs: Vec<String>,
     /// (time, to the minute; text) of each note.
     pub notes: Vec<(String, String)>,
@@ -100,6 +118,8 @@ pub fn view(task: &Value) -> TaskView {
         code: text(&coding["code"]),
         display: text(&coding["display"]),
         is_appeal: coding["system"] == APPEAL_TASK_SYSTEM,
+        is_patient_task: super::queue::kind_of(task) == Some(Kind::Patient),
+        business_status: concept_words(&task["businessStatus"]),
         description: text(&task["description"]),
         priority: text(&task["priority"]),
         owner: text(&task["owner"]["display"]).or_else(|| text(&task["owner"]["reference"])),
@@ -115,8 +135,8 @@ pub fn view(task: &Value) -> TaskView {
             .collect(),
         outputs: list("output")
             .iter()
-            .filter(|o| o["type"]["coding"][0]["system"] == APPEAL_INPUT_SYSTEM)
-            .map(value_text)
+            .map(output_text)
+            .filter(|o| !o.is_empty())
             .collect(),
         notes: list("note")
             .iter()
@@ -127,6 +147,51 @@ pub fn view(task: &Value) -> TaskView {
                 )
             })
             .collect(),
+    }
+}
+
+/// What the performer reported on `task` (its status reason, business
+/// status and outputs, in words).
+pub fn report(task: &Value) -> crate::domain::visit::Report {
+    let v = view(task);
+    crate::domain::visit::Report {
+        status_reason: v.status_reason,
+        business_status: v.business_status,
+        outputs: v.outputs,
+    }
+}
+
+/// A CodeableConcept in words: its text, else its first display, else code.
+pub fn concept_words(cc: &Value) -> Option<String> {
+    cc["text"]
+        .as_str()
+        .or(cc["coding"][0]["display"].as_str())
+        .or(cc["coding"][0]["code"].as_str())
+        .map(String::from)
+}
+
+/// An output in words: an appeal's outcome, or what the performer reports
+/// (its type's words, then the value; a reference without a display by the
+/// reference itself).
+pub fn output_text(o: &Value) -> String {
+    if o["type"]["coding"][0]["system"] == APPEAL_INPUT_SYSTEM {
+        return value_text(o);
+    }
+    let what = match o["type"]["coding"][0]["code"].as_str() {
+        Some("resulting-activity") => Some("Resulting activity".to_string()),
+        _ => concept_words(&o["type"]),
+    };
+    let value = match value_text(o) {
+        v if v.is_empty() => o["valueReference"]["reference"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        v => v,
+    };
+    match (what, value.is_empty()) {
+        (_, true) => String::new(),
+        (Some(w), false) => format!("{w}: {value}"),
+        (None, false) => value,
     }
 }
 
@@ -187,12 +252,44 @@ pub enum ChangeError {
     Transition(#[from] TransitionError),
 }
 
+/// Whose move it is, in the words of a note (the performer of a referral
+/// is its service, of a Task for the patient the patient).
+fn performer_words(task: &Value, patient_task: bool) -> String {
+    if patient_task {
+        return "the patient".to_string();
+    }
+    match task["owner"]["display"].as_str() {
+        Some(name) => name.to_string(),
+        None => "the service".to_string(),
+    }
+}
+
+/// Check `change` against the machine of `task`'s kind.
+pub fn check(task: &Value, from: Status, change: &Change) -> Result<(), TransitionError> {
+    let reason = change.reason.map(str::trim).filter(|r| !r.is_empty());
+    if super::queue::kind_of(task) == Some(Kind::Patient) {
+        crate::domain::patient_task::check(from, change.to, change.party, reason)
+    } else {
+        crate::domain::referral::check(from, change.to, change.party, reason)
+    }
+}
+
 /// The Task after `change`, or the rule the change breaks.
 pub fn apply(mut task: Value, change: &Change) -> Result<Value, ChangeError> {
     let current = task["status"].as_str().unwrap_or_default().to_string();
     let from = Status::parse(&current).ok_or(ChangeError::UnknownStatus(current))?;
     let reason = change.reason.map(str::trim).filter(|r| !r.is_empty());
-    check(from, change.to, change.party, reason)?;
+    check(&task, from, change)?;
+    let patient_task = super::queue::kind_of(&task) == Some(Kind::Patient);
+    let is_appeal = task["code"]["coding"][0]["system"] == APPEAL_TASK_SYSTEM;
+    // A move of the performer's, made at the practice: said so in a note.
+    let on_behalf = (change.party == Party::Performer && !is_appeal).then(|| {
+        format!(
+            "Status set to {} by the practice, on behalf of {}.",
+            change.to.code(),
+            performer_words(&task, patient_task)
+        )
+    });
     task["status"] = json!(change.to.code());
     match reason {
         Some(r) => task["statusReason"] = json!({ "text": r }),
@@ -216,7 +313,8 @@ pub fn apply(mut task: Value, change: &Change) -> Result<Value, ChangeError> {
         }
         task["executionPeriod"]["end"] = json!(change.now);
     }
-    if let Some(text) = change.note.map(str::trim).filter(|n| !n.is_empty()) {
+    let user_note = change.note.map(str::trim).filter(|n| !n.is_empty());
+    for text in on_behalf.as_deref().into_iter().chain(user_note) {
         let mut note = json!({ "text": text, "time": change.now });
         if let Some(a) = change.author {
             note["authorReference"] = json!({ "reference": a });
@@ -313,6 +411,82 @@ mod tests {
             ),
             Err(ChangeError::UnknownStatus(_))
         ));
+    }
+
+    #[test]
+    fn a_task_for_the_patient_follows_its_own_machine_and_notes_whose_move_it_was() {
+        let task = json!({ "resourceType": "Task", "status": "ready",
+            "code": { "coding": [{ "system": crate::domain::sdoh::SDOHCC_TEMPORARY_CODES, "code": "make-contact" }] },
+            "for": { "reference": "Patient/p1" }, "owner": { "reference": "Patient/p1" } });
+        let mut c = change(Status::InProgress, Party::Performer, None);
+        c.author = Some("PractitionerRole/r1");
+        let t = apply(task.clone(), &c).unwrap();
+        assert_eq!(t["status"], "in-progress");
+        assert_eq!(
+            t["note"][0]["text"],
+            "Status set to in-progress by the practice, on behalf of the patient."
+        );
+        assert_eq!(
+            t["note"][0]["authorReference"]["reference"],
+            "PractitionerRole/r1"
+        );
+        assert_eq!(
+            apply(
+                task.clone(),
+                &change(Status::Accepted, Party::Performer, None)
+            )
+            .unwrap_err()
+            .to_string(),
+            "SDOHCC Tasks for the patient do not use the status accepted."
+        );
+        let t = apply(
+            task,
+            &change(Status::Cancelled, Party::Requester, Some("moved")),
+        )
+        .unwrap();
+        assert!(
+            t.get("note").is_none(),
+            "the practice's own move needs no note"
+        );
+    }
+
+    #[test]
+    fn a_referral_moved_for_the_service_names_it_and_its_report_reads_in_words() {
+        let task = json!({ "resourceType": "Task", "status": "requested",
+            "code": { "coding": [{ "system": crate::domain::visit::TASK_CODE_SYSTEM, "code": "fulfill" }] },
+            "focus": { "reference": "ServiceRequest/s1" },
+            "owner": { "reference": "Organization/o1", "display": "Eastside Pantry" } });
+        let t = apply(task, &change(Status::Accepted, Party::Performer, None)).unwrap();
+        assert_eq!(
+            t["note"][0]["text"],
+            "Status set to accepted by the practice, on behalf of Eastside Pantry."
+        );
+        let done = json!({ "status": "completed",
+            "businessStatus": { "text": "Groceries weekly" },
+            "statusReason": { "text": "Enrolled" },
+            "output": [
+                { "type": { "coding": [{ "code": "resulting-activity" }] }, "valueReference": { "reference": "Procedure/p9" } },
+                { "type": { "text": "Summary" }, "valueString": "Two visits" }
+            ] });
+        let r = report(&done);
+        assert_eq!(
+            r.words(),
+            "Groceries weekly · Enrolled · Resulting activity: Procedure/p9 · Summary: Two visits"
+        );
+    }
+
+    #[test]
+    fn a_referral_written_before_with_an_identifier_owner_still_shows_its_service() {
+        let legacy = json!({ "resourceType": "Task", "status": "requested",
+            "owner": { "identifier": { "system": crate::service::HSDS_SERVICE_SYSTEM, "value": "8e26" },
+                "display": "Eastside Community Food Pantry" } });
+        let v = view(&legacy);
+        assert_eq!(v.owner.as_deref(), Some("Eastside Community Food Pantry"));
+        assert_eq!(report(&legacy), Default::default());
+        assert_eq!(
+            performer_words(&legacy, false),
+            "Eastside Community Food Pantry"
+        );
     }
 
     #[test]

@@ -185,7 +185,7 @@ mod tests {
                 id: "r",
                 patient: "Patient/p",
                 encounter: Some("Encounter/e"),
-                requester: Some("Practitioner/pr"),
+                requester: "PractitionerRole/pr",
                 domain: Domain::FoodInsecurity,
                 service: &service,
                 reasons: &reasons,
@@ -193,9 +193,10 @@ mod tests {
                 concerns: &[],
                 authored: "2026-01-01T00:00:00Z",
                 priority: "routine",
-                code: None,
-                consent,
-                practice: Some("Organization/o"),
+                code: referral::default_code(Domain::FoodInsecurity),
+                consent: consent.then_some(referral::Consented {
+                    organization: "Organization/o",
+                }),
             });
             out.push((format!("referral (consent {consent})"), b));
         }
@@ -206,7 +207,7 @@ mod tests {
             let b = referral::patient_task(&referral::PatientTaskRecord {
                 id: "t",
                 patient: "Patient/p",
-                requester: None,
+                requester: "PractitionerRole/pr",
                 kind,
                 service: &service,
                 description: "Call",

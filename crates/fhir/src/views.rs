@@ -275,6 +275,8 @@ pub fn task(t: &Task, patient_ref: &str) -> TaskSummary {
             .and_then(|r| r.period.as_ref())
             .and_then(|p| p.end.as_ref())
             .and_then(to_day),
+        // Filled from the Task's JSON by [`crate::task::report`].
+        report: Default::default(),
     }
 }
 
