@@ -146,6 +146,7 @@ pub async fn smart_env_with(o: EnvOptions) -> SmartEnv {
                 .trim_end_matches('/')
                 .to_string(),
         ),
+        token: Some(launcher.system_token("system/*.cruds")),
     });
     opts.public_base = Some(launcher.fhir_base());
     let hfs = Hfs::start(&opts).await.expect("hfs with auth starts");

@@ -37,6 +37,7 @@ pub mod letter;
 pub mod measure;
 pub mod patterns;
 pub mod people;
+pub mod profiles;
 pub mod questionnaire;
 pub mod queue;
 pub mod referral;
