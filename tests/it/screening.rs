@@ -39,6 +39,7 @@ fn answered(link: &str, q: &str, code: &str, display: &str) -> RecordedItem {
             }),
         )],
         absent: None,
+        groups: Vec::new(),
     }
 }
 
@@ -58,6 +59,7 @@ fn bundle(id: &str) -> Value {
             },
             answers: vec![],
             absent: Some(Absent::Declined),
+            groups: Vec::new(),
         },
     ];
     let responses: Vec<ItemResponse> = items.iter().map(RecordedItem::response).collect();

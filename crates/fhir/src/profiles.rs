@@ -59,8 +59,10 @@ pub const SDC_QUESTIONNAIRE: &str =
 pub const PASSERELLE_APPEAL_TASK: &str =
     "http://passerelle.example.org/fhir/StructureDefinition/appeal-task";
 
-/// Every profile Passerelle claims somewhere.
-pub const CLAIMED: [&str; 11] = [
+/// Every profile Passerelle claims somewhere. ([`SDC_QUESTIONNAIRE`] is
+/// not among them: Passerelle does not write its Questionnaires to the
+/// EHR yet.)
+pub const CLAIMED: [&str; 10] = [
     SDOHCC_CONDITION,
     SDOHCC_OBSERVATION_SCREENING_RESPONSE,
     SDOHCC_SERVICE_REQUEST,
@@ -70,7 +72,6 @@ pub const CLAIMED: [&str; 11] = [
     US_CORE_QUESTIONNAIRE_RESPONSE,
     US_CORE_DOCUMENT_REFERENCE,
     US_CORE_PATIENT,
-    SDC_QUESTIONNAIRE,
     PASSERELLE_APPEAL_TASK,
 ];
 
