@@ -10,6 +10,7 @@
 mod common;
 
 mod act;
+mod conformance;
 mod browser;
 mod directory;
 mod engines;

@@ -44,7 +44,7 @@ fn answered(link: &str, q: &str, code: &str, display: &str) -> RecordedItem {
 }
 
 /// Hunger Vital Sign positive, transportation positive, one item skipped.
-fn bundle(id: &str) -> Value {
+pub(crate) fn bundle(id: &str) -> Value {
     let items = vec![
         answered("hvs1", "88122-7", "LA28397-0", "Often true"),
         answered("hvs2", "88123-5", "LA28398-8", "Never true"),

@@ -203,7 +203,14 @@ impl Profile {
         let path = rule.path.as_deref()?;
         let r = self.relative(path);
         let key = format!("{}-{n}", self.name);
-        let (human, expression) = if let Some(system) = &rule.system {
+        let (human, expression) = if let (Some(min), true) = (rule.min, path.ends_with("[x]")) {
+            // A choice element's cardinality: a differential element for
+            // `foo[x]` without its type list would exclude every branch.
+            (
+                format!("{path} SHALL be present at least {min} time(s)"),
+                format!("{r}.count() >= {min}"),
+            )
+        } else if let Some(system) = &rule.system {
             (
                 format!("{path} SHALL have a coding from {system}"),
                 format!("{r}.empty() or {r}.coding.where(system = {}).exists()", lit(system)),

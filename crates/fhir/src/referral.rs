@@ -243,7 +243,6 @@ pub fn transaction(r: &ReferralRecord) -> Value {
     });
     let mut sr = json!({
         "resourceType": "ServiceRequest",
-        "meta": { "profile": [super::profiles::SDOHCC_SERVICE_REQUEST] },
         "identifier": [{ "system": REFERRAL_ID_SYSTEM, "value": sr_id }],
         "status": "active",
         "intent": "order",
@@ -284,7 +283,6 @@ pub fn transaction(r: &ReferralRecord) -> Value {
     }
     let mut task = json!({
         "resourceType": "Task",
-        "meta": { "profile": [super::profiles::SDOHCC_TASK_REFERRAL] },
         "identifier": [{ "system": REFERRAL_ID_SYSTEM, "value": task_id }],
         "status": "requested",
         "intent": "order",
@@ -316,7 +314,6 @@ pub fn transaction(r: &ReferralRecord) -> Value {
 fn consent(r: &ReferralRecord, recipient: &Value) -> Value {
     let mut c = json!({
         "resourceType": "Consent",
-        "meta": { "profile": [super::profiles::SDOHCC_CONSENT] },
         "identifier": [{ "system": REFERRAL_ID_SYSTEM, "value": format!("{}/consent", r.id) }],
         "status": "active",
         "scope": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy", "display": "Privacy Consent" }] },
@@ -402,7 +399,6 @@ pub fn patient_task(r: &PatientTaskRecord) -> Value {
     let task_id = format!("{}/{}", r.id, r.kind.code());
     let mut task = json!({
         "resourceType": "Task",
-        "meta": { "profile": [super::profiles::SDOHCC_TASK_PATIENT] },
         "identifier": [{ "system": REFERRAL_ID_SYSTEM, "value": task_id }],
         "language": r.language,
         "status": "requested",
