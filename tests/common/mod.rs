@@ -63,10 +63,13 @@ pub fn hfs_options() -> HfsOptions {
         public_base: None,
         // Every test that writes is a conformance test: hfs refuses what
         // breaks R4 or a profile the resource claims.
-        validation: Some(
-            passerelle_dev::conformance::validation(&passerelle_dev::medplum::default_medplum_dir())
+        validation:
+            Some(
+                passerelle_dev::conformance::validation(
+                    &passerelle_dev::medplum::default_medplum_dir(),
+                )
                 .expect("the published US Core definitions are installed by ./scripts/test"),
-        ),
+            ),
     }
 }
 

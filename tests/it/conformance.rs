@@ -136,7 +136,11 @@ async fn an_unknown_profile_and_a_core_invariant_are_refused() {
     );
     let (status, outcome) = post(hfs.base(), &unknown).await;
     assert_eq!(status, 422, "{}", issues(&outcome));
-    assert!(issues(&outcome).contains("nobody-publishes-this"), "{}", issues(&outcome));
+    assert!(
+        issues(&outcome).contains("nobody-publishes-this"),
+        "{}",
+        issues(&outcome)
+    );
 
     let both = json!({
         "resourceType": "Observation", "status": "final", "code": { "text": "q" },
@@ -148,7 +152,8 @@ async fn an_unknown_profile_and_a_core_invariant_are_refused() {
     assert_eq!(status, 422, "{}", issues(&outcome));
     assert!(issues(&outcome).contains("obs-6"), "{}", issues(&outcome));
 
-    let bad_status = json!({ "resourceType": "Observation", "status": "done", "code": { "text": "q" } });
+    let bad_status =
+        json!({ "resourceType": "Observation", "status": "done", "code": { "text": "q" } });
     let (status, outcome) = post(hfs.base(), &bad_status).await;
     assert_eq!(status, 422, "a required core binding: {}", issues(&outcome));
     assert!(issues(&outcome).contains("status"), "{}", issues(&outcome));
@@ -162,7 +167,10 @@ async fn the_published_us_core_patient_is_enforced() {
     let (status, outcome) = post(hfs.base(), &bare("Patient", profiles::US_CORE_PATIENT)).await;
     assert_eq!(status, 422, "{}", issues(&outcome));
     let text = issues(&outcome);
-    assert!(text.contains("identifier") || text.contains("gender"), "{text}");
+    assert!(
+        text.contains("identifier") || text.contains("gender"),
+        "{text}"
+    );
     let good = json!({
         "resourceType": "Patient", "meta": { "profile": [profiles::US_CORE_PATIENT] },
         "identifier": [{ "system": "http://passerelle.example.org/fhir/sid/mrn", "value": "MRN-CONF" }],
@@ -191,7 +199,10 @@ async fn what_passerelle_builds_passes_and_a_broken_copy_is_refused_by_name() {
     for t in ["QuestionnaireResponse", "Observation", "Condition"] {
         assert!(types.contains(&t), "{types:?}");
     }
-    client.transaction(&bundle).await.expect("the screening conforms");
+    client
+        .transaction(&bundle)
+        .await
+        .expect("the screening conforms");
 
     // The same Condition, without its sdoh category (SDOH-Con-3): refused.
     let condition = bundle["entry"]
@@ -210,7 +221,11 @@ async fn what_passerelle_builds_passes_and_a_broken_copy_is_refused_by_name() {
     broken.as_object_mut().unwrap().remove("evidence");
     let (status, outcome) = post(hfs.base(), &broken).await;
     assert_eq!(status, 422, "{}", issues(&outcome));
-    assert!(issues(&outcome).contains("SDOH-Con-3"), "{}", issues(&outcome));
+    assert!(
+        issues(&outcome).contains("SDOH-Con-3"),
+        "{}",
+        issues(&outcome)
+    );
 
     // An Observation coded locally: refused by the LOINC rule.
     let mut local = bundle["entry"]
@@ -220,9 +235,14 @@ async fn what_passerelle_builds_passes_and_a_broken_copy_is_refused_by_name() {
         .map(|e| e["resource"].clone())
         .find(|r| r["resourceType"] == "Observation" && r["valueCodeableConcept"].is_object())
         .unwrap();
-    local["code"] = json!({ "coding": [{ "system": "http://passerelle.example.org/q", "code": "x" }] });
+    local["code"] =
+        json!({ "coding": [{ "system": "http://passerelle.example.org/q", "code": "x" }] });
     local.as_object_mut().unwrap().remove("derivedFrom");
     let (status, outcome) = post(hfs.base(), &local).await;
     assert_eq!(status, 422, "{}", issues(&outcome));
-    assert!(issues(&outcome).contains("Observation.code"), "{}", issues(&outcome));
+    assert!(
+        issues(&outcome).contains("Observation.code"),
+        "{}",
+        issues(&outcome)
+    );
 }

@@ -10,8 +10,8 @@
 mod common;
 
 mod act;
-mod conformance;
 mod browser;
+mod conformance;
 mod directory;
 mod engines;
 mod fhir_client;

