@@ -54,6 +54,9 @@ pub const US_CORE_PATIENT: &str = "http://hl7.org/fhir/us/core/StructureDefiniti
 /// SDC Questionnaire: the screening instruments Passerelle publishes.
 pub const SDC_QUESTIONNAIRE: &str =
     "http://hl7.org/fhir/uv/sdc/StructureDefinition/sdc-questionnaire";
+/// Subscriptions R5 Backport Subscription: the queue's Task subscription.
+pub const BACKPORT_SUBSCRIPTION: &str =
+    "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-subscription";
 /// Passerelle's appeal Task (no IG profiles a payer-appeal work item).
 pub const PASSERELLE_APPEAL_TASK: &str =
     "http://passerelle.example.org/fhir/StructureDefinition/appeal-task";
@@ -61,7 +64,7 @@ pub const PASSERELLE_APPEAL_TASK: &str =
 /// Every profile Passerelle claims somewhere. ([`SDC_QUESTIONNAIRE`] is
 /// not among them: Passerelle does not write its Questionnaires to the
 /// EHR yet.)
-pub const CLAIMED: [&str; 10] = [
+pub const CLAIMED: [&str; 11] = [
     SDOHCC_CONDITION,
     SDOHCC_OBSERVATION_SCREENING_RESPONSE,
     SDOHCC_SERVICE_REQUEST,
@@ -71,6 +74,7 @@ pub const CLAIMED: [&str; 10] = [
     US_CORE_QUESTIONNAIRE_RESPONSE,
     US_CORE_DOCUMENT_REFERENCE,
     US_CORE_PATIENT,
+    BACKPORT_SUBSCRIPTION,
     PASSERELLE_APPEAL_TASK,
 ];
 
