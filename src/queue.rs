@@ -714,7 +714,7 @@ pub fn task_topic(capabilities: &Value) -> Option<String> {
 pub fn subscription(topic: &str, endpoint: &str, bearer: Option<&str>) -> Value {
     let mut s = json!({
         "resourceType": "Subscription",
-        "meta": { "profile": ["http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-subscription"] },
+        "meta": { "profile": [crate::fhir::profiles::BACKPORT_SUBSCRIPTION] },
         "status": "requested",
         "reason": "Passerelle follow-up queue: Task changes",
         "criteria": topic,

@@ -61,6 +61,15 @@ pub fn hfs_options() -> HfsOptions {
         definitions_dir: definitions_dir(),
         auth: None,
         public_base: None,
+        // Every test that writes is a conformance test: hfs refuses what
+        // breaks R4 or a profile the resource claims.
+        validation:
+            Some(
+                passerelle_dev::conformance::validation(
+                    &passerelle_dev::medplum::default_medplum_dir(),
+                )
+                .expect("the published US Core definitions are installed by ./scripts/test"),
+            ),
     }
 }
 

@@ -205,6 +205,7 @@ pub async fn smart_env_with(o: EnvOptions) -> SmartEnv {
                         .trim_end_matches('/')
                         .to_string(),
                 ),
+                token: Some(launcher.system_token("system/*.cruds")),
             });
             opts.public_base = Some(launcher.fhir_base());
             Upstream::Hfs(Hfs::start(&opts).await.expect("hfs with auth starts"))

@@ -325,6 +325,7 @@ fn answered(link: &str, q: &str, code: &str) -> RecordedItem {
             }),
         )],
         absent: None,
+        groups: Vec::new(),
     }
 }
 

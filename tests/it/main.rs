@@ -11,6 +11,7 @@ mod common;
 
 mod act;
 mod browser;
+mod conformance;
 mod directory;
 mod engines;
 mod fhir_client;

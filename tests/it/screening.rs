@@ -39,11 +39,12 @@ fn answered(link: &str, q: &str, code: &str, display: &str) -> RecordedItem {
             }),
         )],
         absent: None,
+        groups: Vec::new(),
     }
 }
 
 /// Hunger Vital Sign positive, transportation positive, one item skipped.
-fn bundle(id: &str) -> Value {
+pub(crate) fn bundle(id: &str) -> Value {
     let items = vec![
         answered("hvs1", "88122-7", "LA28397-0", "Often true"),
         answered("hvs2", "88123-5", "LA28398-8", "Never true"),
@@ -58,6 +59,7 @@ fn bundle(id: &str) -> Value {
             },
             answers: vec![],
             absent: Some(Absent::Declined),
+            groups: Vec::new(),
         },
     ];
     let responses: Vec<ItemResponse> = items.iter().map(RecordedItem::response).collect();

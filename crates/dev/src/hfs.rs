@@ -36,6 +36,27 @@ pub struct HfsAuth {
     pub jwks_url: Url,
     pub issuer: String,
     pub audience: Option<String>,
+    /// A token hfs accepts with write access to StructureDefinition, to load
+    /// [`Validation::profiles`] at start.
+    pub token: Option<String>,
+}
+
+/// Write-path validation: hfs checks every create, update and transaction
+/// entry against the FHIR R4 core definitions (structure, cardinality, the
+/// FHIRPath invariants, required bindings to core value sets) and against
+/// every profile the resource claims in `meta.profile`, and refuses what
+/// fails with `422 Unprocessable Entity` and an OperationOutcome naming the
+/// element (`HFS_VALIDATION_MODE=enforce`).
+#[derive(Debug, Clone, Default)]
+pub struct Validation {
+    /// StructureDefinitions loaded at start: hfs enforces each on the
+    /// resources that claim it. When there are some, a claim of a profile
+    /// hfs does not hold is an error too (`HFS_VALIDATION_UNKNOWN_PROFILE`).
+    pub profiles: Vec<serde_json::Value>,
+    /// Constraint ids hfs does not evaluate, each with the reason (besides
+    /// hfs's own default, `dom-6`: "a resource should have narrative", a
+    /// best-practice warning).
+    pub suppress: Vec<(&'static str, &'static str)>,
 }
 
 #[derive(Debug, Clone)]
@@ -47,6 +68,9 @@ pub struct HfsOptions {
     /// development launcher's `/fhir/`): hfs writes it into `Location`
     /// headers and paging links. Defaults to hfs's own address.
     pub public_base: Option<Url>,
+    /// Write-path validation; `None`: hfs stores what it is sent (hfs's
+    /// default).
+    pub validation: Option<Validation>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +89,8 @@ pub enum HfsError {
     Exited(String),
     #[error("hfs was not ready after {0} s; its last lines:\n{1}")]
     NotReady(u64, String),
+    #[error("hfs refused the profile {0}: {1}")]
+    Profile(String, String),
 }
 
 /// A running hfs.
@@ -119,6 +145,25 @@ impl Hfs {
             .stdout(log)
             .stderr(log_err)
             .kill_on_drop(true);
+        if let Some(v) = &opts.validation {
+            let suppressed: Vec<&str> = std::iter::once("dom-6")
+                .chain(v.suppress.iter().map(|(id, _)| *id))
+                .collect();
+            cmd.env("HFS_VALIDATION_MODE", "enforce")
+                .env("HFS_VALIDATION_CONSTRAINTS", "true")
+                .env("HFS_VALIDATION_TERMINOLOGY", "embedded")
+                .env("HFS_VALIDATION_META_PROFILES", "true")
+                .env("HFS_VALIDATION_STORED_PROFILES", "true")
+                .env("HFS_VALIDATION_SUPPRESS_CONSTRAINTS", suppressed.join(","))
+                .env(
+                    "HFS_VALIDATION_UNKNOWN_PROFILE",
+                    if v.profiles.is_empty() {
+                        "warn"
+                    } else {
+                        "error"
+                    },
+                );
+        }
         if let Some(auth) = &opts.auth {
             cmd.env("HFS_AUTH_ENABLED", "true")
                 .env("HFS_AUTH_JWKS_URL", auth.jwks_url.as_str())
@@ -138,7 +183,48 @@ impl Hfs {
         let child = cmd.spawn().map_err(|e| HfsError::Spawn(e.to_string()))?;
         let mut hfs = Hfs { child, base, dir };
         hfs.wait_ready(Duration::from_secs(60)).await?;
+        if let Some(v) = &opts.validation {
+            let token = opts.auth.as_ref().and_then(|a| a.token.as_deref());
+            hfs.load_profiles(&v.profiles, token).await?;
+        }
         Ok(hfs)
+    }
+
+    /// Store each StructureDefinition (by `id`, so loading twice changes
+    /// nothing): hfs folds it into the profiles it validates against.
+    async fn load_profiles(
+        &self,
+        profiles: &[serde_json::Value],
+        token: Option<&str>,
+    ) -> Result<(), HfsError> {
+        let http = reqwest::Client::new();
+        for sd in profiles {
+            let url = sd["url"].as_str().unwrap_or("?").to_string();
+            let id = sd["id"]
+                .as_str()
+                .ok_or_else(|| HfsError::Profile(url.clone(), "no id".into()))?;
+            let mut req = http
+                .put(
+                    self.base
+                        .join(&format!("StructureDefinition/{id}"))
+                        .expect("valid URL"),
+                )
+                .header("content-type", "application/fhir+json")
+                .json(sd);
+            if let Some(t) = token {
+                req = req.bearer_auth(t);
+            }
+            let r = req
+                .send()
+                .await
+                .map_err(|e| HfsError::Profile(url.clone(), e.to_string()))?;
+            if !r.status().is_success() {
+                let status = r.status();
+                let body = r.text().await.unwrap_or_default();
+                return Err(HfsError::Profile(url, format!("{status}: {body}")));
+            }
+        }
+        Ok(())
     }
 
     async fn wait_ready(&mut self, limit: Duration) -> Result<(), HfsError> {
@@ -220,5 +306,6 @@ pub fn options(bin: Option<&Path>, definitions_dir: PathBuf) -> HfsOptions {
         definitions_dir,
         auth: None,
         public_base: None,
+        validation: None,
     }
 }

@@ -445,6 +445,7 @@ impl Launcher {
             jwks_url: self.jwks_url(),
             issuer: self.issuer(),
             audience: Some(self.audience()),
+            token: Some(self.system_token("system/*.cruds")),
         }
     }
 

@@ -5,6 +5,7 @@
 //! the tests and the benchmarks do.
 
 pub mod config;
+pub mod conformance;
 pub mod hfs;
 pub mod launcher;
 pub mod medplum;

@@ -119,6 +119,7 @@ pub fn task(r: &AppealRecord) -> Value {
     }
     let mut task = json!({
         "resourceType": "Task",
+        "meta": { "profile": [super::profiles::PASSERELLE_APPEAL_TASK] },
         "identifier": [{ "system": APPEAL_ID_SYSTEM, "value": format!("{}/task", r.id) }],
         "status": "requested",
         "intent": "order",

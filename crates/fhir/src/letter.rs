@@ -312,10 +312,19 @@ pub fn transaction(r: &LetterRecord) -> Value {
     };
     let mut doc = json!({
         "resourceType": "DocumentReference",
+        "meta": { "profile": [super::profiles::US_CORE_DOCUMENT_REFERENCE] },
         "identifier": [{ "system": LETTER_ID_SYSTEM, "value": r.id }],
         "status": "current",
         "docStatus": "final",
-        "type": { "coding": [{ "system": LETTER_TYPE_SYSTEM, "code": code, "display": words }], "text": words },
+        // US Core DocumentReference.type is bound (required) to LOINC
+        // document codes or v3 NullFlavor UNK: no LOINC code names these
+        // letters, so UNK stands beside Passerelle's own code.
+        "type": { "coding": [
+            { "system": LETTER_TYPE_SYSTEM, "code": code, "display": words },
+            { "system": "http://terminology.hl7.org/CodeSystem/v3-NullFlavor", "code": "UNK", "display": "unknown" }
+        ], "text": words },
+        // US Core DocumentReference.category:uscore (1..*, required binding).
+        "category": [{ "coding": [{ "system": "http://hl7.org/fhir/us/core/CodeSystem/us-core-documentreference-category", "code": "clinical-note", "display": "Clinical Note" }] }],
         "subject": { "reference": r.patient },
         "date": r.date,
         "description": r.title,

@@ -322,12 +322,17 @@ pub fn recorded(
         posted: &Posted,
         not_asked: &HashSet<String>,
         parent_enabled: bool,
+        groups: &[(String, String)],
         out: &mut Vec<Result<RecordedItem, String>>,
     ) {
         for item in items {
             let on = parent_enabled && enabled(item, posted) && !not_asked.contains(&item.link_id);
             if matches!(item.kind, Kind::Group | Kind::Display) || item.read_only {
-                walk(&item.items, posted, not_asked, on, out);
+                let mut inner = groups.to_vec();
+                if item.kind == Kind::Group {
+                    inner.push((item.link_id.clone(), item.text.en.clone()));
+                }
+                walk(&item.items, posted, not_asked, on, &inner, out);
                 continue;
             }
             if !on {
@@ -384,11 +389,12 @@ pub fn recorded(
                 question,
                 absent: answers.is_empty().then_some(Absent::Skipped),
                 answers,
+                groups: groups.to_vec(),
             }));
         }
     }
     let mut out = Vec::new();
-    walk(&form.items, posted, not_asked, true, &mut out);
+    walk(&form.items, posted, not_asked, true, &[], &mut out);
     out.into_iter().collect()
 }
 

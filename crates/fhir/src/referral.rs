@@ -24,8 +24,8 @@ use time::Date;
 use super::bundle::urn;
 use super::client::FhirClient;
 use super::error::FhirError;
-use super::sdoh;
 use super::views;
+use super::{profiles, sdoh};
 
 use crate::domain::directory::{Service, chart_facts};
 use crate::domain::evidence;
@@ -275,6 +275,7 @@ pub fn transaction(r: &ReferralRecord) -> Value {
     let (system, code, display) = r.code;
     let mut sr = json!({
         "resourceType": "ServiceRequest",
+        "meta": { "profile": [profiles::SDOHCC_SERVICE_REQUEST] },
         "identifier": [{ "system": REFERRAL_ID_SYSTEM, "value": sr_id }],
         "status": "active",
         "intent": "order",
@@ -310,6 +311,7 @@ pub fn transaction(r: &ReferralRecord) -> Value {
     }
     let task = json!({
         "resourceType": "Task",
+        "meta": { "profile": [profiles::SDOHCC_TASK_REFERRAL] },
         "identifier": [{ "system": REFERRAL_ID_SYSTEM, "value": task_id }],
         "status": "requested",
         "intent": "order",
@@ -350,6 +352,7 @@ fn consent(r: &ReferralRecord, consented: Consented, recipient: &Value) -> Value
     );
     json!({
         "resourceType": "Consent",
+        "meta": { "profile": [profiles::SDOHCC_CONSENT] },
         "identifier": [{ "system": REFERRAL_ID_SYSTEM, "value": format!("{}/consent", r.id) }],
         "status": "active",
         "scope": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy", "display": "Privacy Consent" }] },
@@ -447,6 +450,7 @@ pub fn patient_task(r: &PatientTaskRecord) -> Value {
     let place = super::service::materialise(r.service);
     let mut task = json!({
         "resourceType": "Task",
+        "meta": { "profile": [profiles::SDOHCC_TASK_PATIENT] },
         "identifier": [{ "system": REFERRAL_ID_SYSTEM, "value": task_id }],
         "language": r.language,
         "status": crate::domain::patient_task::INITIAL.code(),

@@ -30,6 +30,7 @@ use serde_json::{Value, json};
 use super::bundle::urn;
 use super::client::FhirClient;
 use super::error::FhirError;
+use super::profiles;
 
 use crate::domain::screening::Rules;
 use crate::domain::screening::{Absent, Answer, ItemResponse, Scored};
@@ -43,6 +44,7 @@ const CONDITION_CATEGORY: &str = "http://hl7.org/fhir/us/core/CodeSystem/conditi
 const DATA_ABSENT: &str = "http://terminology.hl7.org/CodeSystem/data-absent-reason";
 const INTERPRETATION: &str = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation";
 const CONFIDENTIALITY: &str = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality";
+const LOINC: &str = "http://loinc.org";
 
 /// The Condition codes per domain (`profiles/sdoh-conditions.json`).
 pub const SHIPPED_CONDITIONS: &str = include_str!("../../../profiles/sdoh-conditions.json");
@@ -113,6 +115,9 @@ pub struct RecordedItem {
     /// Coded answers with their display, or plain values.
     pub answers: Vec<(Answer, Option<Coding>)>,
     pub absent: Option<Absent>,
+    /// The groups the item sits in on its Questionnaire, outermost first
+    /// (linkId and text): the QuestionnaireResponse repeats that hierarchy.
+    pub groups: Vec<(String, String)>,
 }
 
 impl RecordedItem {
@@ -150,7 +155,72 @@ fn coding(c: &Coding) -> Value {
 }
 
 fn domain_category(d: Domain) -> Value {
-    json!({ "coding": [{ "system": SDOHCC_TEMPORARY_CODES, "code": d.code(), "display": d.label() }] })
+    json!({ "coding": [{ "system": SDOHCC_TEMPORARY_CODES, "code": d.code(), "display": category_display(d) }] })
+}
+
+/// The display of a domain's code as the SDOHCC temporary code system
+/// spells it (SDOHCC STU 2.3.0 `SDOHCCValueSetSDOHCategory`).
+pub fn category_display(d: Domain) -> &'static str {
+    match d {
+        Domain::FoodInsecurity => "Food Insecurity",
+        Domain::HousingInstability => "Housing Instability",
+        Domain::Homelessness => "Homelessness",
+        Domain::InadequateHousing => "Inadequate Housing",
+        Domain::TransportationInsecurity => "Transportation Insecurity",
+        Domain::UtilityInsecurity => "Utility Insecurity",
+        Domain::IntimatePartnerViolence => "Intimate Partner Violence",
+        Domain::FinancialInsecurity => "Financial Insecurity",
+        Domain::MedicalCostBurden => "Medical Cost Burden",
+        Domain::LanguageAccess => "Language Access",
+        Domain::PersonalHealthLiteracy => "Personal Health Literacy",
+        Domain::SocialConnection => "Social Connection",
+    }
+}
+
+/// The categories of every screening Observation: SDOHCC Observation
+/// Screening Response `category` 2..*, with `survey` (US Core screening
+/// assessment `category:survey`) and `sdoh` (SDOH-Obs-4), and the domains.
+fn observation_categories(domains: Vec<Domain>) -> Vec<Value> {
+    let mut categories = vec![
+        json!({ "coding": [{ "system": OBSERVATION_CATEGORY, "code": "social-history", "display": "Social History" }] }),
+        json!({ "coding": [{ "system": OBSERVATION_CATEGORY, "code": "survey", "display": "Survey" }] }),
+        json!({ "coding": [{ "system": US_CORE_CATEGORY, "code": "sdoh", "display": "SDOH" }] }),
+    ];
+    categories.extend(domains.into_iter().map(domain_category));
+    categories
+}
+
+/// The device that proposes an unconfirmed concern from the answers: the
+/// SDOHCC Condition asserter of a machine-generated condition is the
+/// `SDOHCC-ExtensionConditionAsserter` extension, a Device (SDOHCC STU 2.3.0
+/// `SDOHCCCondition.fsh`, `extension[asserterDevice]`; SDOH-Con-1: at most
+/// one asserter), not the clinician, who has not yet confirmed it.
+const ASSERTER_DEVICE: &str = "http://hl7.org/fhir/us/sdoh-clinicalcare/StructureDefinition/SDOHCC-ExtensionConditionAsserter";
+
+/// A QuestionnaireResponse's items in its Questionnaire's hierarchy: each
+/// answered item inside the groups it sits in, in the form's order (SDC
+/// QuestionnaireResponse: `item` mirrors `Questionnaire.item`).
+fn nest(items: Vec<(&[(String, String)], Value)>) -> Vec<Value> {
+    let mut out: Vec<Value> = Vec::new();
+    for (groups, item) in items {
+        let mut level = &mut out;
+        for (link_id, text) in groups {
+            let at = match level.iter().position(|g| g["linkId"] == *link_id) {
+                Some(i) => i,
+                None => {
+                    let mut g = json!({ "linkId": link_id, "item": [] });
+                    if !text.is_empty() {
+                        g["text"] = json!(text);
+                    }
+                    level.push(g);
+                    level.len() - 1
+                }
+            };
+            level = level[at]["item"].as_array_mut().expect("a group has items");
+        }
+        level.push(item);
+    }
+    out
 }
 
 fn entry(id_value: &str, resource: Value) -> Value {
@@ -241,12 +311,13 @@ pub async fn history(
 /// The transaction Bundle of one screening.
 pub fn transaction(r: &ScreeningRecord, conditions: &ConditionTable) -> Value {
     let restricted = r.scored.positive.contains(&Domain::IntimatePartnerViolence);
-    let meta = || {
+    let meta = |profile: &str| {
+        let mut m = json!({ "profile": [profile] });
         if restricted {
-            json!({ "security": [{ "system": CONFIDENTIALITY, "code": "R", "display": "restricted" }] })
-        } else {
-            Value::Null
+            m["security"] =
+                json!([{ "system": CONFIDENTIALITY, "code": "R", "display": "restricted" }]);
         }
+        m
     };
     let subject = json!({ "reference": r.patient });
     let encounter = r.encounter.map(|e| json!({ "reference": e }));
@@ -254,7 +325,7 @@ pub fn transaction(r: &ScreeningRecord, conditions: &ConditionTable) -> Value {
     let qr_url = urn(&qr_id);
     let mut entries = Vec::new();
 
-    let qr_items: Vec<Value> = r
+    let qr_items: Vec<(&[(String, String)], Value)> = r
         .items
         .iter()
         .filter(|i| i.absent.is_none() && !i.answers.is_empty())
@@ -267,7 +338,10 @@ pub fn transaction(r: &ScreeningRecord, conditions: &ConditionTable) -> Value {
                     json!({ k: v })
                 })
                 .collect();
-            json!({ "linkId": i.link_id, "text": i.text, "answer": answers })
+            (
+                i.groups.as_slice(),
+                json!({ "linkId": i.link_id, "text": i.text, "answer": answers }),
+            )
         })
         .collect();
     let mut qr = json!({
@@ -278,7 +352,7 @@ pub fn transaction(r: &ScreeningRecord, conditions: &ConditionTable) -> Value {
         "subject": subject,
         "authored": r.authored,
         "language": r.language,
-        "item": qr_items,
+        "item": nest(qr_items),
     });
     if let Some(e) = &encounter {
         qr["encounter"] = e.clone();
@@ -286,33 +360,46 @@ pub fn transaction(r: &ScreeningRecord, conditions: &ConditionTable) -> Value {
     if let Some(a) = r.author {
         qr["author"] = json!({ "reference": a });
     }
-    if restricted {
-        qr["meta"] = meta();
-    }
+    qr["meta"] = meta(profiles::US_CORE_QUESTIONNAIRE_RESPONSE);
     entries.push(entry(&qr_id, qr));
 
     // One Observation per item; remember the positive ones per domain.
     let mut evidence: BTreeMap<Domain, Vec<String>> = BTreeMap::new();
-    for (item, result) in r.items.iter().zip(&r.scored.items) {
-        let id_value = format!("{}/obs/{}", r.id, item.link_id);
-        let mut categories = vec![
-            json!({ "coding": [{ "system": OBSERVATION_CATEGORY, "code": "social-history", "display": "Social History" }] }),
-            json!({ "coding": [{ "system": OBSERVATION_CATEGORY, "code": "survey", "display": "Survey" }] }),
-            json!({ "coding": [{ "system": US_CORE_CATEGORY, "code": "sdoh", "display": "SDOH" }] }),
-        ];
-        categories.extend(result.domains.iter().map(|d| domain_category(*d)));
+    let observation = |id_value: &str, domains: Vec<Domain>, code: Value| {
         let mut obs = json!({
             "resourceType": "Observation",
-            "identifier": identifier(&id_value),
+            "meta": meta(profiles::SDOHCC_OBSERVATION_SCREENING_RESPONSE),
+            "identifier": identifier(id_value),
             "status": "final",
-            "category": categories,
-            "code": { "coding": [coding(&item.question)], "text": item.text },
+            "category": observation_categories(domains),
+            "code": code,
             "subject": subject,
             "effectiveDateTime": r.authored,
             "derivedFrom": [{ "reference": qr_url }],
         });
-        match (&item.absent, item.answers.first()) {
-            (None, Some((answer, display))) if item.answers.len() == 1 => {
+        if let Some(e) = &encounter {
+            obs["encounter"] = e.clone();
+        }
+        obs
+    };
+    let positive =
+        json!([{ "coding": [{ "system": INTERPRETATION, "code": "POS", "display": "Positive" }] }]);
+    for (item, result) in r.items.iter().zip(&r.scored.items) {
+        // SDOHCC Observation Screening Response: `code` from LOINC only
+        // (`code` ^requirements); an item with a local code stays in the
+        // QuestionnaireResponse alone.
+        if item.question.system != LOINC {
+            continue;
+        }
+        let id_value = format!("{}/obs/{}", r.id, item.link_id);
+        let code = json!({ "coding": [coding(&item.question)], "text": item.text });
+        let mut obs = observation(
+            &id_value,
+            result.domains.iter().copied().collect(),
+            code.clone(),
+        );
+        match (&item.absent, item.answers.as_slice()) {
+            (None, [(answer, display)]) => {
                 let (k, v) = answer_value(answer, display.as_ref());
                 let (k, v) = match k.as_str() {
                     "valueCoding" => ("valueCodeableConcept".to_string(), json!({ "coding": [v] })),
@@ -320,14 +407,31 @@ pub fn transaction(r: &ScreeningRecord, conditions: &ConditionTable) -> Value {
                 };
                 obs[k] = v;
             }
-            (None, Some(_)) => {
-                // Several answers (a multiple-choice item): one concept holding them all.
-                let codings: Vec<Value> = item
-                    .answers
-                    .iter()
-                    .filter_map(|(_, c)| c.as_ref().map(coding))
-                    .collect();
-                obs["valueCodeableConcept"] = json!({ "coding": codings });
+            (None, [_, _, ..]) => {
+                // A multiple-choice item: one Observation per answer, grouped
+                // under this one by `hasMember` (SDOHCC Observation Screening
+                // Response `hasMember[SupportedHasMember]`; US Core screening
+                // assessment: a multi-select answer is one Observation each).
+                let mut members = Vec::new();
+                for (n, (answer, display)) in item.answers.iter().enumerate() {
+                    let member_id = format!("{id_value}/{n}");
+                    let mut member = observation(
+                        &member_id,
+                        result.domains.iter().copied().collect(),
+                        code.clone(),
+                    );
+                    let (k, v) = answer_value(answer, display.as_ref());
+                    let (k, v) = match k.as_str() {
+                        "valueCoding" => {
+                            ("valueCodeableConcept".to_string(), json!({ "coding": [v] }))
+                        }
+                        _ => (k, v),
+                    };
+                    member[k] = v;
+                    members.push(json!({ "reference": urn(&member_id) }));
+                    entries.push(entry(&member_id, member));
+                }
+                obs["hasMember"] = Value::Array(members);
             }
             (absent, _) => {
                 let reason = absent.unwrap_or(Absent::Skipped);
@@ -336,57 +440,39 @@ pub fn transaction(r: &ScreeningRecord, conditions: &ConditionTable) -> Value {
             }
         }
         if result.positive {
-            obs["interpretation"] = json!([{ "coding": [{ "system": INTERPRETATION, "code": "POS", "display": "Positive" }] }]);
+            obs["interpretation"] = positive.clone();
             for d in &result.domains {
                 if r.scored.positive.contains(d) {
                     evidence.entry(*d).or_default().push(urn(&id_value));
                 }
             }
         }
-        if let Some(e) = &encounter {
-            obs["encounter"] = e.clone();
-        }
-        if restricted {
-            obs["meta"] = meta();
-        }
         entries.push(entry(&id_value, obs));
     }
     for total in &r.scored.totals {
         let id_value = format!("{}/total/{}", r.id, total.total);
-        let mut obs = json!({
-            "resourceType": "Observation",
-            "identifier": identifier(&id_value),
-            "status": "final",
-            "category": [
-                { "coding": [{ "system": OBSERVATION_CATEGORY, "code": "social-history", "display": "Social History" }] },
-                { "coding": [{ "system": OBSERVATION_CATEGORY, "code": "survey", "display": "Survey" }] },
-                { "coding": [{ "system": US_CORE_CATEGORY, "code": "sdoh", "display": "SDOH" }] },
-                domain_category(total.domain),
-            ],
-            "code": { "coding": [{ "system": "http://loinc.org", "code": total.total }] },
-            "subject": subject,
-            "effectiveDateTime": r.authored,
-            "derivedFrom": [{ "reference": qr_url }],
-        });
+        let mut obs = observation(
+            &id_value,
+            vec![total.domain],
+            json!({ "coding": [{ "system": LOINC, "code": total.total }] }),
+        );
         match total.value {
-            Some(v) => obs["valueInteger"] = json!(v),
+            // A score is a quantity with the UCUM unit {score} (US Core
+            // screening assessment: `valueQuantity`, us-core-3 UCUM).
+            Some(v) => {
+                obs["valueQuantity"] = json!({ "value": v, "unit": "{score}", "system": "http://unitsofmeasure.org", "code": "{score}" })
+            }
             None => {
                 obs["dataAbsentReason"] =
                     json!({ "coding": [{ "system": DATA_ABSENT, "code": "not-asked" }] })
             }
         }
         if total.positive {
-            obs["interpretation"] = json!([{ "coding": [{ "system": INTERPRETATION, "code": "POS", "display": "Positive" }] }]);
+            obs["interpretation"] = positive.clone();
             evidence
                 .entry(total.domain)
                 .or_default()
                 .push(urn(&id_value));
-        }
-        if let Some(e) = &encounter {
-            obs["encounter"] = e.clone();
-        }
-        if restricted {
-            obs["meta"] = meta();
         }
         entries.push(entry(&id_value, obs));
     }
@@ -400,6 +486,7 @@ pub fn transaction(r: &ScreeningRecord, conditions: &ConditionTable) -> Value {
             .collect();
         let mut condition = json!({
             "resourceType": "Condition",
+            "meta": meta(profiles::SDOHCC_CONDITION),
             "identifier": identifier(&id_value),
             "clinicalStatus": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active" }] },
             "verificationStatus": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/condition-ver-status", "code": "unconfirmed" }] },
@@ -416,11 +503,13 @@ pub fn transaction(r: &ScreeningRecord, conditions: &ConditionTable) -> Value {
         if let Some(e) = &encounter {
             condition["encounter"] = e.clone();
         }
+        // Proposed by Passerelle's screening rules: the asserter is the
+        // software (a Device); the clinician who ran the screening recorded it.
+        condition["extension"] = json!([{ "url": ASSERTER_DEVICE, "valueReference": {
+            "type": "Device", "display": "Passerelle screening rules"
+        } }]);
         if let Some(a) = r.author {
-            condition["asserter"] = json!({ "reference": a });
-        }
-        if restricted {
-            condition["meta"] = meta();
+            condition["recorder"] = json!({ "reference": a });
         }
         entries.push(entry(&id_value, condition));
     }
@@ -466,6 +555,7 @@ mod tests {
             } else {
                 None
             },
+            groups: Vec::new(),
         }
     }
 
@@ -563,6 +653,98 @@ mod tests {
     }
 
     #[test]
+    fn a_multi_select_answer_is_a_panel_of_one_observation_per_answer() {
+        let mut multi = item("q9", "96778-6", Some(("LA31996-4", "Problems with pests")));
+        multi.answers.push((
+            Answer::Code("LA28580-1".into()),
+            Some(Coding {
+                system: "http://loinc.org".into(),
+                code: "LA28580-1".into(),
+                display: "Mold".into(),
+            }),
+        ));
+        multi.groups = vec![("housing".into(), "Housing".into())];
+        let mut local = item("q0", "safety-agreed", Some(("yes", "Yes")));
+        local.question.system =
+            "http://passerelle.example.org/fhir/CodeSystem/screening-question".into();
+        let b = build(&[multi, local], &BTreeMap::new());
+        let obs = of_type(&b, "Observation");
+        assert_eq!(
+            obs.len(),
+            3,
+            "two answers and their panel; no Observation for a local code"
+        );
+        let panel = obs.iter().find(|o| o["hasMember"].is_array()).unwrap();
+        assert!(panel.get("valueCodeableConcept").is_none());
+        let members: Vec<&Value> = obs
+            .iter()
+            .filter(|o| o["hasMember"].is_null())
+            .copied()
+            .collect();
+        assert_eq!(members.len(), 2);
+        for m in &members {
+            assert_eq!(
+                m["valueCodeableConcept"]["coding"]
+                    .as_array()
+                    .unwrap()
+                    .len(),
+                1
+            );
+            assert_eq!(m["code"]["coding"][0]["code"], "96778-6");
+            let url = b["entry"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| &&e["resource"] == m)
+                .unwrap()["fullUrl"]
+                .clone();
+            assert!(
+                panel["hasMember"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|h| h["reference"] == url)
+            );
+            assert_eq!(
+                m["meta"]["profile"][0],
+                profiles::SDOHCC_OBSERVATION_SCREENING_RESPONSE
+            );
+        }
+        let qr = of_type(&b, "QuestionnaireResponse")[0];
+        assert_eq!(
+            qr["meta"]["profile"][0],
+            profiles::US_CORE_QUESTIONNAIRE_RESPONSE
+        );
+        assert_eq!(
+            qr["item"][0]["linkId"], "housing",
+            "items sit in their Questionnaire group"
+        );
+        assert_eq!(qr["item"][0]["item"][0]["linkId"], "q9");
+        assert_eq!(
+            qr["item"][1]["linkId"], "q0",
+            "a local item is kept in the response"
+        );
+    }
+
+    #[test]
+    fn a_proposed_concern_is_asserted_by_the_software_and_recorded_by_the_clinician() {
+        let b = build(
+            &[item("q1", "88122-7", Some(("LA6729-3", "Sometimes true")))],
+            &BTreeMap::new(),
+        );
+        let c = of_type(&b, "Condition")[0];
+        assert_eq!(c["meta"]["profile"][0], profiles::SDOHCC_CONDITION);
+        assert!(
+            c.get("asserter").is_none(),
+            "SDOH-Con-1: one asserter, the device"
+        );
+        assert_eq!(c["extension"][0]["url"], ASSERTER_DEVICE);
+        assert_eq!(c["extension"][0]["valueReference"]["type"], "Device");
+        assert_eq!(c["recorder"]["reference"], "Practitioner/pas-prac-moreau");
+        assert_eq!(c["category"][2]["coding"][0]["display"], "Food Insecurity");
+    }
+
+    #[test]
     fn the_same_screening_builds_the_same_bundle_so_resending_is_idempotent() {
         let items = [item("q1", "88122-7", Some(("LA28397-0", "Often true")))];
         assert_eq!(
@@ -584,7 +766,8 @@ mod tests {
             .into_iter()
             .find(|o| o["code"]["coding"][0]["code"] == "95614-4")
             .unwrap();
-        assert_eq!(total["valueInteger"], 16);
+        assert_eq!(total["valueQuantity"]["value"], 16);
+        assert_eq!(total["valueQuantity"]["code"], "{score}");
         assert_eq!(total["interpretation"][0]["coding"][0]["code"], "POS");
         let c = &of_type(&b, "Condition")[0];
         assert_eq!(

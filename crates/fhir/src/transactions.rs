@@ -103,6 +103,7 @@ fn every_question(form: &questionnaire::Form) -> Vec<RecordedItem> {
                 question: i.code.clone()?,
                 answers: vec![],
                 absent: Some(Absent::Skipped),
+                groups: Vec::new(),
             })
         })
         .collect()
