@@ -122,7 +122,16 @@ async fn a_screening_a_referral_and_its_task_update_go_through_an_ehr_launch_on_
     assert_eq!(accepted.status, 200, "{}", accepted.body);
     let t = env.fhir_json(&format!("Task/{task_id}")).await;
     assert_eq!(t["status"], "accepted");
-    assert_eq!(t["note"][0]["text"], "Called");
+    // The move made on the service's behalf says so, then the user's note.
+    let notes: Vec<&str> = t["note"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(notes.len(), 2, "{notes:?}");
+    assert!(notes[0].contains("on behalf of"), "{notes:?}");
+    assert_eq!(notes[1], "Called");
     // A stale version is refused by Medplum as by hfs (409 page).
     let stale = change(&browser, &task_url, &shown, "performer:in-progress", "", "").await;
     assert_eq!(stale.status, 409, "{}", stale.body);

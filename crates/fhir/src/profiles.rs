@@ -115,7 +115,8 @@ mod tests {
                     SDOHCC_BASE,
                     US_CORE_BASE,
                     PASSERELLE_BASE,
-                    "http://hl7.org/fhir/uv/sdc/"
+                    "http://hl7.org/fhir/uv/sdc/",
+                    "http://hl7.org/fhir/uv/subscriptions-backport/"
                 ]
                 .iter()
                 .any(|b| p.starts_with(b)),
