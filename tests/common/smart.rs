@@ -846,6 +846,16 @@ pub fn link(html: &str, id: &str) -> String {
 }
 
 /// The resources of a search Bundle.
+/// The texts of a Task's notes, in order.
+pub fn note_texts(task: &Value) -> Vec<&str> {
+    task["note"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|n| n["text"].as_str().unwrap())
+        .collect()
+}
+
 pub fn entries(bundle: &Value) -> Vec<Value> {
     bundle["entry"]
         .as_array()

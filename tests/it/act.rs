@@ -184,12 +184,7 @@ async fn a_referral_is_recorded_once_with_consent_and_taken_through_its_lifecycl
     assert_eq!(t["status"], "completed");
     // Each of the service's moves made at the practice says so, before the
     // user's own note.
-    let notes: Vec<&str> = t["note"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["text"].as_str().unwrap())
-        .collect();
+    let notes = common::smart::note_texts(&t);
     assert_eq!(notes[1], "Pantry called the patient");
     assert!(
         notes[0].starts_with("Status set to accepted by the practice, on behalf of "),

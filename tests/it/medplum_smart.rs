@@ -123,12 +123,7 @@ async fn a_screening_a_referral_and_its_task_update_go_through_an_ehr_launch_on_
     let t = env.fhir_json(&format!("Task/{task_id}")).await;
     assert_eq!(t["status"], "accepted");
     // The move made on the service's behalf says so, then the user's note.
-    let notes: Vec<&str> = t["note"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["text"].as_str().unwrap())
-        .collect();
+    let notes = common::smart::note_texts(&t);
     assert_eq!(notes.len(), 2, "{notes:?}");
     assert!(notes[0].contains("on behalf of"), "{notes:?}");
     assert_eq!(notes[1], "Called");
