@@ -145,6 +145,11 @@ pub const RESOURCE_SCOPES: &[(&str, &str, &str)] = &[
         "screening history; recording a screening",
     ),
     ("QuestionnaireResponse", "crs", "recording a screening"),
+    (
+        "Questionnaire",
+        "crs",
+        "publishing the screening form a response answers",
+    ),
     ("Condition", "crus", "health concerns; confirming them"),
     ("ServiceRequest", "crus", "referrals"),
     ("Task", "crus", "referrals, appeals and their follow-up"),
@@ -215,6 +220,7 @@ pub const FEATURES: &[Feature] = &[
         name: "Record a screening",
         needs: &[
             ("QuestionnaireResponse", 'c'),
+            ("Questionnaire", 'c'),
             ("Observation", 'c'),
             ("Condition", 'c'),
         ],

@@ -532,10 +532,16 @@ impl Launch {
     }
 }
 
-/// The directory resources a referral writes beside the patient's own: the
-/// service, the organisation that provides it and where (they are about no
+/// The shared resources a write may carry beside the patient's own: the
+/// directory service a referral names, the organisation that provides it
+/// and where, and the Questionnaire a screening answers (they are about no
 /// patient, and hold nothing of one).
-const DIRECTORY_TYPES: [&str; 3] = ["HealthcareService", "Organization", "Location"];
+const DIRECTORY_TYPES: [&str; 4] = [
+    "HealthcareService",
+    "Organization",
+    "Location",
+    "Questionnaire",
+];
 
 /// Every patient reference a resource's subject fields hold
 /// (`subject`, `patient`, `for`, `beneficiary`) must be `patient`, and at

@@ -53,6 +53,9 @@ struct Shared {
     http: reqwest::Client,
     rules: Arc<Mutex<Rules>>,
     count: Arc<AtomicUsize>,
+    /// Requests the target has answered in full (counted once its answer's
+    /// body is read, whether or not the client still waits for it).
+    answered: Arc<AtomicUsize>,
     seen: Arc<Mutex<Vec<String>>>,
 }
 
@@ -73,6 +76,7 @@ impl Proxy {
                 .unwrap(),
             rules: Arc::default(),
             count: Arc::default(),
+            answered: Arc::default(),
             seen: Arc::default(),
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -124,6 +128,21 @@ impl Proxy {
 
     pub fn reset_count(&self) {
         self.shared.count.store(0, Ordering::SeqCst);
+    }
+
+    /// Wait until the target has answered `n` requests in all (for a
+    /// [`Fault::ForwardThenHang`]: the server has finished with the request
+    /// the client gave up on); panics after `within`.
+    pub async fn wait_answered(&self, n: usize, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        while self.shared.answered.load(Ordering::SeqCst) < n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the target answered {} of {n} requests within {within:?}",
+                self.shared.answered.load(Ordering::SeqCst)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 
@@ -214,14 +233,22 @@ async fn forward(State(s): State<Shared>, req: Request) -> Response {
             body = serde_json::to_vec(&bundle).unwrap().into();
         }
     }
-    let upstream = match s
-        .http
-        .request(method, target)
-        .headers(headers)
-        .body(body)
-        .send()
-        .await
-    {
+    let request = s.http.request(method, target).headers(headers).body(body);
+    if let Some(Fault::ForwardThenHang) = fault {
+        // The target gets the whole request and answers it even after the
+        // client gives up (a dropped connection would let the server cancel
+        // it): only the answer is lost.
+        let answered = s.answered.clone();
+        tokio::spawn(async move {
+            if let Ok(r) = request.send().await {
+                let _ = r.bytes().await;
+            }
+            answered.fetch_add(1, Ordering::SeqCst);
+        });
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        return StatusCode::GATEWAY_TIMEOUT.into_response();
+    }
+    let upstream = match request.send().await {
         Ok(r) => r,
         Err(_) => return StatusCode::BAD_GATEWAY.into_response(),
     };
@@ -230,12 +257,10 @@ async fn forward(State(s): State<Shared>, req: Request) -> Response {
     out_headers.remove("content-length");
     out_headers.remove("transfer-encoding");
     let mut bytes = upstream.bytes().await.unwrap_or_default().to_vec();
+    s.answered.fetch_add(1, Ordering::SeqCst);
     if let Some(Fault::ForwardFirst(k)) = fault {
         let outcome = operation_outcome(&format!("failed after entry {k}"));
         return (StatusCode::SERVICE_UNAVAILABLE, outcome).into_response();
-    }
-    if let Some(Fault::ForwardThenHang) = fault {
-        tokio::time::sleep(Duration::from_secs(3600)).await;
     }
     if let Some(Fault::Rewrite(f)) = fault
         && let Ok(v) = serde_json::from_slice(&bytes)

@@ -673,11 +673,15 @@ async fn a_referral_or_appeal_sent_again_after_a_timeout_is_recorded_once() {
         },
         authored: "2026-11-22T10:00:00Z",
     });
-    for bundle in [&referral, &appeal] {
+    for (n, bundle) in [&referral, &appeal].into_iter().enumerate() {
         proxy.fault("/", Fault::ForwardThenHang);
         let err = short.transaction(bundle).await.unwrap_err();
         assert!(matches!(err, FhirError::Timeout { .. }), "{err:?}");
         proxy.clear();
+        // The server finished with it, its answer lost; then it is sent again.
+        proxy
+            .wait_answered(2 * n + 1, Duration::from_secs(60))
+            .await;
         short.transaction(bundle).await.unwrap();
     }
     let count = |t: &'static str, system: &'static str, value: &'static str| {

@@ -188,6 +188,7 @@ async fn sending_again_after_a_lost_response_or_a_server_error_creates_nothing_t
     assert!(matches!(err, FhirError::Timeout { .. }), "{err:?}");
     assert_eq!(proxy.count(), 1, "the transaction was sent once");
     proxy.clear();
+    proxy.wait_answered(1, Duration::from_secs(60)).await;
     assert_eq!(
         counts(&direct, "scr-b").await,
         (1, 4, 2),

@@ -109,7 +109,7 @@ async fn check_reports_each_capability_of_hfs_and_its_write_probe_leaves_nothing
     // What hfs 0.2.7 does, measured: it honours Prefer: handling=strict
     // (an unknown parameter is a 400), accepts our _sorts, records a
     // transaction of conditional creates the size of the largest Passerelle
-    // sends (22 entries), and applies a
+    // sends (23 entries), and applies a
     // transaction with a failing entry as a whole (400, nothing kept).
     let strict = row("Prefer: handling=strict");
     assert!(strict.ok, "{strict:?}");

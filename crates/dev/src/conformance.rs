@@ -359,7 +359,16 @@ pub fn validation(medplum_dir: &Path) -> Result<crate::hfs::Validation, String> 
     profiles.extend(Table::shipped().structure_definitions());
     Ok(crate::hfs::Validation {
         profiles,
-        suppress: Vec::new(),
+        // hfs 0.2.7 evaluates R4 `que-7` (`operator = 'exists' implies
+        // (answer is Boolean)`) as false on `answerBoolean: true`, so it
+        // refuses every conformant Questionnaire using `exists` (the AHC
+        // HRSN form's follow-ups). Passerelle's own form reader enforces
+        // que-7 on every form it publishes
+        // (`questionnaire::tests::exists_needs_a_boolean_answer`).
+        suppress: vec![(
+            "que-7",
+            "hfs 0.2.7 misreads `answer is Boolean` on answerBoolean; enforced by Passerelle's form reader",
+        )],
     })
 }
 

@@ -43,6 +43,14 @@ pub const SDOHCC_CONSENT: &str =
 /// SDOHCC HealthcareService: a community service that takes referrals.
 pub const SDOHCC_HEALTHCARE_SERVICE: &str =
     "http://hl7.org/fhir/us/sdoh-clinicalcare/StructureDefinition/SDOHCC-HealthcareService";
+/// SDOHCC Location: where a community service is given (on US Core
+/// Location).
+pub const SDOHCC_LOCATION: &str =
+    "http://hl7.org/fhir/us/sdoh-clinicalcare/StructureDefinition/SDOHCC-Location";
+/// US Core Organization: the organisation that provides a community
+/// service (SDOHCC references organisations as US Core Organization).
+pub const US_CORE_ORGANIZATION: &str =
+    "http://hl7.org/fhir/us/core/StructureDefinition/us-core-organization";
 /// US Core QuestionnaireResponse: the screening form as answered.
 pub const US_CORE_QUESTIONNAIRE_RESPONSE: &str =
     "http://hl7.org/fhir/us/core/StructureDefinition/us-core-questionnaireresponse";
@@ -66,10 +74,12 @@ pub const PASSERELLE_APPEAL_TASK: &str =
 /// (SDOHCC HealthcareService, slice `telecom[AppointmentContact]`).
 pub const SDOHCC_TELECOM_APPOINTMENT: &str = "http://hl7.org/fhir/us/sdoh-clinicalcare/StructureDefinition/SDOHCC-ExtensionHealthcareServiceTelecomAppointment";
 
-/// Every profile Passerelle claims somewhere. ([`SDC_QUESTIONNAIRE`] is
-/// not among them: Passerelle does not write its Questionnaires to the
-/// EHR yet.)
-pub const CLAIMED: [&str; 11] = [
+/// Every profile Passerelle claims somewhere.
+pub const CLAIMED: [&str; 15] = [
+    SDC_QUESTIONNAIRE,
+    SDOHCC_HEALTHCARE_SERVICE,
+    SDOHCC_LOCATION,
+    US_CORE_ORGANIZATION,
     SDOHCC_CONDITION,
     SDOHCC_OBSERVATION_SCREENING_RESPONSE,
     SDOHCC_SERVICE_REQUEST,

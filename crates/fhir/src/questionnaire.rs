@@ -218,10 +218,14 @@ fn item(v: &Value) -> Result<Item, String> {
                         .map(|n| n.to_string())
                 });
             match (c["operator"].as_str(), answer) {
-                (Some("exists"), _) => Ok(Condition::Exists(
-                    q,
-                    c["answerBoolean"].as_bool().unwrap_or(true),
-                )),
+                // R4 Questionnaire invariant que-7: `exists` is answered
+                // with a boolean (`answerBoolean`), nothing else.
+                (Some("exists"), _) => match c["answerBoolean"].as_bool() {
+                    Some(b) => Ok(Condition::Exists(q, b)),
+                    None => Err(format!(
+                        "item {link_id}: enableWhen `exists` needs answerBoolean (R4 que-7)"
+                    )),
+                },
                 (Some("="), Some(a)) => Ok(Condition::Equals(q, a)),
                 (Some("!="), Some(a)) => Ok(Condition::NotEquals(q, a)),
                 (op, _) => Err(format!(
@@ -285,6 +289,54 @@ pub fn shipped() -> Result<BTreeMap<String, Form>, String> {
         })
         .collect()
 }
+
+/// Identifiers of the Questionnaires Passerelle publishes: `<id>-<version>`,
+/// the key of their conditional create.
+pub const QUESTIONNAIRE_ID_SYSTEM: &str = "http://passerelle.example.org/fhir/sid/questionnaire";
+
+/// The shipped Questionnaire whose canonical (`url|version`) is `canonical`,
+/// as Passerelle publishes it on the EHR's server, so that a
+/// QuestionnaireResponse's `questionnaire` resolves there (R4
+/// QuestionnaireResponse.questionnaire is a canonical to the form answered;
+/// US Core QuestionnaireResponse takes it from SDC, which expects it to
+/// resolve). It claims SDC Questionnaire, carries the `versionAlgorithm`
+/// extension SDC's invariant sdc-2 asks for beside a `version` (semver,
+/// <http://hl7.org/fhir/version-algorithm>), and an identifier to be
+/// created once (`None`: not one of Passerelle's forms).
+pub fn publication(canonical: &str) -> Option<Value> {
+    let (url, version) = canonical.split_once('|')?;
+    SHIPPED
+        .files()
+        .filter(|f| f.path().extension().and_then(|e| e.to_str()) == Some("json"))
+        .filter_map(|f| serde_json::from_slice::<Value>(f.contents()).ok())
+        .find(|q| q["url"] == url && q["version"] == version)
+        .map(|mut q| {
+            let id = q["id"].as_str().unwrap_or_default().to_string();
+            if let Some(o) = q.as_object_mut() {
+                o.remove("id");
+            }
+            q["meta"] = serde_json::json!({ "profile": [super::profiles::SDC_QUESTIONNAIRE] });
+            q["identifier"] = serde_json::json!([{
+                "system": QUESTIONNAIRE_ID_SYSTEM,
+                "value": format!("{id}-{version}")
+            }]);
+            let algorithm = serde_json::json!({
+                "url": VERSION_ALGORITHM,
+                "valueCoding": { "system": "http://hl7.org/fhir/version-algorithm", "code": "semver" }
+            });
+            match q["extension"].as_array_mut() {
+                Some(list) if !list.iter().any(|e| e["url"] == VERSION_ALGORITHM) => {
+                    list.push(algorithm)
+                }
+                Some(_) => {}
+                None => q["extension"] = serde_json::json!([algorithm]),
+            }
+            q
+        })
+}
+
+/// The R5 `versionAlgorithm` element as an R4 extension.
+const VERSION_ALGORITHM: &str = "http://hl7.org/fhir/StructureDefinition/artifact-versionAlgorithm";
 
 /// Answers as a form posted them: linkId → raw values (`code` of a choice,
 /// `true`/`false`, a number or text).
@@ -470,6 +522,32 @@ mod tests {
             item.answers,
             vec![(Answer::Text("Tiếng Việt".into()), None)]
         );
+    }
+
+    #[test]
+    fn exists_needs_a_boolean_answer() {
+        let form = |when: serde_json::Value| {
+            serde_json::json!({
+                "resourceType": "Questionnaire", "id": "q", "url": "http://example.org/q",
+                "version": "1", "status": "active",
+                "item": [
+                    { "linkId": "a", "type": "boolean", "text": "A" },
+                    { "linkId": "b", "type": "boolean", "text": "B", "enableWhen": [when] }
+                ]
+            })
+        };
+        let ok = form(
+            serde_json::json!({ "question": "a", "operator": "exists", "answerBoolean": false }),
+        );
+        assert!(parse(&ok).is_ok());
+        let coded = form(serde_json::json!({
+            "question": "a", "operator": "exists",
+            "answerCoding": { "system": "http://example.org", "code": "x" }
+        }));
+        let err = parse(&coded).unwrap_err();
+        assert!(err.contains("que-7"), "{err}");
+        let bare = form(serde_json::json!({ "question": "a", "operator": "exists" }));
+        assert!(parse(&bare).unwrap_err().contains("answerBoolean"));
     }
 
     #[test]

@@ -471,7 +471,11 @@ pub fn patient_task(r: &PatientTaskRecord) -> Value {
     if r.kind == PatientTaskKind::ReviewMaterial {
         // The material to read: the service's own words from the directory,
         // as a DocumentReference the Task focuses on (as in the SDOHCC
-        // review-material example).
+        // review-material example). It claims no profile: it is a handout,
+        // not a clinical note (US Core DocumentReference's category codes
+        // are clinical notes), and SDOHCC's example
+        // (SDOHCC-TaskPatientReviewInformationCompletedExample) is a base
+        // DocumentReference too.
         let doc_id = format!("{}/material", r.id);
         let s = r.service;
         let text = [

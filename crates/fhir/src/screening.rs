@@ -513,6 +513,20 @@ pub fn transaction(r: &ScreeningRecord, conditions: &ConditionTable) -> Value {
         }
         entries.push(entry(&id_value, condition));
     }
+    // The form answered, created on the server the first time one of its
+    // responses is recorded, so that `questionnaire` resolves there (last:
+    // it is no part of the patient's record).
+    if let Some(q) = super::questionnaire::publication(r.questionnaire) {
+        let key = q["identifier"][0]["value"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        entries.push(super::bundle::conditional_create(
+            super::questionnaire::QUESTIONNAIRE_ID_SYSTEM,
+            &key,
+            q,
+        ));
+    }
     json!({ "resourceType": "Bundle", "type": "transaction", "entry": entries })
 }
 
@@ -641,7 +655,8 @@ mod tests {
             assert_eq!(
                 e["request"]["ifNoneExist"],
                 format!(
-                    "identifier={SCREENING_ID_SYSTEM}|{}",
+                    "identifier={}|{}",
+                    value["system"].as_str().unwrap(),
                     value["value"].as_str().unwrap()
                 )
             );
@@ -649,6 +664,51 @@ mod tests {
         assert!(
             !b.to_string().contains("\"security\""),
             "no restriction without IPV"
+        );
+    }
+
+    #[test]
+    fn the_form_answered_is_published_once_and_the_response_names_it() {
+        let b = build(
+            &[item("q1", "88122-7", Some(("LA6729-3", "Sometimes true")))],
+            &BTreeMap::new(),
+        );
+        let forms = of_type(&b, "Questionnaire");
+        assert_eq!(forms.len(), 1);
+        let q = forms[0];
+        let qr = of_type(&b, "QuestionnaireResponse")[0];
+        assert_eq!(
+            qr["questionnaire"],
+            format!(
+                "{}|{}",
+                q["url"].as_str().unwrap(),
+                q["version"].as_str().unwrap()
+            )
+        );
+        assert_eq!(q["meta"]["profile"][0], profiles::SDC_QUESTIONNAIRE);
+        assert!(q.get("id").is_none(), "created, never overwritten");
+        let entry = b["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["resource"]["resourceType"] == "Questionnaire")
+            .unwrap();
+        assert_eq!(entry["request"]["method"], "POST");
+        assert_eq!(
+            entry["request"]["ifNoneExist"],
+            "identifier=http://passerelle.example.org/fhir/sid/questionnaire|hunger-vital-sign-1.0.0"
+        );
+        // SDC sdc-2: a version comes with its algorithm.
+        assert!(
+            q["extension"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["valueCoding"]["code"] == "semver")
+        );
+        // A form that is not one of Passerelle's is not published.
+        assert!(
+            crate::questionnaire::publication("http://example.org/Questionnaire/other|1").is_none()
         );
     }
 
@@ -745,6 +805,34 @@ mod tests {
     }
 
     #[test]
+    fn every_condition_code_written_is_read_back_as_its_domain() {
+        let written = ConditionTable::shipped();
+        let read = crate::domain::evidence::ConditionCodes::shipped();
+        let mut coded = 0;
+        for d in Domain::ALL {
+            let code = written.code(d);
+            for c in code["coding"].as_array().into_iter().flatten() {
+                let (system, value) = (c["system"].as_str().unwrap(), c["code"].as_str().unwrap());
+                let back = read.domain(system, value);
+                // Z59.87 reads as financial insecurity (the reading table's
+                // stated choice); a Condition Passerelle wrote also carries
+                // its own domain category, which wins.
+                if d == Domain::MedicalCostBurden {
+                    assert_eq!(back, Some(Domain::FinancialInsecurity), "{value}");
+                } else {
+                    assert_eq!(back, Some(d), "{system}|{value}");
+                }
+                coded += 1;
+            }
+        }
+        assert!(coded >= 13, "{coded} codings");
+        assert_eq!(
+            written.code(Domain::SocialConnection)["coding"][0]["code"],
+            "422650009"
+        );
+    }
+
+    #[test]
     fn the_same_screening_builds_the_same_bundle_so_resending_is_idempotent() {
         let items = [item("q1", "88122-7", Some(("LA28397-0", "Often true")))];
         assert_eq!(
@@ -778,7 +866,12 @@ mod tests {
             c["code"].get("coding").is_none(),
             "no unconfirmed code is invented"
         );
-        for e in b["entry"].as_array().unwrap() {
+        let records = b["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["resource"]["resourceType"] != "Questionnaire");
+        for e in records {
             assert_eq!(
                 e["resource"]["meta"]["security"][0]["code"], "R",
                 "{}",

@@ -21,7 +21,10 @@
 use serde_json::{Value, json};
 
 use super::bundle::urn;
-use super::profiles::SDOHCC_TELECOM_APPOINTMENT;
+use super::profiles::{
+    SDOHCC_HEALTHCARE_SERVICE, SDOHCC_LOCATION, SDOHCC_TELECOM_APPOINTMENT, US_CORE_ORGANIZATION,
+    claim,
+};
 use crate::domain::directory::{Capacity, Service};
 use crate::domain::sdoh::SDOHCC_TEMPORARY_CODES;
 
@@ -125,6 +128,7 @@ pub fn materialise(service: &Service) -> Materialised {
     if !org_telecom.is_empty() {
         org["telecom"] = json!(org_telecom);
     }
+    claim(&mut org, US_CORE_ORGANIZATION);
     let (org_urn, org_entry) = keyed(HSDS_ORGANIZATION_SYSTEM, &org_key, org);
     let organization = json!({ "reference": org_urn, "display": org_name });
     let mut entries = Vec::new();
@@ -149,14 +153,16 @@ pub fn materialise(service: &Service) -> Materialised {
     if !service.eligibility.is_empty() {
         hcs["eligibility"] = json!([{ "comment": service.eligibility }]);
     }
-    // SDOHCC HealthcareService, slice telecom[AppointmentContact]: the phone
-    // (or e-mail) a patient uses to make an appointment, flagged by the
+    // SDOHCC HealthcareService, slice telecom[AppointmentContact] (1..*):
+    // the phone a patient uses to make an appointment, or the e-mail when
+    // the directory has no phone, flagged by the
     // SDOHCC-ExtensionHealthcareServiceTelecomAppointment extension.
     let appointment = json!([{ "url": SDOHCC_TELECOM_APPOINTMENT, "valueBoolean": true }]);
-    let telecom: Vec<Value> = [
-        service.phone.as_ref().map(
-            |p| json!({ "extension": appointment, "system": "phone", "value": p, "use": "work" }),
-        ),
+    let mut telecom: Vec<Value> = [
+        service
+            .phone
+            .as_ref()
+            .map(|p| json!({ "system": "phone", "value": p, "use": "work" })),
         service
             .email
             .as_ref()
@@ -169,8 +175,21 @@ pub fn materialise(service: &Service) -> Materialised {
     .into_iter()
     .flatten()
     .collect();
+    let bookable = telecom
+        .first_mut()
+        .filter(|t| t["system"] == "phone" || t["system"] == "email");
+    let profiled = bookable.is_some();
+    if let Some(t) = bookable {
+        t["extension"] = appointment;
+    }
     if !telecom.is_empty() {
         hcs["telecom"] = json!(telecom);
+    }
+    // A service the directory gives no phone or e-mail for cannot meet the
+    // profile's AppointmentContact slice, so it claims none (it stays a
+    // valid R4 HealthcareService).
+    if profiled {
+        claim(&mut hcs, SDOHCC_HEALTHCARE_SERVICE);
     }
     if !service.languages.is_empty() {
         hcs["communication"] = json!(
@@ -232,6 +251,7 @@ pub fn materialise(service: &Service) -> Materialised {
         if let Some((lat, lon)) = service.location {
             location["position"] = json!({ "latitude": lat, "longitude": lon });
         }
+        claim(&mut location, SDOHCC_LOCATION);
         let (loc_urn, loc_entry) = keyed(HSDS_LOCATION_SYSTEM, &place.id, location);
         hcs["location"] = json!([{ "reference": loc_urn }]);
         entries.push(loc_entry);
@@ -319,5 +339,41 @@ mod tests {
         assert_eq!(materialise(hidden).entries, m.entries);
         assert_eq!(fhir_time("9:05"), Some("09:05:00".into()));
         assert_eq!(fhir_time("25:00"), None);
+    }
+
+    #[test]
+    fn each_resource_claims_its_profile_and_a_service_no_one_can_book_claims_none() {
+        let d = Directory::shipped();
+        let pantry = pantry(&d);
+        let m = materialise(&pantry);
+        let claimed: Vec<&Value> = m
+            .entries
+            .iter()
+            .map(|e| &e["resource"]["meta"]["profile"][0])
+            .collect();
+        assert_eq!(
+            claimed,
+            [
+                SDOHCC_HEALTHCARE_SERVICE,
+                US_CORE_ORGANIZATION,
+                SDOHCC_LOCATION
+            ]
+        );
+        // No phone: the e-mail is how an appointment is made.
+        let mut by_mail = pantry.clone();
+        by_mail.phone = None;
+        let hcs = materialise(&by_mail).entries[0]["resource"].clone();
+        assert_eq!(hcs["telecom"][0]["system"], "email");
+        assert_eq!(
+            hcs["telecom"][0]["extension"][0]["url"],
+            SDOHCC_TELECOM_APPOINTMENT
+        );
+        assert_eq!(hcs["meta"]["profile"][0], SDOHCC_HEALTHCARE_SERVICE);
+        // Neither: no AppointmentContact, so no SDOHCC claim.
+        let mut web_only = by_mail;
+        web_only.email = None;
+        let hcs = materialise(&web_only).entries[0]["resource"].clone();
+        assert!(hcs.get("meta").is_none(), "{hcs}");
+        assert!(hcs["telecom"][0].get("extension").is_none());
     }
 }

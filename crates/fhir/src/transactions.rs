@@ -76,12 +76,13 @@ pub fn largest() -> Largest {
             Largest {
                 entries: entries.len(),
                 what: format!(
-                    "a screening with {}, every question answered and its {} domains positive: {} QuestionnaireResponse, {} Observations, {} Conditions",
+                    "a screening with {}, every question answered and its {} domains positive: {} QuestionnaireResponse, {} Observations, {} Conditions and {} Questionnaire (the form, created once)",
                     form.title.en,
                     scored.positive.len(),
                     of("QuestionnaireResponse"),
                     of("Observation"),
-                    of("Condition")
+                    of("Condition"),
+                    of("Questionnaire")
                 ),
             }
         })
