@@ -1134,6 +1134,79 @@ mod tests {
         );
     }
 
+    fn task(id: &str, version: &str) -> QueueTask {
+        QueueTask {
+            id: id.into(),
+            version: version.into(),
+            kind: Kind::Referral,
+            status: "requested".into(),
+            description: "Referral".into(),
+            priority: "routine".into(),
+            patient_id: "p1".into(),
+            patient_name: "P One".into(),
+            owner: None,
+            owner_name: None,
+            role: None,
+            domain: None,
+            payer: None,
+            authored: None,
+            due: None,
+            last_updated: "2026-01-01T00:00:00Z".into(),
+            procedure_output: false,
+            report: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_shared_queue_passes_on_its_own_changes_and_shows_the_others_without_passing_them_again() {
+        let q = Queue::new("https://ehr/fhir/", &[1u8; 32], None);
+        let mut shared = q.share();
+        let mut page = q.subscribe();
+        // Its own change: on its pages and shared.
+        assert_eq!(q.upsert(vec![task("t1", "1")]), 1);
+        assert_eq!(page.try_recv().unwrap(), "t1");
+        assert!(matches!(shared.try_recv(), Ok(Shared::Tasks(t)) if t == [task("t1", "1")]));
+        // Another instance's: on its pages, not shared again; an older
+        // version changes nothing.
+        assert_eq!(q.apply_shared(vec![task("t2", "1"), task("t1", "0")], 7), 1);
+        assert_eq!(page.try_recv().unwrap(), "t2");
+        assert!(page.try_recv().is_err());
+        assert!(shared.try_recv().is_err());
+        assert_eq!(q.shared_seq(), 7);
+        // A notification reaching a follower goes to the leader.
+        q.notify();
+        assert!(matches!(shared.try_recv(), Ok(Shared::Wake)));
+        q.set_leading(true);
+        q.notify();
+        assert!(shared.try_recv().is_err(), "the leader syncs itself");
+    }
+
+    #[test]
+    fn a_follower_takes_the_leaders_sync_state_and_the_leader_keeps_its_own() {
+        let leader = Queue::new("https://ehr/fhir/", &[1u8; 32], None);
+        {
+            let mut st = leader.state.write().unwrap();
+            st.watermark = Some("2026-02-03T04:05:06Z".into());
+            st.last = Some((time::OffsetDateTime::UNIX_EPOCH, Ok(12)));
+        }
+        leader.loops.write().unwrap().insert("t9".into(), 4);
+        let meta = leader.meta();
+        let follower = Queue::new("https://ehr/fhir/", &[1u8; 32], None);
+        follower.apply_meta(&meta);
+        let st = follower.sync_state();
+        assert_eq!(st.watermark.as_deref(), Some("2026-02-03T04:05:06Z"));
+        assert_eq!(st.last, Some((time::OffsetDateTime::UNIX_EPOCH, Ok(12))));
+        assert_eq!(st.syncs, 0, "syncs count this instance's own");
+        assert_eq!(follower.loop_days("t9"), Some(4));
+        follower.set_leading(true);
+        follower.apply_meta(&serde_json::json!({ "watermark": "1999-01-01T00:00:00Z" }));
+        assert_eq!(
+            follower.sync_state().watermark.as_deref(),
+            Some("2026-02-03T04:05:06Z"),
+            "a leader's own state is newer"
+        );
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_flood_of_notifications_costs_one_sync_per_gap() {
         let wake = Arc::new(tokio::sync::Notify::new());

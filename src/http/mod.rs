@@ -178,10 +178,10 @@ impl SmartSettings {
                     .map_err(|_| anyhow::anyhow!("PASSERELLE_SESSION_KEY must be 32 bytes"))?
             }
             None if !in_memory(&args.database_url) => anyhow::bail!(
-                "PASSERELLE_SESSION_KEY is required with a database file ({}): without it each start \
+                "PASSERELLE_SESSION_KEY is required with a database file or PostgreSQL ({}): without it each start \
                  makes a new key, and the launches and the writes kept in the outbox could no longer \
                  be read. Make one with: openssl rand -base64 32 | tr '+/' '-_' | tr -d '='",
-                args.database_url
+                crate::store::redacted(&args.database_url)
             ),
             None => {
                 tracing::warn!(

@@ -52,6 +52,19 @@ pub enum Backend {
     Postgres,
 }
 
+/// `url` fit for a message: a PostgreSQL password is replaced by `***`.
+pub fn redacted(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        Ok(_) => url.to_string(),
+        Err(_) if Backend::of(url) == Backend::Postgres => "postgres://…".to_string(),
+        Err(_) => url.to_string(),
+    }
+}
+
 impl Backend {
     /// The backend a `PASSERELLE_DATABASE_URL` names.
     pub fn of(url: &str) -> Backend {
@@ -879,6 +892,20 @@ mod tests {
             store().await.queue_since("https://ehr/fhir/", 0).await,
             Err(StoreError::NotShared)
         ));
+    }
+
+    #[test]
+    fn a_database_password_never_shows_in_a_message() {
+        assert_eq!(
+            redacted("postgres://passerelle:s3cret@db:5432/passerelle"),
+            "postgres://passerelle:***@db:5432/passerelle"
+        );
+        assert_eq!(redacted("sqlite://passerelle.db"), "sqlite://passerelle.db");
+        assert_eq!(
+            Backend::of("postgresql://db/p"),
+            Backend::Postgres,
+            "both URL schemes of libpq"
+        );
     }
 
     #[tokio::test]

@@ -69,7 +69,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        notify(&mut *tx, QUEUE_CHANNEL, iss).await?;
+        notify(&mut tx, QUEUE_CHANNEL, iss).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -122,7 +122,7 @@ impl Store {
     pub async fn wake_leader(&self, iss: &str) -> Result<(), StoreError> {
         self.shared_only()?;
         let mut conn = self.pool.acquire().await?;
-        notify(&mut *conn, WAKE_CHANNEL, iss).await
+        notify(&mut conn, WAKE_CHANNEL, iss).await
     }
 }
 
