@@ -670,10 +670,7 @@ mod tests {
     /// A throw-away PostgreSQL server (the harness of `passerelle-dev`);
     /// fails, never skips, when PostgreSQL is not installed.
     async fn postgres() -> passerelle_dev::postgres::Postgres {
-        let bin = passerelle_dev::postgres::default_bin_dir();
-        passerelle_dev::postgres::Postgres::start(&bin)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
+        passerelle_dev::postgres::Postgres::for_tests().await
     }
 
     /// The store's behaviour that does not depend on the backend, run on

@@ -73,15 +73,6 @@ pub fn hfs_options() -> HfsOptions {
     }
 }
 
-/// A throw-away PostgreSQL server; fails (never skips) when
-/// `./scripts/test` has not installed PostgreSQL.
-pub async fn postgres() -> passerelle_dev::postgres::Postgres {
-    let bin = passerelle_dev::postgres::default_bin_dir();
-    passerelle_dev::postgres::Postgres::start(&bin)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-}
-
 pub fn schema() -> SchemaValidator {
     SchemaValidator::load(&definitions_dir())
         .expect("the FHIR schema is installed by ./scripts/test")

@@ -238,7 +238,7 @@ pub async fn smart_env_with(o: EnvOptions) -> SmartEnv {
         )
     });
     let postgres = match o.postgres {
-        true => Some(super::postgres().await),
+        true => Some(passerelle_dev::postgres::Postgres::for_tests().await),
         false => None,
     };
     let mut entries = vec![ehr_json.clone()];
@@ -438,10 +438,9 @@ impl SmartEnv {
     /// Stop the app and start it again on the same store (a restart);
     /// returns the new app's address.
     pub async fn app_again(&mut self) -> String {
+        self.stop_app().await;
         let mut again = start_instance(&self.settings).await;
-        let tx = again.shutdown.take().expect("a running instance");
-        let old = std::mem::replace(&mut self._shutdown, tx);
-        let _ = old.send(());
+        self._shutdown = again.shutdown.take().expect("a running instance");
         self.app = again.app.clone();
         self.app.clone()
     }

@@ -2,8 +2,10 @@
 //! (several instances on one database): `initdb` in a temporary folder,
 //! then `postgres` on a free loopback port with its socket in that folder,
 //! no system service. Trust authentication on loopback only, durability
-//! off (`fsync=off`): test data, never kept. The server is killed when the
-//! handle is dropped, and by the kernel if the test process dies.
+//! off (`fsync=off`): test data, never kept. The server is stopped
+//! (`SIGQUIT`, PostgreSQL's immediate shutdown, which also frees its shared
+//! memory) when the handle is dropped, and sent the same signal by the
+//! kernel if the test process dies.
 //!
 //! `initdb` and `postgres` refuse to run as root; run as root, the harness
 //! starts them as the `postgres` user (Debian's package makes it), else
@@ -50,6 +52,14 @@ pub struct Postgres {
 const ROLE: &str = "passerelle";
 
 impl Postgres {
+    /// A server for a test, from [`default_bin_dir`]: a test without
+    /// PostgreSQL fails here saying how to install it (it is never skipped).
+    pub async fn for_tests() -> Postgres {
+        Postgres::start(&default_bin_dir())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
     /// Make a cluster and start it; ready when it accepts connections.
     pub async fn start(bin_dir: &Path) -> Result<Postgres, PostgresError> {
         for tool in ["initdb", "postgres", "pg_isready", "createdb"] {
@@ -104,8 +114,7 @@ impl Postgres {
             .env("LC_ALL", "C")
             .stdin(Stdio::null())
             .stdout(log)
-            .stderr(log_err)
-            .kill_on_drop(true);
+            .stderr(log_err);
         let child = cmd
             .spawn()
             .map_err(|e| PostgresError::Spawn(e.to_string()))?;
@@ -192,7 +201,17 @@ impl Postgres {
 }
 
 impl Drop for Postgres {
+    /// Immediate shutdown, waited for (a few hundred milliseconds) so the
+    /// folder is removed after the server is gone; killed if it lingers.
     fn drop(&mut self) {
+        if let Some(pid) = self.child.id() {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGQUIT) };
+            let until = Instant::now() + Duration::from_secs(5);
+            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         let _ = self.child.start_kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
@@ -220,7 +239,8 @@ fn unprivileged_user() -> Result<Option<(u32, u32)>, PostgresError> {
 }
 
 /// `cmd`, to be run as `user` (gid first, then uid, then the parent-death
-/// signal, which a change of credentials clears).
+/// signal, which a change of credentials clears: `SIGQUIT`, PostgreSQL's
+/// immediate shutdown).
 fn as_user(mut cmd: Command, user: Option<(u32, u32)>) -> Command {
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
@@ -232,7 +252,7 @@ fn as_user(mut cmd: Command, user: Option<(u32, u32)>) -> Command {
             {
                 return Err(std::io::Error::last_os_error());
             }
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGQUIT);
             Ok(())
         });
     }
@@ -255,4 +275,40 @@ fn unique_dir() -> Result<PathBuf, PostgresError> {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| PostgresError::Spawn(e.to_string()))?;
     Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_missing_postgresql_is_named_with_how_to_install_it() {
+        let e = Postgres::start(Path::new("/nonexistent/postgresql/bin"))
+            .await
+            .err()
+            .expect("no server without its programs")
+            .to_string();
+        assert!(e.contains("/nonexistent/postgresql/bin"), "{e}");
+        assert!(
+            e.contains("./scripts/test") && e.contains("PASSERELLE_POSTGRES_BIN"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_server_starts_on_loopback_with_a_fresh_database_each_and_stops_on_drop() {
+        let pg = Postgres::for_tests().await;
+        let url = pg.create_database("one").await.unwrap();
+        assert!(url.starts_with("postgres://passerelle@127.0.0.1:") && url.ends_with("/one"));
+        assert!(pg.create_database("one").await.is_err(), "it exists");
+        let dir = pg.dir.clone();
+        let port = pg.port;
+        drop(pg);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(!dir.exists(), "its folder is removed");
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+            "nothing listens any more"
+        );
+    }
 }
