@@ -86,3 +86,19 @@ ensure_chromium() {
   export PASSERELLE_CHROMEDRIVER="${PASSERELLE_CHROMEDRIVER:-$(command -v chromedriver)}"
   export PASSERELLE_CHROMIUM="${PASSERELLE_CHROMIUM:-$(command -v chromium)}"
 }
+
+# PostgreSQL, for the tests of several Passerelle instances on one shared
+# store: Debian's server programs only (the tests start a throw-away
+# cluster of their own with initdb; no system service is used). Exports
+# the folder of initdb and postgres.
+ensure_postgres() {
+  local bin
+  bin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
+  if [ -z "$bin" ] || [ ! -x "$bin/initdb" ]; then
+    say "installing Debian's postgresql"
+    local sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+    $sudo apt-get update -qq && $sudo apt-get install -y -qq postgresql >/dev/null || return 1
+    bin="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)"
+  fi
+  export PASSERELLE_POSTGRES_BIN="${PASSERELLE_POSTGRES_BIN:-$bin}"
+}

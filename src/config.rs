@@ -248,11 +248,14 @@ pub struct SmartArgs {
     #[arg(long, env = "PASSERELLE_SIGNING_KEY_RS384", hide_env_values = true)]
     pub signing_key_rs384: Option<String>,
 
-    /// Passerelle's own database (sessions now; outbox and audit later).
+    /// Passerelle's own store: `sqlite://FILE` (one instance), or
+    /// `postgres://USER:PASSWORD@HOST/DB`, shared by several instances behind a load balancer
+    /// (launches, the outbox, the queue's index; one instance leads the queue's sync).
     #[arg(
         long,
         env = "PASSERELLE_DATABASE_URL",
-        default_value = "sqlite://passerelle.db"
+        default_value = "sqlite://passerelle.db",
+        hide_env_values = true
     )]
     pub database_url: String,
 

@@ -16,8 +16,11 @@
 //! * [`auth`]: the SMART App Launch 2.2 client (EHR and standalone launches,
 //!   Backend Services), sessions, scopes, signing keys, and the one
 //!   constant-time secret comparison;
-//! * [`store`]: Passerelle's own state in SQLite (sessions and the outbox,
+//! * [`store`]: Passerelle's own state in SQLite, or in PostgreSQL shared by
+//!   several instances (sessions, the outbox and the queue's shared index,
 //!   sealed with AES-GCM);
+//! * [`cluster`]: several instances on PostgreSQL: the queue's one leader
+//!   (an advisory lock) and the fan-out of queue changes (LISTEN/NOTIFY);
 //! * [`http`]: the web app, one module per feature (launch, visit, screen,
 //!   refer, appeal, task, letter, queue, patterns) over a few shared leaves
 //!   (the launch extractors, the outbox write-through, the clock, errors
@@ -47,6 +50,7 @@
 
 pub mod auth;
 pub mod check;
+pub mod cluster;
 pub mod config;
 pub mod directory;
 pub mod http;

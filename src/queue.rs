@@ -5,9 +5,16 @@
 //!
 //! Why an index: the queue filters on things no Task search parameter
 //! holds (the referral's domain, the appeal's payer, the team role) and
-//! must answer in milliseconds over 10,000 Tasks. The index lives in memory
-//! only, never on disk, so no patient data rests in Passerelle; after a
-//! restart the first sync rebuilds it. The poller asks the server for what
+//! must answer in milliseconds over 10,000 Tasks. With SQLite (one
+//! instance) the index lives in memory only, never on disk, so no patient
+//! data rests in Passerelle; after a restart the first sync rebuilds it.
+//!
+//! Several instances (PostgreSQL): one leads ([`crate::cluster`]): only it
+//! polls the EHR and holds the Subscription. Every change an instance makes
+//! to its index (the leader's syncs, anyone's own writes) goes, sealed, to
+//! the shared store ([`Queue::share`]), and the others apply it
+//! ([`Queue::apply_shared`]), so each instance's pages see it live. A
+//! notification reaching a follower is passed to the leader. The poller asks the server for what
 //! changed since the last sync (`_lastUpdated`), not more often than the
 //! configured interval (15 minutes by default, the SDOHCC bound for
 //! polling); the pages see Passerelle's own changes at once.
@@ -110,6 +117,23 @@ pub struct Queue {
     pending_loops: RwLock<std::collections::HashSet<String>>,
     /// Which patients each viewer's own token can read, by launch id.
     seen_by: std::sync::Mutex<HashMap<String, Seen>>,
+    /// With a shared store: where this instance's changes go.
+    shared: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<Shared>>,
+    /// Whether this instance syncs the queue (its leader).
+    leading: std::sync::atomic::AtomicBool,
+    /// The last row of the shared index this instance applied.
+    shared_seq: std::sync::atomic::AtomicI64,
+}
+
+/// What an instance tells the others about a queue (see [`Queue::share`]).
+#[derive(Debug)]
+pub enum Shared {
+    /// Tasks that changed in this instance's index.
+    Tasks(Vec<QueueTask>),
+    /// Where the sync stands (see [`Queue::meta`]), after a sync.
+    Meta(Value),
+    /// A Subscription notification reached this instance, which does not lead.
+    Wake,
 }
 
 /// The patients one viewer's token was asked about, and whether it could
@@ -185,7 +209,118 @@ impl Queue {
             schema,
             pending_loops: RwLock::new(std::collections::HashSet::new()),
             seen_by: std::sync::Mutex::new(HashMap::new()),
+            shared: std::sync::OnceLock::new(),
+            leading: std::sync::atomic::AtomicBool::new(false),
+            shared_seq: std::sync::atomic::AtomicI64::new(0),
         })
+    }
+
+    /// Share this queue with other instances: from now on every change to
+    /// the index, every sync's state and every notification this instance
+    /// cannot act on go to the returned receiver, for
+    /// [`crate::cluster::publish`] to write to the shared store.
+    pub fn share(&self) -> tokio::sync::mpsc::UnboundedReceiver<Shared> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        if self.shared.set(tx).is_err() {
+            tracing::error!("a queue was shared twice");
+        }
+        rx
+    }
+
+    fn publish(&self, what: Shared) {
+        if let Some(tx) = self.shared.get() {
+            let _ = tx.send(what);
+        }
+    }
+
+    /// Whether this instance syncs the queue now.
+    pub fn is_leading(&self) -> bool {
+        self.leading.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn set_leading(&self, leading: bool) {
+        self.leading
+            .store(leading, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The last row of the shared index applied here.
+    pub fn shared_seq(&self) -> i64 {
+        self.shared_seq.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Apply Tasks another instance shared, up to row `seq`: the changed
+    /// ones are announced to this instance's pages like its own, and not
+    /// shared again.
+    pub fn apply_shared(&self, tasks: Vec<QueueTask>, seq: i64) -> usize {
+        let changed = self.merge(tasks).len();
+        self.shared_seq
+            .fetch_max(seq, std::sync::atomic::Ordering::SeqCst);
+        changed
+    }
+
+    /// Where the sync stands, to share: the watermark (a new leader goes on
+    /// from it), the last sync, the care team, the closed loops and the
+    /// Subscription.
+    pub fn meta(&self) -> Value {
+        let state = self.sync_state();
+        let last = state.last.as_ref().map(|(at, r)| {
+            json!({
+                "at": at.format(&time::format_description::well_known::Rfc3339).ok(),
+                "ok": r.as_ref().ok(),
+                "error": r.as_ref().err(),
+            })
+        });
+        json!({
+            "watermark": state.watermark,
+            "last": last,
+            "team": self.team(),
+            "loops": *self.loops.read().expect("queue lock"),
+            "subscription": self.subscription(),
+        })
+    }
+
+    /// Take the state the leader shared ([`Queue::meta`]); the leader keeps
+    /// its own, which is newer. A value that cannot be read is ignored.
+    pub fn apply_meta(&self, meta: &Value) {
+        if self.is_leading() {
+            return;
+        }
+        let last = meta["last"]["at"]
+            .as_str()
+            .and_then(|at| {
+                time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok()
+            })
+            .map(|at| {
+                let result = match meta["last"]["ok"].as_u64() {
+                    Some(n) => Ok(n as usize),
+                    None => Err(meta["last"]["error"]
+                        .as_str()
+                        .unwrap_or("the sync failed")
+                        .to_string()),
+                };
+                (at, result)
+            });
+        {
+            let mut state = self.state.write().expect("queue lock");
+            state.watermark = meta["watermark"].as_str().map(String::from);
+            if last.is_some() {
+                state.last = last;
+            }
+        }
+        if let Ok(team) = serde_json::from_value(meta["team"].clone()) {
+            *self.team.write().expect("queue lock") = team;
+        }
+        if let Ok(loops) = serde_json::from_value(meta["loops"].clone()) {
+            *self.loops.write().expect("queue lock") = loops;
+        }
+        *self.subscribed.write().expect("queue lock") =
+            meta["subscription"].as_str().map(String::from);
+    }
+
+    /// Sync now: the poller's wake-up (a notification for this instance,
+    /// or one another instance passed on).
+    pub fn wake(&self) {
+        self.wake.notify_one();
     }
 
     /// The Tasks of this queue that the viewer of launch `launch_id` may see:
@@ -355,9 +490,13 @@ impl Queue {
         true
     }
 
-    /// A subscription notification arrived: sync at once.
+    /// A subscription notification arrived: sync at once (here, when this
+    /// instance leads; else the leader is told).
     pub fn notify(&self) {
         self.wake.notify_one();
+        if !self.is_leading() {
+            self.publish(Shared::Wake);
+        }
     }
 
     /// The id of the Subscription the server accepted, if any.
@@ -379,9 +518,21 @@ impl Queue {
         self.events.subscribe()
     }
 
-    /// Put Tasks in the index; those that changed are announced. A Task
-    /// older than the one held (a late answer) is ignored.
+    /// Put Tasks in the index; those that changed are announced (and
+    /// shared, with a shared store). A Task older than the one held (a late
+    /// answer) is ignored.
     pub fn upsert(&self, tasks: Vec<QueueTask>) -> usize {
+        let changed = self.merge(tasks);
+        let n = changed.len();
+        if !changed.is_empty() {
+            self.publish(Shared::Tasks(changed));
+        }
+        n
+    }
+
+    /// Put Tasks in the index; returns those that changed, announced to the
+    /// pages.
+    fn merge(&self, tasks: Vec<QueueTask>) -> Vec<QueueTask> {
         let mut changed = Vec::new();
         {
             let mut map = self.tasks.write().expect("queue lock");
@@ -390,15 +541,15 @@ impl Queue {
                     version_number(&t.version) >= version_number(&old.version) && *old != t
                 });
                 if newer {
-                    changed.push(t.id.clone());
+                    changed.push(t.clone());
                     map.insert(t.id.clone(), t);
                 }
             }
         }
-        for id in &changed {
-            let _ = self.events.send(id.clone());
+        for t in &changed {
+            let _ = self.events.send(t.id.clone());
         }
-        changed.len()
+        changed
     }
 
     /// Record a Task Passerelle just wrote (the server's answer), at once.
@@ -453,6 +604,7 @@ impl Queue {
             state.syncs += 1;
             state.last = Some((now, outcome.as_ref().map(|n| *n).map_err(|e| e.to_string())));
         }
+        self.publish(Shared::Meta(self.meta()));
         // A full sync parses thousands of resources and drops them: give the
         // freed memory back to the system (glibc keeps it otherwise).
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -826,7 +978,11 @@ async fn subscribe(
 }
 
 /// Start the poller of `ehr`'s queue: discover its token endpoint (again
-/// every 30 s until it answers), then sync with a Backend Services token.
+/// every 30 s until it answers), then, while `leading` says this instance
+/// leads, subscribe and sync with a Backend Services token. A follower
+/// keeps the client (the patterns view and closing loops use it) but does
+/// not sync; when it becomes the leader it goes on from the shared
+/// watermark, and a leader that loses the lead stops syncing.
 pub async fn run_for(
     smart: Arc<crate::auth::smart::SmartClient>,
     iss: String,
@@ -834,6 +990,7 @@ pub async fn run_for(
     http: reqwest::Client,
     limits: crate::fhir::Limits,
     public_url: Option<url::Url>,
+    mut leading: tokio::sync::watch::Receiver<bool>,
 ) {
     let Ok(ehr) = smart.ehr(&iss).cloned() else {
         return;
@@ -872,17 +1029,28 @@ pub async fn run_for(
     let fhir = FhirClient::new(http, ehr.config.iss.clone(), limits)
         .with_authorizer(Arc::new(BackendAuth::new(client)));
     *queue.client.write().expect("queue lock") = Some(fhir.clone());
-    let how = subscribe(&queue, &fhir, public_url.as_ref(), backend.notify_secret_in).await;
-    tracing::info!(
-        every_s = backend.poll_seconds,
-        "queue: {how}; polling at least every interval"
-    );
-    poller(
-        queue,
-        fhir,
-        Duration::from_secs(backend.poll_seconds.max(1)),
-    )
-    .await;
+    loop {
+        if leading.wait_for(|l| *l).await.is_err() {
+            return;
+        }
+        queue.set_leading(true);
+        let how = subscribe(&queue, &fhir, public_url.as_ref(), backend.notify_secret_in).await;
+        tracing::info!(
+            every_s = backend.poll_seconds,
+            "queue: {how}; polling at least every interval"
+        );
+        let every = Duration::from_secs(backend.poll_seconds.max(1));
+        tokio::select! {
+            _ = poller(queue.clone(), fhir.clone(), every) => {}
+            lost = leading.wait_for(|l| !*l) => {
+                if lost.is_err() {
+                    return;
+                }
+            }
+        }
+        queue.set_leading(false);
+        tracing::warn!("queue: this instance no longer leads; it stops syncing");
+    }
 }
 
 #[cfg(test)]
@@ -963,6 +1131,79 @@ mod tests {
         assert_eq!(
             reusable_subscription(&with_ours, topic, endpoint).as_deref(),
             Some("Subscription/ours")
+        );
+    }
+
+    fn task(id: &str, version: &str) -> QueueTask {
+        QueueTask {
+            id: id.into(),
+            version: version.into(),
+            kind: Kind::Referral,
+            status: "requested".into(),
+            description: "Referral".into(),
+            priority: "routine".into(),
+            patient_id: "p1".into(),
+            patient_name: "P One".into(),
+            owner: None,
+            owner_name: None,
+            role: None,
+            domain: None,
+            payer: None,
+            authored: None,
+            due: None,
+            last_updated: "2026-01-01T00:00:00Z".into(),
+            procedure_output: false,
+            report: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_shared_queue_passes_on_its_own_changes_and_shows_the_others_without_passing_them_again() {
+        let q = Queue::new("https://ehr/fhir/", &[1u8; 32], None);
+        let mut shared = q.share();
+        let mut page = q.subscribe();
+        // Its own change: on its pages and shared.
+        assert_eq!(q.upsert(vec![task("t1", "1")]), 1);
+        assert_eq!(page.try_recv().unwrap(), "t1");
+        assert!(matches!(shared.try_recv(), Ok(Shared::Tasks(t)) if t == [task("t1", "1")]));
+        // Another instance's: on its pages, not shared again; an older
+        // version changes nothing.
+        assert_eq!(q.apply_shared(vec![task("t2", "1"), task("t1", "0")], 7), 1);
+        assert_eq!(page.try_recv().unwrap(), "t2");
+        assert!(page.try_recv().is_err());
+        assert!(shared.try_recv().is_err());
+        assert_eq!(q.shared_seq(), 7);
+        // A notification reaching a follower goes to the leader.
+        q.notify();
+        assert!(matches!(shared.try_recv(), Ok(Shared::Wake)));
+        q.set_leading(true);
+        q.notify();
+        assert!(shared.try_recv().is_err(), "the leader syncs itself");
+    }
+
+    #[test]
+    fn a_follower_takes_the_leaders_sync_state_and_the_leader_keeps_its_own() {
+        let leader = Queue::new("https://ehr/fhir/", &[1u8; 32], None);
+        {
+            let mut st = leader.state.write().unwrap();
+            st.watermark = Some("2026-02-03T04:05:06Z".into());
+            st.last = Some((time::OffsetDateTime::UNIX_EPOCH, Ok(12)));
+        }
+        leader.loops.write().unwrap().insert("t9".into(), 4);
+        let meta = leader.meta();
+        let follower = Queue::new("https://ehr/fhir/", &[1u8; 32], None);
+        follower.apply_meta(&meta);
+        let st = follower.sync_state();
+        assert_eq!(st.watermark.as_deref(), Some("2026-02-03T04:05:06Z"));
+        assert_eq!(st.last, Some((time::OffsetDateTime::UNIX_EPOCH, Ok(12))));
+        assert_eq!(st.syncs, 0, "syncs count this instance's own");
+        assert_eq!(follower.loop_days("t9"), Some(4));
+        follower.set_leading(true);
+        follower.apply_meta(&serde_json::json!({ "watermark": "1999-01-01T00:00:00Z" }));
+        assert_eq!(
+            follower.sync_state().watermark.as_deref(),
+            Some("2026-02-03T04:05:06Z"),
+            "a leader's own state is newer"
         );
     }
 

@@ -91,6 +91,9 @@ struct Inner {
     /// Origins every page may be framed by (`PASSERELLE_FRAME_ANCESTORS`).
     frame_ancestors: Vec<String>,
     practice_organization: Option<String>,
+    /// Whether this instance leads the queue's sync: always with SQLite,
+    /// the holder of the advisory lock with PostgreSQL ([`crate::cluster`]).
+    leading: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 /// Everything the app needs to start, already checked.
@@ -175,10 +178,10 @@ impl SmartSettings {
                     .map_err(|_| anyhow::anyhow!("PASSERELLE_SESSION_KEY must be 32 bytes"))?
             }
             None if !in_memory(&args.database_url) => anyhow::bail!(
-                "PASSERELLE_SESSION_KEY is required with a database file ({}): without it each start \
+                "PASSERELLE_SESSION_KEY is required with a database file or PostgreSQL ({}): without it each start \
                  makes a new key, and the launches and the writes kept in the outbox could no longer \
                  be read. Make one with: openssl rand -base64 32 | tr '+/' '-_' | tr -d '='",
-                args.database_url
+                crate::store::redacted(&args.database_url)
             ),
             None => {
                 tracing::warn!(
@@ -342,6 +345,9 @@ impl AppState {
             }
             None => None,
         };
+        let shared = sessions
+            .as_ref()
+            .is_some_and(|s| s.store().backend() == crate::store::Backend::Postgres);
         let queues = settings
             .smart
             .iter()
@@ -369,7 +375,32 @@ impl AppState {
                 launches: server::launch_limiter(settings.server.launches_per_minute),
                 frame_ancestors: settings.frame_ancestors.clone(),
                 practice_organization: settings.practice_organization.clone(),
+                // One instance on SQLite: it leads. With PostgreSQL, not until
+                // it holds the lock.
+                leading: Arc::new(tokio::sync::watch::channel(!shared).0),
             }),
+        })
+    }
+
+    /// What `/healthz/queue` says: whether this instance leads, and each
+    /// queue's size and the syncs this instance ran (no patient data).
+    fn queue_health(&self) -> serde_json::Value {
+        let queues: Vec<serde_json::Value> = self
+            .inner
+            .queues
+            .values()
+            .map(|q| {
+                serde_json::json!({
+                    "iss": q.iss,
+                    "leading": q.is_leading(),
+                    "tasks": q.len(),
+                    "syncs": q.sync_state().syncs,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "leader": *self.inner.leading.borrow(),
+            "queues": queues,
         })
     }
 
@@ -524,6 +555,14 @@ pub fn router(state: AppState, settings: &Settings) -> Router {
     };
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/healthz/queue",
+            get(
+                |axum::extract::State(state): axum::extract::State<AppState>| async move {
+                    axum::Json(state.queue_health())
+                },
+            ),
+        )
         .route("/static/passerelle.css", get(stylesheet))
         .route("/static/autosubmit.js", get(autosubmit))
         .route("/static/enable-when.js", get(enable_when))
@@ -645,7 +684,7 @@ pub async fn run(
             }
         })
     });
-    let pollers: Vec<_> = match &state.inner.sessions {
+    let mut pollers: Vec<_> = match &state.inner.sessions {
         Some(sessions) => state
             .inner
             .queues
@@ -658,11 +697,35 @@ pub async fn run(
                     state.http().clone(),
                     state.limits(),
                     settings.smart.as_ref().map(|s| s.public_url.clone()),
+                    state.inner.leading.subscribe(),
                 ))
             })
             .collect(),
         None => vec![],
     };
+    // Several instances on PostgreSQL: one leads the queue's sync, every
+    // one shares its queue changes and follows the others'.
+    if let Some(sessions) = &state.inner.sessions
+        && sessions.store().backend() == crate::store::Backend::Postgres
+        && !state.inner.queues.is_empty()
+    {
+        let store = sessions.store().clone();
+        pollers.push(tokio::spawn(crate::cluster::lead(
+            store.clone(),
+            state.inner.leading.clone(),
+        )));
+        for queue in state.inner.queues.values() {
+            pollers.push(tokio::spawn(crate::cluster::publish(
+                store.clone(),
+                queue.clone(),
+                queue.share(),
+            )));
+        }
+        pollers.push(tokio::spawn(crate::cluster::follow(
+            store,
+            state.inner.queues.values().cloned().collect(),
+        )));
+    }
     let app = router(state, &settings);
     let served = server::serve(listener, app, settings.server, shutdown).await;
     for w in worker.into_iter().chain(sweeper) {

@@ -25,9 +25,9 @@ pub(super) async fn write_through(
         .store()
         .put_outbox(id, launch_id, &payload, &summary.to_string())
         .await?;
-    if let Some(item) = sessions.store().outbox(id).await?
-        && item.status == crate::store::OutboxStatus::Pending
-    {
+    // Claimed, not only read: with several instances, the outbox worker of
+    // another one does not send it at the same time.
+    if let Some(item) = sessions.store().claim_outbox(id).await? {
         crate::outbox::send(sessions, &item, state.http().clone(), state.limits()).await;
     }
     Ok(new)

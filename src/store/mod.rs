@@ -1,14 +1,31 @@
-//! Passerelle's own store (SQLite through sqlx): only what FHIR has no place
-//! for. Here: authorizations in progress and launches (sessions), with their
-//! tokens encrypted at rest (AES-256-GCM, a key from the configuration).
-//! The outbox and the audit trail will live here too.
+//! Passerelle's own store: only what FHIR has no place for. Here:
+//! authorizations in progress and launches (sessions), with their tokens
+//! encrypted at rest (AES-256-GCM, a key from the configuration), the
+//! outbox of writes, and (with PostgreSQL) the queue's shared index.
+//!
+//! One API over two backends, chosen by `PASSERELLE_DATABASE_URL`: SQLite
+//! (`sqlite:`, the embedded default, one instance) or PostgreSQL
+//! (`postgres://`, several instances behind a load balancer sharing
+//! launches, states, the outbox and the queue's index). The same SQL runs
+//! on both through sqlx's `Any` driver (`$1` parameters, `RETURNING`,
+//! `ON CONFLICT`, which both speak); each backend has its own migrations
+//! (`migrations/sqlite`, `migrations/postgres`), since SQLite keeps a
+//! value's own type and PostgreSQL wants `BYTEA` for sealed columns.
+//! What only PostgreSQL does (the leader's lock, LISTEN/NOTIFY) is
+//! [`crate::cluster`]'s.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use aes_gcm::aead::{Aead, KeyInit, OsRng};
 use aes_gcm::{AeadCore, Aes256Gcm, Key, Nonce};
+use sqlx::AnyPool;
 use sqlx::Row;
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRow};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::sqlite::SqliteConnectOptions;
+
+mod shared;
+
+pub use shared::{QUEUE_CHANNEL, WAKE_CHANNEL};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -22,16 +39,41 @@ pub enum StoreError {
     Corrupt(String),
     #[error("too many sign-ins are in progress")]
     Full,
+    #[error("this needs PostgreSQL as Passerelle's store")]
+    NotShared,
 }
 
-/// The outbox columns a kept write is read from; the sealed text columns
-/// come with their stored type (see `Store::open_text`).
-macro_rules! outbox_columns {
-    () => {
-        "SELECT id, launch, payload, \
-         CAST(summary AS BLOB) AS summary, typeof(summary) AS summary_type, status, attempts, \
-         CAST(last_error AS BLOB) AS last_error, typeof(last_error) AS last_error_type FROM outbox"
-    };
+/// Which database holds the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// One file (or memory), one instance.
+    Sqlite,
+    /// Shared by several instances.
+    Postgres,
+}
+
+/// `url` fit for a message: a PostgreSQL password is replaced by `***`.
+pub fn redacted(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        Ok(_) => url.to_string(),
+        Err(_) if Backend::of(url) == Backend::Postgres => "postgres://…".to_string(),
+        Err(_) => url.to_string(),
+    }
+}
+
+impl Backend {
+    /// The backend a `PASSERELLE_DATABASE_URL` names.
+    pub fn of(url: &str) -> Backend {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else {
+            Backend::Sqlite
+        }
+    }
 }
 
 /// Pending authorizations kept at most. Each lives ten minutes at most (the
@@ -44,6 +86,11 @@ pub const MAX_PENDING_STATES: i64 = 10_000;
 pub const OUTBOX_MAX_ATTEMPTS: i64 = 1_000;
 /// Age (seconds) after which a pending write is marked failed: 7 days.
 pub const OUTBOX_MAX_AGE: i64 = 7 * 86_400;
+/// Seconds an instance holds the writes it claimed to send: no other
+/// instance takes them before, and once over (the instance died while
+/// sending) another takes them. Far above one send (the FHIR request
+/// timeout, 30 s by default, and a token refresh).
+pub const OUTBOX_LEASE: i64 = 300;
 
 /// Where a kept write stands. Stored as its lower-case name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,9 +160,15 @@ pub fn now() -> i64 {
 /// The store: a pool and the key that seals secrets.
 #[derive(Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: AnyPool,
+    backend: Backend,
+    /// The URL, for the connections of [`crate::cluster`] (never logged).
+    url: std::sync::Arc<str>,
     cipher: Aes256Gcm,
     max_pending_states: i64,
+    /// This instance, as it signs the outbox rows it claims.
+    instance: std::sync::Arc<str>,
+    lease: i64,
 }
 
 /// An authorization in progress.
@@ -155,26 +208,83 @@ pub struct StoredLaunch {
 }
 
 impl Store {
-    /// Open (creating it if needed) the database at `url` (`sqlite://file.db`
-    /// or `sqlite::memory:`) and bring its schema up to date.
+    /// Open the store at `url` and bring its schema up to date: SQLite
+    /// (`sqlite://file.db`, created if needed, or `sqlite::memory:`) or
+    /// PostgreSQL (`postgres://user:password@host/db`, the database made
+    /// beforehand).
     pub async fn open(url: &str, key: &[u8; 32]) -> Result<Store, StoreError> {
-        let options: SqliteConnectOptions =
-            url.parse::<SqliteConnectOptions>()?.create_if_missing(true);
-        if !url.contains(":memory:") {
-            owner_only(options.get_filename())?;
-        }
-        // An in-memory database exists once per connection: keep one.
-        let max = if url.contains(":memory:") { 1 } else { 4 };
-        let pool = SqlitePoolOptions::new()
-            .max_connections(max)
-            .connect_with(options)
-            .await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
+        sqlx::any::install_default_drivers();
+        let backend = Backend::of(url);
+        let pool = match backend {
+            Backend::Sqlite => {
+                let options: SqliteConnectOptions = url.parse::<SqliteConnectOptions>()?;
+                let memory = url.contains(":memory:");
+                if !memory {
+                    // Creates the file, so the URL needs no `mode=rwc`.
+                    owner_only(options.get_filename())?;
+                }
+                // An in-memory database exists once per connection: keep one.
+                let pool = AnyPoolOptions::new()
+                    .max_connections(if memory { 1 } else { 4 })
+                    .connect(url)
+                    .await?;
+                sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+                pool
+            }
+            Backend::Postgres => {
+                let pool = AnyPoolOptions::new()
+                    .max_connections(10)
+                    .connect(url)
+                    .await?;
+                sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+                pool
+            }
+        };
         Ok(Store {
             pool,
+            backend,
+            url: url.into(),
             cipher: Aes256Gcm::new(&Key::<Aes256Gcm>::from(*key)),
             max_pending_states: MAX_PENDING_STATES,
+            instance: crate::auth::keys::random_token(12).into(),
+            lease: OUTBOX_LEASE,
         })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The database URL (it may hold a password: never log it).
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The same store with another outbox lease, in seconds (tests).
+    pub fn with_outbox_lease(mut self, seconds: i64) -> Self {
+        self.lease = seconds;
+        self
+    }
+
+    /// A sealed text column as the outbox reads it: with SQLite, with its
+    /// stored type (rows written before sealing hold text), see
+    /// [`Store::open_text`]; PostgreSQL's rows are all sealed.
+    fn sealed_column(&self, column: &str) -> String {
+        match self.backend {
+            Backend::Sqlite => {
+                format!("CAST({column} AS BLOB) AS {column}, typeof({column}) AS {column}_type")
+            }
+            Backend::Postgres => format!("{column}, 'blob' AS {column}_type"),
+        }
+    }
+
+    /// The outbox columns a kept write is read from.
+    fn outbox_columns(&self) -> String {
+        format!(
+            "id, launch, payload, {}, status, attempts, {}, updated_at, created_at",
+            self.sealed_column("summary"),
+            self.sealed_column("last_error")
+        )
     }
 
     /// The same store with another bound on pending authorizations (tests).
@@ -185,7 +295,7 @@ impl Store {
 
     /// A text column written sealed; a row written before columns were
     /// sealed holds plain text (SQLite keeps each value's own type), read as is.
-    fn open_text(&self, r: &SqliteRow, column: &str) -> Result<Option<String>, StoreError> {
+    fn open_text(&self, r: &AnyRow, column: &str) -> Result<Option<String>, StoreError> {
         let raw: Option<Vec<u8>> = r.get(column);
         let kind: String = r.get(format!("{column}_type").as_str());
         let Some(raw) = raw else { return Ok(None) };
@@ -228,12 +338,12 @@ impl Store {
     pub async fn put_state(&self, state: &str, s: &PendingState) -> Result<(), StoreError> {
         let inserted = sqlx::query(
             "INSERT INTO launch_state (state, browser, iss, ehr_launch, secret, created_at) \
-             SELECT ?, ?, ?, ?, ?, ? WHERE (SELECT COUNT(*) FROM launch_state) < ?",
+             SELECT $1, $2, $3, $4, $5, $6 WHERE (SELECT COUNT(*) FROM launch_state) < $7",
         )
         .bind(state)
         .bind(&s.browser)
         .bind(&s.iss)
-        .bind(s.ehr_launch)
+        .bind(i64::from(s.ehr_launch))
         .bind(&s.secret)
         .bind(now())
         .bind(self.max_pending_states)
@@ -252,7 +362,7 @@ impl Store {
         state: &str,
         max_age: i64,
     ) -> Result<Option<PendingState>, StoreError> {
-        let row = sqlx::query("DELETE FROM launch_state WHERE state = ? RETURNING browser, iss, ehr_launch, secret, created_at")
+        let row = sqlx::query("DELETE FROM launch_state WHERE state = $1 RETURNING browser, iss, ehr_launch, secret, created_at")
             .bind(state)
             .fetch_optional(&self.pool)
             .await?;
@@ -261,7 +371,7 @@ impl Store {
             .map(|r| PendingState {
                 browser: r.get("browser"),
                 iss: r.get("iss"),
-                ehr_launch: r.get("ehr_launch"),
+                ehr_launch: r.get::<i64, _>("ehr_launch") != 0,
                 secret: r.get("secret"),
             }))
     }
@@ -269,7 +379,7 @@ impl Store {
     pub async fn put_launch(&self, l: &StoredLaunch) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO launches (id, browser, iss, context, granted, tokens, expires_at, csrf, created_at, last_seen) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(&l.id)
         .bind(&l.browser)
@@ -287,10 +397,11 @@ impl Store {
     }
 
     pub async fn launch(&self, id: &str) -> Result<Option<StoredLaunch>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id, browser, iss, CAST(context AS BLOB) AS context, typeof(context) AS context_type, \
-             granted, tokens, expires_at, csrf, last_seen FROM launches WHERE id = ?",
-        )
+        let row = sqlx::query(&format!(
+            "SELECT id, browser, iss, {}, granted, tokens, expires_at, csrf, last_seen \
+             FROM launches WHERE id = $1",
+            self.sealed_column("context")
+        ))
         .bind(id)
         .fetch_optional(&self.pool)
         .await?;
@@ -311,7 +422,7 @@ impl Store {
     }
 
     pub async fn touch_launch(&self, id: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE launches SET last_seen = ? WHERE id = ?")
+        sqlx::query("UPDATE launches SET last_seen = $1 WHERE id = $2")
             .bind(now())
             .bind(id)
             .execute(&self.pool)
@@ -325,7 +436,7 @@ impl Store {
         tokens: &[u8],
         expires_at: i64,
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE launches SET tokens = ?, expires_at = ? WHERE id = ?")
+        sqlx::query("UPDATE launches SET tokens = $1, expires_at = $2 WHERE id = $3")
             .bind(tokens)
             .bind(expires_at)
             .bind(id)
@@ -335,7 +446,7 @@ impl Store {
     }
 
     pub async fn update_context(&self, id: &str, context: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE launches SET context = ? WHERE id = ?")
+        sqlx::query("UPDATE launches SET context = $1 WHERE id = $2")
             .bind(self.seal(context.as_bytes()))
             .bind(id)
             .execute(&self.pool)
@@ -344,7 +455,7 @@ impl Store {
     }
 
     pub async fn delete_launch(&self, id: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM launches WHERE id = ?")
+        sqlx::query("DELETE FROM launches WHERE id = $1")
             .bind(id)
             .execute(&self.pool)
             .await?;
@@ -357,13 +468,13 @@ impl Store {
     /// still has a write waiting to be sent is kept, since the outbox sends
     /// through it. Returns how many states and launches were removed.
     pub async fn sweep(&self, state_age: i64, idle: i64) -> Result<(u64, u64), StoreError> {
-        let states = sqlx::query("DELETE FROM launch_state WHERE created_at < ?")
+        let states = sqlx::query("DELETE FROM launch_state WHERE created_at < $1")
             .bind(now() - state_age)
             .execute(&self.pool)
             .await?
             .rows_affected();
         let launches = sqlx::query(
-            "DELETE FROM launches WHERE last_seen < ? \
+            "DELETE FROM launches WHERE last_seen < $1 \
              AND id NOT IN (SELECT launch FROM outbox WHERE status = 'pending')",
         )
         .bind(now() - idle)
@@ -383,8 +494,8 @@ impl Store {
         summary: &str,
     ) -> Result<bool, StoreError> {
         let inserted = sqlx::query(
-            "INSERT OR IGNORE INTO outbox (id, launch, payload, summary, status, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, 'pending', ?, ?)",
+            "INSERT INTO outbox (id, launch, payload, summary, status, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, 'pending', $5, $6) ON CONFLICT (id) DO NOTHING",
         )
         .bind(id)
         .bind(launch)
@@ -398,23 +509,70 @@ impl Store {
     }
 
     pub async fn outbox(&self, id: &str) -> Result<Option<OutboxItem>, StoreError> {
-        let row = sqlx::query(concat!(outbox_columns!(), " WHERE id = ?"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(&format!(
+            "SELECT {} FROM outbox WHERE id = $1",
+            self.outbox_columns()
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
         row.map(|r| self.outbox_item(r)).transpose()
     }
 
-    /// Pending writes, the least recently tried first, so writes that keep
-    /// failing cannot starve newer ones.
-    pub async fn pending_outbox(&self, limit: i64) -> Result<Vec<OutboxItem>, StoreError> {
-        let rows = sqlx::query(concat!(
-            outbox_columns!(),
-            " WHERE status = 'pending' ORDER BY updated_at, attempts, created_at LIMIT ?"
+    /// Claim write `id` to send it now, if it is pending and no instance
+    /// holds it (see [`OUTBOX_LEASE`]); `None` otherwise: it was sent, or
+    /// another instance is sending it.
+    pub async fn claim_outbox(&self, id: &str) -> Result<Option<OutboxItem>, StoreError> {
+        let row = sqlx::query(&format!(
+            "UPDATE outbox SET claimed_by = $1, claimed_until = $2 \
+             WHERE id = $3 AND status = 'pending' AND (claimed_until IS NULL OR claimed_until < $4) \
+             RETURNING {}",
+            self.outbox_columns()
         ))
+        .bind(&*self.instance)
+        .bind(now() + self.lease)
+        .bind(id)
+        .bind(now())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| self.outbox_item(r)).transpose()
+    }
+
+    /// Claim up to `limit` pending writes no instance holds, the least
+    /// recently tried first, so writes that keep failing cannot starve
+    /// newer ones. Each is this instance's until it records an attempt
+    /// ([`Store::outbox_attempt`]) or [`OUTBOX_LEASE`] seconds pass. With
+    /// PostgreSQL the rows are picked `FOR UPDATE SKIP LOCKED`: instances
+    /// claiming at the same moment take different rows, none waits.
+    pub async fn pending_outbox(&self, limit: i64) -> Result<Vec<OutboxItem>, StoreError> {
+        let skip_locked = match self.backend {
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+            // One writer at a time: the statement is atomic as it is.
+            Backend::Sqlite => "",
+        };
+        let mut rows = sqlx::query(&format!(
+            "UPDATE outbox SET claimed_by = $1, claimed_until = $2 WHERE id IN (\
+             SELECT id FROM outbox WHERE status = 'pending' \
+             AND (claimed_until IS NULL OR claimed_until < $3) \
+             ORDER BY updated_at, attempts, created_at, id LIMIT $4{skip_locked}) \
+             RETURNING {}",
+            self.outbox_columns()
+        ))
+        .bind(&*self.instance)
+        .bind(now() + self.lease)
+        .bind(now())
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
+        // RETURNING keeps no order.
+        rows.sort_by_key(|r| {
+            (
+                r.get::<i64, _>("updated_at"),
+                r.get::<i64, _>("attempts"),
+                r.get::<i64, _>("created_at"),
+                r.get::<String, _>("id"),
+            )
+        });
         let mut items = Vec::with_capacity(rows.len());
         for r in rows {
             let id: String = r.get("id");
@@ -440,7 +598,7 @@ impl Store {
         Ok(items)
     }
 
-    fn outbox_item(&self, r: SqliteRow) -> Result<OutboxItem, StoreError> {
+    fn outbox_item(&self, r: AnyRow) -> Result<OutboxItem, StoreError> {
         Ok(OutboxItem {
             id: r.get("id"),
             launch: r.get("launch"),
@@ -466,7 +624,7 @@ impl Store {
             Ok(()) => (OutboxStatus::Sent, None),
             Err((e, true)) => (OutboxStatus::Failed, Some(e.to_string())),
             Err((e, false)) => {
-                let row = sqlx::query("SELECT attempts, created_at FROM outbox WHERE id = ?")
+                let row = sqlx::query("SELECT attempts, created_at FROM outbox WHERE id = $1")
                     .bind(id)
                     .fetch_optional(&self.pool)
                     .await?;
@@ -487,7 +645,10 @@ impl Store {
                 }
             }
         };
-        sqlx::query("UPDATE outbox SET status = ?, attempts = attempts + 1, last_error = ?, updated_at = ? WHERE id = ?")
+        sqlx::query(
+            "UPDATE outbox SET status = $1, attempts = attempts + 1, last_error = $2, updated_at = $3, \
+             claimed_by = NULL, claimed_until = NULL WHERE id = $4",
+        )
             .bind(status.as_str())
             .bind(error.map(|e| self.seal(e.as_bytes())))
             .bind(now())
@@ -506,6 +667,244 @@ mod tests {
         Store::open("sqlite::memory:", &[7u8; 32]).await.unwrap()
     }
 
+    /// A throw-away PostgreSQL server (the harness of `passerelle-dev`);
+    /// fails, never skips, when PostgreSQL is not installed.
+    async fn postgres() -> passerelle_dev::postgres::Postgres {
+        passerelle_dev::postgres::Postgres::for_tests().await
+    }
+
+    /// The store's behaviour that does not depend on the backend, run on
+    /// each: the same tests, on SQLite and on PostgreSQL.
+    macro_rules! on_both_backends {
+        ($($name:ident),* $(,)?) => {
+            mod on_sqlite {
+                $(#[tokio::test]
+                async fn $name() {
+                    super::$name(super::store().await).await
+                })*
+            }
+            mod on_postgres {
+                $(#[tokio::test]
+                async fn $name() {
+                    let pg = super::postgres().await;
+                    let s = super::Store::open(&pg.url(), &[7u8; 32]).await.unwrap();
+                    super::$name(s).await
+                })*
+            }
+        };
+    }
+
+    on_both_backends!(
+        the_outbox_keeps_a_write_once_sealed_until_it_is_sent,
+        the_sweep_forgets_old_states_and_idle_launches_but_not_one_with_a_write_to_send,
+        writes_that_keep_failing_do_not_starve_newer_ones_and_give_up_saying_so,
+        a_state_is_taken_once_and_expires,
+        pending_authorizations_are_bounded_and_a_full_store_refuses_the_next,
+    );
+
+    #[tokio::test]
+    async fn two_instances_on_postgres_claim_different_writes_and_retake_a_dead_ones_after_its_lease()
+     {
+        let pg = postgres().await;
+        let a = Store::open(&pg.url(), &[5u8; 32]).await.unwrap();
+        let b = Store::open(&pg.url(), &[5u8; 32]).await.unwrap();
+        for i in 0..40 {
+            a.put_outbox(&format!("w{i:02}"), "l1", b"{}", "{}")
+                .await
+                .unwrap();
+        }
+        // Both claim at the same moment: no write is given to both.
+        let (from_a, from_b) = tokio::join!(a.pending_outbox(30), b.pending_outbox(30));
+        let (from_a, from_b) = (from_a.unwrap(), from_b.unwrap());
+        let mut all: Vec<String> = from_a.iter().chain(&from_b).map(|i| i.id.clone()).collect();
+        eprintln!(
+            "claimed at once: {} by one, {} by the other",
+            from_a.len(),
+            from_b.len()
+        );
+        all.sort();
+        let n = all.len();
+        all.dedup();
+        assert_eq!((n, all.len()), (40, 40), "each write claimed once");
+        assert!(a.pending_outbox(50).await.unwrap().is_empty(), "all held");
+        assert!(b.claim_outbox("w00").await.unwrap().is_none());
+
+        // An instance that dies holding a write: the other takes it once
+        // the lease is over, not before.
+        let dying = Store::open(&pg.url(), &[5u8; 32])
+            .await
+            .unwrap()
+            .with_outbox_lease(1);
+        dying
+            .put_outbox("w-dying", "l1", b"{}", "{}")
+            .await
+            .unwrap();
+        assert!(dying.claim_outbox("w-dying").await.unwrap().is_some());
+        drop(dying);
+        assert!(
+            b.claim_outbox("w-dying").await.unwrap().is_none(),
+            "still held"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+        let taken = b.claim_outbox("w-dying").await.unwrap();
+        assert_eq!(taken.map(|i| i.id).as_deref(), Some("w-dying"));
+        // Recording the attempt ends the claim: it is sent once.
+        b.outbox_attempt("w-dying", Ok(())).await.unwrap();
+        assert!(a.claim_outbox("w-dying").await.unwrap().is_none(), "sent");
+    }
+
+    #[tokio::test]
+    async fn on_postgres_sessions_and_writes_are_sealed_and_one_instance_reads_anothers() {
+        let pg = postgres().await;
+        let a = Store::open(&pg.url(), &[9u8; 32]).await.unwrap();
+        let b = Store::open(&pg.url(), &[9u8; 32]).await.unwrap();
+        let context = r#"{"patient":"pat-sealed-4711"}"#;
+        a.put_launch(&StoredLaunch {
+            id: "l1".into(),
+            browser: "b".into(),
+            iss: "i".into(),
+            context: context.into(),
+            granted: "".into(),
+            tokens: a.seal(b"tokens"),
+            expires_at: 0,
+            csrf: "c".into(),
+            last_seen: now(),
+        })
+        .await
+        .unwrap();
+        a.put_outbox("w1", "l1", b"{}", r#"{"what":"pat-sealed-4711"}"#)
+            .await
+            .unwrap();
+        let read = b.launch("l1").await.unwrap().unwrap();
+        assert_eq!(read.context, context, "the other instance reads it");
+        assert_eq!(b.open_sealed(&read.tokens).unwrap(), b"tokens");
+        assert!(
+            b.outbox("w1")
+                .await
+                .unwrap()
+                .unwrap()
+                .summary
+                .contains("4711")
+        );
+        let raw = sqlx::query(
+            "SELECT encode(context, 'escape') AS c FROM launches              UNION ALL SELECT encode(summary, 'escape') FROM outbox",
+        )
+        .fetch_all(&a.pool)
+        .await
+        .unwrap();
+        assert_eq!(raw.len(), 2);
+        for r in raw {
+            assert!(
+                !r.get::<String, _>("c").contains("sealed-4711"),
+                "sealed in the database"
+            );
+        }
+        // Another key opens nothing.
+        let other = Store::open(&pg.url(), &[1u8; 32]).await.unwrap();
+        assert!(matches!(other.launch("l1").await, Err(StoreError::Decrypt)));
+    }
+
+    fn queue_task(id: &str, version: &str, status: &str) -> crate::domain::queue::QueueTask {
+        crate::domain::queue::QueueTask {
+            id: id.into(),
+            version: version.into(),
+            kind: crate::domain::queue::Kind::Referral,
+            status: status.into(),
+            description: "Referral to food pantry".into(),
+            priority: "routine".into(),
+            patient_id: "pat-sealed-4711".into(),
+            patient_name: "Sealed Patient".into(),
+            owner: None,
+            owner_name: None,
+            role: None,
+            domain: Some(crate::domain::sdoh::Domain::FoodInsecurity),
+            payer: None,
+            authored: None,
+            due: None,
+            last_updated: "2026-01-01T00:00:00Z".into(),
+            procedure_output: false,
+            report: Default::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_queue_index_is_shared_sealed_in_order_and_an_older_version_does_not_win() {
+        let pg = postgres().await;
+        let a = Store::open(&pg.url(), &[4u8; 32]).await.unwrap();
+        let b = Store::open(&pg.url(), &[4u8; 32]).await.unwrap();
+        let meta = serde_json::json!({ "watermark": "2026-01-01T00:00:00Z" });
+        a.put_queue(
+            "https://ehr/fhir/",
+            &[
+                queue_task("t1", "1", "requested"),
+                queue_task("t2", "1", "requested"),
+            ],
+            Some(&meta),
+        )
+        .await
+        .unwrap();
+        let (tasks, seen) = b.queue_since("https://ehr/fhir/", 0).await.unwrap();
+        assert_eq!(
+            tasks,
+            [
+                queue_task("t1", "1", "requested"),
+                queue_task("t2", "1", "requested")
+            ]
+        );
+        assert_eq!(b.queue_meta("https://ehr/fhir/").await.unwrap(), Some(meta));
+        // A newer version is read from where the reader stood; a late,
+        // older one changes nothing.
+        a.put_queue(
+            "https://ehr/fhir/",
+            &[queue_task("t2", "3", "accepted")],
+            None,
+        )
+        .await
+        .unwrap();
+        b.put_queue(
+            "https://ehr/fhir/",
+            &[queue_task("t2", "2", "in-progress")],
+            None,
+        )
+        .await
+        .unwrap();
+        let (newer, _) = b.queue_since("https://ehr/fhir/", seen).await.unwrap();
+        assert_eq!(newer, [queue_task("t2", "3", "accepted")]);
+        assert!(
+            b.queue_since("https://other/", 0)
+                .await
+                .unwrap()
+                .0
+                .is_empty()
+        );
+        let raw = sqlx::query("SELECT encode(task, 'escape') AS t FROM queue_tasks")
+            .fetch_all(&a.pool)
+            .await
+            .unwrap();
+        for r in raw {
+            assert!(!r.get::<String, _>("t").contains("sealed-4711"));
+        }
+        // SQLite has one instance: nothing to share, said so.
+        assert!(matches!(
+            store().await.queue_since("https://ehr/fhir/", 0).await,
+            Err(StoreError::NotShared)
+        ));
+    }
+
+    #[test]
+    fn a_database_password_never_shows_in_a_message() {
+        assert_eq!(
+            redacted("postgres://passerelle:s3cret@db:5432/passerelle"),
+            "postgres://passerelle:***@db:5432/passerelle"
+        );
+        assert_eq!(redacted("sqlite://passerelle.db"), "sqlite://passerelle.db");
+        assert_eq!(
+            Backend::of("postgresql://db/p"),
+            Backend::Postgres,
+            "both URL schemes of libpq"
+        );
+    }
+
     #[tokio::test]
     async fn secrets_are_sealed_and_a_wrong_key_cannot_open_them() {
         let s = store().await;
@@ -519,9 +918,8 @@ mod tests {
         ));
     }
 
-    #[tokio::test]
-    async fn the_outbox_keeps_a_write_once_sealed_until_it_is_sent() {
-        let s = store().await;
+    async fn the_outbox_keeps_a_write_once_sealed_until_it_is_sent(s: Store) {
+        let s = s;
         s.put_outbox("scr-1", "l1", b"{\"resourceType\":\"Bundle\"}", "{}")
             .await
             .unwrap();
@@ -545,9 +943,10 @@ mod tests {
         assert!(s.pending_outbox(10).await.unwrap().is_empty());
     }
 
-    #[tokio::test]
-    async fn the_sweep_forgets_old_states_and_idle_launches_but_not_one_with_a_write_to_send() {
-        let s = store().await;
+    async fn the_sweep_forgets_old_states_and_idle_launches_but_not_one_with_a_write_to_send(
+        s: Store,
+    ) {
+        let s = s;
         let pending = PendingState {
             browser: "b".into(),
             iss: "i".into(),
@@ -640,9 +1039,8 @@ mod tests {
         let _ = std::fs::remove_file(&path);
     }
 
-    #[tokio::test]
-    async fn writes_that_keep_failing_do_not_starve_newer_ones_and_give_up_saying_so() {
-        let s = store().await;
+    async fn writes_that_keep_failing_do_not_starve_newer_ones_and_give_up_saying_so(s: Store) {
+        let s = s;
         for i in 0..60 {
             s.put_outbox(&format!("w{i:02}"), "l1", b"{}", "{}")
                 .await
@@ -666,7 +1064,7 @@ mod tests {
             (50..60).map(|i| format!("w{i:02}")).collect::<Vec<_>>()
         );
 
-        sqlx::query("UPDATE outbox SET attempts = ? WHERE id = 'w00'")
+        sqlx::query("UPDATE outbox SET attempts = $1 WHERE id = 'w00'")
             .bind(OUTBOX_MAX_ATTEMPTS - 1)
             .execute(&s.pool)
             .await
@@ -680,7 +1078,7 @@ mod tests {
         assert!(why.starts_with("not sent after 1000 attempts"), "{why}");
         assert!(why.contains("The FHIR server failed (500)"), "{why}");
 
-        sqlx::query("UPDATE outbox SET created_at = ? WHERE id = 'w01'")
+        sqlx::query("UPDATE outbox SET created_at = $1 WHERE id = 'w01'")
             .bind(now() - OUTBOX_MAX_AGE - 1)
             .execute(&s.pool)
             .await
@@ -693,9 +1091,8 @@ mod tests {
         assert!(item.last_error.unwrap().contains("over 7 day(s)"));
     }
 
-    #[tokio::test]
-    async fn a_state_is_taken_once_and_expires() {
-        let s = store().await;
+    async fn a_state_is_taken_once_and_expires(s: Store) {
+        let s = s;
         let pending = PendingState {
             browser: "b".into(),
             iss: "i".into(),
@@ -713,9 +1110,8 @@ mod tests {
         assert!(s.take_state("old", -1).await.unwrap().is_none(), "too old");
     }
 
-    #[tokio::test]
-    async fn pending_authorizations_are_bounded_and_a_full_store_refuses_the_next() {
-        let s = store().await.with_max_pending_states(3);
+    async fn pending_authorizations_are_bounded_and_a_full_store_refuses_the_next(s: Store) {
+        let s = s.with_max_pending_states(3);
         let pending = PendingState {
             browser: "b".into(),
             iss: "i".into(),

@@ -31,6 +31,9 @@ pub struct SmartEnv {
     pub server: Upstream,
     pub keys: Vec<SigningKey>,
     pub db_path: std::path::PathBuf,
+    /// The shared PostgreSQL store, when the env runs on one
+    /// ([`EnvOptions::postgres`]).
+    pub postgres: Option<passerelle_dev::postgres::Postgres>,
     _shutdown: oneshot::Sender<()>,
     /// The app's own process, when it runs as the binary.
     pub process: Option<tokio::process::Child>,
@@ -93,6 +96,10 @@ pub struct EnvOptions {
     /// More EHR entries on the app's allow-list after the launcher's own
     /// (EHRs no test reaches: only their callbacks are used).
     pub other_ehrs: Vec<Value>,
+    /// Passerelle's store in a throw-away PostgreSQL server (which several
+    /// instances can share, see [`SmartEnv::instance`]) instead of a
+    /// SQLite file.
+    pub postgres: bool,
 }
 
 /// Start launcher, hfs (auth enforced) and the app, with Passerelle
@@ -127,6 +134,7 @@ impl Default for EnvOptions {
             legacy_callback: false,
             medplum: None,
             other_ehrs: vec![],
+            postgres: false,
         }
     }
 }
@@ -229,6 +237,10 @@ pub async fn smart_env_with(o: EnvOptions) -> SmartEnv {
             passerelle::http::random_key(),
         )
     });
+    let postgres = match o.postgres {
+        true => Some(passerelle_dev::postgres::Postgres::for_tests().await),
+        false => None,
+    };
     let mut entries = vec![ehr_json.clone()];
     entries.extend(o.other_ehrs.iter().cloned());
     let ehrs = entries
@@ -240,7 +252,10 @@ pub async fn smart_env_with(o: EnvOptions) -> SmartEnv {
         public_url: app_url.clone(),
         session_key,
         keys: keys.clone(),
-        database_url: format!("sqlite://{}", db_path.display()),
+        database_url: match &postgres {
+            Some(pg) => pg.url(),
+            None => format!("sqlite://{}", db_path.display()),
+        },
         idle: o.idle,
     };
     let settings = passerelle::http::Settings {
@@ -322,8 +337,51 @@ pub async fn smart_env_with(o: EnvOptions) -> SmartEnv {
         server,
         keys,
         db_path,
+        postgres,
         _shutdown: tx,
         process,
+    }
+}
+
+/// One more Passerelle instance of an env, on the same settings (store,
+/// session key, signing keys, public URL): what a second replica behind a
+/// load balancer is. Stopped when dropped, or with [`Instance::stop`].
+pub struct Instance {
+    pub app: String,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+impl Instance {
+    /// Stop serving and every background task of this instance (its
+    /// outbox worker, its leader's lock connection, its listener).
+    pub async fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        // `run` aborts its tasks once the server has stopped.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Start the app on `settings`, in this process, on a new port.
+async fn start_instance(settings: &passerelle::http::Settings) -> Instance {
+    let (tx, rx) = oneshot::channel::<()>();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(passerelle::http::run(listener, settings.clone(), async {
+        let _ = rx.await;
+    }));
+    Instance {
+        app,
+        shutdown: Some(tx),
     }
 }
 
@@ -343,34 +401,47 @@ impl SmartEnv {
     }
 
     /// How many rows a table of Passerelle's own store holds (`launches`,
-    /// `launch_state`, `outbox`).
+    /// `launch_state`, `outbox`), or those matching `filter` (SQL).
     pub async fn stored(&self, table: &str) -> i64 {
-        let store = sqlx::SqlitePool::connect(&format!("sqlite://{}", self.db_path.display()))
-            .await
-            .unwrap();
-        let (n,): (i64,) = sqlx::query_as(&format!("SELECT COUNT(*) FROM {table}"))
-            .fetch_one(&store)
-            .await
-            .unwrap();
+        self.stored_where(table, "TRUE").await
+    }
+
+    pub async fn stored_where(&self, table: &str, filter: &str) -> i64 {
+        let sql = format!("SELECT COUNT(*) FROM {table} WHERE {filter}");
+        let (n,): (i64,) = match &self.postgres {
+            Some(pg) => {
+                let store = sqlx::PgPool::connect(&pg.url()).await.unwrap();
+                sqlx::query_as(&sql).fetch_one(&store).await.unwrap()
+            }
+            None => {
+                let url = format!("sqlite://{}", self.db_path.display());
+                let store = sqlx::SqlitePool::connect(&url).await.unwrap();
+                sqlx::query_as(&sql).fetch_one(&store).await.unwrap()
+            }
+        };
         n
+    }
+
+    /// Stop the env's own app (its server and background tasks), as a
+    /// replica that goes away.
+    pub async fn stop_app(&mut self) {
+        let (tx, _) = oneshot::channel::<()>();
+        let _ = std::mem::replace(&mut self._shutdown, tx).send(());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    /// Another Passerelle instance on this env's store and settings.
+    pub async fn instance(&self) -> Instance {
+        start_instance(&self.settings).await
     }
 
     /// Stop the app and start it again on the same store (a restart);
     /// returns the new app's address.
     pub async fn app_again(&mut self) -> String {
-        let (tx, rx) = oneshot::channel::<()>();
-        let old = std::mem::replace(&mut self._shutdown, tx);
-        let _ = old.send(());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        self.app = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(passerelle::http::run(
-            listener,
-            self.settings.clone(),
-            async {
-                let _ = rx.await;
-            },
-        ));
+        self.stop_app().await;
+        let mut again = start_instance(&self.settings).await;
+        self._shutdown = again.shutdown.take().expect("a running instance");
+        self.app = again.app.clone();
         self.app.clone()
     }
 }
@@ -463,6 +534,16 @@ impl Default for Browser {
 }
 
 impl Browser {
+    /// Send `to`'s requests with the cookies of `from` (both app URLs), as
+    /// a browser does when a load balancer puts two instances behind one
+    /// origin.
+    pub fn same_origin(&self, from: &str, to: &str) {
+        let origin = |u: &str| Url::parse(u).unwrap().origin().ascii_serialization();
+        let mut jar = self.cookies.lock().unwrap();
+        let cookies = jar.get(&origin(from)).cloned().unwrap_or_default();
+        jar.insert(origin(to), cookies);
+    }
+
     /// The `Cookie` header this browser sends to `origin` (an app URL).
     pub fn cookie_header(&self, url: &str) -> String {
         let origin = Url::parse(url).unwrap().origin().ascii_serialization();

@@ -16,6 +16,7 @@ mod directory;
 mod engines;
 mod fhir_client;
 mod hardening;
+mod instances;
 mod launcher;
 mod medplum_smart;
 mod patterns;

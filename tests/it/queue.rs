@@ -28,7 +28,7 @@ async fn env(generate: usize, poll: u64) -> SmartEnv {
 }
 
 /// A coordinator's standalone launch (no patient): lands on the queue.
-async fn coordinator(env: &SmartEnv, browser: &Browser, practitioner: &str) -> Page {
+pub(crate) async fn coordinator(env: &SmartEnv, browser: &Browser, practitioner: &str) -> Page {
     let start = format!(
         "{}/standalone/start?queue=1&iss={}",
         env.app,
@@ -42,7 +42,7 @@ async fn coordinator(env: &SmartEnv, browser: &Browser, practitioner: &str) -> P
 }
 
 /// The queue page at `query`, once the first sync has filled it.
-async fn queue_at(browser: &Browser, queue: &Page, query: &str) -> Page {
+pub(crate) async fn queue_at(browser: &Browser, queue: &Page, query: &str) -> Page {
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         let page = browser
@@ -76,7 +76,7 @@ fn total(page: &Page) -> usize {
         .unwrap()
 }
 
-fn row_ids(page: &Page) -> Vec<String> {
+pub(crate) fn row_ids(page: &Page) -> Vec<String> {
     page.body
         .split("<tr id=\"task-")
         .skip(1)
@@ -302,7 +302,12 @@ async fn ten_thousand_tasks_are_filtered_sorted_and_paged_and_two_coordinators_d
 }
 
 /// Read server-sent events from `url` until one names `task` (or time runs out).
-async fn wait_for_event(browser_cookie: &str, url: &str, task: &str, within: Duration) -> bool {
+pub(crate) async fn wait_for_event(
+    browser_cookie: &str,
+    url: &str,
+    task: &str,
+    within: Duration,
+) -> bool {
     use futures::StreamExt;
     let response = reqwest::Client::new()
         .get(url)

@@ -9,6 +9,7 @@ pub mod conformance;
 pub mod hfs;
 pub mod launcher;
 pub mod medplum;
+pub mod postgres;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;

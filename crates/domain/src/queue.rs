@@ -34,7 +34,9 @@ pub fn role_label(code: &str) -> Option<&'static str> {
 }
 
 /// What kind of work a Task is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum Kind {
     Referral,
     Appeal,
@@ -65,8 +67,9 @@ impl Kind {
     }
 }
 
-/// One Task as the queue holds it.
-#[derive(Debug, Clone, PartialEq)]
+/// One Task as the queue holds it (also as several instances share it,
+/// sealed, in the shared store).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct QueueTask {
     pub id: String,
     pub version: String,

@@ -9,7 +9,9 @@ pub const SDOHCC_TEMPORARY_CODES: &str =
 pub const US_CORE_CATEGORY: &str = "http://hl7.org/fhir/us/core/CodeSystem/us-core-category";
 
 /// One SDOH domain.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum Domain {
     FoodInsecurity,
     HousingInstability,

@@ -178,7 +178,7 @@ pub struct TaskSummary {
 /// For Referral Management: the performer sets the status and its reason,
 /// and the resulting activity in `output`), each in words. Untrusted text:
 /// the pages escape it.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Report {
     pub status_reason: Option<String>,
     pub business_status: Option<String>,

@@ -289,7 +289,7 @@ pub async fn read_tasks(
 }
 
 /// One member of the care team: a practitioner and their role.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TeamMember {
     /// `Practitioner/…`
     pub reference: String,
