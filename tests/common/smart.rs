@@ -93,6 +93,8 @@ pub struct EnvOptions {
     /// More EHR entries on the app's allow-list after the launcher's own
     /// (EHRs no test reaches: only their callbacks are used).
     pub other_ehrs: Vec<Value>,
+    /// hfs answers 501 to every `$export` (`HFS_BULK_EXPORT_ENABLED=false`).
+    pub bulk_export_disabled: bool,
 }
 
 /// Start launcher, hfs (auth enforced) and the app, with Passerelle
@@ -127,6 +129,7 @@ impl Default for EnvOptions {
             legacy_callback: false,
             medplum: None,
             other_ehrs: vec![],
+            bulk_export_disabled: false,
         }
     }
 }
@@ -195,6 +198,7 @@ pub async fn smart_env_with(o: EnvOptions) -> SmartEnv {
     let server = match o.medplum {
         None => {
             let mut opts = super::hfs_options();
+            opts.bulk_export = !o.bulk_export_disabled;
             opts.auth = Some(HfsAuth {
                 jwks_url: launcher.jwks_url(),
                 issuer: launcher.issuer(),
@@ -926,4 +930,58 @@ pub fn referral_form(html: &str, domain: &str) -> Vec<(&'static str, String)> {
         ("service", hidden_field(html, "service")),
         ("action", "refer".to_string()),
     ]
+}
+
+/// A client of the launcher's FHIR endpoint with a Backend Services token
+/// of `scope` (hfs enforces it), reading the patterns with `bulk`.
+pub fn system_client(
+    env: &SmartEnv,
+    scope: &str,
+    bulk: passerelle::fhir::bulk::BulkSettings,
+) -> passerelle::fhir::FhirClient {
+    passerelle::fhir::FhirClient::new(
+        passerelle::fhir::FhirClient::http_client(),
+        env.launcher.fhir_base(),
+        passerelle::fhir::Limits {
+            timeout: Duration::from_secs(60),
+            bulk,
+            ..passerelle::fhir::Limits::default()
+        },
+    )
+    .with_authorizer(std::sync::Arc::new(passerelle::auth::StaticToken(
+        env.launcher.system_token(scope),
+    )))
+}
+
+/// Bulk Data settings for tests: a status poll every second at most.
+pub fn quick_bulk() -> passerelle::fhir::bulk::BulkSettings {
+    passerelle::fhir::bulk::BulkSettings {
+        max_poll_interval: Duration::from_secs(1),
+        ..Default::default()
+    }
+}
+
+/// Every figure of two reports is the same (tables cell by cell, rates,
+/// medians, repeated denials, trends, the raw counts), whatever read path
+/// gave each and whenever it was computed.
+pub fn assert_same_measures(
+    a: &passerelle::domain::patterns::Report,
+    b: &passerelle::domain::patterns::Report,
+) {
+    assert_eq!(a.period, b.period);
+    assert_eq!(a.tables.len(), b.tables.len());
+    for (x, y) in a.tables.iter().zip(&b.tables) {
+        assert_eq!(x.id, y.id);
+        assert_eq!(x.cells.len(), y.cells.len(), "{}", x.id);
+        for (c, d) in x.cells.iter().zip(&y.cells) {
+            assert_eq!(c, d, "{} / {}", x.id, c.label);
+        }
+        assert_eq!(x.total, y.total, "{} total", x.id);
+    }
+    assert_eq!(a.rates, b.rates);
+    assert_eq!(a.medians, b.medians);
+    assert_eq!(a.repeated, b.repeated);
+    assert_eq!(a.trends, b.trends);
+    assert_eq!(a.counted, b.counted);
+    assert!(a.counted.patients > 0, "no patient counted");
 }

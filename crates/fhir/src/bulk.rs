@@ -221,13 +221,7 @@ impl FhirClient {
         let mut wait = backoff.min(max_poll_interval);
         loop {
             if started.elapsed() + wait > max_wait {
-                return Err(FhirError::Invalid {
-                    what: "a Bulk Data export".into(),
-                    detail: format!(
-                        "not complete after {} s, the longest Passerelle waits",
-                        max_wait.as_secs()
-                    ),
-                });
+                return Err(FhirError::ExportTooSlow { after: max_wait });
             }
             tokio::time::sleep(wait).await;
             let answer = self
@@ -239,16 +233,7 @@ impl FhirClient {
                     true,
                     "the Bulk Data export status",
                 )
-                .await
-                .map_err(|e| match e {
-                    FhirError::Server { status, message } | FhirError::Refused { status, message } => {
-                        FhirError::Invalid {
-                            what: "a Bulk Data export".into(),
-                            detail: format!("the export failed ({status}): {message}"),
-                        }
-                    }
-                    e => e,
-                })?;
+                .await?;
             match answer.status.as_u16() {
                 200 => {
                     return serde_json::from_slice(&answer.body).map_err(|e| FhirError::Invalid {
@@ -257,7 +242,11 @@ impl FhirClient {
                     });
                 }
                 202 => {
-                    if let Some(p) = answer.headers.get("x-progress").and_then(|v| v.to_str().ok()) {
+                    if let Some(p) = answer
+                        .headers
+                        .get("x-progress")
+                        .and_then(|v| v.to_str().ok())
+                    {
                         progress(p);
                     }
                     backoff = (backoff * 2).min(max_poll_interval);
@@ -288,10 +277,12 @@ impl FhirClient {
         requires_access_token: bool,
         mut each: impl FnMut(&str),
     ) -> Result<(), FhirError> {
-        let url = self.same_server(&file.url).map_err(|_| FhirError::Invalid {
-            what: "a Bulk Data output file".into(),
-            detail: "its URL is on another server".into(),
-        })?;
+        let url = self
+            .same_server(&file.url)
+            .map_err(|_| FhirError::Invalid {
+                what: "a Bulk Data output file".into(),
+                detail: "its URL is on another server".into(),
+            })?;
         let mut request = self
             .http
             .request(Method::GET, url)
@@ -395,7 +386,10 @@ mod tests {
 
     #[test]
     fn a_group_id_is_a_fhir_id() {
-        assert_eq!(GroupId::parse("practice-1.a").unwrap().as_str(), "practice-1.a");
+        assert_eq!(
+            GroupId::parse("practice-1.a").unwrap().as_str(),
+            "practice-1.a"
+        );
         assert!(GroupId::parse("").is_err());
         assert!(GroupId::parse("a/b").is_err());
         assert!(GroupId::parse(&"x".repeat(65)).is_err());

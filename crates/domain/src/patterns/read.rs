@@ -66,10 +66,14 @@ pub enum ReadPath {
     /// Paged searches; `why` bulk export was not used, when it was tried.
     #[default]
     Search,
-    SearchAfter { why: String },
+    SearchAfter {
+        why: String,
+    },
     /// FHIR Bulk Data export; `unreadable` lines (malformed JSON, another
     /// resource type than the file's) were not counted, by resource type.
-    Bulk { unreadable: Vec<(String, usize)> },
+    Bulk {
+        unreadable: Vec<(String, usize)>,
+    },
 }
 
 impl ReadPath {

@@ -35,17 +35,18 @@ use super::*;
 use crate::bulk::{Kickoff, offers_export};
 use crate::domain::patterns::BulkOutcome;
 
-/// The resource types the measures read: the patients, their coverages
-/// with the payers, claims and their responses, appeal and referral Tasks
-/// with the referrals' ServiceRequests, screenings (Observations,
-/// QuestionnaireResponses), health concerns, visits.
-pub const TYPES: [&str; 11] = [
+/// The resource types of the Patient compartment the measures read: the
+/// patients, their coverages, claims and their responses, the referrals'
+/// ServiceRequests, screenings (Observations, QuestionnaireResponses),
+/// health concerns, visits. The payers (Organization) and the appeal and
+/// referral Tasks are not in the R4 Patient compartment
+/// (compartmentdefinition-patient), which Patient- and Group-level exports
+/// follow (Bulk Data IG `_type`): they are read by search.
+pub const TYPES: [&str; 9] = [
     "Patient",
-    "Organization",
     "Coverage",
     "Claim",
     "ClaimResponse",
-    "Task",
     "ServiceRequest",
     "Observation",
     "QuestionnaireResponse",
@@ -115,12 +116,9 @@ async fn read_export(
     let settings = &client.limits.bulk;
     progress.stage("bulk export: waiting for the server");
     let manifest = client
-        .export_wait(
-            status,
-            settings.max_wait,
-            settings.max_poll_interval,
-            |p| progress.stage(&format!("bulk export: the server is at {p}")),
-        )
+        .export_wait(status, settings.max_wait, settings.max_poll_interval, |p| {
+            progress.stage(&format!("bulk export: the server is at {p}"))
+        })
         .await
         .map_err(|e| failed("the status", &e))?;
     if !manifest.error.is_empty() {
@@ -141,6 +139,8 @@ async fn read_export(
     let mut batch_of: HashMap<u128, u32> = HashMap::new();
     let mut names: HashMap<String, String> = HashMap::new();
     let mut unreadable: BTreeMap<String, usize> = BTreeMap::new();
+    // The payers the records name (a few hundred distinct ids at most).
+    let mut payers: HashSet<String> = HashSet::new();
     // The Patient files first: a record is spooled with its patient's batch.
     let (patients, others): (Vec<_>, Vec<_>) = manifest
         .output
@@ -166,16 +166,13 @@ async fn read_export(
                             std::collections::hash_map::Entry::Vacant(v) => *v.insert(next),
                         }
                     }
-                    "Organization" => {
-                        if let Some(name) = head.name.as_ref().and_then(Value::as_str) {
-                            names.insert(head.id, name.to_string());
-                        }
-                        return;
-                    }
                     // Records of a patient the export does not hold are
                     // not counted (as on the search path).
                     _ => match head.patient(kind).and_then(|p| batch_of.get(&id_key(p))) {
-                        Some(b) => *b,
+                        Some(b) => {
+                            payers.extend(head.payers().map(String::from));
+                            *b
+                        }
                         None => return,
                     },
                 };
@@ -192,6 +189,24 @@ async fn read_export(
         }
         progress.pages.fetch_add(1, Ordering::Relaxed);
     }
+    // The payers, outside the Patient compartment, read by id as the
+    // searches' `_include` reads them.
+    let missing: Vec<String> = payers
+        .into_iter()
+        .filter(|id| crate::client::is_valid_id(id))
+        .collect();
+    for ids in missing.chunks(IDS_PER_SEARCH) {
+        progress.stage("bulk export: the payers");
+        each_page(
+            client,
+            "Organization",
+            &[("_id", ids.join(","))],
+            progress,
+            |page| names.extend(organization_names(page)),
+        )
+        .await
+        .map_err(|e| failed("the payers' Organizations", &e))?;
+    }
     progress.stage("bulk export: counting");
     let rules = Rules::shared();
     let screening = sdoh::PopulationFilter::new(rules);
@@ -201,26 +216,20 @@ async fn read_export(
     for batch in spool.batches() {
         let lines = batch.map_err(spool_failed)?;
         let acc = count_batch(
+            client,
             period,
             &lines,
             &names,
             &mut item_names,
             &mut seen,
             &screening,
-        );
+            progress,
+        )
+        .await
+        .map_err(|e| failed("the Tasks", &e))?;
         total.merge(acc.finish_raw());
     }
     Ok((total, item_names, unreadable.into_iter().collect()))
-}
-
-/// Whether `concept` has a coding of `system` (and `code`, when given): the
-/// token search `code=system|code` (FHIR R4 search.html#token).
-fn has_coding(concept: &Value, system: &str, code: Option<&str>) -> bool {
-    concept["coding"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|k| k["system"] == system && code.is_none_or(|c| k["code"] == c))
 }
 
 /// Whether a date search `ge{start}&le{end}` matches `value` (a date or
@@ -243,15 +252,18 @@ fn meets(encounter: &Value, period: Period) -> bool {
 
 /// One batch's spooled lines counted as the search path counts a batch:
 /// the same records (filtered as the searches filter them on the server)
-/// to the same counting functions, in the same order.
-fn count_batch(
+/// to the same counting functions, in the same order; the batch's Tasks
+/// by the search path's own searches.
+async fn count_batch(
+    client: &FhirClient,
     period: Period,
     lines: &[String],
     names: &HashMap<String, String>,
     item_names: &mut HashMap<String, String>,
     seen: &mut HashSet<u128>,
     screening: &sdoh::PopulationFilter,
-) -> Accumulator {
+    progress: &Progress,
+) -> Result<Accumulator, FhirError> {
     let of = |kind: &'static str| {
         lines.iter().filter_map(move |l| {
             let (t, json) = l.split_once('\t')?;
@@ -261,9 +273,9 @@ fn count_batch(
         })
     };
     let mut acc = Accumulator::new(period);
-    for p in of("Patient") {
-        count_patient(&p, seen, &mut acc);
-    }
+    let ids: Vec<String> = of("Patient")
+        .filter_map(|p| count_patient(&p, seen, &mut acc))
+        .collect();
     let mut plans: HashMap<String, Plan> = HashMap::new();
     count_coverages(of("Coverage"), names, &mut plans, &mut acc);
 
@@ -282,30 +294,24 @@ fn count_batch(
     );
     count_denials(responses.into_iter(), &claims, names, &plans, &mut acc);
 
-    count_appeals(
-        of("Task").filter(|t| has_coding(&t["code"], APPEAL_TASK_SYSTEM, None)),
-        &plans,
-        &mut acc,
-    );
+    for chunk in ids.chunks(IDS_PER_SEARCH) {
+        let who = chunk
+            .iter()
+            .map(|id| format!("Patient/{id}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        read_tasks(client, &who, &plans, &mut acc, progress).await?;
+    }
     drop(plans);
 
-    let requests = service_requests(of("ServiceRequest"));
-    count_referrals(
-        of("Task").filter(|t| has_coding(&t["code"], TASK_CODE_SYSTEM, Some("fulfill"))),
-        &requests,
-        &mut acc,
-    );
-
     let rules = Rules::shared();
-    let observations: Vec<Value> = of("Observation")
-        .filter(|o| screening.matches(o))
-        .collect();
+    let observations: Vec<Value> = of("Observation").filter(|o| screening.matches(o)).collect();
     let responses: Vec<Value> = of("QuestionnaireResponse").collect();
     let conditions: Vec<Value> = of("Condition").filter(|c| screening.matches(c)).collect();
     count_screens(rules, &observations, &responses, &conditions, &mut acc);
 
     count_visits(of("Encounter").filter(|e| meets(e, period)), &mut acc);
-    acc
+    Ok(acc)
 }
 
 /// What a line is decoded into first: its type, id, and the references
@@ -319,10 +325,10 @@ struct Head {
     subject: Option<Reference>,
     patient: Option<Reference>,
     beneficiary: Option<Reference>,
-    #[serde(rename = "for")]
-    for_: Option<Reference>,
-    /// An Organization's name (a Patient's is a list: kept as JSON).
-    name: Option<Value>,
+    /// A Coverage's payers and a ClaimResponse's insurer: the
+    /// Organizations whose names the measures show.
+    payor: Option<Vec<Reference>>,
+    insurer: Option<Reference>,
 }
 
 #[derive(Deserialize)]
@@ -337,12 +343,20 @@ impl Head {
         (head.resource_type == kind && crate::client::is_valid_id(&head.id)).then_some(head)
     }
 
+    /// The Organizations this record names as payer.
+    fn payers(&self) -> impl Iterator<Item = &str> {
+        self.payor
+            .iter()
+            .flatten()
+            .chain(&self.insurer)
+            .filter_map(|r| r.reference.as_deref()?.strip_prefix("Organization/"))
+    }
+
     /// The patient's id, from the element the search path asks by.
     fn patient(&self, kind: &str) -> Option<&str> {
         let r = match kind {
             "Coverage" => &self.beneficiary,
             "Claim" | "ClaimResponse" => &self.patient,
-            "Task" => &self.for_,
             _ => &self.subject,
         };
         r.as_ref()?.reference.as_deref()?.strip_prefix("Patient/")
@@ -412,19 +426,25 @@ mod tests {
 
     #[test]
     fn a_line_is_read_for_its_type_id_and_patient_or_counted_unreadable() {
-        let task = r#"{"resourceType":"Task","id":"t1","for":{"reference":"Patient/p1"},"status":"requested"}"#;
-        let head = Head::of(task, "Task").unwrap();
-        assert_eq!(head.patient("Task"), Some("p1"));
-        assert!(Head::of(task, "Encounter").is_none(), "another file's type");
-        assert!(Head::of(r#"{"resourceType":"Task","id":"a b"}"#, "Task").is_none());
-        assert!(Head::of(r#"{"resourceType":"Task","#, "Task").is_none());
-        let cov = r#"{"resourceType":"Coverage","id":"c","beneficiary":{"reference":"Patient/p2"}}"#;
-        assert_eq!(Head::of(cov, "Coverage").unwrap().patient("Coverage"), Some("p2"));
-        let org = r#"{"resourceType":"Organization","id":"o","name":"Sunrise Health"}"#;
-        assert_eq!(
-            Head::of(org, "Organization").unwrap().name,
-            Some(json!("Sunrise Health"))
+        let visit = r#"{"resourceType":"Encounter","id":"e1","subject":{"reference":"Patient/p1"},"status":"finished"}"#;
+        let head = Head::of(visit, "Encounter").unwrap();
+        assert_eq!(head.patient("Encounter"), Some("p1"));
+        assert!(
+            Head::of(visit, "Observation").is_none(),
+            "another file's type"
         );
+        assert!(Head::of(r#"{"resourceType":"Encounter","id":"a b"}"#, "Encounter").is_none());
+        assert!(Head::of(r#"{"resourceType":"Encounter","#, "Encounter").is_none());
+        let cov =
+            r#"{"resourceType":"Coverage","id":"c","beneficiary":{"reference":"Patient/p2"}}"#;
+        assert_eq!(
+            Head::of(cov, "Coverage").unwrap().patient("Coverage"),
+            Some("p2")
+        );
+        let cr = r#"{"resourceType":"ClaimResponse","id":"r","patient":{"reference":"Patient/p3"},"insurer":{"reference":"Organization/o1"}}"#;
+        let head = Head::of(cr, "ClaimResponse").unwrap();
+        assert_eq!(head.patient("ClaimResponse"), Some("p3"));
+        assert_eq!(head.payers().collect::<Vec<_>>(), ["o1"]);
         let patient = r#"{"resourceType":"Patient","id":"p","name":[{"family":"Roe"}]}"#;
         assert!(Head::of(patient, "Patient").is_some());
     }
@@ -445,10 +465,6 @@ mod tests {
         assert!(!meets(&enc("2025-12-01", Some("2025-12-02")), YEAR));
         assert!(!meets(&enc("2027-01-01", None), YEAR));
         assert!(!meets(&json!({}), YEAR));
-        let code = json!({ "coding": [{ "system": TASK_CODE_SYSTEM, "code": "fulfill" }] });
-        assert!(has_coding(&code, TASK_CODE_SYSTEM, Some("fulfill")));
-        assert!(has_coding(&code, TASK_CODE_SYSTEM, None));
-        assert!(!has_coding(&code, APPEAL_TASK_SYSTEM, None));
     }
 
     #[test]

@@ -303,7 +303,12 @@ pub async fn compute_with(
     if mode.tries_bulk() {
         match bulk::read(client, period, progress).await {
             Ok((total, item_names, unreadable)) => {
-                return Ok(finish(total, &item_names, ReadPath::Bulk { unreadable }, progress));
+                return Ok(finish(
+                    total,
+                    &item_names,
+                    ReadPath::Bulk { unreadable },
+                    progress,
+                ));
             }
             Err(outcome) => match mode.after(outcome) {
                 Next::Fail(why) => return Err(FhirError::Request(why)),
@@ -369,7 +374,7 @@ async fn search_read(
 }
 
 /// Patients whose records one search asks for (`patient=` with their ids).
-const IDS_PER_SEARCH: usize = 100;
+pub(crate) const IDS_PER_SEARCH: usize = 100;
 
 /// The records of `ids` (their coverages, denials, appeals, referrals,
 /// screenings and visits), each search restricted to them, into `acc`.
@@ -426,36 +431,8 @@ async fn read_records(
     })
     .await?;
 
-    progress.stage("appeals");
-    each_page(
-        client,
-        "Task",
-        &[
-            ("code", format!("{APPEAL_TASK_SYSTEM}|")),
-            ("patient", who.clone()),
-        ],
-        progress,
-        |page| count_appeals(page.resources("Task"), &coverages, acc),
-    )
-    .await?;
+    read_tasks(client, &who, &coverages, acc, progress).await?;
     drop(coverages);
-
-    progress.stage("referrals");
-    each_page(
-        client,
-        "Task",
-        &[
-            ("code", format!("{TASK_CODE_SYSTEM}|fulfill")),
-            ("patient", who.clone()),
-            ("_include", "Task:focus".into()),
-        ],
-        progress,
-        |page| {
-            let requests = service_requests(page.resources("ServiceRequest"));
-            count_referrals(page.resources("Task"), &requests, acc);
-        },
-    )
-    .await?;
 
     progress.stage("screenings");
     // The same reader as the visit page: screenings in any standard shape
@@ -486,6 +463,49 @@ async fn read_records(
     .await?;
 
     Ok(())
+}
+
+/// The appeal and referral Tasks of the patients `who` (`Patient/id`,
+/// comma-separated) by search, into `acc`: on both read paths, as Task is
+/// not in the R4 Patient compartment and so not in a Patient- or
+/// Group-level export of every server (FHIR R4
+/// compartmentdefinition-patient; Bulk Data IG `_type`).
+async fn read_tasks(
+    client: &FhirClient,
+    who: &str,
+    plans: &HashMap<String, Plan>,
+    acc: &mut Accumulator,
+    progress: &Progress,
+) -> Result<(), FhirError> {
+    progress.stage("appeals");
+    each_page(
+        client,
+        "Task",
+        &[
+            ("code", format!("{APPEAL_TASK_SYSTEM}|")),
+            ("patient", who.to_string()),
+        ],
+        progress,
+        |page| count_appeals(page.resources("Task"), plans, acc),
+    )
+    .await?;
+
+    progress.stage("referrals");
+    each_page(
+        client,
+        "Task",
+        &[
+            ("code", format!("{TASK_CODE_SYSTEM}|fulfill")),
+            ("patient", who.to_string()),
+            ("_include", "Task:focus".into()),
+        ],
+        progress,
+        |page| {
+            let requests = service_requests(page.resources("ServiceRequest"));
+            count_referrals(page.resources("Task"), &requests, acc);
+        },
+    )
+    .await
 }
 
 // The counting of one batch's records, the same whichever read path (paged
