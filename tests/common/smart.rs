@@ -95,6 +95,8 @@ pub struct EnvOptions {
     pub other_ehrs: Vec<Value>,
     /// hfs answers 501 to every `$export` (`HFS_BULK_EXPORT_ENABLED=false`).
     pub bulk_export_disabled: bool,
+    /// The queue's Backend Services scopes (the default when `None`).
+    pub backend_scope: Option<String>,
 }
 
 /// Start launcher, hfs (auth enforced) and the app, with Passerelle
@@ -130,6 +132,7 @@ impl Default for EnvOptions {
             medplum: None,
             other_ehrs: vec![],
             bulk_export_disabled: false,
+            backend_scope: None,
         }
     }
 }
@@ -174,7 +177,13 @@ pub async fn smart_env_with(o: EnvOptions) -> SmartEnv {
         "key_alg": o.key_alg,
         "scopes": o.scopes,
         "frame_ancestors": [fhir_base.origin().ascii_serialization()],
-        "backend": o.queue_poll_seconds.map(|s| serde_json::json!({ "poll_seconds": s })),
+        "backend": o.queue_poll_seconds.map(|s| {
+            let mut b = serde_json::json!({ "poll_seconds": s, "bulk_poll_max_seconds": 1 });
+            if let Some(scope) = &o.backend_scope {
+                b["scope"] = scope.as_str().into();
+            }
+            b
+        }),
         "legacy_callback": o.legacy_callback,
     });
     let ehr: EhrConfig = serde_json::from_value(ehr_json.clone()).unwrap();
@@ -951,6 +960,17 @@ pub fn system_client(
     .with_authorizer(std::sync::Arc::new(passerelle::auth::StaticToken(
         env.launcher.system_token(scope),
     )))
+}
+
+/// What hfs 0.2.7 needs besides the per-type scopes to read an export:
+/// it authorizes the status and file URLs (`/export-status/…`,
+/// `/export-file/…`) as reads of resource types of those names, which a
+/// SMART authorization server grants only through a wildcard.
+pub fn hfs_bulk_scope() -> String {
+    format!(
+        "{} system/*.rs",
+        passerelle::auth::smart::BackendConfig::DEFAULT_SCOPE
+    )
 }
 
 /// Bulk Data settings for tests: a status poll every second at most.

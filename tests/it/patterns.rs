@@ -21,6 +21,9 @@ async fn env() -> SmartEnv {
         population: PATIENTS,
         // The practice, payers and team only: the population is all the data.
         fixtures: Some(vec!["00-"]),
+        // Read by Bulk Data export (hfs's status and file URLs need the
+        // wildcard).
+        backend_scope: Some(common::smart::hfs_bulk_scope()),
         ..Default::default()
     })
     .await
@@ -126,6 +129,13 @@ async fn measures_over_five_thousand_patients_match_the_generator_and_the_export
     let started = Instant::now();
     let page = computed(&browser, &url).await;
     println!("measures computed in {:?}", started.elapsed());
+    // Read by Bulk Data export, and the page says so.
+    assert!(
+        page.body
+            .contains("<p class=\"muted\" id=\"read-path\">Read by FHIR Bulk Data export.</p>"),
+        "{}",
+        page.body
+    );
     // A chart and its table for each breakdown.
     assert!(page.body.contains("<svg role=\"img\""));
     assert!(page.body.contains("class=\"chart-table\""));
@@ -393,7 +403,7 @@ async fn measures_over_five_thousand_patients_match_the_generator_and_the_export
 // ---- The two read paths: FHIR Bulk Data export and paged searches ----
 
 use common::proxy::{Fault, Proxy};
-use common::smart::{assert_same_measures, quick_bulk, system_client};
+use common::smart::{assert_same_measures, hfs_bulk_scope, quick_bulk, system_client};
 use passerelle::auth::smart::BackendConfig;
 use passerelle::domain::patterns::{Period, ReadMode, ReadPath, Report};
 use passerelle::fhir::FhirClient;
@@ -449,14 +459,6 @@ fn fallen_back(report: &Report) -> String {
         ReadPath::SearchAfter { why } => why.clone(),
         other => panic!("not a fall-back to the searches: {other:?}"),
     }
-}
-
-/// What hfs 0.2.7 needs besides the per-type scopes to read an export:
-/// it authorizes the status and file URLs (`/export-status/…`,
-/// `/export-file/…`) as reads of resource types of those names, which a
-/// SMART authorization server grants only through a wildcard.
-fn hfs_bulk_scope() -> String {
-    format!("{} system/*.rs", BackendConfig::DEFAULT_SCOPE)
 }
 
 #[tokio::test]
