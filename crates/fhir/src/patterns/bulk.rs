@@ -215,18 +215,16 @@ async fn read_export(
     let mut seen: HashSet<u128> = HashSet::new();
     for batch in spool.batches() {
         let lines = batch.map_err(spool_failed)?;
-        let acc = count_batch(
+        let cx = Counting {
             client,
             period,
-            &lines,
-            &names,
-            &mut item_names,
-            &mut seen,
-            &screening,
+            names: &names,
+            screening: &screening,
             progress,
-        )
-        .await
-        .map_err(|e| failed("the Tasks", &e))?;
+        };
+        let acc = count_batch(&cx, &lines, &mut item_names, &mut seen)
+            .await
+            .map_err(|e| failed("the Tasks", &e))?;
         total.merge(acc.finish_raw());
     }
     Ok((total, item_names, unreadable.into_iter().collect()))
@@ -250,20 +248,34 @@ fn meets(encounter: &Value, period: Period) -> bool {
     start.is_none_or(|s| s <= period.end) && end.is_none_or(|e| e >= period.start)
 }
 
+/// What every batch is counted with.
+#[derive(Clone, Copy)]
+struct Counting<'a> {
+    client: &'a FhirClient,
+    period: Period,
+    /// Organization id → name, for the payers.
+    names: &'a HashMap<String, String>,
+    screening: &'a sdoh::PopulationFilter,
+    progress: &'a Progress,
+}
+
 /// One batch's spooled lines counted as the search path counts a batch:
 /// the same records (filtered as the searches filter them on the server)
 /// to the same counting functions, in the same order; the batch's Tasks
 /// by the search path's own searches.
 async fn count_batch(
-    client: &FhirClient,
-    period: Period,
+    cx: &Counting<'_>,
     lines: &[String],
-    names: &HashMap<String, String>,
     item_names: &mut HashMap<String, String>,
     seen: &mut HashSet<u128>,
-    screening: &sdoh::PopulationFilter,
-    progress: &Progress,
 ) -> Result<Accumulator, FhirError> {
+    let Counting {
+        client,
+        period,
+        names,
+        screening,
+        progress,
+    } = *cx;
     let of = |kind: &'static str| {
         lines.iter().filter_map(move |l| {
             let (t, json) = l.split_once('\t')?;
