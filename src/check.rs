@@ -608,6 +608,7 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let limits = Limits {
         timeout: args.fhir.timeout(),
         max_response_bytes: args.fhir.fhir_max_response_bytes,
+        ..Limits::default()
     };
     let client = FhirClient::new(FhirClient::http_client(), args.fhir_base.clone(), limits);
     println!("Probing {}", client.base());

@@ -315,6 +315,7 @@ pub async fn run(args: SeedArgs) -> anyhow::Result<ExitCode> {
     let limits = Limits {
         timeout: args.fhir.timeout().max(std::time::Duration::from_secs(60)),
         max_response_bytes: args.fhir.fhir_max_response_bytes,
+        ..Limits::default()
     };
     let client = FhirClient::new(FhirClient::http_client(), args.fhir_base.clone(), limits);
     wait_for(&client, std::time::Duration::from_secs(args.wait_secs)).await?;

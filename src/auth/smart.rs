@@ -178,6 +178,24 @@ pub struct BackendConfig {
     /// URL the EHR's logs or proxies keep).
     #[serde(default)]
     pub notify_secret_in: NotifySecretIn,
+    /// How the patterns view reads the population: `auto` (FHIR Bulk Data
+    /// export where the EHR offers it, else paged searches; the default),
+    /// `search` or `bulk` (export only).
+    #[serde(default)]
+    pub bulk_export: crate::domain::patterns::ReadMode,
+    /// The Group whose patients are exported (`Group/[id]/$export`, which
+    /// needs `system/Group.rs`); every patient (`Patient/$export`) when
+    /// absent.
+    #[serde(default)]
+    pub bulk_group: Option<String>,
+    /// The longest an export may take before the searches are used
+    /// instead: 3600 s by default.
+    #[serde(default = "BackendConfig::default_bulk_wait")]
+    pub bulk_max_wait_seconds: u64,
+    /// The longest pause between two polls of an export's status, whatever
+    /// the server's `Retry-After` says: 10 s by default.
+    #[serde(default = "BackendConfig::default_bulk_poll")]
+    pub bulk_poll_max_seconds: u64,
 }
 
 /// See [`BackendConfig::notify_secret_in`].
@@ -190,7 +208,7 @@ pub enum NotifySecretIn {
 }
 
 impl BackendConfig {
-    pub const DEFAULT_SCOPE: &'static str = "system/Task.rus system/Patient.rs system/ServiceRequest.rus system/ClaimResponse.rs system/Organization.rs system/Condition.rus system/PractitionerRole.rs system/Practitioner.rs system/Coverage.rs system/Claim.rs system/Observation.rs system/QuestionnaireResponse.rs system/Encounter.rs system/Procedure.rs system/Subscription.crs";
+    pub const DEFAULT_SCOPE: &'static str = "system/Task.rus system/Patient.rs system/ServiceRequest.rus system/ClaimResponse.rs system/Organization.rs system/Condition.rus system/PractitionerRole.rs system/Practitioner.rs system/Coverage.rs system/Claim.rs system/Observation.rs system/QuestionnaireResponse.rs system/Encounter.rs system/Procedure.rs system/Group.rs system/Subscription.crs";
 
     fn default_scope() -> String {
         Self::DEFAULT_SCOPE.to_string()
@@ -198,6 +216,31 @@ impl BackendConfig {
 
     fn default_poll() -> u64 {
         900
+    }
+
+    fn default_bulk_wait() -> u64 {
+        3600
+    }
+
+    fn default_bulk_poll() -> u64 {
+        10
+    }
+
+    /// The patterns view's read settings for this EHR; an error names a
+    /// Group id that is not a FHIR id.
+    pub fn bulk(&self) -> Result<crate::fhir::bulk::BulkSettings, String> {
+        let group = match &self.bulk_group {
+            Some(g) => Some(crate::fhir::bulk::GroupId::parse(g).map_err(|_| {
+                format!("backend.bulk_group {g:?} is not a FHIR id (1 to 64 of A-Z a-z 0-9 - .)")
+            })?),
+            None => None,
+        };
+        Ok(crate::fhir::bulk::BulkSettings {
+            mode: self.bulk_export,
+            group,
+            max_wait: std::time::Duration::from_secs(self.bulk_max_wait_seconds),
+            max_poll_interval: std::time::Duration::from_secs(self.bulk_poll_max_seconds.max(1)),
+        })
     }
 }
 
@@ -506,6 +549,11 @@ impl SmartClient {
             } else {
                 Some(callback_key(&config).map_err(AuthError::Config)?)
             };
+            if let Some(backend) = &config.backend {
+                backend
+                    .bulk()
+                    .map_err(|e| AuthError::Config(format!("{}: {e}", config.name)))?;
+            }
             ehrs.push(Ehr {
                 config,
                 secret,

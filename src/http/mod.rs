@@ -278,6 +278,7 @@ impl Settings {
             limits: Limits {
                 timeout: args.fhir.timeout(),
                 max_response_bytes: args.fhir.fhir_max_response_bytes,
+                ..Limits::default()
             },
             smart: SmartSettings::from_args(&args.smart, args.listen)?,
             outbox_every: std::time::Duration::from_secs(10),
@@ -690,12 +691,25 @@ pub async fn run(
             .queues
             .iter()
             .map(|(iss, queue)| {
+                let smart = sessions.smart_shared();
+                // The patterns view reads with the queue's client: this
+                // EHR's Bulk Data settings go with its limits.
+                let mut limits = state.limits();
+                // (Checked when the EHRs were loaded.)
+                if let Some(Ok(bulk)) = smart
+                    .ehr(iss)
+                    .ok()
+                    .and_then(|e| e.config.backend.as_ref())
+                    .map(|b| b.bulk())
+                {
+                    limits.bulk = bulk;
+                }
                 tokio::spawn(crate::queue::run_for(
-                    sessions.smart_shared(),
+                    smart,
                     iss.clone(),
                     queue.clone(),
                     state.http().clone(),
-                    state.limits(),
+                    limits,
                     settings.smart.as_ref().map(|s| s.public_url.clone()),
                     state.inner.leading.subscribe(),
                 ))

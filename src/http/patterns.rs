@@ -9,6 +9,9 @@
 //! * `GET /l/{launch}/patterns/export.csv` and `…/measure-report.json`
 //!   download the last result.
 //!
+//! The population is read by FHIR Bulk Data export where the EHR offers
+//! it, else by paged searches (`fhir::patterns`); the page says which.
+//!
 //! Every count shown or exported has gone through the small-cell rule of
 //! [`crate::domain::patterns`]: no cell of fewer than 11 patients, and no
 //! total that would reveal one.
@@ -138,6 +141,8 @@ struct PatternsPage {
     running: Option<String>,
     /// (computed at, period start, period end) of the result shown.
     computed: Option<(String, String, String)>,
+    /// How its records were read (Bulk Data export or searches).
+    read_path: String,
     error: Option<String>,
     rule: &'static str,
     rates: Vec<(String, String, String, String)>,
@@ -177,6 +182,7 @@ async fn page(
         end: period.end.to_string(),
         running: last.running.then(|| queue.patterns_progress()),
         computed: report.map(|r| (r.computed.clone(), r.period.0.clone(), r.period.1.clone())),
+        read_path: report.map(|r| r.read.words()).unwrap_or_default(),
         error,
         rule: SUPPRESSION_RULE,
         rates: vec![],

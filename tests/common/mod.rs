@@ -70,6 +70,7 @@ pub fn hfs_options() -> HfsOptions {
                 )
                 .expect("the published US Core definitions are installed by ./scripts/test"),
             ),
+        bulk_export: true,
     }
 }
 

@@ -31,6 +31,9 @@ pub enum Fault {
     Rewrite(fn(serde_json::Value) -> serde_json::Value),
     /// Forward (the server does the work), then never answer: a lost response.
     ForwardThenHang,
+    /// Forward, then add this text at the end of the body (a line more in
+    /// an NDJSON file).
+    Append(&'static str),
     /// Refuse (400, an OperationOutcome saying so) a Bundle of more entries
     /// than this, as a server that caps them; forward smaller ones.
     EntriesOver(usize),
@@ -266,6 +269,9 @@ async fn forward(State(s): State<Shared>, req: Request) -> Response {
         && let Ok(v) = serde_json::from_slice(&bytes)
     {
         bytes = serde_json::to_vec(&f(v)).unwrap();
+    }
+    if let Some(Fault::Append(text)) = fault {
+        bytes.extend_from_slice(text.as_bytes());
     }
     let mut response = Response::new(Body::from(bytes));
     *response.status_mut() = status;

@@ -100,6 +100,10 @@ pub struct EnvOptions {
     /// instances can share, see [`SmartEnv::instance`]) instead of a
     /// SQLite file.
     pub postgres: bool,
+    /// hfs answers 501 to every `$export` (`HFS_BULK_EXPORT_ENABLED=false`).
+    pub bulk_export_disabled: bool,
+    /// The queue's Backend Services scopes (the default when `None`).
+    pub backend_scope: Option<String>,
 }
 
 /// Start launcher, hfs (auth enforced) and the app, with Passerelle
@@ -135,6 +139,8 @@ impl Default for EnvOptions {
             medplum: None,
             other_ehrs: vec![],
             postgres: false,
+            bulk_export_disabled: false,
+            backend_scope: None,
         }
     }
 }
@@ -179,7 +185,13 @@ pub async fn smart_env_with(o: EnvOptions) -> SmartEnv {
         "key_alg": o.key_alg,
         "scopes": o.scopes,
         "frame_ancestors": [fhir_base.origin().ascii_serialization()],
-        "backend": o.queue_poll_seconds.map(|s| serde_json::json!({ "poll_seconds": s })),
+        "backend": o.queue_poll_seconds.map(|s| {
+            let mut b = serde_json::json!({ "poll_seconds": s, "bulk_poll_max_seconds": 1 });
+            if let Some(scope) = &o.backend_scope {
+                b["scope"] = scope.as_str().into();
+            }
+            b
+        }),
         "legacy_callback": o.legacy_callback,
     });
     let ehr: EhrConfig = serde_json::from_value(ehr_json.clone()).unwrap();
@@ -203,6 +215,7 @@ pub async fn smart_env_with(o: EnvOptions) -> SmartEnv {
     let server = match o.medplum {
         None => {
             let mut opts = super::hfs_options();
+            opts.bulk_export = !o.bulk_export_disabled;
             opts.auth = Some(HfsAuth {
                 jwks_url: launcher.jwks_url(),
                 issuer: launcher.issuer(),
@@ -1007,4 +1020,69 @@ pub fn referral_form(html: &str, domain: &str) -> Vec<(&'static str, String)> {
         ("service", hidden_field(html, "service")),
         ("action", "refer".to_string()),
     ]
+}
+
+/// A client of the launcher's FHIR endpoint with a Backend Services token
+/// of `scope` (hfs enforces it), reading the patterns with `bulk`.
+pub fn system_client(
+    env: &SmartEnv,
+    scope: &str,
+    bulk: passerelle::fhir::bulk::BulkSettings,
+) -> passerelle::fhir::FhirClient {
+    passerelle::fhir::FhirClient::new(
+        passerelle::fhir::FhirClient::http_client(),
+        env.launcher.fhir_base(),
+        passerelle::fhir::Limits {
+            timeout: Duration::from_secs(60),
+            bulk,
+            ..passerelle::fhir::Limits::default()
+        },
+    )
+    .with_authorizer(std::sync::Arc::new(passerelle::auth::StaticToken(
+        env.launcher.system_token(scope),
+    )))
+}
+
+/// What hfs 0.2.7 needs besides the per-type scopes to read an export:
+/// it authorizes the status and file URLs (`/export-status/…`,
+/// `/export-file/…`) as reads of resource types of those names, which a
+/// SMART authorization server grants only through a wildcard.
+pub fn hfs_bulk_scope() -> String {
+    format!(
+        "{} system/*.rs",
+        passerelle::auth::smart::BackendConfig::DEFAULT_SCOPE
+    )
+}
+
+/// Bulk Data settings for tests: a status poll every second at most.
+pub fn quick_bulk() -> passerelle::fhir::bulk::BulkSettings {
+    passerelle::fhir::bulk::BulkSettings {
+        max_poll_interval: Duration::from_secs(1),
+        ..Default::default()
+    }
+}
+
+/// Every figure of two reports is the same (tables cell by cell, rates,
+/// medians, repeated denials, trends, the raw counts), whatever read path
+/// gave each and whenever it was computed.
+pub fn assert_same_measures(
+    a: &passerelle::domain::patterns::Report,
+    b: &passerelle::domain::patterns::Report,
+) {
+    assert_eq!(a.period, b.period);
+    assert_eq!(a.tables.len(), b.tables.len());
+    for (x, y) in a.tables.iter().zip(&b.tables) {
+        assert_eq!(x.id, y.id);
+        assert_eq!(x.cells.len(), y.cells.len(), "{}", x.id);
+        for (c, d) in x.cells.iter().zip(&y.cells) {
+            assert_eq!(c, d, "{} / {}", x.id, c.label);
+        }
+        assert_eq!(x.total, y.total, "{} total", x.id);
+    }
+    assert_eq!(a.rates, b.rates);
+    assert_eq!(a.medians, b.medians);
+    assert_eq!(a.repeated, b.repeated);
+    assert_eq!(a.trends, b.trends);
+    assert_eq!(a.counted, b.counted);
+    assert!(a.counted.patients > 0, "no patient counted");
 }

@@ -21,6 +21,9 @@ async fn env() -> SmartEnv {
         population: PATIENTS,
         // The practice, payers and team only: the population is all the data.
         fixtures: Some(vec!["00-"]),
+        // Read by Bulk Data export (hfs's status and file URLs need the
+        // wildcard).
+        backend_scope: Some(common::smart::hfs_bulk_scope()),
         ..Default::default()
     })
     .await
@@ -126,6 +129,13 @@ async fn measures_over_five_thousand_patients_match_the_generator_and_the_export
     let started = Instant::now();
     let page = computed(&browser, &url).await;
     println!("measures computed in {:?}", started.elapsed());
+    // Read by Bulk Data export, and the page says so.
+    assert!(
+        page.body
+            .contains("<p class=\"muted\" id=\"read-path\">Read by FHIR Bulk Data export.</p>"),
+        "{}",
+        page.body
+    );
     // A chart and its table for each breakdown.
     assert!(page.body.contains("<svg role=\"img\""));
     assert!(page.body.contains("class=\"chart-table\""));
@@ -388,4 +398,295 @@ async fn measures_over_five_thousand_patients_match_the_generator_and_the_export
             "the suppression rule is stated"
         );
     }
+}
+
+// ---- The two read paths: FHIR Bulk Data export and paged searches ----
+
+use common::proxy::{Fault, Proxy};
+use common::smart::{assert_same_measures, hfs_bulk_scope, quick_bulk, system_client};
+use passerelle::auth::smart::BackendConfig;
+use passerelle::domain::patterns::{Period, ReadMode, ReadPath, Report};
+use passerelle::fhir::FhirClient;
+use passerelle::fhir::bulk::GroupId;
+use passerelle::fhir::patterns::{Progress, compute_with};
+
+/// More than one batch of 500 patients, small enough to seed quickly.
+const SMALL: usize = 600;
+
+async fn small_env(bulk_export_disabled: bool, population: usize) -> SmartEnv {
+    smart_env_with(EnvOptions {
+        population,
+        fixtures: Some(vec!["00-"]),
+        bulk_export_disabled,
+        ..Default::default()
+    })
+    .await
+}
+
+fn last_year() -> Period {
+    let today = time::OffsetDateTime::now_utc().date();
+    Period {
+        start: today - time::Duration::days(365),
+        end: today,
+    }
+}
+
+async fn measures(client: &FhirClient, mode: ReadMode) -> Result<Report, String> {
+    let started = Instant::now();
+    let r = compute_with(client, last_year(), &Progress::default(), mode)
+        .await
+        .map_err(|e| e.to_string());
+    println!(
+        "{mode:?}: {:?} in {:?}",
+        r.as_ref().map(|r| &r.read),
+        started.elapsed()
+    );
+    r
+}
+
+/// The default Backend Services scopes without `system/{kind}.rs`.
+fn scopes_without(kind: &str) -> String {
+    let without = format!("system/{kind}.rs");
+    BackendConfig::DEFAULT_SCOPE
+        .split(' ')
+        .filter(|s| *s != without)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn fallen_back(report: &Report) -> String {
+    match &report.read {
+        ReadPath::SearchAfter { why } => why.clone(),
+        other => panic!("not a fall-back to the searches: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_bulk_export_gives_the_measures_of_the_searches_cell_by_cell_under_the_backend_scopes() {
+    let env = small_env(false, SMALL).await;
+    let proxy = Proxy::start(env.server.base()).await;
+    env.launcher.set_upstream(proxy.base.clone());
+    // Passerelle's own Backend Services scopes, enforced by hfs.
+    let searching = system_client(&env, BackendConfig::DEFAULT_SCOPE, quick_bulk());
+    let search = measures(&searching, ReadMode::Search).await.unwrap();
+    assert_eq!(search.read, ReadPath::Search);
+    assert_eq!(search.counted.patients, SMALL as u64);
+    let client = system_client(&env, &hfs_bulk_scope(), quick_bulk());
+    let before = proxy.seen().len();
+    let bulk = measures(&client, ReadMode::Bulk).await.unwrap();
+    assert_eq!(bulk.read, ReadPath::Bulk { unreadable: vec![] });
+    assert_eq!(bulk.read.words(), "Read by FHIR Bulk Data export.");
+    assert_same_measures(&search, &bulk);
+    // One kick-off for every type the measures read, files read with the
+    // token, the export deleted once read; no search sent.
+    let seen = proxy.seen().split_off(before);
+    let kickoffs: Vec<_> = seen.iter().filter(|r| r.contains("$export")).collect();
+    assert_eq!(kickoffs.len(), 1, "{kickoffs:?}");
+    assert!(
+        kickoffs[0]
+            .starts_with("GET /Patient/$export?_type=Patient%2CCoverage%2CClaim%2CClaimResponse"),
+        "{}",
+        kickoffs[0]
+    );
+    assert!(
+        seen.iter().any(|r| r.starts_with("GET /export-file/")),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter().any(|r| r.starts_with("DELETE /export-status/")),
+        "{seen:?}"
+    );
+    // Only the Tasks (outside the Patient compartment) and the payers are
+    // searched.
+    assert!(
+        !seen.iter().any(|r| r.starts_with("GET /Encounter?")),
+        "a search sent"
+    );
+    assert!(
+        !seen.iter().any(|r| r.starts_with("GET /Observation?")),
+        "a search sent"
+    );
+    assert!(
+        seen.iter().any(|r| r.starts_with("GET /Organization?_id=")),
+        "{seen:?}"
+    );
+    // Auto takes the export when the server offers it.
+    assert!(
+        measures(&client, ReadMode::Auto)
+            .await
+            .unwrap()
+            .read
+            .is_bulk()
+    );
+
+    // The per-type scopes alone: hfs starts the export but refuses its
+    // status (403); Auto reads it all by searches and says why.
+    let err = measures(&searching, ReadMode::Bulk).await.unwrap_err();
+    assert!(err.contains("the status") && err.contains("403"), "{err}");
+    let r = measures(&searching, ReadMode::Auto).await.unwrap();
+    assert!(fallen_back(&r).contains("403"));
+    assert_same_measures(&search, &r);
+
+    // The practice's Group: `Group/[id]/$export` needs `system/Group.rs`,
+    // which the default scopes hold.
+    let admin = system_client(&env, "system/*.cruds", quick_bulk());
+    let mut members = Vec::new();
+    let mut page = admin
+        .search(
+            "Patient",
+            &[("_elements", "id".into()), ("_count", "1000".into())],
+        )
+        .await
+        .unwrap();
+    loop {
+        members.extend(page.raw("Patient").map(|p| {
+            serde_json::json!({
+                "entity": { "reference": format!("Patient/{}", p["id"].as_str().unwrap()) }
+            })
+        }));
+        match admin.next_page(&page, "Patient").await.unwrap() {
+            Some(next) => page = next,
+            None => break,
+        }
+    }
+    assert_eq!(members.len(), SMALL);
+    let group = admin
+        .create(
+            &serde_json::json!({ "resourceType": "Group", "type": "person", "actual": true,
+                "name": "The practice's patients", "member": members }),
+            None,
+        )
+        .await
+        .unwrap();
+    let group = GroupId::parse(
+        group
+            .reference
+            .as_deref()
+            .and_then(|r| r.strip_prefix("Group/"))
+            .unwrap(),
+    )
+    .unwrap();
+    let of_group = passerelle::fhir::bulk::BulkSettings {
+        group: Some(group),
+        ..quick_bulk()
+    };
+    let by_group = system_client(&env, &hfs_bulk_scope(), of_group);
+    let grouped = measures(&by_group, ReadMode::Bulk).await.unwrap();
+    assert!(grouped.read.is_bulk());
+    assert!(
+        proxy
+            .seen()
+            .iter()
+            .any(|r| r.starts_with(&format!("GET /Group/{}/$export", group.as_str())))
+    );
+    assert_same_measures(&search, &grouped);
+    // Without `system/Group.rs` (and no wildcard), hfs refuses the kick-off.
+    let no_group_scope = system_client(&env, &scopes_without("Group"), of_group);
+    let why = fallen_back(&measures(&no_group_scope, ReadMode::Auto).await.unwrap());
+    assert!(why.contains("the kick-off") && why.contains("403"), "{why}");
+}
+
+#[tokio::test]
+async fn an_export_not_offered_failed_or_too_slow_falls_back_to_the_searches_and_a_bad_line_is_counted()
+ {
+    let env = small_env(false, SMALL).await;
+    let proxy = Proxy::start(env.server.base()).await;
+    env.launcher.set_upstream(proxy.base.clone());
+    let client = system_client(&env, &hfs_bulk_scope(), quick_bulk());
+    let search = measures(&client, ReadMode::Search).await.unwrap();
+
+    // Not offered: the kick-off answers 404 (a server without the route).
+    let outcome = |text: &str| {
+        format!(
+            r#"{{"resourceType":"OperationOutcome","issue":[{{"severity":"error","code":"exception","diagnostics":"{text}"}}]}}"#
+        )
+    };
+    proxy.fault(
+        "/Patient/$export",
+        Fault::Status(404, outcome("no such operation")),
+    );
+    let r = measures(&client, ReadMode::Auto).await.unwrap();
+    assert_eq!(
+        fallen_back(&r),
+        "the EHR does not offer Bulk Data export (Patient/$export answered 404)"
+    );
+    assert!(
+        r.read
+            .words()
+            .starts_with("Read by paged FHIR searches: the EHR does not offer")
+    );
+    assert_same_measures(&search, &r);
+    let err = measures(&client, ReadMode::Bulk).await.unwrap_err();
+    assert!(err.contains("answered 404"), "{err}");
+    proxy.clear();
+
+    // The export fails on the server: its status answers 500 with an
+    // OperationOutcome; the reason is given, the export deleted.
+    proxy.fault(
+        "/export-status/",
+        Fault::Status(500, outcome("the export job failed")),
+    );
+    let before = proxy.seen().len();
+    let r = measures(&client, ReadMode::Auto).await.unwrap();
+    let why = fallen_back(&r);
+    assert!(
+        why.contains("the status") && why.contains("the export job failed"),
+        "{why}"
+    );
+    assert_same_measures(&search, &r);
+    assert!(
+        proxy.seen()[before..]
+            .iter()
+            .any(|x| x.starts_with("DELETE /export-status/"))
+    );
+    proxy.clear();
+
+    // Never complete: past the bound on the wait, a clear error; the
+    // export is cancelled.
+    proxy.fault("/export-status/", Fault::Status(202, String::new()));
+    let slow = passerelle::fhir::bulk::BulkSettings {
+        max_wait: Duration::from_secs(3),
+        ..quick_bulk()
+    };
+    let impatient = system_client(&env, &hfs_bulk_scope(), slow);
+    let err = measures(&impatient, ReadMode::Bulk).await.unwrap_err();
+    assert!(err.contains("not complete after 3 s"), "{err}");
+    let r = measures(&impatient, ReadMode::Auto).await.unwrap();
+    assert!(fallen_back(&r).contains("not complete after 3 s"));
+    assert_same_measures(&search, &r);
+    proxy.clear();
+
+    // A line of an output file that is not a resource: counted and named,
+    // every other line counted.
+    proxy.fault(
+        "/Encounter-0",
+        Fault::Append("{\"resourceType\": \"Encounter\", \n"),
+    );
+    let r = measures(&client, ReadMode::Bulk).await.unwrap();
+    assert_eq!(
+        r.read,
+        ReadPath::Bulk {
+            unreadable: vec![("Encounter".into(), 1)]
+        }
+    );
+    assert!(
+        r.read
+            .words()
+            .contains("1 line of the export could not be read")
+    );
+    assert_same_measures(&search, &r);
+}
+
+#[tokio::test]
+async fn a_server_with_bulk_export_switched_off_is_read_by_searches_with_the_same_result() {
+    let env = small_env(true, SMALL).await;
+    let client = system_client(&env, &hfs_bulk_scope(), quick_bulk());
+    let search = measures(&client, ReadMode::Search).await.unwrap();
+    let auto = measures(&client, ReadMode::Auto).await.unwrap();
+    let why = fallen_back(&auto);
+    assert!(
+        why.contains("answered 501") || why.contains("CapabilityStatement declares no"),
+        "{why}"
+    );
+    assert_same_measures(&search, &auto);
 }

@@ -215,6 +215,7 @@ async fn malformed_schema_invalid_and_oversize_answers_get_clear_pages() {
     let (app, proxy) = app_behind_proxy(Limits {
         timeout: Duration::from_secs(5),
         max_response_bytes: 1024 * 1024,
+        ..Limits::default()
     })
     .await;
     let iss = proxy.base.to_string();

@@ -71,6 +71,9 @@ pub struct HfsOptions {
     /// Write-path validation; `None`: hfs stores what it is sent (hfs's
     /// default).
     pub validation: Option<Validation>,
+    /// FHIR Bulk Data `$export` (hfs's default); `false`: every `$export`
+    /// answers 501, as on a server that does not offer it.
+    pub bulk_export: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +141,16 @@ impl Hfs {
                     .as_str()
                     .trim_end_matches('/'),
             )
+            // Bulk Data export: job state in the same SQLite, NDJSON files
+            // on local disk in this server's own folder (removed with it),
+            // downloaded from `{HFS_BASE_URL}/export-file/…` with the
+            // bearer token (`requiresAccessToken` is true when auth is on).
+            .env(
+                "HFS_BULK_EXPORT_ENABLED",
+                if opts.bulk_export { "true" } else { "false" },
+            )
+            .env("HFS_BULK_EXPORT_OUTPUT_BACKEND", "local-fs")
+            .env("HFS_BULK_EXPORT_OUTPUT_DIR", dir.join("exports"))
             .env("HFS_LOG_LEVEL", "warn")
             .env_remove("RUST_LOG")
             .current_dir(&dir)
@@ -307,5 +320,6 @@ pub fn options(bin: Option<&Path>, definitions_dir: PathBuf) -> HfsOptions {
         auth: None,
         public_base: None,
         validation: None,
+        bulk_export: true,
     }
 }

@@ -78,6 +78,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let limits = Limits {
         timeout: args.fhir.timeout(),
         max_response_bytes: args.fhir.fhir_max_response_bytes,
+        ..Limits::default()
     };
     let seeding = FhirClient::new(
         FhirClient::http_client(),

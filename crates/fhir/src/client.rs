@@ -39,11 +39,14 @@ pub const FHIR_JSON: &str = "application/fhir+json";
 const RETRIES: u32 = 2;
 const MAX_RETRY_WAIT: Duration = Duration::from_secs(2);
 
-/// Limits that apply to every call.
+/// Limits that apply to every call, and how the bulk readers may read the
+/// population ([`crate::bulk::BulkSettings`]: whether by FHIR Bulk Data
+/// export, from which Group, and how long to wait for it).
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub timeout: Duration,
     pub max_response_bytes: usize,
+    pub bulk: crate::bulk::BulkSettings,
 }
 
 impl Default for Limits {
@@ -51,6 +54,7 @@ impl Default for Limits {
         Limits {
             timeout: Duration::from_secs(10),
             max_response_bytes: 16 * 1024 * 1024,
+            bulk: crate::bulk::BulkSettings::default(),
         }
     }
 }
@@ -71,10 +75,10 @@ pub trait Authorizer: Send + Sync {
 /// A client for one FHIR base URL. Cheap to clone (shares the connection pool).
 #[derive(Clone)]
 pub struct FhirClient {
-    http: reqwest::Client,
+    pub(crate) http: reqwest::Client,
     base: Url,
-    limits: Limits,
-    auth: Option<Arc<dyn Authorizer>>,
+    pub(crate) limits: Limits,
+    pub(crate) auth: Option<Arc<dyn Authorizer>>,
 }
 
 impl std::fmt::Debug for FhirClient {
@@ -292,10 +296,10 @@ fn is_valid_type(t: &str) -> bool {
         && t.bytes().all(|b| b.is_ascii_alphabetic())
 }
 
-struct Answer {
-    status: StatusCode,
-    headers: header::HeaderMap,
-    body: Vec<u8>,
+pub(crate) struct Answer {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: header::HeaderMap,
+    pub(crate) body: Vec<u8>,
 }
 
 impl FhirClient {
@@ -579,7 +583,7 @@ impl FhirClient {
     }
 
     /// A URL the server gave us, accepted only if it is under our base.
-    fn same_server(&self, link: &str) -> Result<Url, FhirError> {
+    pub(crate) fn same_server(&self, link: &str) -> Result<Url, FhirError> {
         let url = self.base.join(link).map_err(|_| FhirError::Invalid {
             what: "a paging link".into(),
             detail: "not a URL".into(),
@@ -762,7 +766,7 @@ impl FhirClient {
     /// token expired or was revoked early) asks the authorizer once for a
     /// fresh token and sends the request once more with it, POSTs included:
     /// a 401 means the request was not processed.
-    async fn send(
+    pub(crate) async fn send(
         &self,
         method: Method,
         url: Url,
@@ -888,7 +892,7 @@ impl FhirClient {
         })
     }
 
-    fn transport_error(&self, err: &reqwest::Error) -> FhirError {
+    pub(crate) fn transport_error(&self, err: &reqwest::Error) -> FhirError {
         if err.is_timeout() {
             FhirError::Timeout {
                 after: self.limits.timeout,

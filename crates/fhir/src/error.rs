@@ -59,6 +59,11 @@ pub enum FhirError {
 
     #[error("The FHIR request could not be made: {0}")]
     Request(String),
+
+    /// A FHIR Bulk Data export still in progress when the bound on its wait
+    /// ran out (it is then cancelled with `DELETE`).
+    #[error("The FHIR server's Bulk Data export was not complete after {} s, the longest Passerelle waits.", .after.as_secs())]
+    ExportTooSlow { after: Duration },
 }
 
 impl FhirError {
@@ -90,6 +95,7 @@ impl FhirError {
             FhirError::Invalid { .. } => "invalid",
             FhirError::Schema { .. } => "schema",
             FhirError::Request(_) => "request",
+            FhirError::ExportTooSlow { .. } => "export-too-slow",
         }
     }
 }

@@ -5,6 +5,7 @@
 //!
 //! * [`client`]: a thin R4 REST client (read, search with paging and
 //!   `_include`, transaction, conditional create, update with `If-Match`);
+//! * [`bulk`]: FHIR Bulk Data export (kick-off, status, NDJSON files, delete);
 //! * [`decode`]: FHIR JSON into fhir-sdk's R4B models, one resource at a time;
 //! * [`views`]: R4B models into the plain values of [`crate::domain`];
 //! * [`context`]: the visit context, loaded concurrently;
@@ -33,6 +34,7 @@
 pub use passerelle_domain as domain;
 
 pub mod appeal;
+pub mod bulk;
 pub mod bundle;
 pub mod client;
 pub mod context;

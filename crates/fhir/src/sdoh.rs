@@ -388,6 +388,47 @@ fn evidence_searches(
     ]
 }
 
+/// What [`population_searches`] would find (less the `patient=`
+/// restriction), as a test of one resource: what a Bulk Data export, which
+/// holds every record, is filtered by so that both read paths count the
+/// same records. A token search without a system matches the code in any
+/// system (FHIR R4 search.html#token).
+pub struct PopulationFilter {
+    codes: std::collections::HashSet<String>,
+}
+
+impl PopulationFilter {
+    pub fn new(rules: &Rules) -> Self {
+        let mut codes: std::collections::HashSet<String> =
+            rules.question_codes().into_iter().collect();
+        codes.extend(PANELS.iter().map(|p| p.to_string()));
+        PopulationFilter { codes }
+    }
+
+    pub fn matches(&self, resource: &Value) -> bool {
+        fn codes(concepts: &Value) -> impl Iterator<Item = &str> {
+            let list: Vec<&Value> = match concepts.as_array() {
+                Some(list) => list.iter().collect(),
+                None => vec![concepts],
+            };
+            list.into_iter()
+                .flat_map(|c| c["coding"].as_array().into_iter().flatten())
+                .filter_map(|k| k["code"].as_str())
+        }
+        match resource["resourceType"].as_str() {
+            Some("Observation") => {
+                codes(&resource["category"]).any(|c| c == "sdoh")
+                    || codes(&resource["code"]).any(|c| self.codes.contains(c))
+            }
+            Some("QuestionnaireResponse") => true,
+            Some("Condition") => {
+                codes(&resource["category"]).any(|c| c == "sdoh" || c == "health-concern")
+            }
+            _ => false,
+        }
+    }
+}
+
 /// The patient a record is about (`subject` `Patient/<id>`).
 fn patient_of(v: &Value) -> Option<&str> {
     v.get("subject")

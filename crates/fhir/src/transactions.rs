@@ -290,8 +290,20 @@ mod tests {
     fn the_builders_tested_are_all_the_builders() {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src");
         let mut files = BTreeSet::new();
-        for f in std::fs::read_dir(dir).unwrap() {
-            let path = f.unwrap().path();
+        // The crate's files, those of its module folders included.
+        let mut paths: Vec<std::path::PathBuf> = Vec::new();
+        let mut folders = vec![std::path::PathBuf::from(dir)];
+        while let Some(folder) = folders.pop() {
+            for f in std::fs::read_dir(folder).unwrap() {
+                let path = f.unwrap().path();
+                if path.is_dir() {
+                    folders.push(path);
+                } else {
+                    paths.push(path);
+                }
+            }
+        }
+        for path in paths {
             let text = std::fs::read_to_string(&path).unwrap();
             let code = text.split("#[cfg(test)]").next().unwrap();
             if code.contains("\"type\": \"transaction\"") {

@@ -93,6 +93,8 @@ pub struct Report {
     pub repeated: Vec<Repeated>,
     pub trends: Vec<Trend>,
     pub counted: Counted,
+    /// How the records were read (set by the reader).
+    pub read: super::ReadPath,
 }
 
 impl Report {

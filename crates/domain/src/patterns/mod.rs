@@ -35,6 +35,8 @@
 //!   area, language, age band, sex);
 //! * `merge`: the counts before suppression ([`Raw`]), added up over batches
 //!   of patients;
+//! * `read`: which read path (Bulk Data export or searches) gave the
+//!   records, and when to fall back from one to the other;
 //! * `suppression`: the small-cell rule, applied once to the whole;
 //! * `export`: the [`Report`], whose tables, rates, medians and trends are
 //!   the rows of the CSV export and the groups of the MeasureReport.
@@ -47,6 +49,7 @@ mod coverage;
 mod denials;
 mod export;
 mod merge;
+mod read;
 mod referrals;
 mod screening;
 mod suppression;
@@ -64,6 +67,7 @@ pub use counters::id_key;
 pub use denials::NO_REASON;
 pub use export::{Cell, Median, Rate, Repeated, Report, Table, Trend};
 pub use merge::Raw;
+pub use read::{BulkOutcome, Next, ReadMode, ReadPath};
 pub use referrals::{CLOSED_WITHIN_DAYS, UNANSWERED_AFTER_DAYS};
 pub use suppression::{SMALL_CELL, SUPPRESSED, SUPPRESSION_RULE, patient_band};
 

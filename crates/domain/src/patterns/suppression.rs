@@ -97,6 +97,7 @@ impl Raw {
             repeated: repeated(self.repeated),
             trends,
             counted: self.counted,
+            read: super::ReadPath::default(),
         }
     }
 }

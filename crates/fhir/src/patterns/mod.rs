@@ -30,9 +30,11 @@ use super::error::FhirError;
 use super::{sdoh, views};
 use crate::domain::evidence;
 use crate::domain::patterns::{
-    Accumulator, Appeal, CoverageSpan, Denial, PatientFacts, Period, Raw, Referral, Report, Screen,
-    Visit, id_key, postal_area,
+    Accumulator, Appeal, CoverageSpan, Denial, Next, PatientFacts, Period, Raw, ReadMode, ReadPath,
+    Referral, Report, Screen, Visit, id_key, postal_area,
 };
+
+mod bulk;
 use crate::domain::screening::Rules;
 use crate::domain::sdoh::SDOHCC_TEMPORARY_CODES;
 use crate::domain::visit::{APPEAL_TASK_SYSTEM, TASK_CODE_SYSTEM};
@@ -52,7 +54,7 @@ pub struct Progress {
 }
 
 impl Progress {
-    fn stage(&self, s: &str) {
+    pub(crate) fn stage(&self, s: &str) {
         *self.stage.lock().expect("progress lock") = s.to_string();
     }
 
@@ -278,12 +280,68 @@ fn sdoh_domain(categories: &Value) -> Option<String> {
     })
 }
 
-/// Compute every measure for `period` from the server.
+/// Compute every measure for `period` from the server, by the read path
+/// the client's settings allow ([`crate::bulk::BulkSettings::mode`]): a
+/// Bulk Data export where the server offers one, else (or when it fails,
+/// unless export is required) paged searches. The report says which.
 pub async fn compute(
     client: &FhirClient,
     period: Period,
     progress: &Progress,
 ) -> Result<Report, FhirError> {
+    compute_with(client, period, progress, client.limits.bulk.mode).await
+}
+
+/// [`compute`] by the read path `mode` allows, whatever the settings.
+pub async fn compute_with(
+    client: &FhirClient,
+    period: Period,
+    progress: &Progress,
+    mode: ReadMode,
+) -> Result<Report, FhirError> {
+    let mut read = ReadPath::Search;
+    if mode.tries_bulk() {
+        match bulk::read(client, period, progress).await {
+            Ok((total, item_names, unreadable)) => {
+                return Ok(finish(
+                    total,
+                    &item_names,
+                    ReadPath::Bulk { unreadable },
+                    progress,
+                ));
+            }
+            Err(outcome) => match mode.after(outcome) {
+                Next::Fail(why) => return Err(FhirError::Request(why)),
+                Next::Search { why } => read = ReadPath::SearchAfter { why },
+            },
+        }
+    }
+    let (total, item_names) = search_read(client, period, progress).await?;
+    Ok(finish(total, &item_names, read, progress))
+}
+
+/// The total, its items named, suppressed, with the path that read it.
+fn finish(
+    mut total: Raw,
+    item_names: &HashMap<String, String>,
+    read: ReadPath,
+    progress: &Progress,
+) -> Report {
+    progress.stage("done");
+    total.rename_items(|code| named_item(code, item_names));
+    let mut report = total.suppress(OffsetDateTime::now_utc());
+    report.read = read;
+    report
+}
+
+/// Every patient by paged searches, a page of [`PAGE_SIZE`] Patients at a
+/// time, then their records: the counts before suppression and the names
+/// of the items the Claims gave.
+async fn search_read(
+    client: &FhirClient,
+    period: Period,
+    progress: &Progress,
+) -> Result<(Raw, HashMap<String, String>), FhirError> {
     let mut total = Raw::default();
     // Code → display of the drugs and services the Claims name, to label
     // the codes of denials entered by hand (which have only the typed words).
@@ -301,29 +359,9 @@ pub async fn compute(
         let mut acc = Accumulator::new(period);
         let mut ids: Vec<String> = Vec::new();
         for p in page.resources("Patient") {
-            let Some(id) = p["id"].as_str() else { continue };
-            if !seen.insert(id_key(id)) {
-                continue;
+            if let Some(id) = count_patient(&p, &mut seen, &mut acc) {
+                ids.push(id);
             }
-            let language = p["communication"]
-                .as_array()
-                .and_then(|c| {
-                    c.iter()
-                        .find(|c| c["preferred"] == true)
-                        .or(c.first())
-                        .and_then(|c| c["language"]["coding"][0]["code"].as_str())
-                })
-                .map(|l| l.split('-').next().unwrap_or(l).to_lowercase());
-            ids.push(id.to_string());
-            acc.patient(
-                id,
-                PatientFacts {
-                    postal_area: p["address"][0]["postalCode"].as_str().and_then(postal_area),
-                    language,
-                    sex: p["gender"].as_str().map(String::from),
-                    birth_date: views::json_date(&p["birthDate"]),
-                },
-            );
         }
         for chunk in ids.chunks(IDS_PER_SEARCH) {
             read_records(client, period, chunk, &mut acc, &mut item_names, progress).await?;
@@ -332,13 +370,11 @@ pub async fn compute(
         before = Some(page);
         progress.stage("patients");
     }
-    progress.stage("done");
-    total.rename_items(|code| named_item(code, &item_names));
-    Ok(total.suppress(OffsetDateTime::now_utc()))
+    Ok((total, item_names))
 }
 
 /// Patients whose records one search asks for (`patient=` with their ids).
-const IDS_PER_SEARCH: usize = 100;
+pub(crate) const IDS_PER_SEARCH: usize = 100;
 
 /// The records of `ids` (their coverages, denials, appeals, referrals,
 /// screenings and visits), each search restricted to them, into `acc`.
@@ -363,30 +399,12 @@ async fn read_records(
         ("_include", "Coverage:payor".to_string()),
     ];
     each_page(client, "Coverage", &q, progress, |page| {
-        let names = organization_names(page);
-        for c in page.resources("Coverage") {
-            let Some(patient) = id_of(&c["beneficiary"], "Patient") else {
-                continue;
-            };
-            let payer = id_of(&c["payor"][0], "Organization").and_then(|o| names.get(o).cloned());
-            if let Some(id) = c["id"].as_str() {
-                let plan = Plan {
-                    plan_type: c["type"]["coding"][0]["display"]
-                        .as_str()
-                        .or(c["type"]["coding"][0]["code"].as_str())
-                        .map(String::from),
-                    payer: payer.clone(),
-                };
-                coverages.insert(id.to_string(), plan);
-            }
-            acc.coverage(CoverageSpan {
-                patient: patient.to_string(),
-                start: views::json_date(&c["period"]["start"]),
-                end: views::json_date(&c["period"]["end"]),
-                active: c["status"] == "active",
-                payer,
-            });
-        }
+        count_coverages(
+            page.resources("Coverage"),
+            &organization_names(page),
+            &mut coverages,
+            acc,
+        );
     })
     .await?;
 
@@ -402,190 +420,19 @@ async fn read_records(
     q.push(("_include", "ClaimResponse:request".into()));
     q.push(("_include", "ClaimResponse:insurer".into()));
     each_page(client, "ClaimResponse", &q, progress, |page| {
-        let names = organization_names(page);
-        // Claim id → (the item denied, the coverage id).
-        let claims: HashMap<String, (Option<String>, Option<String>)> = page
-            .resources("Claim")
-            .filter_map(|c| {
-                let concept = &c["item"][0]["productOrService"];
-                if let (Some(code), Some(display)) = (
-                    concept["coding"][0]["code"].as_str(),
-                    concept["coding"][0]["display"].as_str(),
-                ) && item_names.len() < MAX_ITEM_NAMES
-                {
-                    item_names
-                        .entry(code.to_string())
-                        .or_insert_with(|| display.to_string());
-                }
-                let item = item_label(concept);
-                let coverage = id_of(&c["insurance"][0]["coverage"], "Coverage").map(String::from);
-                Some((c["id"].as_str()?.to_string(), (item, coverage)))
-            })
-            .collect();
-        for cr in page.resources("ClaimResponse") {
-            // Reasons of the items not paid: an adjustment reason on a
-            // paid item (a contractual write-off) is not a denial.
-            let reasons: Vec<String> = cr["item"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|i| !item_paid(i))
-                .flat_map(|i| i["adjudication"].as_array().into_iter().flatten())
-                .filter_map(|a| a["reason"]["coding"][0]["code"].as_str().map(String::from))
-                .chain(
-                    cr["error"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|e| e["code"]["coding"][0]["code"].as_str().map(String::from)),
-                )
-                .collect();
-            if reasons.is_empty() && cr["outcome"] != "error" {
-                continue;
-            }
-            let (Some(id), Some(patient), Some(date)) = (
-                cr["id"].as_str(),
-                id_of(&cr["patient"], "Patient"),
-                views::json_date(&cr["created"]),
-            ) else {
-                continue;
-            };
-            let claim = id_of(&cr["request"], "Claim").and_then(|c| claims.get(c));
-            let item = claim.and_then(|(item, _)| item.clone());
-            let plan_type = claim
-                .and_then(|(_, coverage)| coverage.as_deref())
-                .and_then(|cov| coverages.get(cov))
-                .and_then(|plan| plan.plan_type.clone());
-            let payer = id_of(&cr["insurer"], "Organization")
-                .and_then(|o| names.get(o).cloned())
-                .or_else(|| cr["insurer"]["display"].as_str().map(String::from))
-                .unwrap_or_else(|| UNKNOWN_PAYER.into());
-            acc.denial(Denial {
-                id: id.to_string(),
-                patient: patient.to_string(),
-                payer,
-                plan_type,
-                item,
-                reasons,
-                date,
-            });
-        }
+        let claims = claims(page.resources("Claim"), item_names);
+        count_denials(
+            page.resources("ClaimResponse"),
+            &claims,
+            &organization_names(page),
+            &coverages,
+            acc,
+        );
     })
     .await?;
 
-    progress.stage("appeals");
-    each_page(
-        client,
-        "Task",
-        &[
-            ("code", format!("{APPEAL_TASK_SYSTEM}|")),
-            ("patient", who.clone()),
-        ],
-        progress,
-        |page| {
-            for t in page.resources("Task") {
-                let (Some(id), Some(patient), Some(filed)) = (
-                    t["id"].as_str(),
-                    id_of(&t["for"], "Patient"),
-                    instant_of(&t["authoredOn"]),
-                ) else {
-                    continue;
-                };
-                let kind = t["code"]["coding"][0]["code"].as_str().unwrap_or_default();
-                let outcome = t["output"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .find(|o| o["type"]["coding"][0]["code"] == "appeal-outcome")
-                    .and_then(|o| o["valueCodeableConcept"]["coding"][0]["code"].as_str())
-                    .map(String::from);
-                let mut denial = id_of(&t["focus"], "ClaimResponse").map(String::from);
-                if denial.is_none()
-                    && let Some(hand) = hand_denial(&t, id, patient, &coverages)
-                {
-                    denial = Some(hand.id.clone());
-                    acc.denial(hand);
-                }
-                let decided = (t["status"] == "completed")
-                    .then(|| {
-                        instant_of(&t["executionPeriod"]["end"])
-                            .or_else(|| instant_of(&t["lastModified"]))
-                    })
-                    .flatten();
-                acc.appeal(Appeal {
-                    id: id.to_string(),
-                    patient: patient.to_string(),
-                    denial,
-                    kind: kind.to_string(),
-                    expedited: t["priority"] == "stat" || kind == "expedited-appeal",
-                    filed,
-                    decided,
-                    outcome,
-                    status: t["status"].as_str().unwrap_or_default().to_string(),
-                });
-            }
-        },
-    )
-    .await?;
+    read_tasks(client, &who, &coverages, acc, progress).await?;
     drop(coverages);
-
-    progress.stage("referrals");
-    each_page(
-        client,
-        "Task",
-        &[
-            ("code", format!("{TASK_CODE_SYSTEM}|fulfill")),
-            ("patient", who.clone()),
-            ("_include", "Task:focus".into()),
-        ],
-        progress,
-        |page| {
-            // ServiceRequest id → (SDOH domain, service).
-            let requests: HashMap<String, (Option<String>, Option<String>)> = page
-                .resources("ServiceRequest")
-                .filter_map(|s| {
-                    Some((
-                        s["id"].as_str()?.to_string(),
-                        (
-                            sdoh_domain(&s["category"]),
-                            service_label(&s["performer"][0]),
-                        ),
-                    ))
-                })
-                .collect();
-            for t in page.resources("Task") {
-                // Tasks for the patient share the code; referrals focus a ServiceRequest.
-                let Some(sr) = id_of(&t["focus"], "ServiceRequest") else {
-                    continue;
-                };
-                let (Some(id), Some(patient), Some(authored)) = (
-                    t["id"].as_str(),
-                    id_of(&t["for"], "Patient"),
-                    views::json_date(&t["authoredOn"]),
-                ) else {
-                    continue;
-                };
-                let sr = requests.get(sr);
-                let status = t["status"].as_str().unwrap_or_default();
-                acc.referral(Referral {
-                    id: id.to_string(),
-                    patient: patient.to_string(),
-                    domain: sr.and_then(|(domain, _)| domain.clone()),
-                    service: sr.and_then(|(_, service)| service.clone()),
-                    authored,
-                    accepted: views::json_date(&t["executionPeriod"]["start"]),
-                    closed: (status == "completed")
-                        .then(|| {
-                            views::json_date(&t["executionPeriod"]["end"])
-                                .or_else(|| views::json_date(&t["lastModified"]))
-                        })
-                        .flatten(),
-                    status: status.to_string(),
-                });
-            }
-        },
-    )
-    .await?;
 
     progress.stage("screenings");
     // The same reader as the visit page: screenings in any standard shape
@@ -605,7 +452,325 @@ async fn read_records(
     }
     let [mut observations, by_code, responses, conditions] = found;
     observations.extend(by_code);
-    for (patient, evidence) in sdoh::evidence_by_patient(&observations, &responses, &conditions) {
+    count_screens(rules, &observations, &responses, &conditions, acc);
+
+    progress.stage("visits");
+    let mut q = period_q("date");
+    q.push(("patient", who));
+    each_page(client, "Encounter", &q, progress, |page| {
+        count_visits(page.resources("Encounter"), acc)
+    })
+    .await?;
+
+    Ok(())
+}
+
+/// The appeal and referral Tasks of the patients `who` (`Patient/id`,
+/// comma-separated) by search, into `acc`: on both read paths, as Task is
+/// not in the R4 Patient compartment and so not in a Patient- or
+/// Group-level export of every server (FHIR R4
+/// compartmentdefinition-patient; Bulk Data IG `_type`).
+async fn read_tasks(
+    client: &FhirClient,
+    who: &str,
+    plans: &HashMap<String, Plan>,
+    acc: &mut Accumulator,
+    progress: &Progress,
+) -> Result<(), FhirError> {
+    progress.stage("appeals");
+    each_page(
+        client,
+        "Task",
+        &[
+            ("code", format!("{APPEAL_TASK_SYSTEM}|")),
+            ("patient", who.to_string()),
+        ],
+        progress,
+        |page| count_appeals(page.resources("Task"), plans, acc),
+    )
+    .await?;
+
+    progress.stage("referrals");
+    each_page(
+        client,
+        "Task",
+        &[
+            ("code", format!("{TASK_CODE_SYSTEM}|fulfill")),
+            ("patient", who.to_string()),
+            ("_include", "Task:focus".into()),
+        ],
+        progress,
+        |page| {
+            let requests = service_requests(page.resources("ServiceRequest"));
+            count_referrals(page.resources("Task"), &requests, acc);
+        },
+    )
+    .await
+}
+
+// The counting of one batch's records, the same whichever read path (paged
+// searches or a Bulk Data export) brought them.
+
+/// A Patient's facts into `acc`, unless already counted; its id.
+fn count_patient(p: &Value, seen: &mut HashSet<u128>, acc: &mut Accumulator) -> Option<String> {
+    let id = p["id"].as_str()?;
+    if !seen.insert(id_key(id)) {
+        return None;
+    }
+    let language = p["communication"]
+        .as_array()
+        .and_then(|c| {
+            c.iter()
+                .find(|c| c["preferred"] == true)
+                .or(c.first())
+                .and_then(|c| c["language"]["coding"][0]["code"].as_str())
+        })
+        .map(|l| l.split('-').next().unwrap_or(l).to_lowercase());
+    acc.patient(
+        id,
+        PatientFacts {
+            postal_area: p["address"][0]["postalCode"].as_str().and_then(postal_area),
+            language,
+            sex: p["gender"].as_str().map(String::from),
+            birth_date: views::json_date(&p["birthDate"]),
+        },
+    );
+    Some(id.to_string())
+}
+
+/// Coverages into `acc`, and each one's plan into `plans` (for the denials
+/// made under it); `names`: Organization id → name, for the payer.
+fn count_coverages(
+    coverages: impl Iterator<Item = Value>,
+    names: &HashMap<String, String>,
+    plans: &mut HashMap<String, Plan>,
+    acc: &mut Accumulator,
+) {
+    for c in coverages {
+        let Some(patient) = id_of(&c["beneficiary"], "Patient") else {
+            continue;
+        };
+        let payer = id_of(&c["payor"][0], "Organization").and_then(|o| names.get(o).cloned());
+        if let Some(id) = c["id"].as_str() {
+            let plan = Plan {
+                plan_type: c["type"]["coding"][0]["display"]
+                    .as_str()
+                    .or(c["type"]["coding"][0]["code"].as_str())
+                    .map(String::from),
+                payer: payer.clone(),
+            };
+            plans.insert(id.to_string(), plan);
+        }
+        acc.coverage(CoverageSpan {
+            patient: patient.to_string(),
+            start: views::json_date(&c["period"]["start"]),
+            end: views::json_date(&c["period"]["end"]),
+            active: c["status"] == "active",
+            payer,
+        });
+    }
+}
+
+/// Claim id → (the item denied, the coverage id); each item code's display
+/// remembered in `item_names`.
+fn claims(
+    claims: impl Iterator<Item = Value>,
+    item_names: &mut HashMap<String, String>,
+) -> HashMap<String, (Option<String>, Option<String>)> {
+    claims
+        .filter_map(|c| {
+            let concept = &c["item"][0]["productOrService"];
+            if let (Some(code), Some(display)) = (
+                concept["coding"][0]["code"].as_str(),
+                concept["coding"][0]["display"].as_str(),
+            ) && item_names.len() < MAX_ITEM_NAMES
+            {
+                item_names
+                    .entry(code.to_string())
+                    .or_insert_with(|| display.to_string());
+            }
+            let item = item_label(concept);
+            let coverage = id_of(&c["insurance"][0]["coverage"], "Coverage").map(String::from);
+            Some((c["id"].as_str()?.to_string(), (item, coverage)))
+        })
+        .collect()
+}
+
+/// ClaimResponses into `acc` as denials: those with a reason on an item
+/// not paid, or an error.
+fn count_denials(
+    responses: impl Iterator<Item = Value>,
+    claims: &HashMap<String, (Option<String>, Option<String>)>,
+    names: &HashMap<String, String>,
+    plans: &HashMap<String, Plan>,
+    acc: &mut Accumulator,
+) {
+    for cr in responses {
+        // Reasons of the items not paid: an adjustment reason on a
+        // paid item (a contractual write-off) is not a denial.
+        let reasons: Vec<String> = cr["item"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|i| !item_paid(i))
+            .flat_map(|i| i["adjudication"].as_array().into_iter().flatten())
+            .filter_map(|a| a["reason"]["coding"][0]["code"].as_str().map(String::from))
+            .chain(
+                cr["error"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|e| e["code"]["coding"][0]["code"].as_str().map(String::from)),
+            )
+            .collect();
+        if reasons.is_empty() && cr["outcome"] != "error" {
+            continue;
+        }
+        let (Some(id), Some(patient), Some(date)) = (
+            cr["id"].as_str(),
+            id_of(&cr["patient"], "Patient"),
+            views::json_date(&cr["created"]),
+        ) else {
+            continue;
+        };
+        let claim = id_of(&cr["request"], "Claim").and_then(|c| claims.get(c));
+        let item = claim.and_then(|(item, _)| item.clone());
+        let plan_type = claim
+            .and_then(|(_, coverage)| coverage.as_deref())
+            .and_then(|cov| plans.get(cov))
+            .and_then(|plan| plan.plan_type.clone());
+        let payer = id_of(&cr["insurer"], "Organization")
+            .and_then(|o| names.get(o).cloned())
+            .or_else(|| cr["insurer"]["display"].as_str().map(String::from))
+            .unwrap_or_else(|| UNKNOWN_PAYER.into());
+        acc.denial(Denial {
+            id: id.to_string(),
+            patient: patient.to_string(),
+            payer,
+            plan_type,
+            item,
+            reasons,
+            date,
+        });
+    }
+}
+
+/// Appeal Tasks into `acc` (and the denial each records when it was
+/// entered by hand).
+fn count_appeals(
+    tasks: impl Iterator<Item = Value>,
+    plans: &HashMap<String, Plan>,
+    acc: &mut Accumulator,
+) {
+    for t in tasks {
+        let (Some(id), Some(patient), Some(filed)) = (
+            t["id"].as_str(),
+            id_of(&t["for"], "Patient"),
+            instant_of(&t["authoredOn"]),
+        ) else {
+            continue;
+        };
+        let kind = t["code"]["coding"][0]["code"].as_str().unwrap_or_default();
+        let outcome = t["output"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|o| o["type"]["coding"][0]["code"] == "appeal-outcome")
+            .and_then(|o| o["valueCodeableConcept"]["coding"][0]["code"].as_str())
+            .map(String::from);
+        let mut denial = id_of(&t["focus"], "ClaimResponse").map(String::from);
+        if denial.is_none()
+            && let Some(hand) = hand_denial(&t, id, patient, plans)
+        {
+            denial = Some(hand.id.clone());
+            acc.denial(hand);
+        }
+        let decided = (t["status"] == "completed")
+            .then(|| {
+                instant_of(&t["executionPeriod"]["end"]).or_else(|| instant_of(&t["lastModified"]))
+            })
+            .flatten();
+        acc.appeal(Appeal {
+            id: id.to_string(),
+            patient: patient.to_string(),
+            denial,
+            kind: kind.to_string(),
+            expedited: t["priority"] == "stat" || kind == "expedited-appeal",
+            filed,
+            decided,
+            outcome,
+            status: t["status"].as_str().unwrap_or_default().to_string(),
+        });
+    }
+}
+
+/// ServiceRequest id → (SDOH domain, service).
+fn service_requests(
+    requests: impl Iterator<Item = Value>,
+) -> HashMap<String, (Option<String>, Option<String>)> {
+    requests
+        .filter_map(|s| {
+            Some((
+                s["id"].as_str()?.to_string(),
+                (
+                    sdoh_domain(&s["category"]),
+                    service_label(&s["performer"][0]),
+                ),
+            ))
+        })
+        .collect()
+}
+
+/// Referral Tasks (those that focus a ServiceRequest) into `acc`.
+fn count_referrals(
+    tasks: impl Iterator<Item = Value>,
+    requests: &HashMap<String, (Option<String>, Option<String>)>,
+    acc: &mut Accumulator,
+) {
+    for t in tasks {
+        // Tasks for the patient share the code; referrals focus a ServiceRequest.
+        let Some(sr) = id_of(&t["focus"], "ServiceRequest") else {
+            continue;
+        };
+        let (Some(id), Some(patient), Some(authored)) = (
+            t["id"].as_str(),
+            id_of(&t["for"], "Patient"),
+            views::json_date(&t["authoredOn"]),
+        ) else {
+            continue;
+        };
+        let sr = requests.get(sr);
+        let status = t["status"].as_str().unwrap_or_default();
+        acc.referral(Referral {
+            id: id.to_string(),
+            patient: patient.to_string(),
+            domain: sr.and_then(|(domain, _)| domain.clone()),
+            service: sr.and_then(|(_, service)| service.clone()),
+            authored,
+            accepted: views::json_date(&t["executionPeriod"]["start"]),
+            closed: (status == "completed")
+                .then(|| {
+                    views::json_date(&t["executionPeriod"]["end"])
+                        .or_else(|| views::json_date(&t["lastModified"]))
+                })
+                .flatten(),
+            status: status.to_string(),
+        });
+    }
+}
+
+/// A batch's screening records and health concerns, scored by the same
+/// reader as the visit page (screenings in any standard shape: panels,
+/// other systems' QuestionnaireResponses, totals, no interpretation; each
+/// result counted once), into `acc`.
+fn count_screens(
+    rules: &Rules,
+    observations: &[Value],
+    responses: &[Value],
+    conditions: &[Value],
+    acc: &mut Accumulator,
+) {
+    for (patient, evidence) in sdoh::evidence_by_patient(observations, responses, conditions) {
         for r in evidence::results(rules, &evidence) {
             let Some(date) = r.date else { continue };
             acc.screen(Screen {
@@ -616,26 +781,21 @@ async fn read_records(
             });
         }
     }
+}
 
-    progress.stage("visits");
-    let mut q = period_q("date");
-    q.push(("patient", who));
-    each_page(client, "Encounter", &q, progress, |page| {
-        for e in page.resources("Encounter") {
-            if let (Some(patient), Some(date)) = (
-                id_of(&e["subject"], "Patient"),
-                views::json_date(&e["period"]["start"]),
-            ) {
-                acc.visit(Visit {
-                    patient: patient.to_string(),
-                    date,
-                });
-            }
+/// Encounters into `acc` as visits, on the day they started.
+fn count_visits(encounters: impl Iterator<Item = Value>, acc: &mut Accumulator) {
+    for e in encounters {
+        if let (Some(patient), Some(date)) = (
+            id_of(&e["subject"], "Patient"),
+            views::json_date(&e["period"]["start"]),
+        ) {
+            acc.visit(Visit {
+                patient: patient.to_string(),
+                date,
+            });
         }
-    })
-    .await?;
-
-    Ok(())
+    }
 }
 
 #[cfg(test)]
