@@ -180,9 +180,20 @@ async fn writes_kept_by_an_instance_that_stops_are_sent_by_the_other_once_each()
 #[tokio::test]
 async fn only_the_leader_syncs_and_a_follower_takes_over_when_it_stops() {
     let (mut env, mut other) = two_instances(queue_options(1)).await;
+    // The EHR's side: every request either instance sends it.
+    let ehr = Proxy::start(env.server.base()).await;
+    env.launcher.set_upstream(ehr.base.clone());
     let apps = [env.app.clone(), other.app.clone()];
     let first = leader_of(&[&apps[0], &apps[1]], Duration::from_secs(20)).await;
     let follower = 1 - first;
+    let task_searches = || {
+        ehr.seen()
+            .iter()
+            .filter(|r| r.contains("/Task?") || r.contains("/Task/_search"))
+            .count()
+    };
+    let (syncs_before, _) = syncs_and_tasks(&apps[first]).await;
+    let searches_before = task_searches();
     // Some syncs by the leader (every second), none by the follower, whose
     // index fills from the shared store.
     let started = Instant::now();
@@ -190,9 +201,18 @@ async fn only_the_leader_syncs_and_a_follower_takes_over_when_it_stops() {
         let (leader_syncs, leader_tasks) = syncs_and_tasks(&apps[first]).await;
         let (follower_syncs, follower_tasks) = syncs_and_tasks(&apps[follower]).await;
         assert_eq!(follower_syncs, 0, "the follower never syncs");
-        if leader_syncs >= 3 && leader_tasks > 0 && follower_tasks == leader_tasks {
+        if leader_syncs >= syncs_before + 3 && leader_tasks > 0 && follower_tasks == leader_tasks {
+            // The EHR saw the leader's syncs only: one Task search each (the
+            // Tasks fit one page), give or take a sync under way at either
+            // end of the window; two polling instances would double it.
+            let syncs = leader_syncs - syncs_before;
+            let searches = (task_searches() - searches_before) as u64;
+            assert!(
+                searches >= syncs.saturating_sub(1) && searches <= syncs + 1,
+                "{searches} Task searches reached the EHR for {syncs} syncs of the leader"
+            );
             eprintln!(
-                "leader: {leader_syncs} syncs, {leader_tasks} Tasks; follower: 0 syncs, {follower_tasks} Tasks"
+                "leader: {leader_syncs} syncs, {leader_tasks} Tasks; follower: 0 syncs, {follower_tasks} Tasks; the EHR saw {searches} Task searches for the leader's {syncs} syncs"
             );
             break;
         }
