@@ -73,25 +73,13 @@ impl Postgres {
             chown(&dir, uid, gid)?;
         }
         let data = dir.join("data");
-        let out = as_user(Command::new(bin_dir.join("initdb")), user)
+        let mut initdb = as_user(Command::new(bin_dir.join("initdb")), user);
+        initdb
             .arg("-D")
             .arg(&data)
             .args(["-U", ROLE, "--auth=trust", "-E", "UTF8", "--no-sync"])
-            .env("LC_ALL", "C")
-            .stdin(Stdio::null())
-            .output()
-            .await
-            .map_err(|e| PostgresError::Spawn(e.to_string()))?;
-        if !out.status.success() {
-            return Err(PostgresError::Tool(
-                "initdb",
-                format!(
-                    "{}{}",
-                    String::from_utf8_lossy(&out.stdout),
-                    String::from_utf8_lossy(&out.stderr)
-                ),
-            ));
-        }
+            .env("LC_ALL", "C");
+        run_tool("initdb", &mut initdb).await?;
         let port = crate::hfs::free_port().map_err(|e| PostgresError::Spawn(e.to_string()))?;
         let log = std::fs::File::create(dir.join("postgres.log"))
             .map_err(|e| PostgresError::Spawn(e.to_string()))?;
@@ -172,19 +160,11 @@ impl Postgres {
     /// A new, empty database (one per test, so tests on one server do not
     /// see each other's rows); returns its URL.
     pub async fn create_database(&self, name: &str) -> Result<String, PostgresError> {
-        let out = Command::new(self.bin_dir.join("createdb"))
+        let mut createdb = Command::new(self.bin_dir.join("createdb"));
+        createdb
             .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", ROLE])
-            .arg(name)
-            .stdin(Stdio::null())
-            .output()
-            .await
-            .map_err(|e| PostgresError::Spawn(e.to_string()))?;
-        if !out.status.success() {
-            return Err(PostgresError::Tool(
-                "createdb",
-                String::from_utf8_lossy(&out.stderr).into_owned(),
-            ));
-        }
+            .arg(name);
+        run_tool("createdb", &mut createdb).await?;
         Ok(self.url_of(name))
     }
 
@@ -275,6 +255,27 @@ fn unique_dir() -> Result<PathBuf, PostgresError> {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| PostgresError::Spawn(e.to_string()))?;
     Ok(dir)
+}
+
+/// Run one of PostgreSQL's tools to its end; what it printed is the error
+/// when it fails.
+async fn run_tool(tool: &'static str, cmd: &mut Command) -> Result<(), PostgresError> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|e| PostgresError::Spawn(e.to_string()))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(PostgresError::Tool(
+        tool,
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    ))
 }
 
 #[cfg(test)]

@@ -304,35 +304,46 @@ pub const QUESTIONNAIRE_ID_SYSTEM: &str = "http://passerelle.example.org/fhir/si
 /// <http://hl7.org/fhir/version-algorithm>), and an identifier to be
 /// created once (`None`: not one of Passerelle's forms).
 pub fn publication(canonical: &str) -> Option<Value> {
-    let (url, version) = canonical.split_once('|')?;
-    SHIPPED
-        .files()
-        .filter(|f| f.path().extension().and_then(|e| e.to_str()) == Some("json"))
-        .filter_map(|f| serde_json::from_slice::<Value>(f.contents()).ok())
-        .find(|q| q["url"] == url && q["version"] == version)
-        .map(|mut q| {
-            let id = q["id"].as_str().unwrap_or_default().to_string();
-            if let Some(o) = q.as_object_mut() {
-                o.remove("id");
-            }
-            q["meta"] = serde_json::json!({ "profile": [super::profiles::SDC_QUESTIONNAIRE] });
-            q["identifier"] = serde_json::json!([{
-                "system": QUESTIONNAIRE_ID_SYSTEM,
-                "value": format!("{id}-{version}")
-            }]);
-            let algorithm = serde_json::json!({
-                "url": VERSION_ALGORITHM,
-                "valueCoding": { "system": "http://hl7.org/fhir/version-algorithm", "code": "semver" }
-            });
-            match q["extension"].as_array_mut() {
-                Some(list) if !list.iter().any(|e| e["url"] == VERSION_ALGORITHM) => {
-                    list.push(algorithm)
-                }
-                Some(_) => {}
-                None => q["extension"] = serde_json::json!([algorithm]),
-            }
-            q
+    // Built once: every screening's transaction carries one.
+    static PUBLISHED: std::sync::OnceLock<BTreeMap<String, Value>> = std::sync::OnceLock::new();
+    PUBLISHED
+        .get_or_init(|| {
+            SHIPPED
+                .files()
+                .filter(|f| f.path().extension().and_then(|e| e.to_str()) == Some("json"))
+                .filter_map(|f| serde_json::from_slice::<Value>(f.contents()).ok())
+                .filter_map(|q| {
+                    let key = format!("{}|{}", q["url"].as_str()?, q["version"].as_str()?);
+                    Some((key, published(q)))
+                })
+                .collect()
         })
+        .get(canonical)
+        .cloned()
+}
+
+/// A shipped Questionnaire as Passerelle publishes it (see [`publication`]).
+fn published(mut q: Value) -> Value {
+    let version = q["version"].as_str().unwrap_or_default().to_string();
+    let id = q["id"].as_str().unwrap_or_default().to_string();
+    if let Some(o) = q.as_object_mut() {
+        o.remove("id");
+    }
+    q["meta"] = serde_json::json!({ "profile": [super::profiles::SDC_QUESTIONNAIRE] });
+    q["identifier"] = serde_json::json!([{
+        "system": QUESTIONNAIRE_ID_SYSTEM,
+        "value": format!("{id}-{version}")
+    }]);
+    let algorithm = serde_json::json!({
+        "url": VERSION_ALGORITHM,
+        "valueCoding": { "system": "http://hl7.org/fhir/version-algorithm", "code": "semver" }
+    });
+    match q["extension"].as_array_mut() {
+        Some(list) if !list.iter().any(|e| e["url"] == VERSION_ALGORITHM) => list.push(algorithm),
+        Some(_) => {}
+        None => q["extension"] = serde_json::json!([algorithm]),
+    }
+    q
 }
 
 /// The R5 `versionAlgorithm` element as an R4 extension.
