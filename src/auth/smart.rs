@@ -565,6 +565,7 @@ impl SmartClient {
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(15))
+            .pool_idle_timeout(crate::fhir::POOL_IDLE_TIMEOUT)
             .user_agent(concat!("passerelle/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("TLS backend initialises");
@@ -1306,6 +1307,7 @@ impl BackendClient {
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(15))
+            .pool_idle_timeout(crate::fhir::POOL_IDLE_TIMEOUT)
             .build()
             .expect("TLS backend initialises");
         BackendClient {

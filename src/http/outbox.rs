@@ -21,14 +21,27 @@ pub(super) async fn write_through(
 ) -> Result<bool, AppError> {
     let sessions = state.sessions()?;
     let payload = serde_json::to_vec(bundle)?;
-    let new = sessions
-        .store()
-        .put_outbox(id, launch_id, &payload, &summary.to_string())
-        .await?;
-    // Claimed, not only read: with several instances, the outbox worker of
-    // another one does not send it at the same time.
-    if let Some(item) = sessions.store().claim_outbox(id).await? {
-        crate::outbox::send(sessions, &item, state.http().clone(), state.limits()).await;
+    let store = sessions.store();
+    // Kept already claimed, so no outbox worker (of this instance or
+    // another) takes it first. A write kept before is sent now only if it
+    // is still pending and no one holds it.
+    let (new, item) = match store
+        .put_outbox_claimed(id, launch_id, &payload, &summary.to_string())
+        .await?
+    {
+        Some(item) => (true, Some(item)),
+        None => (false, store.claim_outbox(id).await?),
+    };
+    if let Some(item) = item {
+        // In a task of its own: if the person's browser goes away, the
+        // send still ends and records its attempt, rather than leaving the
+        // write claimed until the lease runs out.
+        let (sessions, http, limits) = (sessions.clone(), state.http().clone(), state.limits());
+        let sending =
+            tokio::spawn(async move { crate::outbox::send(&sessions, &item, http, limits).await });
+        if sending.await.is_err() {
+            tracing::error!("sending a kept write stopped; the outbox will send it again");
+        }
     }
     Ok(new)
 }

@@ -508,6 +508,37 @@ impl Store {
         Ok(inserted.rows_affected() == 1)
     }
 
+    /// Keep a write until it is sent, already claimed by this instance to
+    /// send it now: no outbox worker, here or on another instance, can
+    /// take it between keeping and sending (which would leave the page
+    /// saying "sending" for a write sent a moment later). `None` when a
+    /// write with the same id was kept before; that one is left as it is.
+    pub async fn put_outbox_claimed(
+        &self,
+        id: &str,
+        launch: &str,
+        payload: &[u8],
+        summary: &str,
+    ) -> Result<Option<OutboxItem>, StoreError> {
+        let row = sqlx::query(&format!(
+            "INSERT INTO outbox (id, launch, payload, summary, status, created_at, updated_at, \
+             claimed_by, claimed_until) VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7, $8) \
+             ON CONFLICT (id) DO NOTHING RETURNING {}",
+            self.outbox_columns()
+        ))
+        .bind(id)
+        .bind(launch)
+        .bind(self.seal(payload))
+        .bind(self.seal(summary.as_bytes()))
+        .bind(now())
+        .bind(now())
+        .bind(&*self.instance)
+        .bind(now() + self.lease)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| self.outbox_item(r)).transpose()
+    }
+
     pub async fn outbox(&self, id: &str) -> Result<Option<OutboxItem>, StoreError> {
         let row = sqlx::query(&format!(
             "SELECT {} FROM outbox WHERE id = $1",
@@ -696,6 +727,7 @@ mod tests {
 
     on_both_backends!(
         the_outbox_keeps_a_write_once_sealed_until_it_is_sent,
+        a_write_kept_to_send_now_is_no_workers_and_a_second_keeps_nothing,
         the_sweep_forgets_old_states_and_idle_launches_but_not_one_with_a_write_to_send,
         writes_that_keep_failing_do_not_starve_newer_ones_and_give_up_saying_so,
         a_state_is_taken_once_and_expires,
@@ -941,6 +973,38 @@ mod tests {
             OutboxStatus::Sent
         );
         assert!(s.pending_outbox(10).await.unwrap().is_empty());
+    }
+
+    async fn a_write_kept_to_send_now_is_no_workers_and_a_second_keeps_nothing(s: Store) {
+        let item = s
+            .put_outbox_claimed("scr-2", "l1", b"{\"resourceType\":\"Bundle\"}", "{}")
+            .await
+            .unwrap()
+            .expect("kept");
+        assert_eq!(
+            (item.id.as_str(), item.status),
+            ("scr-2", OutboxStatus::Pending)
+        );
+        assert_eq!(item.payload, b"{\"resourceType\":\"Bundle\"}");
+        // Claimed as it was kept: neither a worker nor another claim takes it.
+        assert!(s.pending_outbox(10).await.unwrap().is_empty());
+        assert!(s.claim_outbox("scr-2").await.unwrap().is_none());
+        assert!(
+            s.put_outbox_claimed("scr-2", "l1", b"other", "{}")
+                .await
+                .unwrap()
+                .is_none(),
+            "the same write again keeps nothing"
+        );
+        assert_eq!(
+            s.outbox("scr-2").await.unwrap().unwrap().payload,
+            b"{\"resourceType\":\"Bundle\"}"
+        );
+        // Its attempt ends the claim: a failed send is the worker's again.
+        s.outbox_attempt("scr-2", Err(("The FHIR server failed (500)", false)))
+            .await
+            .unwrap();
+        assert_eq!(s.pending_outbox(10).await.unwrap().len(), 1);
     }
 
     async fn the_sweep_forgets_old_states_and_idle_launches_but_not_one_with_a_write_to_send(

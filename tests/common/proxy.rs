@@ -74,6 +74,7 @@ impl Proxy {
         let shared = Shared {
             target: target.clone(),
             http: reqwest::Client::builder()
+                .pool_idle_timeout(passerelle::fhir::POOL_IDLE_TIMEOUT)
                 .pool_max_idle_per_host(64)
                 .build()
                 .unwrap(),
@@ -253,7 +254,10 @@ async fn forward(State(s): State<Shared>, req: Request) -> Response {
     }
     let upstream = match request.send().await {
         Ok(r) => r,
-        Err(_) => return StatusCode::BAD_GATEWAY.into_response(),
+        Err(e) => {
+            eprintln!("test proxy: the target did not answer: {e:?}");
+            return StatusCode::BAD_GATEWAY.into_response();
+        }
     };
     let status = upstream.status();
     let mut out_headers = upstream.headers().clone();

@@ -370,6 +370,9 @@ impl Launcher {
                 .map_err(|e| KeyError::Generate(e.to_string()))??;
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            // Below the 5 s after which Node servers (Medplum) close idle
+            // connections: see `passerelle::fhir::POOL_IDLE_TIMEOUT`.
+            .pool_idle_timeout(passerelle::fhir::POOL_IDLE_TIMEOUT)
             .pool_max_idle_per_host(32)
             .build()
             .map_err(|e| LauncherError::HttpClient(e.to_string()))?;

@@ -58,7 +58,8 @@ pub mod transactions;
 pub mod views;
 
 pub use client::{
-    Authorizer, Created, Decoded, FhirClient, Id, InvalidId, Limits, SearchPage, Versioned,
+    Authorizer, Created, Decoded, FhirClient, Id, InvalidId, Limits, POOL_IDLE_TIMEOUT, SearchPage,
+    Versioned,
 };
 pub use error::{FhirError, ReadError};
 pub use schema::SchemaValidator;
