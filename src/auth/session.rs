@@ -25,6 +25,11 @@ use crate::store::{PendingState, Store, StoredLaunch, now};
 const STATE_MAX_AGE: i64 = 600;
 /// Refresh this long before the access token expires.
 const REFRESH_MARGIN: i64 = 30;
+/// How long one instance holds a launch's refresh (the token request has
+/// 15 s); the others wait for its tokens at most this long, checking every
+/// [`REFRESH_WAIT_STEP`].
+const REFRESH_CLAIM: i64 = 20;
+const REFRESH_WAIT_STEP: Duration = Duration::from_millis(100);
 
 /// The launch context as the token response gave it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -287,31 +292,70 @@ impl Sessions {
             locks.entry(id.to_string()).or_default().clone()
         };
         let _one_at_a_time = lock.lock().await;
-        let stored = self
-            .store
-            .launch(id)
-            .await
-            .map_err(store_error)?
-            .ok_or(AuthError::LaunchAgain)?;
-        let tokens = self.tokens(&stored)?;
-        let still_valid = stored.expires_at - now() > REFRESH_MARGIN;
-        let was_rejected = rejected == Some(tokens.access.as_str());
-        if still_valid && !was_rejected {
-            // Valid, or someone else refreshed it while we waited.
-            return Ok(tokens.access);
-        }
-        let Some(refresh) = tokens.refresh.clone() else {
-            if was_rejected {
-                self.spend(id, tokens).await?;
+        // The lock above orders this instance's requests; with several
+        // instances on one store, a claim on the stored launch orders them
+        // all, since a rotated refresh token is good once.
+        let waiting_since = std::time::Instant::now();
+        let (stored, tokens, refresh) = loop {
+            let stored = self
+                .store
+                .launch(id)
+                .await
+                .map_err(store_error)?
+                .ok_or(AuthError::LaunchAgain)?;
+            let tokens = self.tokens(&stored)?;
+            let still_valid = stored.expires_at - now() > REFRESH_MARGIN;
+            let was_rejected = rejected == Some(tokens.access.as_str());
+            if still_valid && !was_rejected {
+                // Valid, or someone else refreshed it while we waited.
+                return Ok(tokens.access);
             }
-            return Err(AuthError::LaunchAgain);
+            let Some(refresh) = tokens.refresh.clone() else {
+                if was_rejected {
+                    self.spend(id, tokens).await?;
+                }
+                return Err(AuthError::LaunchAgain);
+            };
+            if self
+                .store
+                .claim_refresh(id, REFRESH_CLAIM)
+                .await
+                .map_err(store_error)?
+            {
+                break (stored, tokens, refresh);
+            }
+            // Another instance is refreshing it: its tokens will do. Its
+            // claim lapses if it stopped, and then this one takes it.
+            if waiting_since.elapsed() > Duration::from_secs(REFRESH_CLAIM as u64 + 5) {
+                return Err(AuthError::RefreshPending);
+            }
+            tokio::time::sleep(REFRESH_WAIT_STEP).await;
         };
+        let refreshed = self.refresh_claimed(id, &stored, tokens, &refresh).await;
+        if refreshed.is_err() {
+            // Tokens written (refreshed or spent) end the claim; an error
+            // before that must not keep the other instances waiting.
+            if let Err(e) = self.store.release_refresh(id).await {
+                tracing::warn!(error = %e, "a refresh claim could not be released");
+            }
+        }
+        refreshed
+    }
+
+    /// Refresh launch `id`, whose refresh this instance has claimed.
+    async fn refresh_claimed(
+        &self,
+        id: &str,
+        stored: &StoredLaunch,
+        tokens: Tokens,
+        refresh: &str,
+    ) -> Result<String, AuthError> {
         let context: LaunchContext =
             serde_json::from_str(&stored.context).map_err(|_| AuthError::LaunchAgain)?;
         let (ehr, config) = self.ehr_and_config(&stored.iss).await?;
         let granted = match self
             .smart
-            .refresh(&ehr, &config, &refresh, &context.asked)
+            .refresh(&ehr, &config, refresh, &context.asked)
             .await
         {
             Ok(granted) => granted,
@@ -444,8 +488,15 @@ struct LaunchAuthorizer {
 }
 
 fn as_fhir(e: AuthError) -> FhirError {
-    FhirError::Unauthorized {
-        message: e.to_string(),
+    match e {
+        // Not an ended authorization: a moment later it is renewed.
+        AuthError::RefreshPending => FhirError::Server {
+            status: 503,
+            message: e.to_string(),
+        },
+        e => FhirError::Unauthorized {
+            message: e.to_string(),
+        },
     }
 }
 

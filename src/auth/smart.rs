@@ -336,6 +336,12 @@ pub enum AuthError {
     /// The bound on sign-ins in progress is reached (a flood of launches).
     #[error("Too many sign-ins are in progress right now; nothing was sent to the EHR.")]
     Busy,
+    /// Another instance on the same store is refreshing this launch and has
+    /// not finished within its claim: nothing was sent.
+    #[error(
+        "Passerelle is still renewing this chart's authorization; nothing was sent. Try again in a moment."
+    )]
+    RefreshPending,
 }
 
 /// The parts of `.well-known/smart-configuration` Passerelle uses.

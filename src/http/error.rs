@@ -125,7 +125,7 @@ impl AppError {
                 AuthError::BadState => StatusCode::BAD_REQUEST,
                 AuthError::IdToken(_) | AuthError::LaunchAgain => StatusCode::UNAUTHORIZED,
                 AuthError::Config(_) => StatusCode::INTERNAL_SERVER_ERROR,
-                AuthError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+                AuthError::Busy | AuthError::RefreshPending => StatusCode::SERVICE_UNAVAILABLE,
             },
             AppError::Fhir(e) => match e {
                 FhirError::NotFound { .. } => StatusCode::NOT_FOUND,
@@ -190,6 +190,7 @@ impl AppError {
                     "Please wait a moment",
                     "Open Passerelle again from the EHR in a few minutes.",
                 ),
+                AuthError::RefreshPending => ("Please wait a moment", "Reload the page."),
                 _ => (
                     "The sign-in did not succeed",
                     "Try again from the EHR; if it happens again, tell your administrator.",
@@ -277,6 +278,7 @@ fn auth_kind(e: &AuthError) -> &'static str {
         AuthError::WrongLaunch => "wrong-launch",
         AuthError::Config(_) => "config",
         AuthError::Busy => "busy",
+        AuthError::RefreshPending => "refresh-pending",
     }
 }
 

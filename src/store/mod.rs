@@ -436,9 +436,39 @@ impl Store {
         tokens: &[u8],
         expires_at: i64,
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE launches SET tokens = $1, expires_at = $2 WHERE id = $3")
-            .bind(tokens)
-            .bind(expires_at)
+        sqlx::query(
+            "UPDATE launches SET tokens = $1, expires_at = $2, refreshing_until = NULL \
+             WHERE id = $3",
+        )
+        .bind(tokens)
+        .bind(expires_at)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Claim the refresh of launch `id` for `seconds`, unless another
+    /// instance holds it: true when this one is to refresh. The claim ends
+    /// with [`Store::update_tokens`] or [`Store::release_refresh`], or when
+    /// its time is over (an instance that stopped mid-refresh).
+    pub async fn claim_refresh(&self, id: &str, seconds: i64) -> Result<bool, StoreError> {
+        let claimed = sqlx::query(
+            "UPDATE launches SET refreshing_until = $1 \
+             WHERE id = $2 AND (refreshing_until IS NULL OR refreshing_until < $3)",
+        )
+        .bind(now() + seconds)
+        .bind(id)
+        .bind(now())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(claimed == 1)
+    }
+
+    /// End a refresh claim without new tokens (the refresh failed).
+    pub async fn release_refresh(&self, id: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE launches SET refreshing_until = NULL WHERE id = $1")
             .bind(id)
             .execute(&self.pool)
             .await?;
@@ -728,6 +758,7 @@ mod tests {
     on_both_backends!(
         the_outbox_keeps_a_write_once_sealed_until_it_is_sent,
         a_write_kept_to_send_now_is_no_workers_and_a_second_keeps_nothing,
+        one_refresh_of_a_launch_at_a_time_until_tokens_are_written_or_the_claim_lapses,
         the_sweep_forgets_old_states_and_idle_launches_but_not_one_with_a_write_to_send,
         writes_that_keep_failing_do_not_starve_newer_ones_and_give_up_saying_so,
         a_state_is_taken_once_and_expires,
@@ -1005,6 +1036,37 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(s.pending_outbox(10).await.unwrap().len(), 1);
+    }
+
+    async fn one_refresh_of_a_launch_at_a_time_until_tokens_are_written_or_the_claim_lapses(
+        s: Store,
+    ) {
+        s.put_launch(&StoredLaunch {
+            id: "l1".into(),
+            browser: "b".into(),
+            iss: "i".into(),
+            context: "{}".into(),
+            granted: "".into(),
+            tokens: vec![],
+            expires_at: 0,
+            csrf: "c".into(),
+            last_seen: now(),
+        })
+        .await
+        .unwrap();
+        assert!(s.claim_refresh("l1", 20).await.unwrap());
+        assert!(!s.claim_refresh("l1", 20).await.unwrap(), "held");
+        // New tokens end the claim.
+        s.update_tokens("l1", b"sealed", now() + 3600)
+            .await
+            .unwrap();
+        assert!(s.claim_refresh("l1", 20).await.unwrap());
+        // So does a failed refresh.
+        s.release_refresh("l1").await.unwrap();
+        // A claim whose time is over (its instance stopped) is taken again.
+        assert!(s.claim_refresh("l1", -1).await.unwrap());
+        assert!(s.claim_refresh("l1", 20).await.unwrap(), "lapsed");
+        assert!(!s.claim_refresh("unknown", 20).await.unwrap());
     }
 
     async fn the_sweep_forgets_old_states_and_idle_launches_but_not_one_with_a_write_to_send(

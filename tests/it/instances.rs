@@ -3,7 +3,9 @@
 //! load balancer: a launch started on one goes on on the other; writes an
 //! instance kept when it stopped are sent by the other, once; only the
 //! leader syncs the queue and a follower takes over when it stops; a change
-//! made through one instance shows live on the other's queue page.
+//! made through one instance shows live on the other's queue page; two
+//! instances needing the same launch's refresh at once use its (rotated)
+//! refresh token once between them.
 //!
 //! The load balancer is played by the browser: [`Browser::same_origin`]
 //! sends one instance's cookies to the other, as one origin would.
@@ -110,6 +112,42 @@ async fn a_launch_started_on_one_instance_goes_on_on_the_other() {
     // Another browser, without the cookie, is refused there too.
     let stranger = Browser::default();
     assert_eq!(stranger.get(&at(&other.app, &visit.url)).await.status, 403);
+}
+
+#[tokio::test]
+async fn two_instances_renewing_one_launch_at_once_refresh_it_once_and_both_go_on() {
+    // Tokens of 40 s are renewed 30 s before they end: 10 s after the launch.
+    let (env, other) = two_instances(EnvOptions {
+        token_lifetime: Duration::from_secs(40),
+        ..EnvOptions::default()
+    })
+    .await;
+    let browser = Browser::default();
+    let visit = ehr_launch(&env, &browser, "pas-p01").await;
+    assert_eq!(visit.status, 200, "{}", visit.body);
+    browser.same_origin(&env.app, &other.app);
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    // A slow token endpoint: both instances want the refresh while the
+    // first is still waiting for its answer. The launcher's refresh tokens
+    // are good once, so a second use would be refused and end the launch.
+    env.launcher.delay_refreshes(Duration::from_millis(1500));
+    let before = env.launcher.refresh_requests();
+    let there = at(&other.app, &visit.url);
+    let (here, on_other) = tokio::join!(browser.get(visit.url.as_str()), browser.get(&there));
+    assert_eq!(here.status, 200, "{}", here.body);
+    assert_eq!(on_other.status, 200, "{}", on_other.body);
+    assert_eq!(
+        env.launcher.refresh_requests(),
+        before + 1,
+        "one refresh between the two instances"
+    );
+    // Both go on with the renewed tokens (good for 10 s more): no refresh,
+    // no "launch again".
+    env.launcher.delay_refreshes(Duration::ZERO);
+    let (here, on_other) = tokio::join!(browser.get(visit.url.as_str()), browser.get(&there));
+    assert_eq!(here.status, 200, "{}", here.body);
+    assert_eq!(on_other.status, 200, "{}", on_other.body);
+    assert_eq!(env.launcher.refresh_requests(), before + 1);
 }
 
 #[tokio::test]

@@ -261,6 +261,8 @@ pub(crate) struct Shared {
     store: Mutex<Store>,
     /// Token requests with `grant_type=refresh_token`, granted or not.
     refresh_requests: std::sync::atomic::AtomicUsize,
+    /// How long the token endpoint takes to answer a refresh.
+    refresh_delay: Mutex<Duration>,
 }
 
 type State = Arc<Shared>;
@@ -301,6 +303,10 @@ impl Shared {
 
     fn simulation(&self) -> Simulation {
         *lock(&self.simulation)
+    }
+
+    pub(crate) fn refresh_delay(&self) -> Duration {
+        *lock(&self.refresh_delay)
     }
 
     fn set_simulation(&self, sim: Simulation) {
@@ -388,6 +394,7 @@ impl Launcher {
             simulation: Mutex::new(Simulation::None),
             store: Mutex::new(Store::default()),
             refresh_requests: Default::default(),
+            refresh_delay: Mutex::new(Duration::ZERO),
         });
         let app = router(shared.clone());
         let (stop, stopped) = oneshot::channel::<()>();
@@ -459,6 +466,13 @@ impl Launcher {
 
     pub fn simulate(&self, sim: Simulation) {
         self.shared.set_simulation(sim);
+    }
+
+    /// Make the token endpoint take `delay` to answer each refresh, as a
+    /// slow authorization server does: long enough for two instances to
+    /// want the same launch's refresh at once.
+    pub fn delay_refreshes(&self, delay: Duration) {
+        *lock(&self.shared.refresh_delay) = delay;
     }
 
     /// How many refresh-token requests the token endpoint has had, granted

@@ -662,7 +662,13 @@ async fn token(
     let client = client_auth::authenticate(&shared, &headers, form.presented()).await?;
     let body = match nonempty(&form.grant_type) {
         Some("authorization_code") => redeem_code(&shared, client, &form)?,
-        Some("refresh_token") => redeem_refresh(&shared, client, &form)?,
+        Some("refresh_token") => {
+            let delay = shared.refresh_delay();
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            redeem_refresh(&shared, client, &form)?
+        }
         Some("client_credentials") => client_credentials(&shared, client, &form)?,
         Some(other) => {
             return Err(OAuthError::UnsupportedGrantType(format!(
