@@ -238,6 +238,31 @@ impl Queue {
         self.leading.load(std::sync::atomic::Ordering::SeqCst)
     }
 
+    /// Lead: sync from now on, and try again at the next sync every
+    /// completed referral in the index whose loop is not closed. The
+    /// instance that led before kept the ones it could not close yet in
+    /// its memory only; they would otherwise stay open, since the next
+    /// sync reads only what changed since the shared watermark.
+    fn take_lead(&self) {
+        let open: Vec<String> = {
+            let loops = self.loops.read().expect("queue lock");
+            self.tasks
+                .read()
+                .expect("queue lock")
+                .values()
+                .filter(|t| {
+                    t.kind == Kind::Referral
+                        && t.status == "completed"
+                        && t.procedure_output
+                        && !loops.contains_key(&t.id)
+                })
+                .map(|t| t.id.clone())
+                .collect()
+        };
+        self.pending_loops.write().expect("queue lock").extend(open);
+        self.set_leading(true);
+    }
+
     fn set_leading(&self, leading: bool) {
         self.leading
             .store(leading, std::sync::atomic::Ordering::SeqCst);
@@ -832,105 +857,6 @@ where
     }
 }
 
-/// The R4 Subscriptions backport (HL7 FHIR IG `subscriptions-backport`
-/// 1.1.0): a server that offers it says so in its CapabilityStatement.
-pub const BACKPORT_SERVER: &str = "http://hl7.org/fhir/uv/subscriptions-backport/CapabilityStatement/backport-subscription-server-r4";
-const TOPIC_EXTENSION: &str = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/capabilitystatement-subscriptiontopic-canonical";
-
-/// The topic to subscribe to for Task changes, when the server offers the
-/// backport with rest-hook: a topic it lists whose canonical names Task.
-pub fn task_topic(capabilities: &Value) -> Option<String> {
-    let offers_backport = capabilities["instantiates"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|i| i.as_str().is_some_and(|s| s.starts_with(BACKPORT_SERVER)));
-    if !offers_backport {
-        return None;
-    }
-    capabilities["rest"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|r| r["resource"].as_array().into_iter().flatten())
-        .filter(|r| r["type"] == "Subscription")
-        .flat_map(|r| r["extension"].as_array().into_iter().flatten())
-        .filter(|e| e["url"] == TOPIC_EXTENSION)
-        .filter_map(|e| e["valueCanonical"].as_str())
-        .find(|t| t.to_lowercase().contains("task"))
-        .map(String::from)
-}
-
-/// A backport Subscription (rest-hook, id-only) to `topic`, notifying
-/// `endpoint`, with the notification secret as a channel header when given.
-pub fn subscription(topic: &str, endpoint: &str, bearer: Option<&str>) -> Value {
-    let mut s = json!({
-        "resourceType": "Subscription",
-        "meta": { "profile": [crate::fhir::profiles::BACKPORT_SUBSCRIPTION] },
-        "status": "requested",
-        "reason": "Passerelle follow-up queue: Task changes",
-        "criteria": topic,
-        "channel": {
-            "type": "rest-hook",
-            "endpoint": endpoint,
-            "payload": "application/fhir+json",
-            "_payload": { "extension": [{
-                "url": "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-payload-content",
-                "valueCode": "id-only"
-            }] }
-        }
-    });
-    if let Some(secret) = bearer {
-        s["channel"]["header"] = json!([format!("Authorization: Bearer {secret}")]);
-    }
-    s
-}
-
-/// Of the Subscriptions a search found, the one this queue made before
-/// (same endpoint and topic) and the server still runs, to be used again.
-pub fn reusable_subscription<'a>(
-    found: impl IntoIterator<Item = &'a Value>,
-    topic: &str,
-    endpoint: &str,
-) -> Option<String> {
-    found
-        .into_iter()
-        .filter(|s| s["channel"]["endpoint"] == endpoint && s["criteria"] == topic)
-        .filter(|s| matches!(s["status"].as_str(), Some("requested" | "active")))
-        .find_map(|s| s["id"].as_str().map(|id| format!("Subscription/{id}")))
-}
-
-/// The Subscription notifying `endpoint` of `topic`: the one a previous
-/// start made, when the server still has it running (the endpoint's secret
-/// is derived from the session key, so it is the same across restarts), or
-/// a new one. Without this, each restart would add a Subscription and the
-/// EHR would notify every one of them.
-pub async fn ensure_subscription(
-    client: &FhirClient,
-    topic: &str,
-    endpoint: &str,
-    bearer: Option<&str>,
-) -> Result<(Option<String>, bool), FhirError> {
-    let params = [("url", endpoint.to_string())];
-    match client.search("Subscription", &params).await {
-        Ok(page) => {
-            if let Some(id) = reusable_subscription(page.raw("Subscription"), topic, endpoint) {
-                return Ok((Some(id), false));
-            }
-        }
-        // A server that cannot search Subscriptions by endpoint: create one
-        // (as before), saying so.
-        Err(e) => tracing::warn!(
-            kind = e.kind(),
-            "existing Subscriptions could not be searched; creating one"
-        ),
-    }
-    let created = client
-        .create(&subscription(topic, endpoint, bearer), None)
-        .await?;
-    Ok((created.reference, true))
-}
-
 /// Subscribe to Task changes where the server offers it; otherwise the
 /// queue polls. Returns what was done, in words, for the log.
 async fn subscribe(
@@ -952,7 +878,7 @@ async fn subscribe(
             );
         }
     };
-    let Some(topic) = task_topic(&capabilities) else {
+    let Some(topic) = crate::fhir::subscription::task_topic(&capabilities) else {
         return "the server offers no Task subscription topic (R4 backport, rest-hook): polling"
             .into();
     };
@@ -964,7 +890,7 @@ async fn subscribe(
         Ok(u) => u,
         Err(e) => return format!("no notification endpoint ({e}): polling"),
     };
-    match ensure_subscription(client, &topic, endpoint.as_str(), bearer).await {
+    match crate::fhir::subscription::ensure(client, &topic, endpoint.as_str(), bearer).await {
         Ok((reference, created)) => {
             *queue.subscribed.write().expect("queue lock") = reference;
             if created {
@@ -1033,7 +959,7 @@ pub async fn run_for(
         if leading.wait_for(|l| *l).await.is_err() {
             return;
         }
-        queue.set_leading(true);
+        queue.take_lead();
         let how = subscribe(&queue, &fhir, public_url.as_ref(), backend.notify_secret_in).await;
         tracing::info!(
             every_s = backend.poll_seconds,
@@ -1054,87 +980,11 @@ pub async fn run_for(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    #[test]
-    fn a_server_offering_the_backport_with_a_task_topic_gets_a_rest_hook_subscription() {
-        let offers = json!({
-            "resourceType": "CapabilityStatement",
-            "instantiates": [format!("{BACKPORT_SERVER}|1.1.0")],
-            "rest": [{ "resource": [{ "type": "Subscription", "extension": [
-                { "url": TOPIC_EXTENSION, "valueCanonical": "http://example.org/topic/encounter-start" },
-                { "url": TOPIC_EXTENSION, "valueCanonical": "http://example.org/topic/task-updated" }
-            ] }] }]
-        });
-        assert_eq!(
-            task_topic(&offers).as_deref(),
-            Some("http://example.org/topic/task-updated")
-        );
-        let s = subscription(
-            "http://example.org/topic/task-updated",
-            "https://app/hooks/fhir/x",
-            None,
-        );
-        assert!(s["channel"].get("header").is_none());
-        assert_eq!(s["channel"]["type"], "rest-hook");
-        assert_eq!(s["criteria"], "http://example.org/topic/task-updated");
-        assert_eq!(
-            s["channel"]["_payload"]["extension"][0]["valueCode"],
-            "id-only"
-        );
-        let v = crate::fhir::SchemaValidator::load(&crate::config::cache_dir().join("definitions"))
-            .expect("the FHIR schema is installed by ./scripts/test");
-        v.validate(&s).unwrap();
-        let with_header = subscription(
-            "http://example.org/topic/task-updated",
-            "https://app/hooks/fhir",
-            Some("s3cret"),
-        );
-        assert_eq!(
-            with_header["channel"]["header"],
-            json!(["Authorization: Bearer s3cret"])
-        );
-        v.validate(&with_header).unwrap();
-        // Subscription resources alone (as hfs lists them) are not the backport.
-        let plain = json!({ "rest": [{ "resource": [{ "type": "Subscription" }] }] });
-        assert_eq!(task_topic(&plain), None);
-    }
-
-    #[test]
-    fn a_running_subscription_of_ours_is_used_again_and_nothing_else() {
-        let endpoint = "https://app/hooks/fhir/abc";
-        let topic = "http://example.org/topic/task-updated";
-        let sub = |id: &str, status: &str, endpoint: &str, topic: &str| {
-            json!({ "resourceType": "Subscription", "id": id, "status": status,
-                    "criteria": topic, "channel": { "type": "rest-hook", "endpoint": endpoint } })
-        };
-        let found = [
-            sub("off", "off", endpoint, topic),
-            sub("errored", "error", endpoint, topic),
-            sub(
-                "other-endpoint",
-                "active",
-                "https://app/hooks/fhir/zzz",
-                topic,
-            ),
-            sub(
-                "other-topic",
-                "active",
-                endpoint,
-                "http://example.org/topic/x",
-            ),
-        ];
-        assert_eq!(reusable_subscription(&found, topic, endpoint), None);
-        let mut with_ours = found.to_vec();
-        with_ours.push(sub("ours", "active", endpoint, topic));
-        assert_eq!(
-            reusable_subscription(&with_ours, topic, endpoint).as_deref(),
-            Some("Subscription/ours")
-        );
-    }
-
-    fn task(id: &str, version: &str) -> QueueTask {
+    /// A referral Task of the index, for the tests here and the store's.
+    pub(crate) fn task(id: &str, version: &str) -> QueueTask {
         QueueTask {
             id: id.into(),
             version: version.into(),
@@ -1205,6 +1055,28 @@ mod tests {
             Some("2026-02-03T04:05:06Z"),
             "a leader's own state is newer"
         );
+    }
+
+    #[test]
+    fn a_new_leader_retries_the_completed_referrals_whose_loop_is_not_closed() {
+        let q = Queue::new("https://ehr/fhir/", &[1u8; 32], None);
+        let referral = |id: &str, status: &str, output: bool| QueueTask {
+            kind: Kind::Referral,
+            status: status.into(),
+            procedure_output: output,
+            ..task(id, "1")
+        };
+        q.upsert(vec![
+            referral("open", "completed", true),
+            referral("closed", "completed", true),
+            referral("no-output", "completed", false),
+            referral("working", "in-progress", true),
+        ]);
+        q.loops.write().unwrap().insert("closed".into(), 3);
+        q.take_lead();
+        assert!(q.is_leading());
+        let pending: Vec<String> = q.pending_loops.read().unwrap().iter().cloned().collect();
+        assert_eq!(pending, ["open"]);
     }
 
     #[tokio::test(start_paused = true)]

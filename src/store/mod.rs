@@ -867,26 +867,16 @@ mod tests {
         assert!(matches!(other.launch("l1").await, Err(StoreError::Decrypt)));
     }
 
+    /// The queue's test Task, about a patient whose id the sealing tests
+    /// look for on disk.
     fn queue_task(id: &str, version: &str, status: &str) -> crate::domain::queue::QueueTask {
         crate::domain::queue::QueueTask {
-            id: id.into(),
-            version: version.into(),
-            kind: crate::domain::queue::Kind::Referral,
             status: status.into(),
             description: "Referral to food pantry".into(),
-            priority: "routine".into(),
             patient_id: "pat-sealed-4711".into(),
             patient_name: "Sealed Patient".into(),
-            owner: None,
-            owner_name: None,
-            role: None,
             domain: Some(crate::domain::sdoh::Domain::FoodInsecurity),
-            payer: None,
-            authored: None,
-            due: None,
-            last_updated: "2026-01-01T00:00:00Z".into(),
-            procedure_output: false,
-            report: Default::default(),
+            ..crate::queue::tests::task(id, version)
         }
     }
 

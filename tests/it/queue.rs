@@ -752,7 +752,7 @@ async fn a_restarted_queue_uses_its_subscription_again_instead_of_adding_one() {
     let mut made = Vec::new();
     for _ in 0..3 {
         made.push(
-            passerelle::queue::ensure_subscription(&client, topic, endpoint, Some("s3cret"))
+            passerelle::fhir::subscription::ensure(&client, topic, endpoint, Some("s3cret"))
                 .await
                 .expect("hfs takes the Subscription"),
         );

@@ -53,6 +53,7 @@ pub mod screening;
 pub mod sdoh;
 pub mod searches;
 pub mod service;
+pub mod subscription;
 pub mod task;
 pub mod transactions;
 pub mod views;
