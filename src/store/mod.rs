@@ -514,8 +514,9 @@ impl Store {
         Ok((states, launches))
     }
 
-    /// Keep a write until it is sent. A second call with the same id keeps
-    /// the first (the same screening posted twice) and returns false.
+    /// Keep a write until it is sent, for the outbox workers to send. A
+    /// second call with the same id keeps the first (the same screening
+    /// posted twice) and returns false.
     pub async fn put_outbox(
         &self,
         id: &str,
@@ -523,19 +524,10 @@ impl Store {
         payload: &[u8],
         summary: &str,
     ) -> Result<bool, StoreError> {
-        let inserted = sqlx::query(
-            "INSERT INTO outbox (id, launch, payload, summary, status, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, 'pending', $5, $6) ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(id)
-        .bind(launch)
-        .bind(self.seal(payload))
-        .bind(self.seal(summary.as_bytes()))
-        .bind(now())
-        .bind(now())
-        .execute(&self.pool)
-        .await?;
-        Ok(inserted.rows_affected() == 1)
+        Ok(self
+            .insert_outbox(id, launch, payload, summary, None)
+            .await?
+            .is_some())
     }
 
     /// Keep a write until it is sent, already claimed by this instance to
@@ -550,6 +542,20 @@ impl Store {
         payload: &[u8],
         summary: &str,
     ) -> Result<Option<OutboxItem>, StoreError> {
+        let claim = (&*self.instance, now() + self.lease);
+        self.insert_outbox(id, launch, payload, summary, Some(claim))
+            .await
+    }
+
+    /// Insert a pending write, claimed by `claim` (instance, until) or not.
+    async fn insert_outbox(
+        &self,
+        id: &str,
+        launch: &str,
+        payload: &[u8],
+        summary: &str,
+        claim: Option<(&str, i64)>,
+    ) -> Result<Option<OutboxItem>, StoreError> {
         let row = sqlx::query(&format!(
             "INSERT INTO outbox (id, launch, payload, summary, status, created_at, updated_at, \
              claimed_by, claimed_until) VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7, $8) \
@@ -562,8 +568,8 @@ impl Store {
         .bind(self.seal(summary.as_bytes()))
         .bind(now())
         .bind(now())
-        .bind(&*self.instance)
-        .bind(now() + self.lease)
+        .bind(claim.map(|(by, _)| by.to_string()))
+        .bind(claim.map(|(_, until)| until))
         .fetch_optional(&self.pool)
         .await?;
         row.map(|r| self.outbox_item(r)).transpose()
@@ -823,15 +829,9 @@ mod tests {
         let b = Store::open(&pg.url(), &[9u8; 32]).await.unwrap();
         let context = r#"{"patient":"pat-sealed-4711"}"#;
         a.put_launch(&StoredLaunch {
-            id: "l1".into(),
-            browser: "b".into(),
-            iss: "i".into(),
             context: context.into(),
-            granted: "".into(),
             tokens: a.seal(b"tokens"),
-            expires_at: 0,
-            csrf: "c".into(),
-            last_seen: now(),
+            ..stored_launch("l1", now())
         })
         .await
         .unwrap();
@@ -865,6 +865,21 @@ mod tests {
         // Another key opens nothing.
         let other = Store::open(&pg.url(), &[1u8; 32]).await.unwrap();
         assert!(matches!(other.launch("l1").await, Err(StoreError::Decrypt)));
+    }
+
+    /// A launch of browser `b`, without tokens, last seen at `last_seen`.
+    fn stored_launch(id: &str, last_seen: i64) -> StoredLaunch {
+        StoredLaunch {
+            id: id.into(),
+            browser: "b".into(),
+            iss: "i".into(),
+            context: "{}".into(),
+            granted: "".into(),
+            tokens: vec![],
+            expires_at: 0,
+            csrf: "c".into(),
+            last_seen,
+        }
     }
 
     /// The queue's test Task, about a patient whose id the sealing tests
@@ -1031,19 +1046,7 @@ mod tests {
     async fn one_refresh_of_a_launch_at_a_time_until_tokens_are_written_or_the_claim_lapses(
         s: Store,
     ) {
-        s.put_launch(&StoredLaunch {
-            id: "l1".into(),
-            browser: "b".into(),
-            iss: "i".into(),
-            context: "{}".into(),
-            granted: "".into(),
-            tokens: vec![],
-            expires_at: 0,
-            csrf: "c".into(),
-            last_seen: now(),
-        })
-        .await
-        .unwrap();
+        s.put_launch(&stored_launch("l1", now())).await.unwrap();
         assert!(s.claim_refresh("l1", 20).await.unwrap());
         assert!(!s.claim_refresh("l1", 20).await.unwrap(), "held");
         // New tokens end the claim.
@@ -1072,17 +1075,7 @@ mod tests {
         for i in 0..50 {
             s.put_state(&format!("flood-{i}"), &pending).await.unwrap();
         }
-        let launch = |id: &str, last_seen: i64| StoredLaunch {
-            id: id.into(),
-            browser: "b".into(),
-            iss: "i".into(),
-            context: "{}".into(),
-            granted: "".into(),
-            tokens: vec![],
-            expires_at: 0,
-            csrf: "c".into(),
-            last_seen,
-        };
+        let launch = stored_launch;
         s.put_launch(&launch("idle", now() - 3600)).await.unwrap();
         s.put_launch(&launch("idle-with-write", now() - 3600))
             .await
@@ -1263,15 +1256,8 @@ mod tests {
         let s = Store::open(&url, &[3u8; 32]).await.unwrap();
         let context = r#"{"patient":"pat-sealed-4711","encounter":"enc-sealed-4711"}"#;
         s.put_launch(&StoredLaunch {
-            id: "l1".into(),
-            browser: "b".into(),
-            iss: "i".into(),
             context: context.into(),
-            granted: "".into(),
-            tokens: vec![],
-            expires_at: 0,
-            csrf: "c".into(),
-            last_seen: now(),
+            ..stored_launch("l1", now())
         })
         .await
         .unwrap();
